@@ -1,0 +1,306 @@
+//! Model configuration: a serde mirror of HF `config.json`, converted to a validated
+//! internal [`LlamaConfig`].
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{cfg_err, ModelError, Result};
+
+/// `eos_token_id` may be one id or a list in HF configs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl OneOrMany {
+    fn to_vec(&self) -> Vec<i64> {
+        match self {
+            OneOrMany::One(x) => vec![*x],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// transformers 5 moves `rope_theta` into `rope_parameters`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeParameters {
+    pub rope_theta: Option<f64>,
+    pub rope_type: Option<String>,
+}
+
+/// HF `config.json` of a `LlamaForCausalLM` (the fields Demiurgic reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfLlamaConfig {
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: Option<f64>,
+    pub rope_parameters: Option<RopeParameters>,
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub hidden_act: Option<String>,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<OneOrMany>,
+    pub eos_token_id: Option<OneOrMany>,
+    pub pad_token_id: Option<OneOrMany>,
+}
+
+/// HF `generation_config.json` (token ids only; sampling settings live in the sampling crate).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HfGenerationConfig {
+    pub bos_token_id: Option<OneOrMany>,
+    pub eos_token_id: Option<OneOrMany>,
+    pub pad_token_id: Option<OneOrMany>,
+}
+
+/// Validated internal configuration of a Llama-family decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
+fn single_id(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Option<u32>> {
+    match v {
+        None => Ok(None),
+        Some(v) => {
+            let ids = v.to_vec();
+            match ids.first() {
+                None => Ok(None),
+                Some(&id) if id >= 0 && id <= u32::MAX as i64 => Ok(Some(id as u32)),
+                Some(&id) => Err(cfg_err(origin, format!("{field} = {id} is not a valid token id"))),
+            }
+        }
+    }
+}
+
+fn id_list(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Vec<u32>> {
+    match v {
+        None => Ok(vec![]),
+        Some(v) => v
+            .to_vec()
+            .into_iter()
+            .map(|id| {
+                u32::try_from(id)
+                    .map_err(|_| cfg_err(origin, format!("{field} contains {id}, not a valid token id")))
+            })
+            .collect(),
+    }
+}
+
+impl HfLlamaConfig {
+    /// Parse `config.json` text; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| cfg_err(origin, e.to_string()))
+    }
+
+    /// Convert to the validated internal config.
+    pub fn to_config(&self, origin: &str) -> Result<LlamaConfig> {
+        if let Some(mt) = &self.model_type {
+            if !matches!(mt.as_str(), "llama" | "mistral" | "smollm" | "qwen2") {
+                return Err(cfg_err(origin, format!("model_type \"{mt}\" is not supported (supported: llama)")));
+            }
+        }
+        if let Some(act) = &self.hidden_act {
+            if act != "silu" {
+                return Err(cfg_err(origin, format!("hidden_act \"{act}\" is not supported (supported: silu)")));
+            }
+        }
+        if let Some(rs) = &self.rope_scaling {
+            if !rs.is_null() {
+                return Err(cfg_err(origin, format!("rope_scaling {rs} is not supported (only plain RoPE)")));
+            }
+        }
+        let mut rope_theta = self.rope_theta;
+        if let Some(p) = &self.rope_parameters {
+            if let Some(t) = &p.rope_type {
+                if t != "default" {
+                    return Err(cfg_err(origin, format!("rope_parameters.rope_type \"{t}\" is not supported (supported: default)")));
+                }
+            }
+            rope_theta = rope_theta.or(p.rope_theta);
+        }
+        let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
+        let head_dim = match self.head_dim {
+            Some(h) => h,
+            None if self.num_attention_heads > 0 => self.hidden_size / self.num_attention_heads,
+            None => 0,
+        };
+        let cfg = LlamaConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads,
+            head_dim,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: rope_theta.unwrap_or(10_000.0),
+            tie_word_embeddings: self.tie_word_embeddings,
+            attention_bias: self.attention_bias,
+            mlp_bias: self.mlp_bias,
+            bos_token_id: single_id(origin, "bos_token_id", &self.bos_token_id)?,
+            eos_token_ids: id_list(origin, "eos_token_id", &self.eos_token_id)?,
+            pad_token_id: single_id(origin, "pad_token_id", &self.pad_token_id)?,
+        };
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+}
+
+impl LlamaConfig {
+    /// Read `config.json` (and `generation_config.json` beside it when present) from a directory.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        let origin = path.display().to_string();
+        let mut cfg = HfLlamaConfig::from_json_str(&text, &origin)?.to_config(&origin)?;
+        let gpath = dir.join("generation_config.json");
+        if gpath.exists() {
+            let text = std::fs::read_to_string(&gpath).map_err(|source| ModelError::Io { path: gpath.clone(), source })?;
+            let gorigin = gpath.display().to_string();
+            let g: HfGenerationConfig = serde_json::from_str(&text).map_err(|e| cfg_err(&gorigin, e.to_string()))?;
+            if g.eos_token_id.is_some() {
+                cfg.eos_token_ids = id_list(&gorigin, "eos_token_id", &g.eos_token_id)?;
+            }
+            if let Some(p) = single_id(&gorigin, "pad_token_id", &g.pad_token_id)? {
+                cfg.pad_token_id = Some(p);
+            }
+            if let Some(b) = single_id(&gorigin, "bos_token_id", &g.bos_token_id)? {
+                cfg.bos_token_id = Some(b);
+            }
+            cfg.validate(&gorigin)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Number of query heads sharing one key/value head.
+    pub fn kv_groups(&self) -> usize {
+        self.num_heads / self.num_kv_heads
+    }
+
+    /// Check every invariant the model relies on; errors name the field and value.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(cfg_err(origin, format!("{name} must be > 0, got 0")));
+            }
+        }
+        const LIMIT: usize = 1 << 24;
+        for (name, v) in positive {
+            if v > LIMIT {
+                return Err(cfg_err(origin, format!("{name} = {v} is implausibly large (limit {LIMIT})")));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(cfg_err(
+                origin,
+                format!(
+                    "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(cfg_err(origin, format!("head_dim must be even for RoPE, got {}", self.head_dim)));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(cfg_err(origin, format!("rms_norm_eps must be > 0, got {}", self.rms_norm_eps)));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(cfg_err(origin, format!("rope_theta must be > 0, got {}", self.rope_theta)));
+        }
+        let ids = self.bos_token_id.iter().chain(self.pad_token_id.iter()).chain(self.eos_token_ids.iter());
+        for &id in ids {
+            if id as usize >= self.vocab_size {
+                return Err(cfg_err(
+                    origin,
+                    format!("special token id {id} is outside the vocabulary (vocab_size {})", self.vocab_size),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#"{"model_type":"llama","vocab_size":256,"hidden_size":64,"intermediate_size":160,
+      "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+      "max_position_embeddings":128,"rms_norm_eps":1e-5,"rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},
+      "tie_word_embeddings":false,"hidden_act":"silu","bos_token_id":1,"eos_token_id":[2,3],"pad_token_id":0}"#;
+
+    #[test]
+    fn parses_rope_parameters_and_eos_list() {
+        let c = HfLlamaConfig::from_json_str(TINY, "t").unwrap().to_config("t").unwrap();
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.eos_token_ids, vec![2, 3]);
+        assert_eq!(c.kv_groups(), 2);
+    }
+
+    #[test]
+    fn top_level_rope_theta_and_defaults() {
+        let j = TINY.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, r#""rope_theta":500000.0,"#)
+            .replace(r#""num_key_value_heads":2,"head_dim":16,"#, "");
+        let c = HfLlamaConfig::from_json_str(&j, "t").unwrap().to_config("t").unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(c.num_kv_heads, 4);
+        assert_eq!(c.head_dim, 16);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_names() {
+        let cases = [
+            (TINY.replace(r#""num_key_value_heads":2"#, r#""num_key_value_heads":3"#), "num_key_value_heads"),
+            (TINY.replace(r#""vocab_size":256"#, r#""vocab_size":0"#), "vocab_size"),
+            (TINY.replace(r#""rms_norm_eps":1e-5"#, r#""rms_norm_eps":-1.0"#), "rms_norm_eps"),
+            (TINY.replace(r#""hidden_act":"silu""#, r#""hidden_act":"gelu""#), "hidden_act"),
+            (TINY.replace(r#""pad_token_id":0"#, r#""pad_token_id":999"#), "999"),
+            (TINY.replace(r#""hidden_size":64,"#, ""), "hidden_size"),
+        ];
+        for (json, needle) in cases {
+            let err = HfLlamaConfig::from_json_str(&json, "t").and_then(|h| h.to_config("t")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} should mention {needle}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Preallocated key/value cache, written in place; overflow is an error, never a wrap-around.
+use burn::tensor::{backend::Backend, s, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+
+/// Keys and values of one layer.
+#[derive(Debug, Clone)]
+pub struct LayerKv<B: Backend> {
+    k: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
+    v: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
+}
+
+impl<B: Backend> LayerKv<B> {
+    /// Write `k`/`v` at positions `start..start+seq` and return the keys/values of `0..start+seq`.
+    ///
+    /// # Shapes
+    /// - k, v: `[batch, kv_heads, seq, head_dim]`
+    /// - output: `[batch, kv_heads, start + seq, head_dim]` each
+    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let end = start + k.dims()[2];
+        self.k.inplace(|c| c.slice_assign(s![.., .., start..end, ..], k));
+        self.v.inplace(|c| c.slice_assign(s![.., .., start..end, ..], v));
+        (
+            self.k.clone().slice(s![.., .., 0..end, ..]),
+            self.v.clone().slice(s![.., .., 0..end, ..]),
+        )
+    }
+}
+
+/// One cache per generation: every layer's keys and values plus the filled length.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<LayerKv<B>>,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Allocate a cache for `batch` sequences of up to `capacity` positions.
+    /// `capacity` may not exceed the model's `max_position_embeddings`.
+    pub fn new(config: &LlamaConfig, batch: usize, capacity: usize, device: &B::Device) -> Result<Self> {
+        if capacity == 0 || capacity > config.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "KV cache size {capacity} must be between 1 and the model's context length {}",
+                config.max_position_embeddings
+            )));
+        }
+        if batch == 0 {
+            return Err(ModelError::Input("KV cache batch size must be at least 1".into()));
+        }
+        let shape = [batch, config.num_kv_heads, capacity, config.head_dim];
+        let layers = (0..config.num_layers)
+            .map(|_| LayerKv { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
+            .collect();
+        Ok(Self { layers, len: 0, capacity, batch })
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of positions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Batch size the cache was allocated for.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Bytes held by keys and values (f32).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 2 * l.k.shape().num_elements() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
+    /// Forget every cached position (the buffers are kept and overwritten).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Error unless `adding` more positions fit.
+    pub fn check_room(&self, adding: usize) -> Result<()> {
+        if self.len + adding > self.capacity {
+            return Err(ModelError::CacheOverflow { have: self.len, adding, capacity: self.capacity });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerKv<B> {
+        &mut self.layers[i]
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    fn cfg() -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 10, hidden_size: 8, intermediate_size: 8, num_layers: 1, num_heads: 2,
+            num_kv_heads: 1, head_dim: 4, max_position_embeddings: 6, rms_norm_eps: 1e-5,
+            rope_theta: 1e4, tie_word_embeddings: true, attention_bias: false, mlp_bias: false,
+            bos_token_id: None, eos_token_ids: vec![], pad_token_id: None,
+        }
+    }
+
+    #[test]
+    fn writes_in_place_and_reads_back() {
+        let d = Default::default();
+        let mut c = KvCache::<NdArray>::new(&cfg(), 1, 6, &d).unwrap();
+        let a = Tensor::<NdArray, 4>::from_data(TensorData::new((0..8).map(|x| x as f32).collect(), [1, 1, 2, 4]), &d);
+        let (k, _) = c.layer_mut(0).append(a.clone(), a.clone(), 0);
+        c.advance(2);
+        assert_eq!(k.dims(), [1, 1, 2, 4]);
+        let b = Tensor::<NdArray, 4>::from_data(TensorData::new(vec![9f32; 4], [1, 1, 1, 4]), &d);
+        let (k, v) = c.layer_mut(0).append(b.clone(), b, 2);
+        c.advance(1);
+        let k: Vec<f32> = k.into_data().to_vec().unwrap();
+        assert_eq!(k, vec![0., 1., 2., 3., 4., 5., 6., 7., 9., 9., 9., 9.]);
+        assert_eq!(v.dims(), [1, 1, 3, 4]);
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn overflow_is_an_error_with_numbers() {
+        let d = Default::default();
+        let mut c = KvCache::<NdArray>::new(&cfg(), 1, 4, &d).unwrap();
+        c.advance(3);
+        assert!(c.check_room(1).is_ok());
+        let e = c.check_room(2).unwrap_err().to_string();
+        assert!(e.contains('3') && e.contains('2') && e.contains('4'), "{e}");
+        c.reset();
+        assert!(c.check_room(4).is_ok());
+        assert!(KvCache::<NdArray>::new(&cfg(), 1, 7, &d).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! # demiurgic-model
+//!
+//! A Llama-family decoder written once over Burn's [`Backend`](burn::tensor::backend::Backend):
+//! model ([`Llama`]), preallocated [`KvCache`], ragged [`Batch`]es, loaders for HF checkpoints
+//! (safetensors through `burn-store`) and GGUF files, tokenizers, and the [`generate`] loop.
+pub mod attention;
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod llama;
+pub mod load;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+
+pub use batch::Batch;
+pub use config::{HfLlamaConfig, LlamaConfig};
+pub use error::{ModelError, Result};
+pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats};
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LlamaWeights, StepInput};
+pub use load::{load_model, LoadedModel};

@@ -1,0 +1,53 @@
+//! OpenAI frequency and presence penalties:
+//! `logit - count * frequency_penalty - (count > 0) * presence_penalty`.
+use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
+
+use crate::config::PenaltyScope;
+use crate::error::{invalid, SamplingError};
+use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::util::{counts, row_index};
+
+#[derive(Debug, Clone)]
+pub struct FrequencyPresencePenalty {
+    frequency: f32,
+    presence: f32,
+    scope: PenaltyScope,
+}
+
+impl FrequencyPresencePenalty {
+    /// Both in [-2, 2], like OpenAI's API.
+    pub fn new(frequency: f32, presence: f32) -> Result<Self, SamplingError> {
+        if !(-2.0..=2.0).contains(&frequency) {
+            return Err(invalid("frequency_penalty", frequency, "must be in [-2, 2] (0 = off)"));
+        }
+        if !(-2.0..=2.0).contains(&presence) {
+            return Err(invalid("presence_penalty", presence, "must be in [-2, 2] (0 = off)"));
+        }
+        Ok(Self { frequency, presence, scope: PenaltyScope::Generated })
+    }
+
+    pub fn with_scope(mut self, scope: PenaltyScope) -> Self {
+        self.scope = scope;
+        self
+    }
+}
+
+impl<B: Backend> LogitsProcessor<B> for FrequencyPresencePenalty {
+    fn name(&self) -> &'static str {
+        "frequency_presence_penalty"
+    }
+
+    fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
+        let rows: Vec<_> = (0..ctx.sequences.len())
+            .map(|b| {
+                counts(self.scope.tokens(ctx, b))
+                    .into_iter()
+                    .map(|(id, c)| (id, -(c * self.frequency + self.presence)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
+        let delta = ri.values.expect("values").mul(ri.valid);
+        logits.scatter(1, ri.idx, delta, IndexingUpdateOp::Add)
+    }
+}

@@ -1,0 +1,55 @@
+//! # demiurgic-sampling
+//!
+//! Backend-generic decoding: every logit processor is a small type implementing
+//! [`LogitsProcessor`] over `Tensor<B, 2>` (`[batch, vocab]`), so it runs on the device of the
+//! model. [`LogitsPipeline::from_config`] applies them in transformers' order:
+//!
+//! 1. penalties: repetition (CTRL), frequency/presence (OpenAI)
+//! 2. `no_repeat_ngram_size`
+//! 3. `min_length`, `min_new_tokens` (EOS masked until reached)
+//! 4. logit bias, banned token ids
+//! 5. user processors ([`LogitsPipeline::push`])
+//! 6. warpers, only when sampling: temperature → top-k → top-p → min-p → typical-p
+//!
+//! Then a [`Sampler`] picks the next ids (argmax, or multinomial with one seeded RNG stream per
+//! sequence), copying only `[batch]` ids to the host.
+//!
+//! ## Penalty scopes
+//! - repetition penalty: prompt + generated tokens by default (as transformers);
+//! - frequency/presence penalties: generated tokens only by default (as OpenAI).
+//!
+//! Both can be switched with [`PenaltyScope`].
+mod bias;
+mod config;
+mod error;
+mod frequency_presence;
+mod min_length;
+mod min_p;
+mod ngram;
+mod pipeline;
+mod repetition;
+mod rng;
+pub mod sampler;
+mod stopping;
+mod temperature;
+mod top_k;
+mod top_p;
+mod typical;
+mod util;
+
+pub use bias::{BannedTokens, LogitBias};
+pub use config::{GenerationConfig, PenaltyScope, Preset, PRESETS};
+pub use error::SamplingError;
+pub use frequency_presence::FrequencyPresencePenalty;
+pub use min_length::{MinLength, MinNewTokens};
+pub use min_p::MinP;
+pub use ngram::NoRepeatNGram;
+pub use pipeline::{LogitsPipeline, LogitsProcessor, ProcessorContext};
+pub use repetition::RepetitionPenalty;
+pub use rng::SeqRng;
+pub use sampler::Sampler;
+pub use stopping::{FinishReason, StopStrings};
+pub use temperature::Temperature;
+pub use top_k::TopK;
+pub use top_p::TopP;
+pub use typical::TypicalP;
