@@ -84,6 +84,7 @@ pub fn load_weights<B: Backend>(config: &LlamaConfig, files: &[PathBuf], device:
     for file in files {
         let mut store = SafetensorsStore::from_file(file)
             .with_key_remapping(r"^model\.", "")
+            .with_key_remapping(r"(norm)\.weight$", "$1.gamma")
             .with_from_adapter(PyTorchToBurnAdapter.chain(ToF32))
             .allow_partial(true)
             .validate(true);
@@ -93,6 +94,7 @@ pub fn load_weights<B: Backend>(config: &LlamaConfig, files: &[PathBuf], device:
         if let Some(err) = res.errors.first() {
             return Err(ModelError::Checkpoint { path: file.clone(), message: err.to_string() });
         }
+        if std::env::var("DEMIURGIC_DEBUG_LOAD").is_ok() { eprintln!("applied={:?}\nmissing={:?}\nunused={:?}\nskipped={:?}", res.applied, res.missing, res.unused, res.skipped); }
         applied.extend(res.applied);
     }
     // Every parameter must come from the files (random init must never leak into a model).
