@@ -6,10 +6,11 @@ use burn::tensor::backend::Backend;
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
 
+pub mod gguf;
 pub mod safetensors;
 pub mod tokenizer;
 
-pub use tokenizer::TextTokenizer;
+pub use tokenizer::{StreamDecoder, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).
 pub struct LoadedModel<B: Backend> {
@@ -24,6 +25,9 @@ pub struct LoadedModel<B: Backend> {
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
     if path.is_dir() {
         return safetensors::load_hf_dir(path, device);
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
+        return gguf::load_gguf(path, device);
     }
     if !path.exists() {
         return Err(ModelError::Input(format!(

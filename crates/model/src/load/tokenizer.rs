@@ -43,3 +43,29 @@ impl TextTokenizer {
         self.inner.decode(ids, false).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 }
+
+/// Incremental detokenizer: yields new text only once it is complete UTF-8, so a multi-byte
+/// character split over several tokens is never emitted in halves.
+#[derive(Debug, Default, Clone)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    emitted: usize, // bytes of the decoded text already returned
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a token; returns the text that became complete, if any.
+    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = tok.decode(&self.ids)?;
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let new = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(new))
+    }
+}
