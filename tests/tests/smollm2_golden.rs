@@ -1,0 +1,65 @@
+//! SmolLM2-135M-Instruct (GGUF Q4_1, dequantized) against transformers (`smollm2-golden.json`):
+//! prompt ids, greedy ids up to the first near-tie step, top-5 logits of the last prompt position.
+//! Data-driven over every case of the file.
+use burn::tensor::backend::Backend;
+use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
+use demiurgic_sampling::GenerationConfig;
+use demiurgic_tests::{ids1, json_fixture, per_backend, smollm2_path};
+
+/// Compare greedy ids up to (excluding) the first step whose reference top-1/top-2 margin < 0.01.
+pub fn comparable_prefix(margins: &[f64]) -> usize {
+    margins.iter().position(|&m| m < 0.01).unwrap_or(margins.len())
+}
+
+fn golden<B: Backend>(device: &B::Device) {
+    let g = json_fixture("smollm2-golden.json");
+    let loaded = load_model::<B>(&smollm2_path(), device).expect("load SmolLM2");
+    let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
+    let cases = g["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty());
+    for (ci, case) in cases.iter().enumerate() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let want_ids = ids1(&case["prompt_ids"]);
+        let ids = tok.encode(prompt).unwrap();
+        assert_eq!(ids, want_ids, "case {ci}: prompt ids of {prompt:?}");
+
+        // top-5 of the last prompt position
+        let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
+        let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
+        let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
+        let top5_logits: Vec<f64> = case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let got: Vec<u32> = order[..top5_ids.len()].iter().map(|&i| i as u32).collect();
+        assert_eq!(got, top5_ids, "case {ci}: top-5 ids");
+        for (id, want) in top5_ids.iter().zip(&top5_logits) {
+            let d = (logits[*id as usize] as f64 - want).abs();
+            assert!(d < 1e-3, "case {ci}: logit of {id}: {} vs {want} (diff {d})", logits[*id as usize]);
+        }
+
+        // greedy continuation
+        let want = ids1(&case["greedy_ids"]);
+        let margins: Vec<f64> = case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let n = comparable_prefix(&margins);
+        assert!(n > 0, "case {ci}: no comparable step");
+        let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]), ..GenerationConfig::greedy() };
+        let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
+        let row = out.row(0);
+        assert!(row.len() >= n, "case {ci}: generated {} tokens, need {n}", row.len());
+        assert_eq!(&row[..n], &want[..n], "case {ci}: greedy ids (first {n} steps)");
+        if n == want.len() {
+            assert_eq!(row, &want[..], "case {ci}: the whole continuation (EOS included)");
+            let text = tok.decode(row).unwrap();
+            assert_eq!(text, case["greedy_text"].as_str().unwrap(), "case {ci}: text");
+        }
+    }
+}
+
+per_backend!(smollm2_matches_transformers, golden);
+
+#[test]
+fn comparable_prefix_stops_at_first_near_tie() {
+    assert_eq!(comparable_prefix(&[1.0, 0.5, 0.009, 2.0]), 2);
+    assert_eq!(comparable_prefix(&[1.0, 0.5]), 2);
+}
