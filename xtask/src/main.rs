@@ -1,1 +1,66 @@
-fn main(){}
+//! `cargo xtask test | fetch-model | bench | gpu-check`: orchestration only.
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("+ cargo {}", args.join(" "));
+    let st = Command::new(env!("CARGO")).args(args).current_dir(root()).status().context("cannot run cargo")?;
+    if !st.success() {
+        bail!("cargo {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn demiurgic(args: &[&str]) -> Result<()> {
+    let bin = root().join("target/release/demiurgic");
+    eprintln!("+ demiurgic {}", args.join(" "));
+    let st = Command::new(&bin).args(args).current_dir(root()).status().with_context(|| format!("cannot run {}", bin.display()))?;
+    if !st.success() {
+        bail!("demiurgic {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => {
+            // fetch first so a missing model fails loudly, once
+            cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
+            demiurgic(&["fetch-model"])?;
+            let mut a = vec!["test", "--release", "--workspace"];
+            a.extend(&rest);
+            cargo(&a)
+        }
+        Some("fetch-model") => {
+            cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
+            demiurgic(&["fetch-model"])
+        }
+        Some("bench") => {
+            let mut features = vec!["flex", "ndarray"];
+            if rest.iter().any(|a| *a == "wgpu") {
+                features.push("wgpu");
+            }
+            let f = features.join(",");
+            cargo(&["build", "--release", "-p", "demiurgic-runner", "--features", &f])?;
+            let mut a = vec!["bench"];
+            a.extend(&rest);
+            demiurgic(&a)
+        }
+        Some("gpu-check") => {
+            let st = Command::new("bash").arg(root().join("scripts/gpu-check.sh")).status()?;
+            if !st.success() {
+                bail!("gpu-check failed ({st})");
+            }
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask <test | fetch-model | bench [--quick] [--backend B ...] | gpu-check>"),
+    }
+}

@@ -33,6 +33,8 @@ enum Cmd {
     Presets,
     /// List the compiled-in backends and whether a device is usable.
     Backends,
+    /// Fetch the default model into the cache (DEMIURGIC_HOME) and print its path.
+    FetchModel,
 }
 
 #[derive(Args, Clone)]
@@ -163,6 +165,10 @@ fn run(cli: Cli) -> Result<()> {
                 let status = backends::probe(name);
                 println!("{name:<8} compiled in, {status}");
             }
+            Ok(())
+        }
+        Cmd::FetchModel => {
+            println!("{}", fetch::default_model(std::io::stderr().is_terminal())?.display());
             Ok(())
         }
         Cmd::Generate(args) => {
