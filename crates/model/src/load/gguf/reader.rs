@@ -155,7 +155,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)?;
         if n > self.remaining() as u64 {
-            return Err(self.err(format!("{what}: string length {n} exceeds the {} bytes left in the file", self.remaining())));
+            return Err(self.err(format!("{what}: string length {n} exceeds the {} bytes left in the file (truncated or corrupt)", self.remaining())));
         }
         let b = self.take(n as usize, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err(format!("{what}: string is not valid UTF-8")))
