@@ -17,6 +17,42 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Run `cargo test`, echo its output, and close with one plain `tests: N passed, N failed` line.
+fn cargo_test_summarised(args: &[&str]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("+ cargo {}", args.join(" "));
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (kind, n) = (w.next(), w.next());
+                if let Some(n) = n.and_then(|n| n.trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok()) {
+                    match kind {
+                        Some("passed") => passed += n,
+                        Some("failed") => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !st.success() || passed == 0 {
+        bail!("cargo {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
 fn demiurgic(args: &[&str]) -> Result<()> {
     let bin = root().join("target/release/demiurgic");
     eprintln!("+ demiurgic {}", args.join(" "));
@@ -37,7 +73,7 @@ fn main() -> Result<()> {
             demiurgic(&["fetch-model"])?;
             let mut a = vec!["test", "--release", "--workspace"];
             a.extend(&rest);
-            cargo(&a)
+            cargo_test_summarised(&a)
         }
         Some("fetch-model") => {
             cargo(&["build", "--release", "-p", "demiurgic-runner"])?;

@@ -77,6 +77,14 @@ pub fn generate<B: Backend>(
             return Err(ModelError::Input(format!("special token id {id} is outside the vocabulary (0..{})", mc.vocab_size)));
         }
     }
+    for (i, p) in prompts.iter().enumerate() {
+        if let Some(&bad) = p.iter().find(|&&id| id as usize >= mc.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "prompt {i}: token id {bad} is outside the vocabulary (0..{})",
+                mc.vocab_size
+            )));
+        }
+    }
     // num_return_sequences: rows grouped per prompt (repeat_interleave).
     let n = config.num_return_sequences;
     let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat(p.clone()).take(n)).collect();

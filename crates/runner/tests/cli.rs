@@ -1,0 +1,98 @@
+//! The `demiurgic` binary end to end on the tiny transformers checkpoint: `generate --json`
+//! alone and as a ragged batch against `golden.json`, and bad flags → exit 1 with a message.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn demiurgic(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_demiurgic")).args(args).output().expect("run demiurgic");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn golden() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny-llama/golden.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn generate_json_matches_transformers_alone_and_batched() {
+    let g = golden();
+    let model = fixtures().join("tiny-llama");
+    let model = model.to_str().unwrap();
+    for backend in ["flex", "ndarray"] {
+        for case in g["cases"].as_array().unwrap() {
+            let p: Vec<String> = ids(&case["prompt"]).iter().map(u64::to_string).collect();
+            let p = p.join(",");
+            let (code, out, err) = demiurgic(&["generate", "--model", model, "--prompt-ids", &p, "--greedy",
+                "--max-new-tokens", "24", "--json", "--backend", backend]);
+            assert_eq!(code, 0, "{err}");
+            let j: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+            for k in ["backend", "model", "prompt_ids", "generated_ids", "stats"] {
+                assert!(j.get(k).is_some(), "missing {k}");
+            }
+            for k in ["prompt_tokens", "generated_tokens", "load_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s"] {
+                assert!(j["stats"].get(k).is_some(), "missing stats.{k}");
+            }
+            assert!(j.get("texts").is_none(), "no tokenizer, no texts");
+            assert_eq!(ids(&j["generated_ids"][0]), ids(&case["greedy_24"]));
+        }
+        // the ragged batch: unpadded prompts in, transformers' padded output out
+        let b = &g["batched_left_padded"];
+        let mut args = vec!["generate".to_string(), "--model".into(), model.into(), "--greedy".into(),
+            "--max-new-tokens".into(), "16".into(), "--json".into(), "--backend".into(), backend.into()];
+        for (row, mask) in b["input_ids"].as_array().unwrap().iter().zip(b["attention_mask"].as_array().unwrap()) {
+            let p: Vec<String> = ids(row).iter().zip(ids(mask)).filter(|(_, m)| *m == 1).map(|(t, _)| t.to_string()).collect();
+            args.push("--prompt-ids".into());
+            args.push(p.join(","));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = demiurgic(&args);
+        assert_eq!(code, 0, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let got: Vec<Vec<u64>> = j["generated_ids"].as_array().unwrap().iter().map(ids).collect();
+        let want: Vec<Vec<u64>> = b["greedy_16"].as_array().unwrap().iter().map(ids).collect();
+        assert_eq!(got, want, "{backend}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_1_with_a_message() {
+    let model = fixtures().join("tiny-llama");
+    let m = model.to_str().unwrap();
+    let base = ["generate", "--model", m, "--prompt-ids", "1,2,3"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--temperature", "-1"], "temperature"),
+        (vec!["--top-p", "0"], "top_p"),
+        (vec!["--top-p", "1.5"], "top_p"),
+        (vec!["--typical-p", "2"], "typical_p"),
+        (vec!["--min-p", "-0.1"], "min_p"),
+        (vec!["--repetition-penalty", "0"], "repetition_penalty"),
+        (vec!["--frequency-penalty", "3"], "frequency_penalty"),
+        (vec!["--presence-penalty", "-2.5"], "presence_penalty"),
+        (vec!["--num-return-sequences", "0"], "num_return_sequences"),
+        (vec!["--max-length", "5", "--min-length", "9"], "min_length"),
+        (vec!["--max-new-tokens", "0"], "max_new_tokens"),
+        (vec!["--preset", "nope"], "preset"),
+        (vec!["--max-new-tokens", "500", "--greedy"], "context"),
+        (vec!["--backend", "tpu"], "backend"),
+        (vec!["--prompt-ids", "1,x"], "prompt-ids"),
+        (vec!["--prompt-ids", "999", "--greedy", "--max-new-tokens", "4"], "999"),
+        (vec!["--prompt", "hello"], "tokenizer"),
+    ];
+    for (extra, needle) in cases {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let (code, _, err) = demiurgic(&args);
+        assert_eq!(code, 1, "{extra:?}: exit code, stderr {err}");
+        assert!(err.contains(needle), "{extra:?}: {err:?} should mention {needle}");
+        assert!(!err.contains("panicked"), "{extra:?}: panic: {err}");
+    }
+    let (code, _, err) = demiurgic(&["generate", "--model", "/no/such/model.gguf", "--prompt-ids", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not exist"), "{err}");
+}
