@@ -1,4 +1,4 @@
-//! `cargo xtask test | fetch-model | bench | gpu-check`: orchestration only.
+//! `cargo xtask test | fetch-model`: orchestration only.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -79,24 +79,6 @@ fn main() -> Result<()> {
             cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
             demiurgic(&["fetch-model"])
         }
-        Some("bench") => {
-            let mut features = vec!["flex", "ndarray"];
-            if rest.iter().any(|a| *a == "wgpu") {
-                features.push("wgpu");
-            }
-            let f = features.join(",");
-            cargo(&["build", "--release", "-p", "demiurgic-runner", "--features", &f])?;
-            let mut a = vec!["bench"];
-            a.extend(&rest);
-            demiurgic(&a)
-        }
-        Some("gpu-check") => {
-            let st = Command::new("bash").arg(root().join("scripts/gpu-check.sh")).status()?;
-            if !st.success() {
-                bail!("gpu-check failed ({st})");
-            }
-            Ok(())
-        }
-        _ => bail!("usage: cargo xtask <test | fetch-model | bench [--quick] [--backend B ...] | gpu-check>"),
+        _ => bail!("usage: cargo xtask <test | fetch-model>"),
     }
 }
