@@ -75,8 +75,9 @@ struct GenerateArgs {
     /// Argmax decoding (same as --do-sample false).
     #[arg(long)]
     greedy: bool,
-    #[arg(long = "do-sample")]
-    do_sample: Option<bool>,
+    /// Sample (multinomial) instead of argmax; on by default unless a preset/config says otherwise.
+    #[arg(long = "do-sample", conflicts_with = "greedy")]
+    do_sample: bool,
     #[arg(long = "max-new-tokens")]
     max_new_tokens: Option<usize>,
     #[arg(long = "max-length")]
@@ -199,7 +200,10 @@ fn build_config(a: &GenerateArgs) -> Result<GenerationConfig> {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
     }
     set!(min_length, min_new_tokens, temperature, top_k, top_p, typical_p, min_p, repetition_penalty,
-         frequency_penalty, presence_penalty, no_repeat_ngram_size, num_return_sequences, do_sample);
+         frequency_penalty, presence_penalty, no_repeat_ngram_size, num_return_sequences);
+    if a.do_sample {
+        c.do_sample = true;
+    }
     if a.max_new_tokens.is_some() {
         c.max_new_tokens = a.max_new_tokens;
     }
@@ -216,9 +220,6 @@ fn build_config(a: &GenerateArgs) -> Result<GenerationConfig> {
         c.stop = a.stop.clone();
     }
     if a.greedy {
-        if a.do_sample == Some(true) {
-            bail!("--greedy and --do-sample true contradict each other");
-        }
         c.do_sample = false;
     }
     c.logprobs |= a.logprobs;
