@@ -94,7 +94,6 @@ pub fn load_weights<B: Backend>(config: &LlamaConfig, files: &[PathBuf], device:
         if let Some(err) = res.errors.first() {
             return Err(ModelError::Checkpoint { path: file.clone(), message: err.to_string() });
         }
-        if std::env::var("DEMIURGIC_DEBUG_LOAD").is_ok() { eprintln!("applied={:?}\nmissing={:?}\nunused={:?}\nskipped={:?}", res.applied, res.missing, res.unused, res.skipped); }
         applied.extend(res.applied);
     }
     // Every parameter must come from the files (random init must never leak into a model).
