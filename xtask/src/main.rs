@@ -54,7 +54,8 @@ fn cargo_test_summarised(args: &[&str]) -> Result<()> {
 }
 
 fn demiurgic(args: &[&str]) -> Result<()> {
-    let bin = root().join("target/release/demiurgic");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let bin = target.join("release/demiurgic");
     eprintln!("+ demiurgic {}", args.join(" "));
     let st = Command::new(&bin).args(args).current_dir(root()).status().with_context(|| format!("cannot run {}", bin.display()))?;
     if !st.success() {
