@@ -47,7 +47,7 @@ impl<B: Backend> LogitsProcessor<B> for FrequencyPresencePenalty {
             })
             .collect();
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
-        let delta = ri.values.expect("values").mul(ri.valid);
+        let delta = ri.values.mul(ri.valid);
         logits.scatter(1, ri.idx, delta, IndexingUpdateOp::Add)
     }
 }

@@ -50,6 +50,6 @@ impl<B: Backend> LogitsProcessor<B> for NoRepeatNGram {
             .map(|s| self.banned(s).into_iter().map(|t| (t, f32::NEG_INFINITY)).collect())
             .collect();
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
-        scatter_set(logits, ri.idx, ri.values.expect("values"), ri.valid)
+        scatter_set(logits, ri.idx, ri.values, ri.valid)
     }
 }

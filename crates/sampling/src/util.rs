@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Tensor, TensorData};
 pub(crate) struct RowIndex<B: Backend> {
     pub idx: Tensor<B, 2, Int>,
     pub valid: Tensor<B, 2>,
-    pub values: Option<Tensor<B, 2>>,
+    pub values: Tensor<B, 2>,
 }
 
 pub(crate) fn row_index<B: Backend>(
@@ -42,7 +42,7 @@ pub(crate) fn row_index<B: Backend>(
     Some(RowIndex {
         idx: Tensor::from_data(TensorData::new(idx, [b, l]), device),
         valid: Tensor::from_data(TensorData::new(valid, [b, l]), device),
-        values: Some(Tensor::from_data(TensorData::new(vals, [b, l]), device)),
+        values: Tensor::from_data(TensorData::new(vals, [b, l]), device),
     })
 }
 
