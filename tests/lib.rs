@@ -1,9 +1,13 @@
 //! Shared helpers of the cross-crate tests: fixture paths and the backend ladder.
 use std::path::PathBuf;
 
-/// Path of a file under `tests/fixtures/`.
+/// Path of a file under `tests/fixtures/` (or under `$DEMIURGIC_FIXTURES`, for a test binary
+/// run away from its source tree, as `scripts/gpu-check.sh --prebuilt` does).
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    match std::env::var_os("DEMIURGIC_FIXTURES") {
+        Some(d) => PathBuf::from(d).join(rel),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel),
+    }
 }
 
 /// Read and parse a JSON fixture (panics with the path when missing: a test never skips).
@@ -63,4 +67,63 @@ pub fn ids1(v: &serde_json::Value) -> Vec<u32> {
 /// Panics with the reason when it cannot be had: a real-model test never skips.
 pub fn smollm2_path() -> PathBuf {
     demiurgic_runner::fetch::default_model(false).unwrap_or_else(|e| panic!("cannot get the default model: {e:#}"))
+}
+
+/// The processors fixture (`processors.json`): building each case's processor and running it.
+pub mod processors_fixture {
+    use burn::tensor::{backend::Backend, Tensor, TensorData};
+    use demiurgic_sampling::{
+        FrequencyPresencePenalty, LogitsProcessor, MinLength, MinNewTokens, MinP, NoRepeatNGram, PenaltyScope,
+        ProcessorContext, RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
+    };
+    use serde_json::Value;
+
+    pub fn scores(v: &Value) -> Vec<Vec<f32>> {
+        v.as_array().unwrap().iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().map_or(f32::NEG_INFINITY, |f| f as f32)).collect())
+            .collect()
+    }
+
+    fn param(p: &Value, k: &str) -> f64 {
+        p[k].as_f64().unwrap_or_else(|| panic!("param {k} missing in {p}"))
+    }
+
+    pub fn build<B: Backend>(name: &str, p: &Value) -> Box<dyn LogitsProcessor<B>> {
+        match name {
+            "repetition_penalty" => Box::new(RepetitionPenalty::new(param(p, "penalty") as f32).unwrap()),
+            "temperature" => Box::new(Temperature::new(param(p, "temperature") as f32).unwrap()),
+            "top_k" => Box::new(TopK::new(param(p, "top_k") as usize).unwrap()),
+            "top_p" => Box::new(TopP::new(param(p, "top_p") as f32).unwrap()),
+            "typical_p" => Box::new(TypicalP::new(param(p, "typical_p") as f32).unwrap()),
+            "min_p" => Box::new(MinP::new(param(p, "min_p") as f32).unwrap()),
+            "min_length" => Box::new(MinLength::new(param(p, "min_length") as usize, vec![param(p, "eos_token_id") as u32])),
+            "min_new_tokens" => Box::new(MinNewTokens::new(
+                param(p, "min_new_tokens") as usize,
+                param(p, "prompt_length") as usize,
+                vec![param(p, "eos_token_id") as u32],
+            )),
+            "no_repeat_ngram_size" => Box::new(NoRepeatNGram::new(param(p, "ngram_size") as usize).unwrap()),
+            "frequency_presence" => Box::new(
+                FrequencyPresencePenalty::new(param(p, "frequency_penalty") as f32, param(p, "presence_penalty") as f32)
+                    .unwrap()
+                    .with_scope(PenaltyScope::Generated),
+            ),
+            other => panic!("processors.json has a processor this test does not know: {other}"),
+        }
+    }
+
+    /// Run case `case` of the fixture on backend `B`: `(output [b*v], b, v)`.
+    pub fn run_case<B: Backend>(case: &Value, device: &B::Device) -> (Vec<f32>, usize, usize) {
+        let name = case["processor"].as_str().unwrap();
+        let p = &case["params"];
+        let input_ids = crate::ids2(&case["input_ids"]);
+        let s = scores(&case["scores"]);
+        let (b, v) = (s.len(), s[0].len());
+        let cur_len = input_ids[0].len();
+        let prompt_len = p.get("prompt_length").and_then(Value::as_u64).map_or(cur_len, |x| x as usize);
+        let ctx = ProcessorContext { sequences: &input_ids, num_generated: cur_len - prompt_len, cur_len };
+        let logits = Tensor::<B, 2>::from_data(TensorData::new(s.concat(), [b, v]), device);
+        let got = build::<B>(name, p).process(logits, &ctx).into_data().iter::<f32>().collect();
+        (got, b, v)
+    }
 }

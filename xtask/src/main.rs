@@ -4,6 +4,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -53,9 +55,12 @@ fn cargo_test_summarised(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 fn demiurgic(args: &[&str]) -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    let bin = target.join("release/demiurgic");
+    let bin = target_dir().join("release/demiurgic");
     eprintln!("+ demiurgic {}", args.join(" "));
     let st = Command::new(&bin).args(args).current_dir(root()).status().with_context(|| format!("cannot run {}", bin.display()))?;
     if !st.success() {
@@ -64,15 +69,118 @@ fn demiurgic(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a Vulkan loader and at least one ICD (driver manifest) are installed.
+fn vulkan_present() -> bool {
+    let loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"].iter().any(|d| {
+        std::fs::read_dir(d).map(|mut it| it.any(|e| e.map(|e| e.path().extension().is_some_and(|x| x == "json")).unwrap_or(false))).unwrap_or(false)
+    });
+    loader && icd
+}
+
+/// The wgpu tests need a Vulkan driver; on a CPU-only machine that is Mesa's lavapipe.
+/// Installed with apt when missing and we are root (as on CI); otherwise a clear error.
+fn ensure_vulkan() -> Result<()> {
+    if vulkan_present() {
+        return Ok(());
+    }
+    let pkgs = ["mesa-vulkan-drivers", "libvulkan1"];
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root && Command::new("apt-get").arg("--version").output().is_ok() {
+        eprintln!("+ apt-get install -y {} (Vulkan for the wgpu tests: lavapipe, Mesa's software driver)", pkgs.join(" "));
+        let install = || Command::new("apt-get").args(["install", "-y", "-qq"]).args(pkgs).status().map(|s| s.success()).unwrap_or(false);
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            install();
+        }
+        if vulkan_present() {
+            return Ok(());
+        }
+    }
+    bail!(
+        "the wgpu tests need a Vulkan driver and none is installed: run `apt-get install -y {}` \
+         (Mesa's lavapipe, a CPU Vulkan driver), or pass --no-wgpu to test ndarray and flex only",
+        pkgs.join(" ")
+    )
+}
+
+const FUZZ_TARGETS: &[&str] = &["gguf", "safetensors_config"];
+
+/// `cargo xtask fuzz [--seconds N] [--target T]`: each cargo-fuzz target for N seconds (default
+/// 60) on its committed corpus (`fuzz/corpus/T`). Installs cargo-fuzz when missing. Only the
+/// stable toolchain exists here: `RUSTC_BOOTSTRAP=1` lets it pass the nightly flags libFuzzer
+/// needs; no sanitizer (the code under test is safe Rust: we hunt panics, hangs and huge
+/// allocations, which libFuzzer reports as crashes, timeouts and OOMs).
+fn fuzz(args: &[&str]) -> Result<()> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<&str> = FUZZ_TARGETS.to_vec();
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--seconds" => {
+                let v = it.next().context("--seconds needs a number")?;
+                seconds = v.parse().ok().filter(|&n| n > 0).with_context(|| format!("--seconds must be a positive integer, got {v:?}"))?;
+            }
+            "--target" => {
+                let t = *it.next().context("--target needs a name")?;
+                if !FUZZ_TARGETS.contains(&t) {
+                    bail!("--target {t:?} is unknown (targets: {})", FUZZ_TARGETS.join(", "));
+                }
+                targets = vec![t];
+            }
+            other => bail!("unknown fuzz argument {other:?} (allowed: --seconds N, --target T)"),
+        }
+    }
+    let have = Command::new(env!("CARGO")).args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !have {
+        cargo(&["install", "cargo-fuzz", "--locked"])?;
+    }
+    for t in targets {
+        let corpus = root().join("fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        let max_time = format!("-max_total_time={seconds}");
+        let a = ["fuzz", "run", t, "--sanitizer", "none", "--", &max_time, "-timeout=20", "-rss_limit_mb=4096", "-max_len=65536"];
+        eprintln!("+ RUSTC_BOOTSTRAP=1 cargo {}", a.join(" "));
+        let st = Command::new(env!("CARGO")).args(a).env("RUSTC_BOOTSTRAP", "1").current_dir(root()).status()?;
+        if !st.success() {
+            bail!("fuzz target {t} found a failure ({st}): the input is under fuzz/artifacts/{t}/; \
+                   add it to tests/fixtures/fuzz-regressions/{t}/ and fix the bug");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let mut rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match args.first().map(String::as_str) {
         Some("test") => {
+            // wgpu (on lavapipe where no GPU exists) is tested unless --no-wgpu
+            let wgpu = !rest.contains(&"--no-wgpu");
+            rest.retain(|a| *a != "--no-wgpu");
+            let features = if wgpu {
+                ensure_vulkan()?;
+                // lavapipe warns on every device creation without it
+                if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                    std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+                }
+                "demiurgic-runner/wgpu,demiurgic-tests/wgpu"
+            } else {
+                ""
+            };
             // fetch first so a missing model fails loudly, once
-            cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
+            let mut build = vec!["build", "--release", "-p", "demiurgic-runner"];
+            if wgpu {
+                build.extend(["--features", "wgpu"]);
+            }
+            cargo(&build)?;
             demiurgic(&["fetch-model"])?;
             let mut a = vec!["test", "--release", "--workspace"];
+            if wgpu {
+                a.extend(["--features", features]);
+            }
             a.extend(&rest);
             cargo_test_summarised(&a)
         }
@@ -80,6 +188,18 @@ fn main() -> Result<()> {
             cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
             demiurgic(&["fetch-model"])
         }
-        _ => bail!("usage: cargo xtask <test | fetch-model>"),
+        Some("bench") => bench::run(&rest),
+        Some("fuzz") => fuzz(&rest),
+        Some("gpu-check") => {
+            let st = Command::new("bash").arg(root().join("scripts/gpu-check.sh")).args(&rest).current_dir(root()).status()?;
+            if !st.success() {
+                bail!("scripts/gpu-check.sh failed ({st})");
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "usage: cargo xtask <test [--no-wgpu] [cargo test args] | fetch-model | \
+             bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH] | gpu-check [--prebuilt DIR] | fuzz [--seconds N] [--target T]>"
+        ),
     }
 }

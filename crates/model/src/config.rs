@@ -118,7 +118,15 @@ fn id_list(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Vec<u32>>
 impl HfLlamaConfig {
     /// Parse `config.json` text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| cfg_err(origin, e.to_string()))
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                cfg_err(origin, e.inner().to_string())
+            } else {
+                cfg_err(origin, format!("field `{path}`: {}", e.inner()))
+            }
+        })
     }
 
     /// Convert to the validated internal config.

@@ -37,6 +37,7 @@ pub fn with_backend<J: BackendJob>(name: &str, job: J) -> Result<()> {
         "ndarray" => job.run::<burn::backend::NdArray>(name, Default::default()),
         #[cfg(feature = "wgpu")]
         "wgpu" => {
+            wgpu_memory_setup()?;
             probe_ok(name)?;
             job.run::<burn::backend::Wgpu>(name, Default::default())
         }
@@ -51,6 +52,31 @@ pub fn with_backend<J: BackendJob>(name: &str, job: J) -> Result<()> {
         ),
         other => bail!("--backend {other:?} is unknown (allowed: flex, ndarray, wgpu, cuda; compiled: {})", COMPILED.join(", ")),
     }
+}
+
+/// `DEMIURGIC_WGPU_MEMORY=subslices|exclusive` picks CubeCL's memory management for wgpu before
+/// the device is first used (default: CubeCL's, sub-slices of pages sized by the adapter's
+/// `max_storage_buffer_binding_size`). `exclusive` gives every tensor its own buffer: the fix
+/// for "No memory pool big enough" when one tensor outgrows the pools' pages.
+#[cfg(feature = "wgpu")]
+fn wgpu_memory_setup() -> Result<()> {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, MemoryConfiguration, RuntimeOptions, WgpuDevice};
+    let memory_config = match std::env::var("DEMIURGIC_WGPU_MEMORY").ok().as_deref() {
+        None | Some("") => return Ok(()),
+        Some("subslices") => MemoryConfiguration::SubSlices,
+        Some("exclusive") => MemoryConfiguration::ExclusivePages,
+        Some(other) => bail!("DEMIURGIC_WGPU_MEMORY={other:?} is unknown (allowed: subslices, exclusive)"),
+    };
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| {
+        init_setup::<AutoGraphicsApi>(&WgpuDevice::default(), RuntimeOptions { memory_config, ..Default::default() });
+    });
+    std::panic::set_hook(prev);
+    if r.is_err() {
+        bail!("--backend wgpu is compiled in but not usable here: no Vulkan/Metal/DX12 adapter could be set up");
+    }
+    Ok(())
 }
 
 #[allow(dead_code)]

@@ -1,5 +1,7 @@
 //! `demiurgic`: generate text with a Llama-family model on a Burn backend chosen at run time.
 mod backends;
+mod bench;
+mod soak;
 use demiurgic_runner::fetch;
 
 use std::io::{IsTerminal, Write};
@@ -35,6 +37,11 @@ enum Cmd {
     Backends,
     /// Fetch the default model into the cache (DEMIURGIC_HOME) and print its path.
     FetchModel,
+    /// Measure one backend (cache table, decode per batch, prefill, memory) and print JSON;
+    /// `cargo xtask bench` runs it per backend and merges the results.
+    Bench(bench::BenchArgs),
+    /// Generate many tokens (default 10,000) in one process and check resident memory stays flat.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args, Clone)]
@@ -177,11 +184,41 @@ fn run(cli: Cli) -> Result<()> {
             let backend = args.m.backend.clone();
             with_backend(&backend, GenerateJob { args, config })
         }
+        Cmd::Bench(args) => {
+            let path = match &args.model {
+                Some(p) => p.clone(),
+                None => fetch::default_model(std::io::stderr().is_terminal())?,
+            };
+            let backend = args.backend.clone();
+            with_backend(&backend, bench::BenchJob { args, path })
+        }
+        Cmd::Soak(args) => {
+            let path = match &args.model {
+                Some(p) => p.clone(),
+                None => fetch::default_model(std::io::stderr().is_terminal())?,
+            };
+            let backend = args.backend.clone();
+            with_backend(&backend, soak::SoakJob { args, path })
+        }
         Cmd::Tokenize(args) => {
             let backend = args.m.backend.clone();
             with_backend(&backend, TokenizeJob { args })
         }
     }
+}
+
+/// A progress bar on stderr when it is a terminal.
+fn progress_bar(len: u64, prefix: &str) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(len);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix(prefix.to_string());
+        b
+    })
 }
 
 fn build_config(a: &GenerateArgs) -> Result<GenerationConfig> {

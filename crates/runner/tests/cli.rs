@@ -20,12 +20,24 @@ fn ids(v: &serde_json::Value) -> Vec<u64> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
 }
 
+/// Every backend compiled into the binary under test.
+const COMPILED: &[&str] = &[
+    #[cfg(feature = "flex")]
+    "flex",
+    #[cfg(feature = "ndarray")]
+    "ndarray",
+    #[cfg(feature = "wgpu")]
+    "wgpu",
+    #[cfg(feature = "cuda")]
+    "cuda",
+];
+
 #[test]
 fn generate_json_matches_transformers_alone_and_batched() {
     let g = golden();
     let model = fixtures().join("tiny-llama");
     let model = model.to_str().unwrap();
-    for backend in ["flex", "ndarray"] {
+    for &backend in COMPILED {
         for case in g["cases"].as_array().unwrap() {
             let p: Vec<String> = ids(&case["prompt"]).iter().map(u64::to_string).collect();
             let p = p.join(",");

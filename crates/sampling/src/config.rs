@@ -177,7 +177,15 @@ impl GenerationConfig {
 
     /// Parse and validate.
     pub fn from_json(text: &str) -> Result<Self, SamplingError> {
-        let c: Self = serde_json::from_str(text).map_err(|e| SamplingError::Json(e.to_string()))?;
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let c: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                SamplingError::Json(e.inner().to_string())
+            } else {
+                SamplingError::Json(format!("field `{path}`: {}", e.inner()))
+            }
+        })?;
         c.validate()?;
         Ok(c)
     }

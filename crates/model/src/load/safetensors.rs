@@ -77,11 +77,111 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     })
 }
 
+/// Largest header accepted (the safetensors format's own limit is 100 MB).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// Check a safetensors file before anything is allocated from it: header length inside the file
+/// and bounded, header JSON, known dtypes, shapes whose byte size matches their data range, data
+/// ranges inside the file. burn-store would reject most of these too, with vaguer messages.
+pub fn validate_safetensors(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let mut prefix = [0u8; 8];
+    if size >= 8 {
+        f.read_exact(&mut prefix).map_err(io)?;
+    }
+    let header_len = check_header_len(path, size, &prefix)?;
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    check_header(path, size, &header)
+}
+
+/// [`validate_safetensors`] on the bytes of a whole file (`path` only names it in errors).
+pub fn validate_safetensors_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let size = bytes.len() as u64;
+    let header_len = check_header_len(path, size, bytes.get(..8).unwrap_or(&[]))?;
+    check_header(path, size, &bytes[8..8 + header_len as usize])
+}
+
+/// The header length (first 8 bytes, little endian), checked against the file size and the limit.
+fn check_header_len(path: &Path, size: u64, prefix: &[u8]) -> Result<u64> {
+    let bad = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
+    let Ok(n) = <[u8; 8]>::try_from(prefix) else {
+        return Err(bad(format!("file is {size} bytes, shorter than the 8-byte header length")));
+    };
+    let header_len = u64::from_le_bytes(n);
+    if size < 8 || header_len > MAX_HEADER || header_len > size - 8 {
+        return Err(bad(format!("header length {header_len} exceeds the file ({size} bytes) or the 100 MB limit")));
+    }
+    Ok(header_len)
+}
+
+fn check_header(path: &Path, size: u64, header: &[u8]) -> Result<()> {
+    let bad = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
+    let header_len = header.len() as u64;
+    let v: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let data_len = size - 8 - header_len;
+    let mut ranges: Vec<(u64, u64, &str)> = vec![];
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = t.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad(format!("tensor {name}: no \"dtype\"")))?;
+        let elem: u64 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            other => return Err(bad(format!("tensor {name}: unsupported dtype {other:?}"))),
+        };
+        let shape: Vec<u64> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| bad(format!("tensor {name}: \"shape\" is not a list of sizes")))?;
+        let offs: Vec<u64> = t
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect::<Option<Vec<_>>>())
+            .filter(|o| o.len() == 2)
+            .ok_or_else(|| bad(format!("tensor {name}: \"data_offsets\" is not [begin, end]")))?;
+        let (b, e) = (offs[0], offs[1]);
+        if b > e || e > data_len {
+            return Err(bad(format!("tensor {name}: data range {b}..{e} lies outside the {data_len} data bytes (truncated file?)")));
+        }
+        let bytes = shape
+            .iter()
+            .try_fold(elem, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad(format!("tensor {name}: shape {shape:?} overflows")))?;
+        if bytes != e - b {
+            return Err(bad(format!("tensor {name}: shape {shape:?} of {dtype} needs {bytes} bytes, its data range has {}", e - b)));
+        }
+        ranges.push((b, e, name));
+    }
+    // the format packs tensors back to back over the whole data section
+    ranges.sort();
+    let mut end = 0;
+    for (b, e, name) in ranges {
+        if b != end {
+            return Err(bad(format!("tensor data ranges must be contiguous: tensor {name} starts at {b}, the previous ended at {end}")));
+        }
+        end = e;
+    }
+    if end != data_len {
+        return Err(bad(format!("tensor data ranges must be contiguous: they end at {end}, the data section has {data_len} bytes")));
+    }
+    Ok(())
+}
+
 /// Load weights of `config`'s shape from safetensors files.
 pub fn load_weights<B: Backend>(config: &LlamaConfig, files: &[PathBuf], device: &B::Device) -> Result<LlamaWeights<B>> {
     let mut weights = config.init_weights::<B>(device);
     let mut applied: Vec<String> = vec![];
     for file in files {
+        validate_safetensors(file)?;
         let mut store = SafetensorsStore::from_file(file)
             .with_key_remapping(r"^model\.", "")
             .with_key_remapping(r"(norm)\.weight$", "$1.gamma")

@@ -1,0 +1,251 @@
+//! `demiurgic bench`: speed of one backend on one model, as JSON (what `cargo xtask bench` merges).
+//!
+//! Every figure is the median of `--reps` timed runs after an untimed warm-up of the same shape
+//! (the warm-up pays one-off costs: JIT compilation and autotune on wgpu/cuda, page faults on CPU).
+//! Greedy decoding with EOS disabled, so every run produces exactly the tokens asked for.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use demiurgic_model::load::load_model;
+use demiurgic_model::{generate, GenerateOptions, Llama};
+use demiurgic_sampling::GenerationConfig;
+use serde_json::{json, Value};
+
+use crate::backends::BackendJob;
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// A .gguf file or an HF checkpoint directory (default: SmolLM2-135M-Instruct Q4_1).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Backend to measure (one per process, so peak RSS is this backend's).
+    #[arg(long, default_value = crate::backends::DEFAULT)]
+    pub backend: String,
+    /// Fewer, shorter measurements (cache table at 50 and 100 tokens, batches 1 and 4, prefill 128).
+    #[arg(long)]
+    pub quick: bool,
+    /// New-token counts of the cache table (overrides the defaults).
+    #[arg(long, value_delimiter = ',')]
+    pub cache_lengths: Option<Vec<usize>>,
+    /// Batch sizes of the decode measurement.
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Option<Vec<usize>>,
+    /// Prompt lengths of the prefill measurement.
+    #[arg(long, value_delimiter = ',')]
+    pub prefill: Option<Vec<usize>>,
+    /// New tokens per decode measurement.
+    #[arg(long)]
+    pub decode_tokens: Option<usize>,
+    /// Timed repetitions per figure (the median is reported).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Write the JSON here as well as to stdout.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn validate(&self) -> Result<()> {
+        for (name, v) in [("--cache-lengths", &self.cache_lengths), ("--batches", &self.batches), ("--prefill", &self.prefill)] {
+            if let Some(v) = v {
+                if v.is_empty() || v.contains(&0) {
+                    bail!("{name} must be a comma-separated list of positive integers, got {v:?}");
+                }
+            }
+        }
+        if self.reps == Some(0) {
+            bail!("--reps must be at least 1");
+        }
+        if matches!(self.decode_tokens, Some(n) if n < 2) {
+            bail!("--decode-tokens must be at least 2 (the first token comes from the prefill)");
+        }
+        Ok(())
+    }
+}
+
+pub struct BenchJob {
+    pub args: BenchArgs,
+    pub path: PathBuf,
+}
+
+/// A fixed English + code passage, tokenized and cycled to any prompt length.
+const PASSAGE: &str = "The quick brown fox jumps over the lazy dog. In computer science, a linked list is a \
+linear collection of data elements whose order is not given by their physical placement in memory. \
+def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\
+Language models predict the next token from the previous ones; a cache of keys and values avoids \
+recomputing the past at every step. ";
+
+fn prompt_of(len: usize, base: &[u32], shift: usize) -> Vec<u32> {
+    (0..len).map(|i| base[(i + shift) % base.len()]).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes, where /proc exists.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Threads the CPU backends use (rayon's pool size; RAYON_NUM_THREADS when set).
+pub fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+struct Plan {
+    cache_lengths: Vec<usize>,
+    batches: Vec<usize>,
+    prefill: Vec<usize>,
+    decode_tokens: usize,
+    reps: usize,
+    /// prompt length of the cache table and decode runs
+    prompt_len: usize,
+}
+
+impl BenchArgs {
+    fn plan(&self) -> Plan {
+        let q = self.quick;
+        Plan {
+            cache_lengths: self.cache_lengths.clone().unwrap_or(if q { vec![50, 100] } else { vec![50, 100, 200, 512] }),
+            batches: self.batches.clone().unwrap_or(if q { vec![1, 4] } else { vec![1, 4, 16] }),
+            prefill: self.prefill.clone().unwrap_or(if q { vec![128] } else { vec![128, 512] }),
+            decode_tokens: self.decode_tokens.unwrap_or(if q { 32 } else { 64 }),
+            reps: self.reps.unwrap_or(if q { 3 } else { 5 }),
+            prompt_len: 16,
+        }
+    }
+}
+
+fn greedy(n: usize) -> GenerationConfig {
+    GenerationConfig { max_new_tokens: Some(n), eos_token_ids: Some(vec![]), ..GenerationConfig::greedy() }
+}
+
+/// One timed generation: (wall seconds, stats).
+fn timed<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], n: usize, use_cache: bool) -> Result<(f64, demiurgic_model::GenerationStats)> {
+    let t = Instant::now();
+    let out = generate(model, prompts, &greedy(n), GenerateOptions { use_cache, ..Default::default() })?;
+    let secs = t.elapsed().as_secs_f64();
+    if out.lengths.iter().any(|&l| l != n) {
+        bail!("a bench run stopped early: lengths {:?}, asked for {n}", out.lengths);
+    }
+    Ok((secs, out.stats))
+}
+
+impl BackendJob for BenchJob {
+    fn run<B: Backend>(self, backend: &str, device: B::Device) -> Result<()> {
+        self.args.validate()?;
+        let plan = self.args.plan();
+        let t = Instant::now();
+        let loaded = load_model::<B>(&self.path, &device).with_context(|| format!("cannot load {}", self.path.display()))?;
+        let load_s = t.elapsed().as_secs_f64();
+        let model = &loaded.model;
+        let cfg = model.config.clone();
+        let base: Vec<u32> = match &loaded.tokenizer {
+            Some(tok) => tok.encode(PASSAGE)?,
+            None => (1..cfg.vocab_size.min(500) as u32).collect(),
+        };
+        let max_prefill = plan.prefill.iter().copied().max().unwrap_or(0);
+        let longest = plan.prompt_len + plan.cache_lengths.iter().copied().max().unwrap_or(0).max(plan.decode_tokens);
+        if max_prefill.max(longest) > cfg.max_position_embeddings {
+            bail!("the bench needs {} positions; the model's context is {}", max_prefill.max(longest), cfg.max_position_embeddings);
+        }
+
+        let steps = plan.cache_lengths.len() * (1 + plan.reps) * 2 + plan.batches.len() * (1 + plan.reps) + plan.prefill.len() * (1 + plan.reps);
+        let bar = crate::progress_bar(steps as u64, &format!("bench {backend}"));
+        let tick = |msg: String| {
+            if let Some(b) = &bar {
+                b.set_message(msg);
+                b.inc(1);
+            }
+        };
+
+        // 1. the seed's table: N new tokens with and without the cache
+        let prompt = vec![prompt_of(plan.prompt_len, &base, 0)];
+        let mut cache_rows = Vec::new();
+        for &n in &plan.cache_lengths {
+            let mut secs = [0.0f64; 2];
+            for (k, use_cache) in [true, false].into_iter().enumerate() {
+                // the cache-less run is quadratic in length: fewer repetitions for long runs
+                let reps = if !use_cache && n > 100 { 1 } else { plan.reps };
+                timed(model, &prompt, n.min(8), use_cache)?; // warm-up
+                tick(format!("{n} tokens, cache={use_cache} (warm-up)"));
+                let mut v = Vec::new();
+                for r in 0..plan.reps {
+                    if r < reps {
+                        v.push(timed(model, &prompt, n, use_cache)?.0);
+                    }
+                    tick(format!("{n} tokens, cache={use_cache}"));
+                }
+                secs[k] = median(v);
+            }
+            cache_rows.push(json!({"backend": backend, "new_tokens": n, "prompt_tokens": plan.prompt_len,
+                "cache_s": secs[0], "no_cache_s": secs[1], "speedup": secs[1] / secs[0]}));
+        }
+
+        // 2. decode tokens/s per batch size (tokens after the first, over decode time)
+        let mut decode_rows = Vec::new();
+        for &b in &plan.batches {
+            let prompts: Vec<Vec<u32>> = (0..b).map(|i| prompt_of(plan.prompt_len, &base, 7 * i)).collect();
+            timed(model, &prompts, plan.decode_tokens, true)?;
+            tick(format!("decode batch {b} (warm-up)"));
+            let mut v = Vec::new();
+            for _ in 0..plan.reps {
+                let (_, st) = timed(model, &prompts, plan.decode_tokens, true)?;
+                v.push((b * (plan.decode_tokens - 1)) as f64 / (st.decode_ms / 1e3));
+                tick(format!("decode batch {b}"));
+            }
+            let tps = median(v);
+            decode_rows.push(json!({"backend": backend, "batch": b, "new_tokens": plan.decode_tokens,
+                "tokens_per_s": tps, "ms_per_step": 1e3 * b as f64 / tps}));
+        }
+
+        // 3. prefill tokens/s (the prompt's forward pass into a fresh cache, first token included)
+        let mut prefill_rows = Vec::new();
+        for &p in &plan.prefill {
+            let prompts = vec![prompt_of(p, &base, 3)];
+            timed(model, &prompts, 1, true)?;
+            tick(format!("prefill {p} (warm-up)"));
+            let mut v = Vec::new();
+            for _ in 0..plan.reps {
+                let (_, st) = timed(model, &prompts, 1, true)?;
+                v.push(p as f64 / (st.prefill_ms / 1e3));
+                tick(format!("prefill {p}"));
+            }
+            prefill_rows.push(json!({"backend": backend, "prompt_tokens": p, "tokens_per_s": median(v)}));
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+
+        // 4. memory
+        let kv_per_1k = 1000 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>();
+        let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss_bytes(),
+            "kv_cache_bytes_per_seq_per_1k_tokens": kv_per_1k,
+            "weights_f32_bytes": burn::module::Module::num_params(&model.weights) * 4});
+
+        let out: Value = json!({
+            "backend": backend, "threads": threads(), "model": self.path.display().to_string(),
+            "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,
+            "cache_speedup": cache_rows, "decode": decode_rows, "prefill": prefill_rows, "memory": memory,
+        });
+        let text = serde_json::to_string_pretty(&out)?;
+        if let Some(p) = &self.args.json_out {
+            std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        println!("{text}");
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! `cargo xtask bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH]`
+//!
+//! Builds the runner in release with the backends asked for, runs `demiurgic bench` once per
+//! backend (one process each, so each peak RSS is its own), optionally the peers
+//! (`scripts/bench_peers.py`: transformers and llama-cpp-python in a venv under `target/`), and
+//! writes `target/bench/latest.json`, `latest.md` (also printed) and `latest.png`.
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{cargo, root, target_dir};
+
+struct Opts {
+    quick: bool,
+    backends: Vec<String>,
+    peers: bool,
+    reps: Option<String>,
+    model: Option<String>,
+}
+
+fn parse(args: &[&str]) -> Result<Opts> {
+    let mut o = Opts { quick: false, backends: vec![], peers: false, reps: None, model: None };
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--quick" => o.quick = true,
+            "--peers" => o.peers = true,
+            "--backend" => {
+                let b = it.next().context("--backend needs a value (flex, ndarray, wgpu, cuda)")?;
+                for b in b.split(',') {
+                    if !["flex", "ndarray", "wgpu", "cuda"].contains(&b) {
+                        bail!("--backend {b:?} is unknown (allowed: flex, ndarray, wgpu, cuda)");
+                    }
+                    o.backends.push(b.to_string());
+                }
+            }
+            "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
+            "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --backend B, --peers, --reps N, --model PATH)"),
+        }
+    }
+    if o.backends.is_empty() {
+        o.backends = vec!["flex".into(), "ndarray".into()];
+    }
+    Ok(o)
+}
+
+fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cpu}, {n} hardware threads available, {}", std::env::consts::ARCH)
+}
+
+fn burn_version() -> String {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l == "name = \"burn\"" {
+            if let Some(v) = lines.next().and_then(|v| v.strip_prefix("version = ")) {
+                return v.trim_matches('"').to_string();
+            }
+        }
+    }
+    "unknown".into()
+}
+
+fn commit() -> String {
+    let rev = capture(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root())).unwrap_or_else(|_| "unknown".into());
+    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).current_dir(root()).output()
+        .map(|o| !o.stdout.is_empty()).unwrap_or(false);
+    if dirty { format!("{rev}-dirty") } else { rev }
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let o = parse(args)?;
+    let extra: Vec<&str> = o.backends.iter().map(String::as_str).filter(|b| ["wgpu", "cuda"].contains(b)).collect();
+    let mut build = vec!["build", "--release", "-p", "demiurgic-runner"];
+    let feats = extra.join(",");
+    if !extra.is_empty() {
+        build.extend(["--features", &feats]);
+    }
+    cargo(&build)?;
+    let bin = target_dir().join("release/demiurgic");
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let model = match &o.model {
+        Some(m) => m.clone(),
+        None => capture(Command::new(&bin).arg("fetch-model"))?,
+    };
+
+    let mut per_backend = Vec::new();
+    for b in &o.backends {
+        eprintln!("+ demiurgic bench --backend {b}");
+        let json_path = out_dir.join(format!("{b}.json"));
+        let mut c = Command::new(&bin);
+        c.args(["bench", "--backend", b, "--model", &model, "--json-out"]).arg(&json_path);
+        if o.quick {
+            c.arg("--quick");
+        }
+        if let Some(r) = &o.reps {
+            c.args(["--reps", r]);
+        }
+        c.stdout(Stdio::null());
+        let st = c.stderr(Stdio::inherit()).status()?;
+        if !st.success() {
+            bail!("demiurgic bench --backend {b} failed ({st})");
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
+        per_backend.push(v);
+    }
+    let threads = per_backend.first().and_then(|v| v["threads"].as_u64()).unwrap_or(0);
+
+    let peers = if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref())? } else { vec![] };
+
+    let cat = |k: &str| -> Vec<Value> { per_backend.iter().flat_map(|v| v[k].as_array().cloned().unwrap_or_default()).collect() };
+    let memory: serde_json::Map<String, Value> =
+        per_backend.iter().map(|v| (v["backend"].as_str().unwrap_or("?").to_string(), v["memory"].clone())).collect();
+    let load_s: serde_json::Map<String, Value> =
+        per_backend.iter().map(|v| (v["backend"].as_str().unwrap_or("?").to_string(), v["load_s"].clone())).collect();
+    let mut report = json!({
+        "date": capture(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])).unwrap_or_default(),
+        "machine": machine(),
+        "commit": commit(),
+        "burn_version": burn_version(),
+        "threads": threads,
+        "model": model,
+        "quick": o.quick,
+        "reps": per_backend.first().map(|v| v["reps"].clone()),
+        "load_s": load_s,
+        "cache_speedup": cat("cache_speedup"),
+        "decode": cat("decode"),
+        "prefill": cat("prefill"),
+        "memory": memory,
+        "peers": peers,
+    });
+    report["ratios"] = Value::Array(ratios(&report));
+    std::fs::write(out_dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
+    let md = markdown(&report);
+    std::fs::write(out_dir.join("latest.md"), &md)?;
+    println!("{md}");
+    match plot(&report, &out_dir.join("latest.png")) {
+        Ok(()) => eprintln!("wrote {0}/latest.json, {0}/latest.md, {0}/latest.png", out_dir.display()),
+        Err(e) => eprintln!("wrote {0}/latest.json and {0}/latest.md; no plot: {e:#}", out_dir.display()),
+    }
+    Ok(())
+}
+
+/// transformers and llama.cpp on the same model, thread count and shapes, in a venv under target/.
+fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Result<Vec<Value>> {
+    let venv = target_dir().join("bench/venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        eprintln!("+ python3 -m venv {}", venv.display());
+        let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
+        if !st.success() {
+            bail!("cannot create a venv at {} (install python3-venv)", venv.display());
+        }
+    }
+    let reqs = root().join("scripts/bench-peers-requirements.txt");
+    eprintln!("+ pip install -r {} (transformers + CPU torch, llama-cpp-python compiles llama.cpp: minutes)", reqs.display());
+    let st = Command::new(&py)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(&reqs)
+        .env("CMAKE_BUILD_PARALLEL_LEVEL", threads.max(1).to_string())
+        .status()?;
+    if !st.success() {
+        bail!("pip install of the peers failed ({st})");
+    }
+    let out = target_dir().join("bench/peers.json");
+    let mut c = Command::new(&py);
+    c.arg(root().join("scripts/bench_peers.py")).args(["--model", model, "--threads", &threads.to_string(), "--json-out"]).arg(&out);
+    if quick {
+        c.arg("--quick");
+    }
+    if let Some(r) = reps {
+        c.args(["--reps", r]);
+    }
+    let st = c.env("PYTHONUNBUFFERED", "1").status()?;
+    if !st.success() {
+        bail!("scripts/bench_peers.py failed ({st})");
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    Ok(v["peers"].as_array().cloned().unwrap_or_default())
+}
+
+fn find<'a>(rows: &'a [Value], key: &str, val: u64) -> Option<&'a Value> {
+    rows.iter().find(|r| r[key].as_u64() == Some(val))
+}
+
+/// ours / peer for every matching (backend, peer, measurement).
+fn ratios(r: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    let empty = vec![];
+    let ours = |k: &str| r[k].as_array().unwrap_or(&empty).clone();
+    for peer in r["peers"].as_array().unwrap_or(&empty) {
+        let name = peer["name"].as_str().unwrap_or("?");
+        for (k, key, field) in [("decode", "batch", "tokens_per_s"), ("prefill", "prompt_tokens", "tokens_per_s"), ("cache_speedup", "new_tokens", "cache_s")] {
+            let prow = peer[k].as_array().cloned().unwrap_or_default();
+            for row in ours(k) {
+                let Some(x) = row[key].as_u64() else { continue };
+                let Some(p) = find(&prow, key, x) else { continue };
+                let (a, b) = (row[field].as_f64().unwrap_or(f64::NAN), p[field].as_f64().unwrap_or(f64::NAN));
+                // for times, ours/peer speed = peer time / our time
+                let ratio = if field == "cache_s" { b / a } else { a / b };
+                out.push(json!({"backend": row["backend"], "peer": name, "measure": k, key: x, "speed_ratio_ours_over_peer": ratio}));
+            }
+        }
+    }
+    out
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn markdown(r: &Value) -> String {
+    let empty = vec![];
+    let rows = |k: &str| r[k].as_array().unwrap_or(&empty).clone();
+    let mut s = format!(
+        "# Demiurgic bench\n\n{} · commit {} · burn {} · {} threads · {}{}\n\nmodel: {}\n\n",
+        r["date"].as_str().unwrap_or(""), r["commit"].as_str().unwrap_or(""), r["burn_version"].as_str().unwrap_or(""),
+        r["threads"], r["machine"].as_str().unwrap_or(""), if r["quick"].as_bool() == Some(true) { " · --quick" } else { "" },
+        r["model"].as_str().unwrap_or("")
+    );
+    s += "## KV cache: time to generate N new tokens (greedy, 16-token prompt, median)\n\n| backend | new tokens | no cache (s) | cache (s) | speedup |\n|---|---:|---:|---:|---:|\n";
+    let mut cache = rows("cache_speedup");
+    for p in r["peers"].as_array().unwrap_or(&empty) {
+        for mut row in p["cache_speedup"].as_array().cloned().unwrap_or_default() {
+            row["backend"] = p["name"].clone();
+            cache.push(row);
+        }
+    }
+    for row in &cache {
+        s += &format!("| {} | {} | {} | {} | {}x |\n", row["backend"].as_str().unwrap_or(""), row["new_tokens"], f(&row["no_cache_s"], 3), f(&row["cache_s"], 3), f(&row["speedup"], 1));
+    }
+    s += "\n## Decode (tokens/s over all rows, after the first token)\n\n| backend | batch | tokens/s | ms/step |\n|---|---:|---:|---:|\n";
+    let mut decode = rows("decode");
+    let mut prefill = rows("prefill");
+    for p in r["peers"].as_array().unwrap_or(&empty) {
+        for (dst, k) in [(&mut decode, "decode"), (&mut prefill, "prefill")] {
+            for mut row in p[k].as_array().cloned().unwrap_or_default() {
+                row["backend"] = p["name"].clone();
+                dst.push(row);
+            }
+        }
+    }
+    for row in &decode {
+        s += &format!("| {} | {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["batch"], f(&row["tokens_per_s"], 1), f(&row["ms_per_step"], 1));
+    }
+    s += "\n## Prefill\n\n| backend | prompt tokens | tokens/s |\n|---|---:|---:|\n";
+    for row in &prefill {
+        s += &format!("| {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["prompt_tokens"], f(&row["tokens_per_s"], 1));
+    }
+    s += "\n## Memory\n\n| backend | peak RSS (MiB) | KV cache per sequence per 1k tokens (MiB) | f32 weights (MiB) | load (s) |\n|---|---:|---:|---:|---:|\n";
+    if let Some(m) = r["memory"].as_object() {
+        for (b, v) in m {
+            let mib = |x: &Value| x.as_f64().map_or("-".into(), |x| format!("{:.1}", x / 1048576.0));
+            s += &format!("| {b} | {} | {} | {} | {} |\n", mib(&v["peak_rss_bytes"]), mib(&v["kv_cache_bytes_per_seq_per_1k_tokens"]), mib(&v["weights_f32_bytes"]), f(&r["load_s"][b], 2));
+        }
+    }
+    let ratios = rows("ratios");
+    if !ratios.is_empty() {
+        s += "\n## Ours / peer (speed ratio, > 1 means Demiurgic is faster)\n\n| backend | peer | measure | at | ratio |\n|---|---|---|---:|---:|\n";
+        for row in &ratios {
+            let at = ["batch", "prompt_tokens", "new_tokens"].iter().find_map(|k| row.get(*k).map(|v| format!("{k}={v}"))).unwrap_or_default();
+            s += &format!("| {} | {} | {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["peer"].as_str().unwrap_or(""), row["measure"].as_str().unwrap_or(""), at, f(&row["speed_ratio_ours_over_peer"], 2));
+        }
+    }
+    s
+}
+
+fn font() -> Result<&'static [u8]> {
+    for p in [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ] {
+        if let Ok(b) = std::fs::read(p) {
+            return Ok(Box::leak(b.into_boxed_slice()));
+        }
+    }
+    bail!("no TrueType font found for the plot labels (apt-get install fonts-dejavu-core)")
+}
+
+/// Two panels: decode tokens/s per batch size, cache speedup per length; one line per backend/peer.
+fn plot(r: &Value, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let bytes = font()?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| anyhow::anyhow!("font does not load"))?;
+    let root_area = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    root_area.fill(&WHITE)?;
+    let (left, right) = root_area.split_horizontally(600);
+    let empty = vec![];
+    let series = |k: &str, x: &str, y: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut add = |name: String, rows: &Vec<Value>| {
+            for row in rows {
+                let (Some(a), Some(b)) = (row[x].as_f64(), row[y].as_f64()) else { continue };
+                match groups.iter_mut().find(|g| g.0 == name) {
+                    Some(g) => g.1.push((a, b)),
+                    None => groups.push((name.clone(), vec![(a, b)])),
+                }
+            }
+        };
+        for row in r[k].as_array().unwrap_or(&empty) {
+            add(row["backend"].as_str().unwrap_or("?").to_string(), &vec![row.clone()]);
+        }
+        for p in r["peers"].as_array().unwrap_or(&empty) {
+            add(p["name"].as_str().unwrap_or("?").to_string(), p[k].as_array().unwrap_or(&empty));
+        }
+        groups
+    };
+    for (area, k, x, y, title, xl, yl) in [
+        (&left, "decode", "batch", "tokens_per_s", "Decode throughput", "batch size", "tokens/s"),
+        (&right, "cache_speedup", "new_tokens", "speedup", "KV-cache speedup", "new tokens", "no-cache time / cache time"),
+    ] {
+        let s = series(k, x, y);
+        let xmax = s.iter().flat_map(|g| g.1.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
+        let ymax = s.iter().flat_map(|g| g.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        chart.configure_mesh().x_desc(xl).y_desc(yl).draw()?;
+        for (i, (name, pts)) in s.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(name.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+    }
+    root_area.present()?;
+    Ok(())
+}
