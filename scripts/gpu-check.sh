@@ -21,21 +21,12 @@ status=0
 step() { echo; echo "=== $* ($(date +%T))"; }
 fail() { echo "FAILED: $*"; status=1; }
 
-# NVRTC/driver libraries: the toolkit's, and pip's nvidia-* wheels where PyTorch is installed
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [[ -d $d ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
-done
-if command -v python3 >/dev/null; then
-  for d in $(python3 - <<'EOF' 2>/dev/null
-import glob, site, os
-for s in site.getsitepackages():
-    for d in glob.glob(os.path.join(s, "nvidia", "*", "lib")):
-        print(d)
-EOF
-); do export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
-fi
+# driver, NVRTC and toolkit headers for cubecl-cuda
+source scripts/cuda-env.sh
 
 step "machine"
+echo "CUDA_PATH=${CUDA_PATH:-/usr/local/cuda (default)}"
+ls "${CUDA_PATH:-/usr/local/cuda}/include/cuda.h" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || fail "nvidia-smi"
 nproc
 
