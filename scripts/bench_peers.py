@@ -75,7 +75,7 @@ def bench_transformers(model_path, threads, p):
         row = {"new_tokens": n, "prompt_tokens": PROMPT_LEN}
         for use_cache, key in [(True, "cache_s"), (False, "no_cache_s")]:
             gen(one, min(n, 8), use_cache)
-            reps = 1 if (not use_cache and n > 100) else p["reps"]
+            reps = p["reps"] if use_cache else 1
             row[key] = med(lambda: gen(one, n, use_cache), reps)
             log(f"transformers {n} tokens cache={use_cache}: {row[key]:.3f} s")
         row["speedup"] = row["no_cache_s"] / row["cache_s"]
@@ -150,7 +150,7 @@ def bench_llama_cpp(model_path, threads, p):
         row = {"new_tokens": n, "prompt_tokens": PROMPT_LEN}
         for f, key, cached in [(gen_cached, "cache_s", True), (gen_uncached, "no_cache_s", False)]:
             f(one, min(n, 8))
-            reps = 1 if (not cached and n > 100) else p["reps"]
+            reps = p["reps"] if cached else 1
             row[key] = med(lambda: f(one, n), reps)
             log(f"llama.cpp {n} tokens cache={cached}: {row[key]:.3f} s")
         row["speedup"] = row["no_cache_s"] / row["cache_s"]

@@ -181,8 +181,14 @@ fn main() -> Result<()> {
             if wgpu {
                 a.extend(["--features", features]);
             }
+            let filtered = !rest.is_empty();
             a.extend(&rest);
-            cargo_test_summarised(&a)
+            cargo_test_summarised(&a)?;
+            if !filtered {
+                // long run on the real model: 10,000 tokens, resident memory flat (bound in MiB)
+                demiurgic(&["soak", "--backend", "flex", "--tokens", "10000", "--max-growth-mib", "64"])?;
+            }
+            Ok(())
         }
         Some("fetch-model") => {
             cargo(&["build", "--release", "-p", "demiurgic-runner"])?;

@@ -19,12 +19,13 @@ use burn::tensor::backend::Backend;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::processors_fixture::run_case;
-use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, smollm2_path};
+use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, near_tie_margin, smollm2_path, tolerance};
 
-/// Tolerance on f32 logits between backends (different kernels, different summation order).
-const LOGITS_TOL: f32 = 1e-3;
-/// Tolerance on SmolLM2's last-position logits (30 layers of f32; measured ~6e-5 on flex and wgpu).
-const SMOLLM2_LOGITS_TOL: f32 = 1e-3;
+/// Tolerance on f32 logits between backends (different kernels, different summation order);
+/// the second figure applies where matmuls run in TF32 (CUDA, see `tf32_matmul`).
+const LOGITS_TOL: (f32, f32) = (1e-3, 5e-3);
+/// Tolerance on SmolLM2's last-position logits: measured 6e-5 on flex and wgpu, 3.2e-2 on CUDA (TF32).
+const SMOLLM2_LOGITS_TOL: (f32, f32) = (1e-3, 0.1);
 /// SmolLM2 greedy tokens compared per prompt.
 const SMOLLM2_TOKENS: usize = 12;
 
@@ -84,10 +85,11 @@ fn tiny_reference() -> &'static TinyRun {
 fn tiny_matches_ndarray<B: Backend>(device: &B::Device) {
     let got = tiny_run::<B>(device);
     let want = tiny_reference();
+    let tol = tolerance::<B>(device, LOGITS_TOL.0, LOGITS_TOL.1);
     assert_eq!(got.cases.len(), want.cases.len());
     for (ci, (g, w)) in got.cases.iter().zip(&want.cases).enumerate() {
         let d = max_abs_diff(&g.0, &w.0);
-        assert!(d < LOGITS_TOL, "case {ci}: logits differ from ndarray by {d} (tolerance {LOGITS_TOL})");
+        assert!(d < tol, "case {ci}: logits differ from ndarray by {d} (tolerance {tol})");
         assert_eq!(g.1, w.1, "case {ci}: greedy tokens with the cache");
         assert_eq!(g.2, w.2, "case {ci}: greedy tokens without the cache");
     }
@@ -151,13 +153,20 @@ fn smollm2_reference() -> &'static Vec<(Vec<f32>, Vec<u32>)> {
 fn smollm2_matches_ndarray<B: Backend>(device: &B::Device) {
     let got = smollm2_run::<B>(device);
     let want = smollm2_reference();
+    let tol = tolerance::<B>(device, SMOLLM2_LOGITS_TOL.0, SMOLLM2_LOGITS_TOL.1);
+    let golden = json_fixture("smollm2-golden.json");
+    let cases = golden["cases"].as_array().expect("cases");
     assert_eq!(got.len(), want.len());
     for (ci, (g, w)) in got.iter().zip(want).enumerate() {
         let d = max_abs_diff(&g.0, &w.0);
         eprintln!("SmolLM2 case {ci}: last-position logits max abs diff vs ndarray {d}");
-        assert!(d < SMOLLM2_LOGITS_TOL, "case {ci}: logits differ from ndarray by {d} (tolerance {SMOLLM2_LOGITS_TOL})");
+        assert!(d < tol, "case {ci}: logits differ from ndarray by {d} (tolerance {tol})");
         assert_eq!(g.1.len(), SMOLLM2_TOKENS, "case {ci}: token count");
-        assert_eq!(g.1, w.1, "case {ci}: {SMOLLM2_TOKENS} greedy tokens differ from ndarray");
+        // every step before the first near-tie of the reference (ndarray follows the golden run)
+        let margins: Vec<f64> = cases[ci]["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let n = margins.iter().position(|&m| m < near_tie_margin::<B>(device)).unwrap_or(margins.len()).min(SMOLLM2_TOKENS);
+        assert!(n >= SMOLLM2_TOKENS.min(8), "case {ci}: only {n} comparable steps");
+        assert_eq!(g.1[..n], w.1[..n], "case {ci}: the first {n} of {SMOLLM2_TOKENS} greedy tokens differ from ndarray");
     }
 }
 

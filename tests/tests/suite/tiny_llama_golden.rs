@@ -4,7 +4,7 @@
 use burn::tensor::backend::Backend;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
-use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, per_backend};
+use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, per_backend, tolerance};
 
 fn greedy(n: usize) -> GenerationConfig {
     GenerationConfig { max_new_tokens: Some(n), ..GenerationConfig::greedy() }
@@ -25,7 +25,8 @@ fn logits_and_greedy<B: Backend>(device: &B::Device) {
         let want: Vec<f32> = case["logits"].as_array().unwrap().iter()
             .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
         let d = max_abs_diff(&logits, &want);
-        assert!(d < 1e-4, "case {ci}: logits max abs diff {d}");
+        let tol = tolerance::<B>(device, 1e-4, 5e-3);
+        assert!(d < tol, "case {ci}: logits max abs diff {d} (tolerance {tol})");
         // greedy with and without the cache
         let want = ids1(&case["greedy_24"]);
         for use_cache in [true, false] {
