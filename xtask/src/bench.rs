@@ -350,3 +350,43 @@ fn plot(r: &Value, path: &Path) -> Result<()> {
     root_area.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Value {
+        json!({
+            "date": "d", "commit": "c", "burn_version": "0.21.0", "threads": 2, "machine": "m", "quick": true, "model": "x.gguf",
+            "load_s": {"flex": 0.5},
+            "cache_speedup": [{"backend": "flex", "new_tokens": 50, "no_cache_s": 6.0, "cache_s": 1.0, "speedup": 6.0}],
+            "decode": [{"backend": "flex", "batch": 1, "tokens_per_s": 50.0, "ms_per_step": 20.0}],
+            "prefill": [{"backend": "flex", "prompt_tokens": 128, "tokens_per_s": 300.0}],
+            "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_f32_bytes": 3145728}},
+            "peers": [{"name": "llama.cpp",
+                "cache_speedup": [{"new_tokens": 50, "no_cache_s": 3.0, "cache_s": 0.5, "speedup": 6.0}],
+                "decode": [{"batch": 1, "tokens_per_s": 100.0, "ms_per_step": 10.0}],
+                "prefill": [{"prompt_tokens": 128, "tokens_per_s": 600.0}]}],
+        })
+    }
+
+    #[test]
+    fn ratios_are_ours_over_peer_speed() {
+        let r = ratios(&report());
+        let get = |m: &str| r.iter().find(|x| x["measure"] == m).unwrap()["speed_ratio_ours_over_peer"].as_f64().unwrap();
+        assert_eq!(get("decode"), 0.5);
+        assert_eq!(get("prefill"), 0.5);
+        assert_eq!(get("cache_speedup"), 0.5); // peer 0.5 s, ours 1.0 s
+    }
+
+    #[test]
+    fn markdown_has_every_table_and_the_peer_rows() {
+        let mut rep = report();
+        rep["ratios"] = Value::Array(ratios(&rep));
+        let md = markdown(&rep);
+        for needle in ["| flex | 50 | 6.000 | 1.000 | 6.0x |", "| llama.cpp | 1 | 100.0 | 10.0 |", "| flex | 128 | 300.0 |",
+            "| flex | 1.0 | 2.0 | 3.0 | 0.50 |", "| flex | llama.cpp | decode | batch=1 | 0.50 |"] {
+            assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+        }
+    }
+}

@@ -85,7 +85,12 @@ fn probe_ok(name: &str) -> Result<()> {
     if s.starts_with("usable") {
         Ok(())
     } else {
-        bail!("--backend {name} is compiled in but not usable here: {s}")
+        let needs = match name {
+            "cuda" => "it needs an NVIDIA GPU, its driver (libcuda.so) and NVRTC (libnvrtc.so)",
+            "wgpu" => "it needs a Vulkan, Metal or DX12 adapter (on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1)",
+            _ => "",
+        };
+        bail!("--backend {name} is compiled in but not usable here ({needs}): {s}")
     }
 }
 

@@ -108,3 +108,31 @@ fn bad_flags_exit_1_with_a_message() {
     assert_eq!(code, 1);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// Smoke run of `demiurgic bench` (the figures themselves are never asserted: no timing tests).
+#[test]
+fn bench_writes_every_section() {
+    let model = fixtures().join("tiny-llama");
+    let out = std::env::temp_dir().join(format!("demiurgic-bench-smoke-{}.json", std::process::id()));
+    let (code, stdout, err) = demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--quick",
+        "--reps", "1", "--cache-lengths", "4,8", "--batches", "1,2", "--prefill", "16", "--decode-tokens", "4",
+        "--json-out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(j, file, "--json-out holds what stdout printed");
+    let cache = j["cache_speedup"].as_array().unwrap();
+    assert_eq!(cache.iter().map(|r| r["new_tokens"].as_u64().unwrap()).collect::<Vec<_>>(), vec![4, 8]);
+    for r in cache {
+        for k in ["cache_s", "no_cache_s", "speedup"] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{k} in {r}");
+        }
+    }
+    assert_eq!(j["decode"].as_array().unwrap().iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(j["prefill"][0]["prompt_tokens"], 16);
+    assert!(j["memory"]["kv_cache_bytes_per_seq_per_1k_tokens"].as_u64().unwrap() > 0);
+    // bad bench arguments are one-line errors
+    let (code, _, err) = demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--batches", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--batches"), "{err}");
+}
