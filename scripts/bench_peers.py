@@ -57,7 +57,7 @@ def bench_transformers(model_path, threads, p):
     d, f = os.path.dirname(os.path.abspath(model_path)), os.path.basename(model_path)
     log(f"transformers {transformers.__version__} / torch {torch.__version__}: loading {f} (dequantized to f32)")
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
     base = tok(PASSAGE, add_special_tokens=False)["input_ids"]
 
     def gen(rows, n, use_cache):

@@ -324,9 +324,9 @@ fn plot(r: &Value, path: &Path) -> Result<()> {
         }
         groups
     };
-    for (area, k, x, y, title, xl, yl) in [
-        (&left, "decode", "batch", "tokens_per_s", "Decode throughput", "batch size", "tokens/s"),
-        (&right, "cache_speedup", "new_tokens", "speedup", "KV-cache speedup", "new tokens", "no-cache time / cache time"),
+    for (area, k, x, y, title, xl, yl, legend) in [
+        (&left, "decode", "batch", "tokens_per_s", "Decode throughput", "batch size", "tokens/s", SeriesLabelPosition::UpperRight),
+        (&right, "cache_speedup", "new_tokens", "speedup", "KV-cache speedup", "new tokens", "no-cache time / cache time", SeriesLabelPosition::UpperLeft),
     ] {
         let s = series(k, x, y);
         let xmax = s.iter().flat_map(|g| g.1.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
@@ -345,7 +345,7 @@ fn plot(r: &Value, path: &Path) -> Result<()> {
             });
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(legend).draw()?;
     }
     root_area.present()?;
     Ok(())
