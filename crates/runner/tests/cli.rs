@@ -136,3 +136,29 @@ fn bench_writes_every_section() {
     assert_eq!(code, 1);
     assert!(err.contains("--batches"), "{err}");
 }
+
+/// `DEMIURGIC_WGPU_MEMORY` picks CubeCL's memory management: same tokens with exclusive pages,
+/// and an unknown value is a one-line error.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_memory_configuration() {
+    let model = fixtures().join("tiny-llama");
+    let g = golden();
+    let case = &g["cases"][0];
+    let p: Vec<String> = ids(&case["prompt"]).iter().map(u64::to_string).collect();
+    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &p.join(","), "--greedy",
+        "--max-new-tokens", "24", "--json", "--backend", "wgpu"];
+    let run = |mem: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_demiurgic")).args(args).env("DEMIURGIC_WGPU_MEMORY", mem).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for mem in ["exclusive", "subslices"] {
+        let (code, out, err) = run(mem);
+        assert_eq!(code, 0, "{mem}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(ids(&j["generated_ids"][0]), ids(&case["greedy_24"]), "{mem}");
+    }
+    let (code, _, err) = run("huge");
+    assert_eq!(code, 1);
+    assert!(err.contains("DEMIURGIC_WGPU_MEMORY") && err.trim().lines().count() == 1, "{err}");
+}
