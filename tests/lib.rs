@@ -146,3 +146,51 @@ pub fn tolerance<B: burn::tensor::backend::Backend>(device: &B::Device, f32_tol:
 pub fn near_tie_margin<B: burn::tensor::backend::Backend>(device: &B::Device) -> f64 {
     if tf32_matmul::<B>(device) { 0.1 } else { 0.01 }
 }
+
+/// The bodies of the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs` call these), shared with the
+/// suite's replay of the corpora (`suite/fuzz_regressions.rs`): any panic is a bug.
+pub mod fuzz_bodies {
+    use std::path::Path;
+
+    use demiurgic_model::load::gguf::{llama_config_from_gguf, tokenizer_from_gguf, GgufFile};
+    use demiurgic_model::load::safetensors::validate_safetensors_bytes;
+    use demiurgic_model::HfLlamaConfig;
+    use demiurgic_sampling::GenerationConfig;
+
+    /// GGUF bytes → reader → tensors dequantized (16 at most) → llama config → tokenizer.
+    pub fn gguf(data: &[u8]) {
+        let Ok(g) = GgufFile::from_bytes(Path::new("fuzz.gguf"), data.to_vec()) else { return };
+        for t in g.tensors.iter().take(16) {
+            let _ = g.tensor_f32(&t.name);
+        }
+        let _ = llama_config_from_gguf(&g);
+        if let Ok(tok) = tokenizer_from_gguf(&g) {
+            if let Ok(ids) = tok.encode("hello world 123") {
+                let _ = tok.decode(&ids);
+            }
+        }
+    }
+
+    /// The first byte picks a parser, the rest is its input: a safetensors file (the header checks
+    /// that run before burn-store maps it), an HF `config.json`, generation-parameter JSON.
+    pub fn safetensors_config(data: &[u8]) {
+        let Some((&which, rest)) = data.split_first() else { return };
+        match which % 3 {
+            0 => {
+                let _ = validate_safetensors_bytes(Path::new("fuzz.safetensors"), rest);
+            }
+            1 => {
+                if let Ok(text) = std::str::from_utf8(rest) {
+                    if let Ok(c) = HfLlamaConfig::from_json_str(text, "fuzz/config.json") {
+                        let _ = c.to_config("fuzz/config.json");
+                    }
+                }
+            }
+            _ => {
+                if let Ok(text) = std::str::from_utf8(rest) {
+                    let _ = GenerationConfig::from_json(text);
+                }
+            }
+        }
+    }
+}
