@@ -185,18 +185,12 @@ fn run(cli: Cli) -> Result<()> {
             with_backend(&backend, GenerateJob { args, config })
         }
         Cmd::Bench(args) => {
-            let path = match &args.model {
-                Some(p) => p.clone(),
-                None => fetch::default_model(std::io::stderr().is_terminal())?,
-            };
+            let path = model_path(&args.model)?;
             let backend = args.backend.clone();
             with_backend(&backend, bench::BenchJob { args, path })
         }
         Cmd::Soak(args) => {
-            let path = match &args.model {
-                Some(p) => p.clone(),
-                None => fetch::default_model(std::io::stderr().is_terminal())?,
-            };
+            let path = model_path(&args.model)?;
             let backend = args.backend.clone();
             with_backend(&backend, soak::SoakJob { args, path })
         }
@@ -265,7 +259,12 @@ fn build_config(a: &GenerateArgs) -> Result<GenerationConfig> {
 }
 
 fn resolve_model(m: &ModelArgs) -> Result<PathBuf> {
-    match &m.model {
+    model_path(&m.model)
+}
+
+/// The `--model` given, or the default model (fetched on first use).
+fn model_path(model: &Option<PathBuf>) -> Result<PathBuf> {
+    match model {
         Some(p) => Ok(p.clone()),
         None => fetch::default_model(std::io::stderr().is_terminal()),
     }
