@@ -17,8 +17,9 @@ pub fn json_fixture(rel: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {} is not JSON: {e}", p.display()))
 }
 
-/// Generate one `#[test]` per compiled-in backend calling `super::$body::<B>(&device)`.
-/// This is the only place backend types are named in the tests.
+/// Generate one `#[test]` per compiled-in backend calling `super::$body::<B>(&device)`;
+/// `per_backend!(except_ndarray name, body)` leaves out ndarray (the reference that the
+/// cross-backend suite compares the others with). The only place backend types are named.
 #[macro_export]
 macro_rules! per_backend {
     ($name:ident, $body:ident) => {
@@ -28,21 +29,29 @@ macro_rules! per_backend {
             fn ndarray() {
                 super::$body::<burn::backend::NdArray>(&Default::default());
             }
-            #[cfg(feature = "flex")]
-            #[test]
-            fn flex() {
-                super::$body::<burn::backend::Flex>(&Default::default());
-            }
-            #[cfg(feature = "wgpu")]
-            #[test]
-            fn wgpu() {
-                super::$body::<burn::backend::Wgpu>(&Default::default());
-            }
-            #[cfg(feature = "cuda")]
-            #[test]
-            fn cuda() {
-                super::$body::<burn::backend::Cuda>(&Default::default());
-            }
+            $crate::per_backend!(@others $body);
+        }
+    };
+    (except_ndarray $name:ident, $body:ident) => {
+        mod $name {
+            $crate::per_backend!(@others $body);
+        }
+    };
+    (@others $body:ident) => {
+        #[cfg(feature = "flex")]
+        #[test]
+        fn flex() {
+            super::$body::<burn::backend::Flex>(&Default::default());
+        }
+        #[cfg(feature = "wgpu")]
+        #[test]
+        fn wgpu() {
+            super::$body::<burn::backend::Wgpu>(&Default::default());
+        }
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn cuda() {
+            super::$body::<burn::backend::Cuda>(&Default::default());
         }
     };
 }

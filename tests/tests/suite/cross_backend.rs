@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::processors_fixture::run_case;
-use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, near_tie_margin, smollm2_path, tolerance};
+use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, near_tie_margin, per_backend, smollm2_path, tolerance};
 
 /// Tolerance on f32 logits between backends (different kernels, different summation order);
 /// the second figure applies where matmuls run in TF32 (CUDA, see `tf32_matmul`).
@@ -170,30 +170,7 @@ fn smollm2_matches_ndarray<B: Backend>(device: &B::Device) {
     }
 }
 
-/// One `#[test]` per compiled-in backend other than the reference.
-macro_rules! against_ndarray {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[cfg(feature = "flex")]
-            #[test]
-            fn flex() {
-                super::$body::<burn::backend::Flex>(&Default::default());
-            }
-            #[cfg(feature = "wgpu")]
-            #[test]
-            fn wgpu() {
-                super::$body::<burn::backend::Wgpu>(&Default::default());
-            }
-            #[cfg(feature = "cuda")]
-            #[test]
-            fn cuda() {
-                super::$body::<burn::backend::Cuda>(&Default::default());
-            }
-        }
-    };
-}
-
-against_ndarray!(tiny_llama_same_as_ndarray, tiny_matches_ndarray);
-against_ndarray!(processors_same_as_ndarray, processors_match_ndarray);
-against_ndarray!(smollm2_same_as_ndarray, smollm2_matches_ndarray);
+per_backend!(except_ndarray tiny_llama_same_as_ndarray, tiny_matches_ndarray);
+per_backend!(except_ndarray processors_same_as_ndarray, processors_match_ndarray);
+per_backend!(except_ndarray smollm2_same_as_ndarray, smollm2_matches_ndarray);
 
