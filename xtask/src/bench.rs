@@ -158,6 +158,35 @@ pub fn run(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// llama.cpp's build flags. Its native build (`-march=native`) turns AMX on when the CPU lists
+/// it, and virtual machines that list AMX without granting the tile state kill it with SIGILL
+/// on `tilezero` (seen on this project's Intel machines). There the build names every
+/// instruction set /proc/cpuinfo lists instead, AMX left out; elsewhere it stays native.
+fn llama_cpp_cmake_args() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = flags.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    if !flags.contains(&"amx_tile") {
+        return "-DGGML_NATIVE=ON".into();
+    }
+    let has = |f: &str| flags.contains(&f);
+    let mut args = vec!["-DGGML_NATIVE=OFF".to_string(), "-DGGML_AMX_TILE=OFF".into(), "-DGGML_AMX_INT8=OFF".into(), "-DGGML_AMX_BF16=OFF".into()];
+    for (flag, opt) in [
+        ("avx", "GGML_AVX"),
+        ("avx2", "GGML_AVX2"),
+        ("fma", "GGML_FMA"),
+        ("f16c", "GGML_F16C"),
+        ("bmi2", "GGML_BMI2"),
+        ("avx512f", "GGML_AVX512"),
+        ("avx512vbmi", "GGML_AVX512_VBMI"),
+        ("avx512_vnni", "GGML_AVX512_VNNI"),
+        ("avx512_bf16", "GGML_AVX512_BF16"),
+        ("avx_vnni", "GGML_AVX_VNNI"),
+    ] {
+        args.push(format!("-D{opt}={}", if has(flag) { "ON" } else { "OFF" }));
+    }
+    args.join(" ")
+}
+
 /// transformers and llama.cpp on the same model, thread count and shapes, in a venv under target/.
 fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Result<Vec<Value>> {
     let venv = target_dir().join("bench/venv");
@@ -175,6 +204,7 @@ fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Resu
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
         .arg(&reqs)
         .env("CMAKE_BUILD_PARALLEL_LEVEL", threads.max(1).to_string())
+        .env("CMAKE_ARGS", llama_cpp_cmake_args())
         .status()?;
     if !st.success() {
         bail!("pip install of the peers failed ({st})");

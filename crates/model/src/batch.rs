@@ -87,11 +87,19 @@ impl Batch {
 /// `key_valid[b]` covers every key (cached + new, length `keys`); the new queries sit at key
 /// slots `keys - seq ..`. A query sees keys at or before its slot that are real tokens; a padding
 /// query sees itself only, so no row is fully masked (which would give NaN).
-/// Returns `None` when nothing needs masking (one new token per row, no padding).
-pub fn attention_mask_data(key_valid: &[Vec<bool>], seq: usize, kv_heads: usize, n_rep: usize) -> Option<Vec<bool>> {
+/// With a sliding `window`, a query at slot `s` also sees no key at or before `s - window`.
+/// Returns `None` when nothing needs masking (one new token per row, no padding, no key
+/// outside the window).
+pub fn attention_mask_data(
+    key_valid: &[Vec<bool>],
+    seq: usize,
+    kv_heads: usize,
+    n_rep: usize,
+    window: Option<usize>,
+) -> Option<Vec<bool>> {
     let keys = key_valid.first().map_or(0, Vec::len);
     let any_pad = key_valid.iter().any(|r| r.iter().any(|&v| !v));
-    if seq == 1 && !any_pad {
+    if seq == 1 && !any_pad && window.is_none_or(|w| keys <= w) {
         return None;
     }
     let past = keys - seq;
@@ -100,8 +108,9 @@ pub fn attention_mask_data(key_valid: &[Vec<bool>], seq: usize, kv_heads: usize,
         let mut block = Vec::with_capacity(seq * keys);
         for t in 0..seq {
             let slot = past + t;
+            let lo = window.map_or(0, |w| (slot + 1).saturating_sub(w));
             for k in 0..keys {
-                let allowed = k <= slot && (row[k] || k == slot);
+                let allowed = k <= slot && k >= lo && (row[k] || k == slot);
                 block.push(!allowed);
             }
         }
@@ -129,7 +138,7 @@ mod tests {
     #[test]
     fn causal_and_padding_mask() {
         // one row: pad, real, real; 1 kv head, 1 rep
-        let m = attention_mask_data(&[vec![false, true, true]], 3, 1, 1).unwrap();
+        let m = attention_mask_data(&[vec![false, true, true]], 3, 1, 1, None).unwrap();
         #[rustfmt::skip]
         let want = vec![
             false, true, true,   // pad query sees itself
@@ -138,10 +147,14 @@ mod tests {
         ];
         assert_eq!(m, want);
         // decode step without padding needs no mask
-        assert!(attention_mask_data(&[vec![true, true]], 1, 2, 3).is_none());
+        assert!(attention_mask_data(&[vec![true, true]], 1, 2, 3, None).is_none());
         // heads repeat the block
-        let m = attention_mask_data(&[vec![true, true]], 2, 2, 1).unwrap();
+        let m = attention_mask_data(&[vec![true, true]], 2, 2, 1, None).unwrap();
         assert_eq!(m.len(), 2 * 2 * 2);
         assert_eq!(&m[0..4], &m[4..8]);
+        // a window of 2 hides the first of three keys from the last query
+        let m = attention_mask_data(&[vec![true; 3]], 1, 1, 1, Some(2)).unwrap();
+        assert_eq!(m, vec![true, false, false]);
+        assert!(attention_mask_data(&[vec![true; 2]], 1, 1, 1, Some(2)).is_none());
     }
 }

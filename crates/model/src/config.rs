@@ -85,6 +85,8 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// Sliding-window attention (Mistral): a query sees at most this many keys.
+    pub sliding_window: Option<usize>,
 }
 
 fn single_id(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Option<u32>> {
@@ -178,6 +180,7 @@ impl HfLlamaConfig {
             bos_token_id: single_id(origin, "bos_token_id", &self.bos_token_id)?,
             eos_token_ids: id_list(origin, "eos_token_id", &self.eos_token_id)?,
             pad_token_id: single_id(origin, "pad_token_id", &self.pad_token_id)?,
+            sliding_window: None,
         };
         cfg.validate(origin)?;
         Ok(cfg)
@@ -208,6 +211,11 @@ impl LlamaConfig {
             cfg.validate(&gorigin)?;
         }
         Ok(cfg)
+    }
+
+    /// RoPE inverse frequencies (`head_dim / 2`), as transformers computes them.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        crate::rope::default_inv_freq(self.rope_theta, self.head_dim)
     }
 
     /// Number of query heads sharing one key/value head.

@@ -2,7 +2,7 @@
 //! sampler, with per-sequence EOS, stop strings, streaming and finish reasons.
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
+use crate::ops::DecodeOps;
 use demiurgic_sampling::sampler::{ids_to_host, logprobs_of};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, Sampler};
 
@@ -12,7 +12,7 @@ use crate::kv_cache::KvCache;
 use crate::llama::{Llama, StepInput};
 
 /// Options of one [`generate`] call that are not sampling parameters.
-pub struct GenerateOptions<'a, B: Backend> {
+pub struct GenerateOptions<'a, B: DecodeOps> {
     /// Use the KV cache (default) or recompute the whole sequence every step.
     pub use_cache: bool,
     /// Extra processors run after the built-in ones (before the sampling warpers).
@@ -25,7 +25,7 @@ pub struct GenerateOptions<'a, B: Backend> {
     pub seeds: Option<Vec<u64>>,
 }
 
-impl<B: Backend> Default for GenerateOptions<'_, B> {
+impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
     fn default() -> Self {
         Self { use_cache: true, pipeline_hook: None, on_step: None, stop_check: None, seeds: None }
     }
@@ -62,7 +62,7 @@ impl GenerationOutput {
 }
 
 /// Generate continuations of `prompts` (token ids, unpadded).
-pub fn generate<B: Backend>(
+pub fn generate<B: DecodeOps>(
     model: &Llama<B>,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,

@@ -7,8 +7,8 @@ use crate::error::{ModelError, Result};
 /// Keys and values of one layer.
 #[derive(Debug, Clone)]
 pub struct LayerKv<B: Backend> {
-    k: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
-    v: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
+    pub(crate) k: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
+    pub(crate) v: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
 }
 
 impl<B: Backend> LayerKv<B> {
@@ -89,6 +89,39 @@ impl<B: Backend> KvCache<B> {
         self.len = 0;
     }
 
+    /// Roll back to the first `len` positions (speculative decoding drops rejected tokens).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(ModelError::Input(format!("cannot truncate a cache of {} positions to {len}", self.len)));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Reorder (and possibly repeat) the batch rows: row `i` becomes old row `rows[i]` (beam
+    /// search). The batch size may change.
+    pub fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch) {
+            return Err(ModelError::Input(format!("cache row {bad} does not exist (batch {})", self.batch)));
+        }
+        if rows.is_empty() {
+            return Err(ModelError::Input("cache reorder needs at least one row".into()));
+        }
+        let identity = rows.len() == self.batch && rows.iter().enumerate().all(|(i, &r)| i == r);
+        if identity {
+            return Ok(());
+        }
+        for l in &mut self.layers {
+            let device = l.k.device();
+            let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx, [rows.len()]), &device);
+            l.k = l.k.clone().select(0, idx.clone());
+            l.v = l.v.clone().select(0, idx);
+        }
+        self.batch = rows.len();
+        Ok(())
+    }
+
     /// Error unless `adding` more positions fit.
     pub fn check_room(&self, adding: usize) -> Result<()> {
         if self.len + adding > self.capacity {
@@ -97,7 +130,8 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
-    pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerKv<B> {
+    /// The keys/values of layer `i`.
+    pub fn layer_mut(&mut self, i: usize) -> &mut LayerKv<B> {
         &mut self.layers[i]
     }
 

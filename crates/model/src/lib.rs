@@ -2,17 +2,19 @@
 //!
 //! A Llama-family decoder written once over Burn's [`Backend`](burn::tensor::backend::Backend):
 //! model ([`Llama`]), preallocated [`KvCache`], ragged [`Batch`]es, loaders for HF checkpoints
-//! (safetensors through `burn-store`) and GGUF files, tokenizers, and the [`generate`] loop.
+//! (safetensors) and GGUF files, tokenizers, and the [`generate`] loop.
 pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
 pub mod load;
 pub mod mlp;
 pub mod norm;
+pub mod ops;
 pub mod rope;
 
 pub use batch::Batch;
@@ -21,4 +23,5 @@ pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaWeights, StepInput};
-pub use load::{load_model, LoadedModel};
+pub use load::{load_model, load_model_with, LoadOptions, LoadedModel, WeightMode};
+pub use ops::DecodeOps;

@@ -1,98 +1,118 @@
 //! The Llama decoder: embedding → N × (RMSNorm → attention → RMSNorm → SwiGLU) → RMSNorm → head.
-use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::backend::Backend;
-use burn::tensor::{s, Bool, Int, Tensor, TensorData};
+//! Every hot operation goes through the backend's [`DecodeOps`].
+use burn::tensor::{s, Tensor};
 
-use crate::attention::{Attention, AttentionConfig};
-use crate::batch::attention_mask_data;
+use crate::attention::Attention;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvCache, LayerKv};
-use crate::mlp::{Mlp, MlpConfig};
-use crate::norm::{RmsNorm, RmsNormConfig};
-use crate::rope::{RopeSlice, RotaryEmbedding};
+use crate::mlp::Mlp;
+use crate::norm::RmsNorm;
+use crate::ops::{DecodeOps, Linear, Matrix, Step};
+use crate::rope::RotaryEmbedding;
 
-/// One transformer block with HF parameter names.
-#[derive(Module, Debug)]
-pub struct DecoderLayer<B: Backend> {
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer<B: DecodeOps> {
+    pub input_layernorm: RmsNorm<B>,
     pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
     pub mlp: Mlp<B>,
-    pub input_layernorm: RmsNorm<B>,          // gamma [hidden]
-    pub post_attention_layernorm: RmsNorm<B>, // gamma [hidden]
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: DecodeOps> DecoderLayer<B> {
     /// # Shapes
-    /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    /// - x: `[batch·seq, hidden]` → `[batch·seq, hidden]`
     pub fn forward(
         &self,
-        x: Tensor<B, 3>,
-        rope: &RopeSlice<B>,
-        mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<(&mut LayerKv<B>, usize)>,
-    ) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+        x: Tensor<B, 2>,
+        step: &Step<B>,
+        rope: &RotaryEmbedding<B>,
+        cache: Option<&mut LayerKv<B>>,
+    ) -> Tensor<B, 2> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), step, rope, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 
-/// All parameters, named like a transformers `LlamaForCausalLM` without the `model.` prefix,
-/// so `burn-store` maps HF checkpoints onto it.
-#[derive(Module, Debug)]
-pub struct LlamaWeights<B: Backend> {
-    pub embed_tokens: Embedding<B>, // weight [vocab, hidden]
+/// Every weight of the decoder, as the loaders build them.
+#[derive(Debug, Clone)]
+pub struct LlamaWeights<B: DecodeOps> {
+    pub embed_tokens: Matrix<B>, // [vocab, hidden]
     pub layers: Vec<DecoderLayer<B>>,
-    pub norm: RmsNorm<B>,            // gamma [hidden]
-    pub lm_head: Option<Linear<B>>,  // weight [hidden, vocab]; None = tied to embed_tokens
+    pub norm: RmsNorm<B>,
+    /// The output projection `[vocab, hidden]` (for tied embeddings, the embedding matrix).
+    pub lm_head: Linear<B>,
 }
 
-impl LlamaConfig {
-    /// Randomly initialised weights of this shape (loaders overwrite them).
-    pub fn init_weights<B: Backend>(&self, device: &B::Device) -> LlamaWeights<B> {
-        let layers = (0..self.num_layers)
-            .map(|_| DecoderLayer {
-                self_attn: AttentionConfig::new(self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim)
-                    .with_bias(self.attention_bias)
-                    .init(device),
-                mlp: MlpConfig::new(self.hidden_size, self.intermediate_size).with_bias(self.mlp_bias).init(device),
-                input_layernorm: RmsNormConfig::new(self.hidden_size).with_epsilon(self.rms_norm_eps).init(device),
-                post_attention_layernorm: RmsNormConfig::new(self.hidden_size)
-                    .with_epsilon(self.rms_norm_eps)
-                    .init(device),
+impl<B: DecodeOps> LlamaWeights<B> {
+    /// Bytes of every weight (as stored: quantized blocks count their real size).
+    pub fn bytes(&self, tied: bool) -> usize {
+        let lin = |l: &Linear<B>| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| b.dims()[0] * 4);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                lin(&l.self_attn.qkv) + lin(&l.self_attn.o_proj) + lin(&l.mlp.gate_up) + lin(&l.mlp.down)
+                    + 4 * (l.input_layernorm.gamma.dims()[0] + l.post_attention_layernorm.gamma.dims()[0])
             })
-            .collect();
-        LlamaWeights {
-            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-            layers,
-            norm: RmsNormConfig::new(self.hidden_size).with_epsilon(self.rms_norm_eps).init(device),
-            lm_head: (!self.tie_word_embeddings)
-                .then(|| LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device)),
+            .sum();
+        layers + self.embed_tokens.bytes() + if tied { 0 } else { lin(&self.lm_head) } + 4 * self.norm.gamma.dims()[0]
+    }
+
+    /// Bytes read from weights per decoded token: every layer and the head (the embedding
+    /// contributes one row).
+    pub fn bytes_per_token(&self) -> usize {
+        let lin = |l: &Linear<B>| l.weight.bytes();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| lin(&l.self_attn.qkv) + lin(&l.self_attn.o_proj) + lin(&l.mlp.gate_up) + lin(&l.mlp.down))
+            .sum();
+        layers + lin(&self.lm_head)
+    }
+
+    /// The storage of each weight kind: `("qkv", "Q4_1")`, …, de-duplicated.
+    pub fn storage_summary(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = vec![];
+        let mut add = |name: &str, kind: String| {
+            if !out.iter().any(|(n, k)| n == name && *k == kind) {
+                out.push((name.to_string(), kind));
+            }
+        };
+        for l in &self.layers {
+            add("attn_qkv", l.self_attn.qkv.weight.kind());
+            add("attn_output", l.self_attn.o_proj.weight.kind());
+            add("ffn_gate_up", l.mlp.gate_up.weight.kind());
+            add("ffn_down", l.mlp.down.weight.kind());
         }
+        add("token_embd", self.embed_tokens.kind());
+        add("output", self.lm_head.weight.kind());
+        out
     }
 }
 
-/// Input of one forward call (host data; the model uploads it).
+/// Input of one forward call (host data; the model uploads what its backend needs).
 #[derive(Debug, Clone)]
 pub struct StepInput {
     pub tokens: Vec<Vec<u32>>,      // [batch, seq]
     pub positions: Vec<Vec<usize>>, // [batch, seq]
     /// Per row, for every key the call attends to (cached + new): is it a real token?
-    pub key_valid: Vec<Vec<bool>>,  // [batch, past + seq]
+    pub key_valid: Vec<Vec<bool>>, // [batch, past + seq]
 }
 
-/// A ready-to-run Llama model: weights, RoPE tables and config.
+/// A ready-to-run Llama-family model: weights, RoPE and config.
 #[derive(Debug)]
-pub struct Llama<B: Backend> {
+pub struct Llama<B: DecodeOps> {
     pub weights: LlamaWeights<B>,
     pub config: LlamaConfig,
     rope: RotaryEmbedding<B>,
     device: B::Device,
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: DecodeOps> Llama<B> {
     pub fn new(config: LlamaConfig, weights: LlamaWeights<B>, device: &B::Device) -> Self {
-        let rope = RotaryEmbedding::new(config.rope_theta, config.head_dim, config.max_position_embeddings, device);
+        let rope = RotaryEmbedding::from_inv_freq(config.inv_freq(), config.max_position_embeddings, device);
         Self { weights, config, rope, device: device.clone() }
     }
 
@@ -140,8 +160,8 @@ impl<B: Backend> Llama<B> {
     /// Run the decoder; returns the final hidden states (after the last norm).
     ///
     /// # Shapes
-    /// - output: `[batch, seq, hidden]`, or `[batch, 1, hidden]` when `last_only`
-    fn hidden(&self, input: &StepInput, mut cache: Option<&mut KvCache<B>>, last_only: bool) -> Result<Tensor<B, 3>> {
+    /// - output: `[batch·seq, hidden]`, or `[batch, hidden]` when `last_only`
+    fn hidden(&self, input: &StepInput, mut cache: Option<&mut KvCache<B>>, last_only: bool) -> Result<Tensor<B, 2>> {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let (b, t) = self.check_input(input, past)?;
         if let Some(c) = cache.as_ref() {
@@ -150,35 +170,29 @@ impl<B: Backend> Llama<B> {
             }
             c.check_room(t)?;
         }
-        let ids: Vec<i64> = input.tokens.iter().flatten().map(|&x| x as i64).collect();
-        let pos: Vec<i64> = input.positions.iter().flatten().map(|&x| x as i64).collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
-        let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [b, t]), &self.device);
-        let rope = self.rope.slice(pos);
-        let (kv, rep) = (self.config.num_kv_heads, self.config.kv_groups());
-        let keys = past + t;
-        let mask = attention_mask_data(&input.key_valid, t, kv, rep).map(|m| {
-            Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [b, kv, rep * t, keys]), &self.device)
-        });
-        let mut x = self.weights.embed_tokens.forward(ids);
+        let step = Step::<B>::new(
+            b,
+            t,
+            past,
+            input.tokens.iter().flatten().copied().collect(),
+            input.positions.iter().flatten().copied().collect(),
+            Some(input.key_valid.clone()),
+            self.config.sliding_window,
+            &self.device,
+        );
+        let mut x = B::embed(&step.tokens, &self.weights.embed_tokens, &self.device);
         for (i, layer) in self.weights.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c.layer_mut(i), past));
-            x = layer.forward(x, &rope, mask.clone(), layer_cache);
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(x, &step, &self.rope, layer_cache);
         }
         if let Some(c) = cache {
             c.advance(t);
         }
-        if last_only {
-            x = x.slice(s![.., t - 1..t, ..]);
+        if last_only && t > 1 {
+            let d = self.config.hidden_size;
+            x = x.reshape([b, t, d]).slice(s![.., t - 1..t, ..]).reshape([b, d]);
         }
         Ok(self.weights.norm.forward(x))
-    }
-
-    fn head(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        match &self.weights.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.weights.embed_tokens.weight.val().transpose()),
-        }
     }
 
     /// Logits of the last position only (what decoding needs).
@@ -186,9 +200,10 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// - output: `[batch, vocab]`
     pub fn forward_last(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 2>> {
-        let x = self.hidden(input, cache, true)?;
-        let [b, _, d] = x.dims();
-        Ok(self.head(x.reshape([b, d])))
+        B::run_step(|| {
+            let x = self.hidden(input, cache, true)?;
+            Ok(B::linear_layer(x, &self.weights.lm_head))
+        })
     }
 
     /// Logits of every position.
@@ -196,9 +211,11 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// - output: `[batch, seq, vocab]`
     pub fn forward_all(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>> {
-        let x = self.hidden(input, cache, false)?;
-        let [b, t, d] = x.dims();
-        let logits = self.head(x.reshape([b * t, d]));
-        Ok(logits.reshape([b, t, self.config.vocab_size]))
+        let (b, t) = (input.tokens.len(), input.tokens.first().map_or(0, Vec::len));
+        B::run_step(|| {
+            let x = self.hidden(input, cache, false)?;
+            let logits = B::linear_layer(x, &self.weights.lm_head);
+            Ok(logits.reshape([b, t, self.config.vocab_size]))
+        })
     }
 }

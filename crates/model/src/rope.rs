@@ -1,12 +1,15 @@
 //! Rotary position embeddings, HF's half-split convention (`rotate_half`).
 use burn::tensor::{backend::Backend, s, Int, Tensor, TensorData};
 
-/// Precomputed cos/sin tables for every position up to the context length.
-#[derive(Debug, Clone)]
+/// Rotary embedding of one model: the inverse frequencies, with the `[max_pos, head_dim]`
+/// cos/sin tables of the default (device) path built on first use.
+#[derive(Debug)]
 pub struct RotaryEmbedding<B: Backend> {
-    cos: Tensor<B, 2>,        // [max_pos, head_dim]
-    sin_signed: Tensor<B, 2>, // [max_pos, head_dim], first half negated (folds rotate_half's sign)
+    inv_freq: Vec<f32>,
     head_dim: usize,
+    max_pos: usize,
+    device: B::Device,
+    tables: std::sync::OnceLock<(Tensor<B, 2>, Tensor<B, 2>)>, // cos, sin_signed: [max_pos, head_dim]
 }
 
 /// The cos/sin rows of one forward call, gathered by position id.
@@ -16,33 +19,68 @@ pub struct RopeSlice<B: Backend> {
     sin: Tensor<B, 4>, // [batch, 1, seq, head_dim]
 }
 
-/// Host-side tables, computed in f32 exactly like transformers' `LlamaRotaryEmbedding`
-/// (`inv_freq = 1 / theta^(2i/d)` in f32, `angle = pos * inv_freq` in f32).
+/// transformers' default inverse frequencies, in f32 as `LlamaRotaryEmbedding` computes them:
+/// `1 / theta^(2i/d)`.
+pub fn default_inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect()
+}
+
+/// cos and signed sin (first half negated, folding `rotate_half`'s sign) of position `p`,
+/// `angle = p * inv_freq` in f32 like transformers.
+fn rows_of(inv: &[f32], p: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+    let half = inv.len();
+    for j in 0..2 * half {
+        let a = p as f32 * inv[j % half];
+        cos.push(a.cos());
+        sin.push(if j < half { -a.sin() } else { a.sin() });
+    }
+}
+
+/// Host-side tables for every position below `max_pos` (`[max_pos, head_dim]` each).
 pub fn rope_tables(theta: f64, head_dim: usize, max_pos: usize) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-        .collect();
-    let mut cos = Vec::with_capacity(max_pos * head_dim);
-    let mut sin = Vec::with_capacity(max_pos * head_dim);
+    let inv = default_inv_freq(theta, head_dim);
+    let (mut cos, mut sin) = (Vec::with_capacity(max_pos * head_dim), Vec::with_capacity(max_pos * head_dim));
     for p in 0..max_pos {
-        for j in 0..head_dim {
-            let a = p as f32 * inv[j % half];
-            cos.push(a.cos());
-            sin.push(if j < half { -a.sin() } else { a.sin() });
-        }
+        rows_of(&inv, p, &mut cos, &mut sin);
     }
     (cos, sin)
 }
 
 impl<B: Backend> RotaryEmbedding<B> {
     pub fn new(theta: f64, head_dim: usize, max_pos: usize, device: &B::Device) -> Self {
-        let (cos, sin) = rope_tables(theta, head_dim, max_pos);
-        Self {
-            cos: Tensor::from_data(TensorData::new(cos, [max_pos, head_dim]), device),
-            sin_signed: Tensor::from_data(TensorData::new(sin, [max_pos, head_dim]), device),
-            head_dim,
+        Self::from_inv_freq(default_inv_freq(theta, head_dim), max_pos, device)
+    }
+
+    /// From explicit inverse frequencies (`head_dim / 2` of them), e.g. after RoPE scaling.
+    pub fn from_inv_freq(inv_freq: Vec<f32>, max_pos: usize, device: &B::Device) -> Self {
+        let head_dim = 2 * inv_freq.len();
+        Self { inv_freq, head_dim, max_pos, device: device.clone(), tables: std::sync::OnceLock::new() }
+    }
+
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// cos / signed-sin rows of `positions`, `[positions, head_dim]` each (host).
+    pub fn host_rows(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let n = positions.len() * self.head_dim;
+        let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for &p in positions {
+            rows_of(&self.inv_freq, p, &mut cos, &mut sin);
         }
+        (cos, sin)
+    }
+
+    fn tables(&self) -> &(Tensor<B, 2>, Tensor<B, 2>) {
+        self.tables.get_or_init(|| {
+            let all: Vec<usize> = (0..self.max_pos).collect();
+            let (cos, sin) = self.host_rows(&all);
+            let shape = [self.max_pos, self.head_dim];
+            (
+                Tensor::from_data(TensorData::new(cos, shape), &self.device),
+                Tensor::from_data(TensorData::new(sin, shape), &self.device),
+            )
+        })
     }
 
     /// Gather the rows of the given positions.
@@ -53,8 +91,9 @@ impl<B: Backend> RotaryEmbedding<B> {
     pub fn slice(&self, positions: Tensor<B, 2, Int>) -> RopeSlice<B> {
         let [b, t] = positions.dims();
         let flat = positions.reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, self.head_dim]);
-        let sin = self.sin_signed.clone().select(0, flat).reshape([b, 1, t, self.head_dim]);
+        let (cos, sin) = self.tables();
+        let cos = cos.clone().select(0, flat.clone()).reshape([b, 1, t, self.head_dim]);
+        let sin = sin.clone().select(0, flat).reshape([b, 1, t, self.head_dim]);
         RopeSlice { cos, sin }
     }
 }

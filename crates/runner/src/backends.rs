@@ -4,7 +4,7 @@ use burn::tensor::backend::Backend;
 
 /// Work to run on one backend.
 pub trait BackendJob {
-    fn run<B: Backend>(self, backend: &str, device: B::Device) -> Result<()>;
+    fn run<B: demiurgic_model::DecodeOps>(self, backend: &str, device: B::Device) -> Result<()>;
 }
 
 pub const COMPILED: &[&str] = &[

@@ -4,11 +4,11 @@
 //! table: one run) after an untimed warm-up of the same shape
 //! (the warm-up pays one-off costs: JIT compilation and autotune on wgpu/cuda, page faults on CPU).
 //! Greedy decoding with EOS disabled, so every run produces exactly the tokens asked for.
+use demiurgic_model::DecodeOps;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use clap::Args;
 use demiurgic_model::load::load_model;
 use demiurgic_model::{generate, GenerateOptions, Llama};
@@ -135,7 +135,7 @@ fn greedy(n: usize) -> GenerationConfig {
 }
 
 /// One timed generation: (wall seconds, stats).
-fn timed<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], n: usize, use_cache: bool) -> Result<(f64, demiurgic_model::GenerationStats)> {
+fn timed<B: DecodeOps>(model: &Llama<B>, prompts: &[Vec<u32>], n: usize, use_cache: bool) -> Result<(f64, demiurgic_model::GenerationStats)> {
     let t = Instant::now();
     let out = generate(model, prompts, &greedy(n), GenerateOptions { use_cache, ..Default::default() })?;
     let secs = t.elapsed().as_secs_f64();
@@ -146,7 +146,7 @@ fn timed<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], n: usize, use_cache
 }
 
 impl BackendJob for BenchJob {
-    fn run<B: Backend>(self, backend: &str, device: B::Device) -> Result<()> {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
         self.args.validate()?;
         let plan = self.args.plan();
         let t = Instant::now();
@@ -235,7 +235,9 @@ impl BackendJob for BenchJob {
         let kv_per_1k = 1000 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>();
         let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss_bytes(),
             "kv_cache_bytes_per_seq_per_1k_tokens": kv_per_1k,
-            "weights_f32_bytes": burn::module::Module::num_params(&model.weights) * 4});
+            "weights_bytes": model.weights.bytes(model.config.tie_word_embeddings),
+            "weights_bytes_read_per_token": model.weights.bytes_per_token(),
+            "weights_storage": model.weights.storage_summary()});
 
         let out: Value = json!({
             "backend": backend, "threads": threads(), "model": self.path.display().to_string(),

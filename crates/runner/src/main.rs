@@ -2,6 +2,7 @@
 mod backends;
 mod bench;
 mod soak;
+use demiurgic_model::DecodeOps;
 use demiurgic_runner::fetch;
 
 use std::io::{IsTerminal, Write};
@@ -9,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use demiurgic_model::load::{load_model, LoadedModel, StreamDecoder};
 use demiurgic_model::{generate, GenerateOptions};
@@ -270,7 +270,7 @@ fn model_path(model: &Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-fn load<B: Backend>(m: &ModelArgs, device: &B::Device) -> Result<(LoadedModel<B>, PathBuf, f64)> {
+fn load<B: DecodeOps>(m: &ModelArgs, device: &B::Device) -> Result<(LoadedModel<B>, PathBuf, f64)> {
     let path = resolve_model(m)?;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let s = indicatif::ProgressBar::new_spinner();
@@ -308,7 +308,7 @@ struct GenerateJob {
 }
 
 impl BackendJob for GenerateJob {
-    fn run<B: Backend>(self, backend: &str, device: B::Device) -> Result<()> {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
         let a = &self.args;
         if a.prompt.is_empty() && a.prompt_ids.is_empty() {
             bail!("no prompt: give --prompt TEXT or --prompt-ids 1,2,3");
@@ -323,7 +323,7 @@ impl BackendJob for GenerateJob {
             if p.is_empty() {
                 bail!("--prompt {} is empty: give some text", i + 1);
             }
-            let tok = tok.context("this model has no tokenizer: use --prompt-ids")?;
+            let tok = loaded.text_tokenizer()?;
             let text = if a.chat {
                 let tmpl = loaded.chat_template.as_deref().context("--chat: this model has no chat template")?;
                 let name = |id: Option<u32>| id.map(|i| tok.tokens(&[i]).join("")).unwrap_or_default();
@@ -435,9 +435,9 @@ struct TokenizeJob {
 }
 
 impl BackendJob for TokenizeJob {
-    fn run<B: Backend>(self, _backend: &str, device: B::Device) -> Result<()> {
+    fn run<B: DecodeOps>(self, _backend: &str, device: B::Device) -> Result<()> {
         let (loaded, _, _) = load::<B>(&self.args.m, &device)?;
-        let tok = loaded.tokenizer.context("this model has no tokenizer")?;
+        let tok = loaded.text_tokenizer()?;
         let ids = tok.encode(&self.args.text)?;
         let tokens = tok.tokens(&ids);
         if self.args.json {

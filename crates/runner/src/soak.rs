@@ -5,11 +5,11 @@
 //! size (VmRSS) after each, and fails when it grows by more than `--max-growth-mib` over its
 //! value after the first generation (which pays the one-off allocations: weights, kernels, the
 //! allocator's pools). A leak of the KV cache or of per-step tensors shows as steady growth.
+use demiurgic_model::DecodeOps;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use clap::Args;
 use demiurgic_model::load::load_model;
 use demiurgic_model::{generate, GenerateOptions};
@@ -55,7 +55,7 @@ fn rss_bytes() -> Result<u64> {
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl BackendJob for SoakJob {
-    fn run<B: Backend>(self, backend: &str, device: B::Device) -> Result<()> {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
         let a = &self.args;
         if a.tokens == 0 || a.per_generation == 0 {
             bail!("--tokens and --per-generation must be positive (got {} and {})", a.tokens, a.per_generation);

@@ -12,6 +12,7 @@
 #![cfg(feature = "ndarray")]
 #![allow(dead_code, unused_imports)]
 
+use demiurgic_model::DecodeOps;
 use std::sync::OnceLock;
 
 use burn::backend::NdArray;
@@ -42,7 +43,7 @@ struct TinyRun {
     batch: Vec<Vec<u32>>,
 }
 
-fn tiny_run<B: Backend>(device: &B::Device) -> TinyRun {
+fn tiny_run<B: DecodeOps>(device: &B::Device) -> TinyRun {
     let golden = json_fixture("tiny-llama/golden.json");
     let loaded = load_model::<B>(&fixture("tiny-llama"), device).expect("load tiny-llama");
     let model = &loaded.model;
@@ -82,7 +83,7 @@ fn tiny_reference() -> &'static TinyRun {
     R.get_or_init(|| tiny_run::<NdArray>(&Default::default()))
 }
 
-fn tiny_matches_ndarray<B: Backend>(device: &B::Device) {
+fn tiny_matches_ndarray<B: DecodeOps>(device: &B::Device) {
     let got = tiny_run::<B>(device);
     let want = tiny_reference();
     let tol = tolerance::<B>(device, LOGITS_TOL.0, LOGITS_TOL.1);
@@ -104,7 +105,7 @@ fn processors_reference() -> &'static Vec<Vec<f32>> {
     })
 }
 
-fn processors_match_ndarray<B: Backend>(device: &B::Device) {
+fn processors_match_ndarray<B: DecodeOps>(device: &B::Device) {
     let f = json_fixture("processors.json");
     let cases = f["cases"].as_array().expect("cases");
     let want = processors_reference();
@@ -126,7 +127,7 @@ fn processors_match_ndarray<B: Backend>(device: &B::Device) {
 }
 
 /// Per prompt of `smollm2-golden.json`: last prompt position's logits and 12 greedy tokens.
-fn smollm2_run<B: Backend>(device: &B::Device) -> Vec<(Vec<f32>, Vec<u32>)> {
+fn smollm2_run<B: DecodeOps>(device: &B::Device) -> Vec<(Vec<f32>, Vec<u32>)> {
     let g = json_fixture("smollm2-golden.json");
     let loaded = load_model::<B>(&smollm2_path(), device).expect("load SmolLM2");
     let cases = g["cases"].as_array().expect("cases");
@@ -150,7 +151,7 @@ fn smollm2_reference() -> &'static Vec<(Vec<f32>, Vec<u32>)> {
     R.get_or_init(|| smollm2_run::<NdArray>(&Default::default()))
 }
 
-fn smollm2_matches_ndarray<B: Backend>(device: &B::Device) {
+fn smollm2_matches_ndarray<B: DecodeOps>(device: &B::Device) {
     let got = smollm2_run::<B>(device);
     let want = smollm2_reference();
     let tol = tolerance::<B>(device, SMOLLM2_LOGITS_TOL.0, SMOLLM2_LOGITS_TOL.1);

@@ -1,12 +1,13 @@
 //! Generation engine behaviour on the tiny fixture model: seeded reproducibility, batch
 //! composition independence, EOS + padding, num_return_sequences grouping, logprobs, user
 //! processors, and input errors.
+use demiurgic_model::DecodeOps;
 use burn::tensor::{backend::Backend, Tensor};
 use demiurgic_model::{generate, load_model, GenerateOptions, Llama};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, LogitsProcessor, ProcessorContext};
 use demiurgic_tests::{fixture, per_backend};
 
-fn model<B: Backend>(d: &B::Device) -> Llama<B> {
+fn model<B: DecodeOps>(d: &B::Device) -> Llama<B> {
     load_model::<B>(&fixture("tiny-llama"), d).expect("tiny-llama").model
 }
 
@@ -14,7 +15,7 @@ fn sampling(seed: u64, n: usize) -> GenerationConfig {
     GenerationConfig { max_new_tokens: Some(n), seed: Some(seed), temperature: 1.3, top_k: 0, top_p: 1.0, ..Default::default() }
 }
 
-fn seeded_and_batch_independent<B: Backend>(d: &B::Device) {
+fn seeded_and_batch_independent<B: DecodeOps>(d: &B::Device) {
     let m = model::<B>(d);
     let a = vec![173u32, 54, 249];
     let b = vec![29u32, 227, 38, 202, 119];
@@ -31,7 +32,7 @@ fn seeded_and_batch_independent<B: Backend>(d: &B::Device) {
     assert_eq!(nc.tokens, one.tokens);
 }
 
-fn eos_padding_and_grouping<B: Backend>(d: &B::Device) {
+fn eos_padding_and_grouping<B: DecodeOps>(d: &B::Device) {
     let m = model::<B>(d);
     // the third golden prompt ends with EOS (2) after 6 tokens; its row is then padded with 0
     let p3 = vec![29u32, 227, 38, 202, 119, 225, 43, 7, 221, 149, 200, 145];
@@ -66,7 +67,7 @@ impl<B: Backend> LogitsProcessor<B> for Forbid179 {
     }
 }
 
-fn user_processor_and_errors<B: Backend>(d: &B::Device) {
+fn user_processor_and_errors<B: DecodeOps>(d: &B::Device) {
     let m = model::<B>(d);
     let p = vec![173u32, 54, 249, 30, 165, 234, 93];
     let g = GenerationConfig { max_new_tokens: Some(4), ..GenerationConfig::greedy() };

@@ -10,3 +10,4 @@ mod smollm2_golden;
 mod soak;
 mod tiny_llama_golden;
 mod tokenizer;
+mod kernels;

@@ -1,7 +1,7 @@
 //! SmolLM2-135M-Instruct (GGUF Q4_1, dequantized) against transformers (`smollm2-golden.json`):
 //! prompt ids, greedy ids up to the first near-tie step, top-5 logits of the last prompt position.
 //! Data-driven over every case of the file.
-use burn::tensor::backend::Backend;
+use demiurgic_model::DecodeOps;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::{ids1, json_fixture, near_tie_margin, per_backend, smollm2_path, tolerance};
@@ -12,7 +12,7 @@ pub fn comparable_prefix(margins: &[f64], min_margin: f64) -> usize {
     margins.iter().position(|&m| m < min_margin).unwrap_or(margins.len())
 }
 
-fn golden<B: Backend>(device: &B::Device) {
+fn golden<B: DecodeOps>(device: &B::Device) {
     let g = json_fixture("smollm2-golden.json");
     let loaded = load_model::<B>(&smollm2_path(), device).expect("load SmolLM2");
     let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");

@@ -1,7 +1,7 @@
 //! Parity with transformers on the tiny random Llama (`fixtures/tiny-llama/golden.json`):
 //! full-prompt logits, greedy continuations with and without the cache, and the left-padded
 //! ragged batch. Data-driven: every case of the file is checked.
-use burn::tensor::backend::Backend;
+use demiurgic_model::DecodeOps;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, per_backend, tolerance};
@@ -10,7 +10,7 @@ fn greedy(n: usize) -> GenerationConfig {
     GenerationConfig { max_new_tokens: Some(n), ..GenerationConfig::greedy() }
 }
 
-fn logits_and_greedy<B: Backend>(device: &B::Device) {
+fn logits_and_greedy<B: DecodeOps>(device: &B::Device) {
     let golden = json_fixture("tiny-llama/golden.json");
     let loaded = load_model::<B>(&fixture("tiny-llama"), device).expect("load tiny-llama");
     let model = &loaded.model;
@@ -37,7 +37,7 @@ fn logits_and_greedy<B: Backend>(device: &B::Device) {
     }
 }
 
-fn batched_left_padded<B: Backend>(device: &B::Device) {
+fn batched_left_padded<B: DecodeOps>(device: &B::Device) {
     let golden = json_fixture("tiny-llama/golden.json");
     let loaded = load_model::<B>(&fixture("tiny-llama"), device).expect("load tiny-llama");
     let b = &golden["batched_left_padded"];

@@ -1,33 +1,56 @@
-//! Loaders: HF checkpoint directories (safetensors through `burn-store`) and GGUF files.
+//! Loaders: HF checkpoint directories (safetensors) and GGUF files.
 use std::path::Path;
-
-use burn::tensor::backend::Backend;
 
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
+use crate::ops::DecodeOps;
 
+pub mod builder;
 pub mod gguf;
 pub mod safetensors;
 pub mod tokenizer;
 
+pub use builder::{LoadOptions, WeightMode};
 pub use tokenizer::{StreamDecoder, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).
-pub struct LoadedModel<B: Backend> {
+pub struct LoadedModel<B: DecodeOps> {
     pub model: Llama<B>,
     pub tokenizer: Option<TextTokenizer>,
+    /// Why the checkpoint's tokenizer could not be built (the weights load regardless).
+    pub tokenizer_error: Option<String>,
     pub chat_template: Option<String>,
     /// What was loaded (path, format).
     pub description: String,
+    /// The model family (`llama`, …).
+    pub architecture: String,
+}
+
+impl<B: DecodeOps> LoadedModel<B> {
+    /// The tokenizer, or why there is none (for callers that need text).
+    pub fn text_tokenizer(&self) -> Result<&TextTokenizer> {
+        match (&self.tokenizer, &self.tokenizer_error) {
+            (Some(t), _) => Ok(t),
+            (None, Some(e)) => Err(ModelError::Tokenizer(format!(
+                "the model's tokenizer could not be built ({e}); token ids still work (--prompt-ids)"
+            ))),
+            (None, None) => Err(ModelError::Tokenizer("this model has no tokenizer: use token ids (--prompt-ids)".into())),
+        }
+    }
+}
+
+/// Load a `.gguf` file or an HF checkpoint directory with default options.
+pub fn load_model<B: DecodeOps>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    load_model_with(path, device, &LoadOptions::default())
 }
 
 /// Load a `.gguf` file or an HF checkpoint directory.
-pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load_model_with<B: DecodeOps>(path: &Path, device: &B::Device, opts: &LoadOptions) -> Result<LoadedModel<B>> {
     if path.is_dir() {
-        return safetensors::load_hf_dir(path, device);
+        return safetensors::load_hf_dir(path, device, opts);
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
-        return gguf::load_gguf(path, device);
+        return gguf::load_gguf(path, device, opts);
     }
     if !path.exists() {
         return Err(ModelError::Input(format!(

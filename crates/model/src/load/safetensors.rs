@@ -1,43 +1,18 @@
 //! HF checkpoints: `config.json` + `model.safetensors` (or sharded with
-//! `model.safetensors.index.json`), loaded through `burn-store`'s `SafetensorsStore` with key
-//! remapping from HF names and PyTorch → Burn layout adaptation.
+//! `model.safetensors.index.json`): every file validated, memory-mapped, and its tensors handed
+//! by HF name to the common builder (f32 / f16 / bf16).
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use burn::tensor::backend::Backend;
-use burn::tensor::DType;
-use burn_store::{ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::llama::{Llama, LlamaWeights};
+use crate::llama::Llama;
+use crate::load::builder::{Builder, LoadOptions, Naming, RawTensor, WeightSource};
+use crate::load::gguf::GgmlType;
 use crate::load::{LoadedModel, TextTokenizer};
+use crate::ops::DecodeOps;
 
-/// Casts every floating tensor to f32 (bf16/f16 checkpoints).
-#[derive(Clone, Default)]
-struct ToF32;
-
-impl ModuleAdapter for ToF32 {
-    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
-        if matches!(snapshot.dtype, DType::F32) || !snapshot.dtype.is_float() {
-            return snapshot.clone();
-        }
-        let f = snapshot.clone_data_fn();
-        TensorSnapshot::from_closure(
-            std::rc::Rc::new(move || Ok(f()?.convert_dtype(DType::F32))),
-            DType::F32,
-            snapshot.shape.clone(),
-            snapshot.path_stack.clone().unwrap_or_default(),
-            snapshot.container_stack.clone().unwrap_or_default(),
-            snapshot.tensor_id.unwrap_or_default(),
-        )
-    }
-
-    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
-        Box::new(self.clone())
-    }
-}
-
-/// The safetensors files of a checkpoint directory.
+/// The safetensors files of a checkpoint directory (one file or the shards of an index).
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.exists() {
@@ -82,7 +57,7 @@ const MAX_HEADER: u64 = 100 << 20;
 
 /// Check a safetensors file before anything is allocated from it: header length inside the file
 /// and bounded, header JSON, known dtypes, shapes whose byte size matches their data range, data
-/// ranges inside the file. burn-store would reject most of these too, with vaguer messages.
+/// ranges inside the file. 
 pub fn validate_safetensors(path: &Path) -> Result<()> {
     use std::io::Read;
     let io = |source| ModelError::Io { path: path.to_path_buf(), source };
@@ -176,61 +151,88 @@ fn check_header(path: &Path, size: u64, header: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Load weights of `config`'s shape from safetensors files.
-pub fn load_weights<B: Backend>(config: &LlamaConfig, files: &[PathBuf], device: &B::Device) -> Result<LlamaWeights<B>> {
-    let mut weights = config.init_weights::<B>(device);
-    let mut applied: Vec<String> = vec![];
-    for file in files {
-        validate_safetensors(file)?;
-        let mut store = SafetensorsStore::from_file(file)
-            .with_key_remapping(r"^model\.", "")
-            .with_key_remapping(r"(norm)\.weight$", "$1.gamma")
-            .with_from_adapter(PyTorchToBurnAdapter.chain(ToF32))
-            .allow_partial(true)
-            .validate(true);
-        let res = weights
-            .load_from(&mut store)
-            .map_err(|e| ModelError::Checkpoint { path: file.clone(), message: e.to_string() })?;
-        if let Some(err) = res.errors.first() {
-            return Err(ModelError::Checkpoint { path: file.clone(), message: err.to_string() });
+/// Tensors of one or more safetensors files, memory-mapped (validated before mapping).
+pub struct SafetensorsSource {
+    dir: PathBuf,
+    maps: Vec<memmap2::Mmap>,
+    /// name → (file index, dtype, shape, absolute byte range)
+    tensors: BTreeMap<String, (usize, GgmlType, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl SafetensorsSource {
+    pub fn open(dir: &Path, files: &[PathBuf]) -> Result<Self> {
+        let mut maps = vec![];
+        let mut tensors = BTreeMap::new();
+        for (fi, file) in files.iter().enumerate() {
+            validate_safetensors(file)?;
+            let bad = |message: String| ModelError::Checkpoint { path: file.clone(), message };
+            let f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source })?;
+            // SAFETY: read-only map of a file we do not modify; sizes were validated above.
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|source| ModelError::Io { path: file.clone(), source })?;
+            let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
+            let header: serde_json::Value =
+                serde_json::from_slice(&map[8..8 + header_len]).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+            for (name, t) in header.as_object().into_iter().flatten() {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+                let ty = match dtype {
+                    "F32" => GgmlType::F32,
+                    "F16" => GgmlType::F16,
+                    "BF16" => GgmlType::BF16,
+                    other => return Err(bad(format!("tensor {name}: dtype {other} is not a float type the model reads (F32, F16, BF16)"))),
+                };
+                let shape: Vec<usize> = t["shape"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).map(|d| d as usize).collect();
+                let offs: Vec<usize> = t["data_offsets"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).map(|d| d as usize).collect();
+                let base = 8 + header_len;
+                if tensors.insert(name.clone(), (fi, ty, shape, base + offs[0]..base + offs[1])).is_some() {
+                    return Err(bad(format!("tensor {name} appears in more than one shard")));
+                }
+            }
+            maps.push(map);
         }
-        applied.extend(res.applied);
+        Ok(Self { dir: dir.to_path_buf(), maps, tensors })
     }
-    // Every parameter must come from the files (random init must never leak into a model).
-    let expected = expected_params(&weights);
-    let missing: Vec<&String> = expected.iter().filter(|p| !applied.contains(p)).collect();
-    if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().take(5).map(|p| hf_name(p)).collect();
-        return Err(ModelError::Checkpoint {
-            path: files[0].clone(),
-            message: format!("{} tensor(s) missing, e.g. {}", missing.len(), names.join(", ")),
-        });
-    }
-    Ok(weights)
 }
 
-fn expected_params<B: Backend>(w: &LlamaWeights<B>) -> Vec<String> {
-    let w = w.clone();
-    w.collect(None, None, false).into_iter().map(|s| s.full_path()).collect()
-}
+impl WeightSource for SafetensorsSource {
+    fn get(&self, name: &str) -> Option<RawTensor<'_>> {
+        let (fi, ty, shape, range) = self.tensors.get(name)?;
+        Some(RawTensor { ty: *ty, shape: shape.clone(), data: &self.maps[*fi][range.clone()] })
+    }
 
-fn hf_name(burn_path: &str) -> String {
-    let n = burn_path.replace(".gamma", ".weight");
-    if n.starts_with("lm_head") { n } else { format!("model.{n}") }
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn error(&self, message: String) -> ModelError {
+        ModelError::Checkpoint { path: self.dir.clone(), message }
+    }
 }
 
 /// Load an HF checkpoint directory with its tokenizer when present.
-pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load_hf_dir<B: DecodeOps>(dir: &Path, device: &B::Device, opts: &LoadOptions) -> Result<LoadedModel<B>> {
     let config = LlamaConfig::from_hf_dir(dir)?;
     let files = checkpoint_files(dir)?;
-    let weights = load_weights::<B>(&config, &files, device)?;
+    let src = SafetensorsSource::open(dir, &files)?;
+    let builder = Builder::<B>::new(&src, Naming::Hf, *opts, device);
+    let weights = builder.build(&config)?;
+    // rotary tables some exporters save are recomputed from the config
+    let rotary: Vec<String> = src.names().into_iter().filter(|n| n.ends_with("rotary_emb.inv_freq")).collect();
+    let ignore: Vec<&str> = rotary.iter().map(String::as_str).collect();
+    builder.check_all_used(&ignore)?;
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer = if tok_path.exists() {
-        let mut t = TextTokenizer::from_file(&tok_path)?;
-        t.bos_id = config.bos_token_id;
-        Some(t)
+    let (tokenizer, tokenizer_error) = if tok_path.exists() {
+        match TextTokenizer::from_file(&tok_path) {
+            Ok(mut t) => {
+                t.bos_id = config.bos_token_id;
+                (Some(t), None)
+            }
+            Err(e) => (None, Some(e.to_string())),
+        }
     } else {
-        None
+        (None, None)
     };
     let chat_template = std::fs::read_to_string(dir.join("tokenizer_config.json"))
         .ok()
@@ -239,7 +241,9 @@ pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedM
     Ok(LoadedModel {
         model: Llama::new(config, weights, device),
         tokenizer,
+        tokenizer_error,
         chat_template,
         description: format!("HF checkpoint {}", dir.display()),
+        architecture: "llama".into(),
     })
 }

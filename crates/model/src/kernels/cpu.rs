@@ -1,0 +1,446 @@
+//! Host kernels behind the CPU specialisation of [`DecodeOps`](crate::ops::DecodeOps): linear
+//! layers over block weights (multi-threaded over output rows at small batch, dequantized tiles
+//! + `gemm` for prefill), RMSNorm, RoPE, SwiGLU and attention that reads the KV cache in place.
+//! Plain slices in, plain slices out: the backend glue wraps them into tensors.
+use rayon::prelude::*;
+
+use super::dot::{dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q8Act, Q8View, XSums};
+use super::quant::QuantMatrix;
+use crate::load::gguf::GgmlType;
+
+/// Up to this many activation rows, a linear layer runs row dot products over the blocks
+/// (weights read once per call from memory, each row decoded per activation row); above it,
+/// tiles of rows are dequantized once and multiplied with `gemm`.
+pub const SMALL_M: usize = 4;
+
+/// Rows per parallel task: a few tasks per thread so uneven finishing evens out, never tiny.
+fn rows_per_task(n: usize, row_cost: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_threads = n.div_ceil(threads * 4);
+    // at least ~32 KiB of weights per task
+    let min_rows = (32 * 1024 / row_cost.max(1)).max(1);
+    by_threads.max(min_rows).min(n.max(1))
+}
+
+/// `out[m, n] = x[m, k] · wᵀ (+ bias)` where `w` is `[n, k]` in any native block type.
+pub fn linear(w: &QuantMatrix, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    linear_at(level(), w, x, m, bias)
+}
+
+/// [`linear`] with the kernels of an explicit instruction-set level (tests compare them).
+pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    assert!(
+        level == super::dot::level() || super::dot::available_levels().contains(&level),
+        "kernel level {level:?} is not supported by this CPU"
+    );
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * k, "linear: activation length");
+    let mut out = vec![0f32; m * n];
+    if m <= SMALL_M {
+        small_m(level, w, x, m, &mut out);
+    } else {
+        tiled_gemm(w, x, m, &mut out);
+    }
+    if let Some(b) = bias {
+        for row in out.chunks_exact_mut(n) {
+            for (o, bi) in row.iter_mut().zip(b) {
+                *o += bi;
+            }
+        }
+    }
+    out
+}
+
+fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    if w.int8_activations() && has_q8_kernel(w.ty()) {
+        return small_m_q8(level, w, x, m, out);
+    }
+    let xs: Vec<XSums> = x.chunks_exact(k).map(XSums::new).collect();
+    let per_task = rows_per_task(n, w.row_bytes());
+    let ty = w.ty();
+    let rb = w.row_bytes();
+    let data = w.data();
+    // out_t is [n, m]: each task owns a contiguous range of output rows.
+    let mut out_t = vec![0f32; n * m];
+    let task = |(ti, o): (usize, &mut [f32])| {
+        let r0 = ti * per_task;
+        let rows = o.len() / m;
+        let w_rows = &data[r0 * rb..(r0 + rows) * rb];
+        rows_dot(level, ty, w_rows, rb, x, k, &xs, o);
+    };
+    if n <= per_task {
+        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
+    } else {
+        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
+    }
+    if m == 1 {
+        out.copy_from_slice(&out_t);
+    } else {
+        for r in 0..n {
+            for i in 0..m {
+                out[i * n + r] = out_t[r * m + i];
+            }
+        }
+    }
+}
+
+/// [`small_m`] with int8 activations.
+fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    let xq: Vec<Q8Act> = x.chunks_exact(k).map(Q8Act::new).collect();
+    let views: Vec<Q8View<'_>> = xq.iter().map(Q8Act::view).collect();
+    let per_task = rows_per_task(n, w.row_bytes());
+    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
+    let mut out_t = vec![0f32; n * m];
+    let task = |(ti, o): (usize, &mut [f32])| {
+        let r0 = ti * per_task;
+        let rows = o.len() / m;
+        rows_dot_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb, &views, o);
+    };
+    if n <= per_task {
+        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
+    } else {
+        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
+    }
+    for r in 0..n {
+        for i in 0..m {
+            out[i * n + r] = out_t[r * m + i];
+        }
+    }
+}
+
+fn rows_dot_q8(level: Level, ty: GgmlType, w_rows: &[u8], rb: usize, xq: &[Q8View<'_>], o: &mut [f32]) {
+    crate::dispatch!(level; <I> (ty: GgmlType, w_rows: &[u8], rb: usize, xq: &[Q8View<'_>], o: &mut [f32]) -> () {
+        let m = xq.len();
+        for (r, row) in w_rows.chunks_exact(rb).enumerate() {
+            for i in 0..m {
+                o[r * m + i] = dot_row_q8::<I>(ty, row, &xq[i]);
+            }
+        }
+    })
+}
+
+/// `o[r * m + i] = row_r · x_i` for the rows in `w_rows`.
+#[allow(clippy::too_many_arguments)]
+fn rows_dot(level: Level, ty: GgmlType, w_rows: &[u8], rb: usize, x: &[f32], k: usize, xs: &[XSums], o: &mut [f32]) {
+    crate::dispatch!(level; <I> (ty: GgmlType, w_rows: &[u8], rb: usize, x: &[f32], k: usize, xs: &[XSums], o: &mut [f32]) -> () {
+        let m = xs.len();
+        for (r, row) in w_rows.chunks_exact(rb).enumerate() {
+            for i in 0..m {
+                o[r * m + i] = dot_row::<I>(ty, row, &x[i * k..(i + 1) * k], &xs[i]);
+            }
+        }
+    })
+}
+
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Prefill path: tiles of `TILE` weight rows dequantized into a scratch buffer (in cache), then
+/// one single-threaded `gemm` per tile; tiles run in parallel and write disjoint output columns.
+fn tiled_gemm(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    const TILE: usize = 64;
+    let (n, k) = (w.rows(), w.cols());
+    let tiles = n.div_ceil(TILE);
+    let dst = SendPtr(out.as_mut_ptr());
+    let dst = &dst;
+    (0..tiles).into_par_iter().for_each_init(
+        || vec![0f32; TILE * k],
+        |scratch, ti| {
+            let r0 = ti * TILE;
+            let rows = TILE.min(n - r0);
+            for r in 0..rows {
+                w.dequantize_row(r0 + r, &mut scratch[r * k..(r + 1) * k]);
+            }
+            // SAFETY: tile `ti` writes only columns r0..r0+rows of `out` ([m, n], row-major);
+            // tiles are disjoint and `out` outlives the parallel loop.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    rows,
+                    k,
+                    dst.0.add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    scratch.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+}
+
+/// RMSNorm of each row: `x / sqrt(mean(x²) + eps) * gamma` (as HF's `LlamaRMSNorm` in f32).
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = vec![0f32; x.len()];
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss = dot_f32_slices(xr, xr) / d as f32;
+        let r = 1.0 / (ss + eps as f32).sqrt();
+        for ((o, xv), g) in or.iter_mut().zip(xr).zip(gamma) {
+            *o = xv * r * g;
+        }
+    }
+    out
+}
+
+/// `silu(gate) * up` of each row of `[gate | up]`.
+pub fn swiglu(gu: &[f32], inter: usize) -> Vec<f32> {
+    let m = gu.len() / (2 * inter);
+    let mut out = vec![0f32; m * inter];
+    for (row, o) in gu.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)) {
+        let (g, u) = row.split_at(inter);
+        for j in 0..inter {
+            let s = g[j] / (1.0 + (-g[j]).exp());
+            o[j] = s * u[j];
+        }
+    }
+    out
+}
+
+/// Split `[m = b·t, (h + 2·kv)·d]` rows of fused q/k/v into head-major q `[b, h, t, d]`,
+/// k `[b, kv, t, d]`, v `[b, kv, t, d]`, rotating q and k (HF half-split) with the rows of
+/// `cos` / `sin_signed` (`[m, d]`, the sine's first half negated).
+#[allow(clippy::too_many_arguments)]
+pub fn split_rope(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    h: usize,
+    kv: usize,
+    d: usize,
+    cos: &[f32],
+    sin: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let width = (h + 2 * kv) * d;
+    let half = d / 2;
+    let mut q = vec![0f32; b * h * t * d];
+    let mut k = vec![0f32; b * kv * t * d];
+    let mut v = vec![0f32; b * kv * t * d];
+    let rot = |src: &[f32], dst: &mut [f32], c: &[f32], s: &[f32]| {
+        for j in 0..d {
+            let r = if j < half { src[j + half] } else { src[j - half] };
+            dst[j] = src[j] * c[j] + r * s[j];
+        }
+    };
+    for bi in 0..b {
+        for ti in 0..t {
+            let row = bi * t + ti;
+            let src = &qkv[row * width..(row + 1) * width];
+            let (c, s) = (&cos[row * d..(row + 1) * d], &sin[row * d..(row + 1) * d]);
+            for hi in 0..h {
+                let o = ((bi * h + hi) * t + ti) * d;
+                rot(&src[hi * d..(hi + 1) * d], &mut q[o..o + d], c, s);
+            }
+            for g in 0..kv {
+                let o = ((bi * kv + g) * t + ti) * d;
+                rot(&src[(h + g) * d..(h + g + 1) * d], &mut k[o..o + d], c, s);
+                v[o..o + d].copy_from_slice(&src[(h + kv + g) * d..(h + kv + g + 1) * d]);
+            }
+        }
+    }
+    (q, k, v)
+}
+
+/// Copy new keys or values `[b, kv, t, d]` into a cache buffer `[b, kv, cap, d]` at `past`.
+pub fn cache_write(cache: &mut [f32], new: &[f32], b: usize, kv: usize, cap: usize, t: usize, d: usize, past: usize) {
+    for bi in 0..b {
+        for g in 0..kv {
+            let src = &new[((bi * kv + g) * t) * d..((bi * kv + g) * t + t) * d];
+            let o = ((bi * kv + g) * cap + past) * d;
+            cache[o..o + t * d].copy_from_slice(src);
+        }
+    }
+}
+
+/// Which keys a query may see.
+pub struct KeyMask<'a> {
+    /// Per row, for every key (cached + new): a real token? `None`: all are.
+    pub key_valid: Option<&'a [Vec<bool>]>,
+    /// Sliding window: a query at slot `s` sees keys `> s - window`. `None`: no limit.
+    pub window: Option<usize>,
+}
+
+/// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of the caches
+/// `[b, kv, cap, d]`, query heads grouped over K/V heads (GQA); out `[b, t, h·d]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    b: usize,
+    h: usize,
+    kv: usize,
+    t: usize,
+    d: usize,
+    cap: usize,
+    past: usize,
+    mask: &KeyMask<'_>,
+) -> Vec<f32> {
+    let rep = h / kv;
+    let scale = 1.0 / (d as f32).sqrt();
+    let keys = past + t;
+    let mut out = vec![0f32; b * t * h * d];
+    // one task per (row, head): out rows of a (row, head) are strided, so compute into a local
+    // [t, d] block and scatter afterwards.
+    let work = |bh: usize| -> Vec<f32> {
+        let (bi, hi) = (bh / h, bh % h);
+        let g = hi / rep;
+        let kbase = (bi * kv + g) * cap * d;
+        let mut block = vec![0f32; t * d];
+        let mut scores = vec![0f32; keys];
+        for ti in 0..t {
+            let slot = past + ti;
+            let qv = &q[((bi * h + hi) * t + ti) * d..][..d];
+            let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+            let mut mx = f32::NEG_INFINITY;
+            for j in 0..=slot {
+                let visible = j >= lo && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
+                scores[j] = if visible {
+                    let s = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
+                    mx = mx.max(s);
+                    s
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            let mut sum = 0f32;
+            for s in scores[..=slot].iter_mut() {
+                *s = if *s == f32::NEG_INFINITY { 0.0 } else { (*s - mx).exp() };
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            let o = &mut block[ti * d..(ti + 1) * d];
+            for (j, &p) in scores[..=slot].iter().enumerate() {
+                if p != 0.0 {
+                    let pv = p * inv;
+                    let vr = &vc[kbase + j * d..kbase + (j + 1) * d];
+                    for (oo, vv) in o.iter_mut().zip(vr) {
+                        *oo += pv * vv;
+                    }
+                }
+            }
+        }
+        block
+    };
+    let cost = b * h * t * keys * d;
+    let blocks: Vec<Vec<f32>> =
+        if cost > 1 << 16 { (0..b * h).into_par_iter().map(work).collect() } else { (0..b * h).map(work).collect() };
+    for (bh, block) in blocks.iter().enumerate() {
+        let (bi, hi) = (bh / h, bh % h);
+        for ti in 0..t {
+            let o = ((bi * t + ti) * h + hi) * d;
+            out[o..o + d].copy_from_slice(&block[ti * d..(ti + 1) * d]);
+        }
+    }
+    out
+}
+
+/// Rows `ids` of an embedding table `[vocab, d]`.
+pub fn embed(table: &QuantMatrix, ids: &[u32]) -> Vec<f32> {
+    let d = table.cols();
+    let mut out = vec![0f32; ids.len() * d];
+    for (i, &id) in ids.iter().enumerate() {
+        table.dequantize_row(id as usize, &mut out[i * d..(i + 1) * d]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn reference(wd: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for r in 0..n {
+                out[i * n + r] = (0..k).map(|j| wd[r * k + j] as f64 * x[i * k + j] as f64).sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn linear_matches_dequantized_reference_small_and_tiled() {
+        let (n, k) = (70, 96);
+        let w = lcg(1, n * k);
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let q = QuantMatrix::quantize(ty, n, k, &w).unwrap();
+            let wd = q.dequantize();
+            for m in [1, 3, 9] {
+                let x = lcg(7 + m as u64, m * k);
+                let got = linear(&q, &x, m, None);
+                let want = reference(&wd, &x, m, n, k);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{ty:?} m={m}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_activations_stay_close_to_exact() {
+        let (n, k) = (33, 128);
+        let w = lcg(3, n * k);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let q = QuantMatrix::quantize(ty, n, k, &w).unwrap();
+            let q8 = q.clone().with_int8_activations(true);
+            for m in [1, 2] {
+                let x = lcg(11 + m as u64, m * k);
+                let exact = linear(&q, &x, m, None);
+                let approx = linear(&q8, &x, m, None);
+                let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in approx.iter().zip(&exact) {
+                    assert!((a - b).abs() < 0.02 * scale, "{ty:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_is_softmax_weighted_values() {
+        // b=1, h=2, kv=1, t=1, d=2, two cached keys + the new one
+        let (d, cap) = (2, 4);
+        let kc = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0];
+        let vc = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0];
+        let q = vec![1.0, 0.0, 0.0, 2.0];
+        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { key_valid: None, window: None });
+        for hi in 0..2 {
+            let qv = &q[hi * 2..hi * 2 + 2];
+            let s: Vec<f32> = (0..3).map(|j| (qv[0] * kc[2 * j] + qv[1] * kc[2 * j + 1]) / 2f32.sqrt()).collect();
+            let mx = s.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = s.iter().map(|v| (v - mx).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for c in 0..2 {
+                let want: f32 = (0..3).map(|j| e[j] / z * vc[2 * j + c]).sum();
+                assert!((out[hi * 2 + c] - want).abs() < 1e-6);
+            }
+        }
+        // window 1: only the newest key
+        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { key_valid: None, window: Some(1) });
+        assert_eq!(&out[..2], &[5.0, 6.0]);
+    }
+}

@@ -1,0 +1,142 @@
+//! [`DecodeOps`] for burn-flex: the host kernels of [`super::cpu`] on the tensors' own buffers.
+//! Linear layers run on GGUF blocks kept as in the file; attention reads and writes the KV
+//! cache in place (no copy of the cached keys per step).
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use super::cpu;
+use crate::kv_cache::LayerKv;
+use crate::ops::{DecodeOps, Heads, Linear, Matrix, Step};
+use crate::rope::RotaryEmbedding;
+
+/// The contiguous f32 buffer of a tensor (copied only when it is a strided view).
+fn host<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
+    let p = t.into_primitive().tensor();
+    let p = if p.dtype() != burn::tensor::DType::F32 {
+        Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(p)).cast(burn::tensor::DType::F32).into_primitive().tensor()
+    } else {
+        p
+    };
+    if p.as_slice::<f32>().is_some() {
+        p
+    } else {
+        p.to_contiguous()
+    }
+}
+
+fn f32s(p: &FlexTensor) -> &[f32] {
+    p.as_slice::<f32>().expect("made contiguous f32 by host()")
+}
+
+fn wrap<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(v, shape))))
+}
+
+/// Run `f` on the cache buffer `[b, kv, cap, d]` of `t`, in place.
+fn with_cache<R>(t: &mut Tensor<Flex, 4>, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut out = None;
+    t.inplace(|t| {
+        let p = t.into_primitive().tensor();
+        let cont = p.is_contiguous() && p.layout().start_offset() == 0;
+        let mut p = if cont { p } else { p.to_contiguous() };
+        out = Some(f(p.storage_mut::<f32>()));
+        Tensor::from_primitive(TensorPrimitive::Float(p))
+    });
+    out.expect("inplace ran the closure")
+}
+
+impl DecodeOps for Flex {
+    fn host_weights() -> bool {
+        true
+    }
+
+    fn run_step<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_some() {
+            f()
+        } else {
+            rayon::scope(|_| f())
+        }
+    }
+
+    fn linear_layer(x: Tensor<Flex, 2>, w: &Linear<Flex>) -> Tensor<Flex, 2> {
+        let Matrix::Host(q) = &w.weight else {
+            // dense device weights (not what the loaders build for flex): the reference body
+            let y = x.matmul(w.weight.to_dense(&Default::default()).transpose());
+            return match &w.bias {
+                Some(b) => y + b.clone().unsqueeze_dim(0),
+                None => y,
+            };
+        };
+        let [m, _] = x.dims();
+        let xp = host(x);
+        let bias = w.bias.clone().map(host);
+        let out = cpu::linear(q, f32s(&xp), m, bias.as_ref().map(f32s));
+        wrap(out, [m, q.rows()])
+    }
+
+    fn embed(ids: &[u32], table: &Matrix<Flex>, device: &burn::backend::flex::FlexDevice) -> Tensor<Flex, 2> {
+        match table {
+            Matrix::Host(q) => wrap(cpu::embed(q, ids), [ids.len(), q.cols()]),
+            Matrix::Dense(_) => {
+                let dense = table.to_dense(device);
+                let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::<Flex, 1, burn::tensor::Int>::from_data(TensorData::new(idx, [ids.len()]), device);
+                dense.select(0, idx)
+            }
+        }
+    }
+
+    fn rms_norm(x: Tensor<Flex, 2>, gamma: &Tensor<Flex, 1>, eps: f64) -> Tensor<Flex, 2> {
+        let dims = x.dims();
+        let xp = host(x);
+        let g = host(gamma.clone());
+        wrap(cpu::rms_norm(f32s(&xp), f32s(&g), eps), dims)
+    }
+
+    fn swiglu(gate_up: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+        let [m, w] = gate_up.dims();
+        let p = host(gate_up);
+        wrap(cpu::swiglu(f32s(&p), w / 2), [m, w / 2])
+    }
+
+    fn split_rope(
+        qkv: Tensor<Flex, 2>,
+        step: &Step<Flex>,
+        rope: &RotaryEmbedding<Flex>,
+        heads: Heads,
+    ) -> (Tensor<Flex, 4>, Tensor<Flex, 4>, Tensor<Flex, 4>) {
+        let (b, t, d) = (step.batch, step.seq, heads.dim);
+        let p = host(qkv);
+        let (cos, sin) = step.host_rope(rope);
+        let (q, k, v) = cpu::split_rope(f32s(&p), b, t, heads.q, heads.kv, d, cos, sin);
+        (wrap(q, [b, heads.q, t, d]), wrap(k, [b, heads.kv, t, d]), wrap(v, [b, heads.kv, t, d]))
+    }
+
+    fn cached_attention(
+        q: Tensor<Flex, 4>,
+        k: Tensor<Flex, 4>,
+        v: Tensor<Flex, 4>,
+        cache: Option<&mut LayerKv<Flex>>,
+        step: &Step<Flex>,
+        heads: Heads,
+    ) -> Tensor<Flex, 2> {
+        let (b, t, d) = (step.batch, step.seq, heads.dim);
+        let (hq, kv) = (heads.q, heads.kv);
+        let qp = host(q);
+        let (kp, vp) = (host(k), host(v));
+        let mask = cpu::KeyMask { key_valid: step.key_valid.as_deref(), window: step.window };
+        let out = match cache {
+            Some(layer) => {
+                let cap = layer.k.dims()[2];
+                let past = step.past;
+                with_cache(&mut layer.k, |kc| cpu::cache_write(kc, f32s(&kp), b, kv, cap, t, d, past));
+                with_cache(&mut layer.v, |vc| cpu::cache_write(vc, f32s(&vp), b, kv, cap, t, d, past));
+                let kc = host(layer.k.clone());
+                let vc = host(layer.v.clone());
+                cpu::attention(f32s(&qp), f32s(&kc), f32s(&vc), b, hq, kv, t, d, cap, past, &mask)
+            }
+            None => cpu::attention(f32s(&qp), f32s(&kp), f32s(&vp), b, hq, kv, t, d, t, 0, &mask),
+        };
+        wrap(out, [b * t, hq * d])
+    }
+}

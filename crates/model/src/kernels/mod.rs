@@ -1,0 +1,11 @@
+//! CPU kernels: GGUF block matrices ([`quant`]), their dot products with runtime instruction-set
+//! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]).
+pub mod cpu;
+pub mod dot;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod quant;
+
+pub use quant::QuantMatrix;

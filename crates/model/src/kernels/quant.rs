@@ -1,0 +1,237 @@
+//! Weight matrices kept in GGUF's block formats, exactly as the file stores them (llama.cpp's
+//! `block_q4_1`, `block_q8_0`, `block_q4_K`, …), with their reference dequantization and the
+//! quantizers used to make Q8_0 / Q4_0 weights from dense ones (`--quantize`).
+use half::f16;
+
+use crate::load::gguf::{dequantize, GgmlType};
+
+/// A `[rows, cols]` matrix (rows = output features, cols = input features, as GGUF and PyTorch
+/// store a linear layer's weight) whose rows are sequences of blocks of `ty`.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+    /// Compute with int8-quantized activations (llama.cpp's way) where a kernel exists.
+    int8_act: bool,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantMatrix({:?}, {}x{})", self.ty, self.rows, self.cols)
+    }
+}
+
+/// The block types the CPU kernels compute on directly (others are converted at load).
+pub fn is_native(ty: GgmlType) -> bool {
+    use GgmlType as G;
+    matches!(ty, G::F32 | G::F16 | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q4K | G::Q5K | G::Q6K)
+}
+
+impl QuantMatrix {
+    /// Wrap `data` (rows of blocks as in a GGUF file).
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
+        let (be, bb) = ty.block();
+        if cols % be != 0 {
+            return Err(format!("{cols} columns is not a multiple of the {ty:?} block size {be}"));
+        }
+        let row_bytes = cols / be * bb;
+        if data.len() != rows * row_bytes {
+            return Err(format!(
+                "{ty:?} matrix {rows}x{cols} needs {} bytes, got {}",
+                rows * row_bytes,
+                data.len()
+            ));
+        }
+        Ok(Self { ty, rows, cols, row_bytes, data, int8_act: false })
+    }
+
+    /// Quantize a dense row-major `[rows, cols]` matrix into `ty` (F32, F16, Q8_0, Q4_0).
+    pub fn quantize(ty: GgmlType, rows: usize, cols: usize, w: &[f32]) -> Result<Self, String> {
+        assert_eq!(w.len(), rows * cols, "quantize: data length");
+        let data: Vec<u8> = match ty {
+            GgmlType::F32 => w.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            GgmlType::F16 => w.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                if cols % 32 != 0 {
+                    return Err(format!("{cols} columns is not a multiple of the {ty:?} block size 32"));
+                }
+                let mut out = Vec::with_capacity(rows * cols / 32 * ty.block().1);
+                for blk in w.chunks_exact(32) {
+                    match ty {
+                        GgmlType::Q8_0 => quantize_q8_0(blk, &mut out),
+                        GgmlType::Q4_0 => quantize_q4_0(blk, &mut out),
+                        _ => quantize_q4_1(blk, &mut out),
+                    }
+                }
+                out
+            }
+            other => return Err(format!("quantizing to {other:?} is not supported (q8_0, q4_0, q4_1, f16, f32)")),
+        };
+        Self::new(ty, rows, cols, data)
+    }
+
+    /// Compute products with int8-quantized activations where a kernel exists for the type
+    /// (Q4_0, Q4_1, Q8_0): faster, not exact (llama.cpp's default).
+    pub fn with_int8_activations(mut self, on: bool) -> Self {
+        self.int8_act = on;
+        self
+    }
+
+    pub fn int8_activations(&self) -> bool {
+        self.int8_act
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// Bytes of the stored blocks.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The blocks of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Dequantize row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let v = dequantize(self.ty, self.row(r), self.cols).expect("row length checked at construction");
+        out.copy_from_slice(&v);
+    }
+
+    /// The whole matrix as dense row-major f32 `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        dequantize(self.ty, &self.data, self.rows * self.cols).expect("length checked at construction")
+    }
+
+    /// The rows in the order `perm` (row `i` of the result is row `perm[i]`): block rows move
+    /// as bytes, nothing is re-quantized.
+    pub fn permute_rows(&self, perm: &[usize]) -> Self {
+        assert_eq!(perm.len(), self.rows, "permute_rows: one index per row");
+        let mut data = Vec::with_capacity(self.data.len());
+        for &p in perm {
+            data.extend_from_slice(self.row(p));
+        }
+        Self { data, ..self.clone() }
+    }
+
+    /// Stack matrices of the same type and width on the row axis (q/k/v → qkv, gate/up →
+    /// gate_up). `None` when types or widths differ.
+    pub fn concat_rows(parts: &[&QuantMatrix]) -> Option<Self> {
+        let first = parts.first()?;
+        if parts.iter().any(|p| p.ty != first.ty || p.cols != first.cols) {
+            return None;
+        }
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in parts {
+            data.extend_from_slice(&p.data);
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        Some(Self { ty: first.ty, rows, cols: first.cols, row_bytes: first.row_bytes, data, int8_act: first.int8_act })
+    }
+}
+
+/// llama.cpp's `quantize_row_q8_0_ref`: `d = max|x| / 127`, `q = round(x / d)`.
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+    out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
+}
+
+/// llama.cpp's `quantize_row_q4_0_ref`: `d = max / -8` (signed value of largest magnitude),
+/// `q = min(15, trunc(x / d + 8.5))`.
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+    for j in 0..16 {
+        let q0 = ((x[j] * id + 8.5) as i32).min(15) as u8;
+        let q1 = ((x[j + 16] * id + 8.5) as i32).min(15) as u8;
+        out.push(q0 | (q1 << 4));
+    }
+}
+
+/// llama.cpp's `quantize_row_q4_1_ref`: `d = (max − min) / 15`, `q = round((x − min) / d)`.
+fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
+    let min = x.iter().cloned().fold(f32::INFINITY, f32::min);
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+    out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+    for j in 0..16 {
+        let q0 = (((x[j] - min) * id + 0.5) as i32).min(15) as u8;
+        let q1 = (((x[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
+        out.push(q0 | (q1 << 4));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_round_trips_within_half_a_step() {
+        let w: Vec<f32> = (0..64 * 3).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::F16, GgmlType::F32] {
+            let q = QuantMatrix::quantize(ty, 3, 64, &w).unwrap();
+            let back = q.dequantize();
+            for (blk_w, blk_b) in w.chunks(32).zip(back.chunks(32)) {
+                let amax = blk_w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let step = match ty {
+                    GgmlType::Q8_0 => amax / 127.0,
+                    GgmlType::Q4_0 => amax / 8.0,
+                    GgmlType::Q4_1 => 2.0 * amax / 15.0 + 2e-3,
+                    _ => amax * 1e-3,
+                };
+                for (a, b) in blk_w.iter().zip(blk_b) {
+                    assert!((a - b).abs() <= step * 0.5 + 1e-3, "{ty:?}: {a} vs {b} (step {step})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn permute_and_concat_move_rows() {
+        let w: Vec<f32> = (0..4 * 32).map(|i| i as f32).collect();
+        let q = QuantMatrix::quantize(GgmlType::F32, 4, 32, &w).unwrap();
+        let p = q.permute_rows(&[2, 0, 3, 1]).dequantize();
+        assert_eq!(&p[..32], &w[64..96]);
+        assert_eq!(&p[32..64], &w[..32]);
+        let c = QuantMatrix::concat_rows(&[&q, &q]).unwrap();
+        assert_eq!(c.rows(), 8);
+        assert_eq!(&c.dequantize()[128..], &w[..]);
+        let other = QuantMatrix::quantize(GgmlType::F16, 4, 32, &w).unwrap();
+        assert!(QuantMatrix::concat_rows(&[&q, &other]).is_none());
+    }
+}

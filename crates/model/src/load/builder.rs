@@ -1,0 +1,401 @@
+//! One model builder for every checkpoint format: a [`WeightSource`] hands out raw tensors by
+//! name (GGUF blocks, safetensors f32/f16/bf16), the builder turns them into the decoder's
+//! weights for the backend — fused q/k/v and gate/up, kept as GGUF blocks on backends with host
+//! kernels (or quantized at load), dense f32 device tensors elsewhere — and refuses any
+//! checkpoint tensor the model would not use.
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::attention::Attention;
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::kernels::quant::{is_native, QuantMatrix};
+use crate::llama::{DecoderLayer, LlamaWeights};
+use crate::load::gguf::{dequantize, GgmlType};
+use crate::mlp::Mlp;
+use crate::norm::RmsNorm;
+use crate::ops::{DecodeOps, Heads, Linear, Matrix};
+
+/// A tensor as a checkpoint stores it.
+pub struct RawTensor<'a> {
+    pub ty: GgmlType,
+    /// Outermost first (`[out, in]` for a linear weight).
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
+/// Tensors by name.
+pub trait WeightSource {
+    fn get(&self, name: &str) -> Option<RawTensor<'_>>;
+    fn names(&self) -> Vec<String>;
+    /// An error about this source.
+    fn error(&self, message: String) -> ModelError;
+}
+
+/// How linear weights are stored at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightMode {
+    /// Keep the file's quantization where the backend computes on it (GGUF on flex); dense f32
+    /// elsewhere.
+    #[default]
+    Native,
+    /// Dequantize to f32.
+    F32,
+    /// Convert to f16 (backends with host kernels).
+    F16,
+}
+
+impl std::str::FromStr for WeightMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(Self::Native),
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            o => Err(format!("--weights {o:?} is unknown (allowed: native, f32, f16)")),
+        }
+    }
+}
+
+/// Options of a load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub weights: WeightMode,
+    /// Quantize linear weights to this block type at load (`Q8_0`, `Q4_0`); backends with host
+    /// kernels only.
+    pub quantize: Option<GgmlType>,
+}
+
+impl LoadOptions {
+    /// Refuse combinations the backend `B` cannot run.
+    pub fn check<B: DecodeOps>(&self, backend: &str) -> Result<()> {
+        if !B::host_weights() {
+            if self.weights == WeightMode::F16 {
+                return Err(ModelError::Input(format!(
+                    "--weights f16 needs a backend with host kernels (flex); {backend} keeps f32 weights"
+                )));
+            }
+            if self.quantize.is_some() {
+                return Err(ModelError::Input(format!(
+                    "--quantize needs a backend with host kernels (flex); {backend} runs dense f32 weights"
+                )));
+            }
+        }
+        if let Some(q) = self.quantize {
+            if !matches!(q, GgmlType::Q8_0 | GgmlType::Q4_0) {
+                return Err(ModelError::Input(format!("--quantize {q:?} is not supported (allowed: q8_0, q4_0)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tensor names of a checkpoint format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// transformers (`model.layers.0.self_attn.q_proj.weight`).
+    Hf,
+    /// llama.cpp (`blk.0.attn_q.weight`).
+    Gguf,
+}
+
+/// The weight tensors of the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Embed,
+    FinalNorm,
+    Head,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    MlpNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Naming {
+    /// Name of `part` (of layer `i`) with the suffix `weight` or `bias`.
+    pub fn name(self, part: Part, i: usize, suffix: &str) -> String {
+        let (hf, gguf) = match part {
+            Part::Embed => return self.global("model.embed_tokens", "token_embd", suffix),
+            Part::FinalNorm => return self.global("model.norm", "output_norm", suffix),
+            Part::Head => return self.global("lm_head", "output", suffix),
+            Part::AttnNorm => ("input_layernorm", "attn_norm"),
+            Part::Q => ("self_attn.q_proj", "attn_q"),
+            Part::K => ("self_attn.k_proj", "attn_k"),
+            Part::V => ("self_attn.v_proj", "attn_v"),
+            Part::O => ("self_attn.o_proj", "attn_output"),
+            Part::MlpNorm => ("post_attention_layernorm", "ffn_norm"),
+            Part::Gate => ("mlp.gate_proj", "ffn_gate"),
+            Part::Up => ("mlp.up_proj", "ffn_up"),
+            Part::Down => ("mlp.down_proj", "ffn_down"),
+        };
+        match self {
+            Naming::Hf => format!("model.layers.{i}.{hf}.{suffix}"),
+            Naming::Gguf => format!("blk.{i}.{gguf}.{suffix}"),
+        }
+    }
+
+    fn global(self, hf: &str, gguf: &str, suffix: &str) -> String {
+        match self {
+            Naming::Hf => format!("{hf}.{suffix}"),
+            Naming::Gguf => format!("{gguf}.{suffix}"),
+        }
+    }
+}
+
+/// llama.cpp's Q/K row permutation undone: result row `h·hd + j·hd/2 + i` is file row
+/// `h·hd + 2i + j`.
+pub fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut perm = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                perm[h * hd + j * half + i] = h * hd + 2 * i + j;
+            }
+        }
+    }
+    perm
+}
+
+/// One matrix to fetch: its name, expected rows, and an optional row permutation.
+struct PartSpec {
+    name: String,
+    rows: usize,
+    perm: Option<Vec<usize>>,
+}
+
+/// Builds [`LlamaWeights`] for backend `B` from a source.
+pub struct Builder<'a, B: DecodeOps> {
+    src: &'a dyn WeightSource,
+    naming: Naming,
+    opts: LoadOptions,
+    device: &'a B::Device,
+    used: RefCell<BTreeSet<String>>,
+    /// Undo llama.cpp's Q/K permutation (GGUF `llama` files).
+    unpermute_qk: bool,
+}
+
+impl<'a, B: DecodeOps> Builder<'a, B> {
+    pub fn new(src: &'a dyn WeightSource, naming: Naming, opts: LoadOptions, device: &'a B::Device) -> Self {
+        Self { src, naming, opts, device, used: RefCell::new(BTreeSet::new()), unpermute_qk: naming == Naming::Gguf }
+    }
+
+    fn fetch(&self, name: &str) -> Result<RawTensor<'a>> {
+        let t = self.src.get(name).ok_or_else(|| self.src.error(format!("tensor {name} is missing")))?;
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(t)
+    }
+
+    fn f32_of(&self, name: &str, t: &RawTensor<'_>) -> Result<Vec<f32>> {
+        let n: usize = t.shape.iter().product();
+        dequantize(t.ty, t.data, n).map_err(|m| self.src.error(format!("tensor {name}: {m}")))
+    }
+
+    fn check_shape(&self, name: &str, t: &RawTensor<'_>, want: &[usize]) -> Result<()> {
+        if t.shape != want {
+            return Err(self.src.error(format!("tensor {name} has shape {:?}, the config implies {want:?}", t.shape)));
+        }
+        Ok(())
+    }
+
+    /// A 1-D f32 tensor of `n` values.
+    fn vector(&self, name: &str, n: usize) -> Result<Tensor<B, 1>> {
+        let t = self.fetch(name)?;
+        self.check_shape(name, &t, &[n])?;
+        let v = self.f32_of(name, &t)?;
+        Ok(Tensor::from_data(TensorData::new(v, [n]), self.device))
+    }
+
+    fn optional_vector(&self, name: &str, n: usize) -> Result<Option<Tensor<B, 1>>> {
+        if self.src.get(name).is_none() {
+            return Ok(None);
+        }
+        self.vector(name, n).map(Some)
+    }
+
+    /// Rows of several checkpoint matrices stacked into one `[Σ rows, cols]` matrix.
+    fn matrix(&self, parts: &[PartSpec], cols: usize) -> Result<Matrix<B>> {
+        let host = B::host_weights();
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        if host {
+            let mut mats = Vec::with_capacity(parts.len());
+            for p in parts {
+                let t = self.fetch(&p.name)?;
+                self.check_shape(&p.name, &t, &[p.rows, cols])?;
+                let keep = self.opts.weights == WeightMode::Native
+                    && self.opts.quantize.is_none()
+                    && is_native(t.ty);
+                let m = if keep {
+                    QuantMatrix::new(t.ty, p.rows, cols, t.data.to_vec())
+                        .map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
+                } else {
+                    let v = self.f32_of(&p.name, &t)?;
+                    let ty = match (self.opts.quantize, self.opts.weights) {
+                        (Some(q), _) => q,
+                        (_, WeightMode::F16) => GgmlType::F16,
+                        _ => GgmlType::F32,
+                    };
+                    QuantMatrix::quantize(ty, p.rows, cols, &v).map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
+                };
+                mats.push(match &p.perm {
+                    Some(perm) => m.permute_rows(perm),
+                    None => m,
+                });
+            }
+            let refs: Vec<&QuantMatrix> = mats.iter().collect();
+            let joined = match QuantMatrix::concat_rows(&refs) {
+                Some(j) => j,
+                None => {
+                    // different block types: one f32 matrix
+                    let v: Vec<f32> = mats.iter().flat_map(|m| m.dequantize()).collect();
+                    QuantMatrix::quantize(GgmlType::F32, rows, cols, &v).expect("f32 always quantizes")
+                }
+            };
+            return Ok(Matrix::Host(Arc::new(joined)));
+        }
+        let mut all = Vec::with_capacity(rows * cols);
+        for p in parts {
+            let t = self.fetch(&p.name)?;
+            self.check_shape(&p.name, &t, &[p.rows, cols])?;
+            let v = self.f32_of(&p.name, &t)?;
+            match &p.perm {
+                Some(perm) => {
+                    for &src in perm {
+                        all.extend_from_slice(&v[src * cols..(src + 1) * cols]);
+                    }
+                }
+                None => all.extend_from_slice(&v),
+            }
+        }
+        Ok(Matrix::Dense(Tensor::from_data(TensorData::new(all, [rows, cols]), self.device)))
+    }
+
+    fn spec(&self, part: Part, i: usize, rows: usize, unpermute_heads: Option<usize>) -> PartSpec {
+        let perm = unpermute_heads.filter(|_| self.unpermute_qk).map(|h| unpermute_order(rows, h));
+        PartSpec { name: self.naming.name(part, i, "weight"), rows, perm }
+    }
+
+    /// Biases of stacked parts (all or none present), concatenated, permuted like their rows.
+    fn stacked_bias(&self, parts: &[(Part, usize, Option<usize>)], i: usize) -> Result<Option<Tensor<B, 1>>> {
+        let names: Vec<String> = parts.iter().map(|(p, _, _)| self.naming.name(*p, i, "bias")).collect();
+        let present: Vec<bool> = names.iter().map(|n| self.src.get(n).is_some()).collect();
+        if !present.iter().any(|&p| p) {
+            return Ok(None);
+        }
+        let mut all = vec![];
+        for ((name, &(_, rows, heads)), &has) in names.iter().zip(parts).zip(&present) {
+            if !has {
+                all.extend(std::iter::repeat_n(0f32, rows));
+                continue;
+            }
+            let t = self.fetch(name)?;
+            self.check_shape(name, &t, &[rows])?;
+            let v = self.f32_of(name, &t)?;
+            match heads.filter(|_| self.unpermute_qk) {
+                Some(h) => all.extend(unpermute_order(rows, h).iter().map(|&s| v[s])),
+                None => all.extend(v),
+            }
+        }
+        let n = all.len();
+        Ok(Some(Tensor::from_data(TensorData::new(all, [n]), self.device)))
+    }
+
+    /// Build every weight of `c`; `attention_bias` / `mlp_bias` say which biases must exist.
+    pub fn build(&self, c: &LlamaConfig) -> Result<LlamaWeights<B>> {
+        let (d, hd) = (c.hidden_size, c.head_dim);
+        let (hq, kv, inter) = (c.num_heads, c.num_kv_heads, c.intermediate_size);
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let qkv_parts = [(Part::Q, hq * hd, Some(hq)), (Part::K, kv * hd, Some(kv)), (Part::V, kv * hd, None)];
+            let qkv_specs: Vec<PartSpec> = qkv_parts.iter().map(|&(p, r, h)| self.spec(p, i, r, h)).collect();
+            let qkv_bias = self.stacked_bias(&qkv_parts, i)?;
+            if c.attention_bias && qkv_bias.is_none() {
+                return Err(self.src.error(format!("the config says attention_bias but layer {i} has no q/k/v bias")));
+            }
+            let o_bias = self.optional_vector(&self.naming.name(Part::O, i, "bias"), d)?;
+            let gu_parts = [(Part::Gate, inter, None), (Part::Up, inter, None)];
+            let gu_bias = self.stacked_bias(&gu_parts, i)?;
+            let down_bias = self.optional_vector(&self.naming.name(Part::Down, i, "bias"), d)?;
+            layers.push(DecoderLayer {
+                input_layernorm: RmsNorm { gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?, eps: c.rms_norm_eps },
+                self_attn: Attention {
+                    qkv: Linear { weight: self.matrix(&qkv_specs, d)?, bias: qkv_bias },
+                    o_proj: Linear { weight: self.matrix(&[self.spec(Part::O, i, d, None)], hq * hd)?, bias: o_bias },
+                    heads: Heads { q: hq, kv, dim: hd },
+                },
+                post_attention_layernorm: RmsNorm { gamma: self.vector(&self.naming.name(Part::MlpNorm, i, "weight"), d)?, eps: c.rms_norm_eps },
+                mlp: Mlp {
+                    gate_up: Linear {
+                        weight: self.matrix(&[self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)], d)?,
+                        bias: gu_bias,
+                    },
+                    down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
+                },
+            });
+        }
+        // The embedding is stored like the linear layers (as the tied head it is one).
+        let embed = self.matrix(&[self.spec(Part::Embed, 0, c.vocab_size, None)], d)?;
+        let head_name = self.naming.name(Part::Head, 0, "weight");
+        let lm_head = if c.tie_word_embeddings {
+            if self.src.get(&head_name).is_some() {
+                // transformers ties and ignores a saved lm_head
+                self.used.borrow_mut().insert(head_name);
+            }
+            Linear { weight: embed.clone(), bias: None }
+        } else {
+            Linear { weight: self.matrix(&[self.spec(Part::Head, 0, c.vocab_size, None)], d)?, bias: None }
+        };
+        let norm = RmsNorm { gamma: self.vector(&self.naming.name(Part::FinalNorm, 0, "weight"), d)?, eps: c.rms_norm_eps };
+        Ok(LlamaWeights { embed_tokens: embed, layers, norm, lm_head })
+    }
+
+    /// Error naming the first checkpoint tensors the model did not use.
+    pub fn check_all_used(&self, ignore: &[&str]) -> Result<()> {
+        let used = self.used.borrow();
+        let unused: Vec<String> =
+            self.src.names().into_iter().filter(|n| !used.contains(n) && !ignore.iter().any(|i| n == i)).collect();
+        if let Some(first) = unused.first() {
+            return Err(self.src.error(format!(
+                "{} tensor(s) in the checkpoint are not used by the model, e.g. {first}: refusing to compute something else than the checkpoint describes",
+                unused.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(h, 2, hd/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let (h, hd) = (2, 4);
+        let rows = h * hd;
+        let mut gguf_of_hf = vec![0; rows];
+        for hh in 0..h {
+            for j in 0..2 {
+                for i in 0..hd / 2 {
+                    let src = hh * hd + j * (hd / 2) + i; // (h, j, i)
+                    let dst = hh * hd + i * 2 + j; // (h, i, j)
+                    gguf_of_hf[dst] = src;
+                }
+            }
+        }
+        let perm = unpermute_order(rows, h);
+        // result row r takes file row perm[r], which holds HF row gguf_of_hf[perm[r]] == r
+        for (r, &p) in perm.iter().enumerate() {
+            assert_eq!(gguf_of_hf[p], r);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `DecodeOps`: the backend extension every hot operation of the decoder goes through.
+//!
+//! Each method has a default body written in plain Burn tensor ops — ndarray, wgpu and cuda run
+//! those, and they are the reference the specialisations are tested against. A backend overrides
+//! what pays on it: the CPU backend `flex` computes linear layers directly on GGUF blocks kept
+//! as in the file, and fuses RMSNorm, RoPE, SwiGLU and attention over the KV cache in place
+//! (`kernels::flex`).
+use std::cell::OnceCell;
+use std::sync::Arc;
+
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{s, Bool, DType, Int, Tensor, TensorData};
+
+use crate::batch::attention_mask_data;
+use crate::kernels::QuantMatrix;
+use crate::kv_cache::LayerKv;
+use crate::rope::{RopeSlice, RotaryEmbedding};
+
+/// A weight matrix `[out, in]` (rows = output features, as GGUF and PyTorch store it).
+#[derive(Debug, Clone)]
+pub enum Matrix<B: Backend> {
+    /// A dense tensor on the device (any float dtype the backend supports).
+    Dense(Tensor<B, 2>),
+    /// Blocks on the host, exactly as the GGUF file stores them (or quantized at load); used by
+    /// backends whose [`DecodeOps::host_weights`] is true.
+    Host(Arc<QuantMatrix>),
+}
+
+impl<B: Backend> Matrix<B> {
+    /// `[out, in]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Matrix::Dense(t) => t.dims(),
+            Matrix::Host(q) => [q.rows(), q.cols()],
+        }
+    }
+
+    /// Bytes the weights occupy.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Matrix::Dense(t) => t.shape().num_elements() * t.dtype().size(),
+            Matrix::Host(q) => q.bytes(),
+        }
+    }
+
+    /// A description of the storage (`Q4_1`, `f32`, …).
+    pub fn kind(&self) -> String {
+        match self {
+            Matrix::Dense(t) => format!("{:?}", t.dtype()).to_lowercase(),
+            Matrix::Host(q) => format!("{:?}", q.ty()),
+        }
+    }
+
+    /// The matrix as a dense f32 tensor on `device` (the reference path of [`Matrix::Host`]).
+    pub fn to_dense(&self, device: &B::Device) -> Tensor<B, 2> {
+        match self {
+            Matrix::Dense(t) => t.clone().cast(DType::F32),
+            Matrix::Host(q) => {
+                Tensor::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device)
+            }
+        }
+    }
+}
+
+/// A linear layer `y = x · Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    pub weight: Matrix<B>, // [out, in]
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+/// Head layout of the attention of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub q: usize,
+    pub kv: usize,
+    pub dim: usize,
+}
+
+/// What one forward call computes: host-side ids, positions and key masks, with the device
+/// tensors the default bodies need built on first use (a specialised backend never builds them).
+pub struct Step<B: Backend> {
+    pub batch: usize,
+    /// New tokens per row.
+    pub seq: usize,
+    /// Cached positions before this call.
+    pub past: usize,
+    /// `[batch · seq]`, row-major.
+    pub tokens: Vec<u32>,
+    /// `[batch · seq]`.
+    pub positions: Vec<usize>,
+    /// Per row, for every key (cached + new): a real token? `None`: all are.
+    pub key_valid: Option<Vec<Vec<bool>>>,
+    /// Sliding-window attention: a query sees at most this many keys (itself included).
+    pub window: Option<usize>,
+    pub device: B::Device,
+    rope: OnceCell<RopeSlice<B>>,
+    host_rope: OnceCell<(Vec<f32>, Vec<f32>)>,
+    mask: OnceCell<Option<Tensor<B, 4, Bool>>>,
+}
+
+impl<B: Backend> Step<B> {
+    /// `key_valid` covers `past + seq` keys per row; rows without padding may pass `None`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        batch: usize,
+        seq: usize,
+        past: usize,
+        tokens: Vec<u32>,
+        positions: Vec<usize>,
+        key_valid: Option<Vec<Vec<bool>>>,
+        window: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
+        let key_valid = key_valid.filter(|kv| kv.iter().any(|r| r.iter().any(|&v| !v)));
+        Self {
+            batch,
+            seq,
+            past,
+            tokens,
+            positions,
+            key_valid,
+            window,
+            device: device.clone(),
+            rope: OnceCell::new(),
+            host_rope: OnceCell::new(),
+            mask: OnceCell::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    pub fn keys(&self) -> usize {
+        self.past + self.seq
+    }
+
+    /// cos / sin rows of this call's positions on the device, `[batch, 1, seq, head_dim]`.
+    pub fn rope(&self, rope: &RotaryEmbedding<B>) -> &RopeSlice<B> {
+        self.rope.get_or_init(|| {
+            let pos: Vec<i64> = self.positions.iter().map(|&p| p as i64).collect();
+            let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [self.batch, self.seq]), &self.device);
+            rope.slice(pos)
+        })
+    }
+
+    /// cos / signed-sin rows of this call's positions on the host, `[batch · seq, head_dim]` each.
+    pub fn host_rope(&self, rope: &RotaryEmbedding<B>) -> &(Vec<f32>, Vec<f32>) {
+        self.host_rope.get_or_init(|| rope.host_rows(&self.positions))
+    }
+
+    /// The attention mask of the default body, `[batch, kv, rep·seq, keys]`, `true` = hidden;
+    /// `None` when nothing is hidden.
+    pub fn mask(&self, heads: Heads) -> Option<Tensor<B, 4, Bool>> {
+        self.mask
+            .get_or_init(|| {
+                let (kv, rep) = (heads.kv, heads.q / heads.kv);
+                let all_valid;
+                let key_valid = match &self.key_valid {
+                    Some(k) => k,
+                    None => {
+                        all_valid = vec![vec![true; self.keys()]; self.batch];
+                        &all_valid
+                    }
+                };
+                attention_mask_data(key_valid, self.seq, kv, rep, self.window).map(|m| {
+                    Tensor::<B, 4, Bool>::from_data(
+                        TensorData::new(m, [self.batch, kv, rep * self.seq, self.keys()]),
+                        &self.device,
+                    )
+                })
+            })
+            .clone()
+    }
+}
+
+/// The decoder's hot operations, overridable per backend.
+pub trait DecodeOps: Backend {
+    /// Whether linear layers of this backend compute on [`Matrix::Host`] block weights (then
+    /// loaders keep GGUF quantization). Default: weights become dense device tensors.
+    fn host_weights() -> bool {
+        false
+    }
+
+    /// Run one forward call. CPU backends with a thread pool run it on a pool thread, so their
+    /// parallel kernels share the work with the calling thread instead of waking helpers while
+    /// it sleeps (on 2 cores, a third thread only competes).
+    fn run_step<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+
+    /// `x · Wᵀ + b`.
+    ///
+    /// # Shapes
+    /// - x: `[m, in]` → `[m, out]`
+    fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
+        let y = match &w.weight {
+            Matrix::Dense(t) => x.matmul(t.clone().transpose()),
+            host @ Matrix::Host(_) => {
+                let dense = host.to_dense(&x.device());
+                x.matmul(dense.transpose())
+            }
+        };
+        match &w.bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+
+    /// Rows `ids` of an embedding table `[vocab, hidden]`.
+    ///
+    /// # Shapes
+    /// - output: `[ids, hidden]`
+    fn embed(ids: &[u32], table: &Matrix<Self>, device: &Self::Device) -> Tensor<Self, 2> {
+        let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<Self, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), device);
+        match table {
+            Matrix::Dense(t) => t.clone().select(0, idx).cast(DType::F32),
+            host @ Matrix::Host(_) => host.to_dense(device).select(0, idx),
+        }
+    }
+
+    /// RMSNorm of each row: `x / sqrt(mean(x²) + eps) * gamma`.
+    ///
+    /// # Shapes
+    /// - x: `[m, hidden]` → `[m, hidden]`
+    fn rms_norm(x: Tensor<Self, 2>, gamma: &Tensor<Self, 1>, eps: f64) -> Tensor<Self, 2> {
+        let rms = (x.clone().square().mean_dim(1) + eps).sqrt();
+        (x / rms) * gamma.clone().unsqueeze_dim(0)
+    }
+
+    /// `silu(gate) * up` of rows `[gate | up]`.
+    ///
+    /// # Shapes
+    /// - gate_up: `[m, 2·inter]` → `[m, inter]`
+    fn swiglu(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let [_, w] = gate_up.dims();
+        let gate = gate_up.clone().slice(s![.., 0..w / 2]);
+        let up = gate_up.slice(s![.., w / 2..w]);
+        silu(gate) * up
+    }
+
+    /// Split fused q/k/v rows into heads and rotate q and k (HF half-split RoPE).
+    ///
+    /// # Shapes
+    /// - qkv: `[batch·seq, (q + 2·kv)·dim]`
+    /// - output: q `[batch, q, seq, dim]`, k and v `[batch, kv, seq, dim]`
+    fn split_rope(
+        qkv: Tensor<Self, 2>,
+        step: &Step<Self>,
+        rope: &RotaryEmbedding<Self>,
+        heads: Heads,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        let (b, t, d) = (step.batch, step.seq, heads.dim);
+        let (hq, kv) = (heads.q, heads.kv);
+        let q = qkv.clone().slice(s![.., 0..hq * d]).reshape([b, t, hq, d]).swap_dims(1, 2);
+        let k = qkv.clone().slice(s![.., hq * d..(hq + kv) * d]).reshape([b, t, kv, d]).swap_dims(1, 2);
+        let v = qkv.slice(s![.., (hq + kv) * d..(hq + 2 * kv) * d]).reshape([b, t, kv, d]).swap_dims(1, 2);
+        let r = step.rope(rope);
+        (r.apply(q), r.apply(k), v)
+    }
+
+    /// Causal attention of the new queries over the cached keys/values plus the new ones
+    /// (written into the cache at `step.past` first). GQA: the query heads sharing a K/V head
+    /// are stacked on the sequence axis for one fused call.
+    ///
+    /// # Shapes
+    /// - q: `[batch, q, seq, dim]`; k, v: `[batch, kv, seq, dim]`
+    /// - output: `[batch·seq, q·dim]`
+    fn cached_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        cache: Option<&mut LayerKv<Self>>,
+        step: &Step<Self>,
+        heads: Heads,
+    ) -> Tensor<Self, 2> {
+        let (b, t, d) = (step.batch, step.seq, heads.dim);
+        let (hq, kv) = (heads.q, heads.kv);
+        let (k, v) = match cache {
+            Some(layer) => layer.append(k, v, step.past),
+            None => (k, v),
+        };
+        let q = q.reshape([b, kv, (hq / kv) * t, d]);
+        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let out = attention(q, k, v, step.mask(heads), None, opts);
+        out.reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b * t, hq * d])
+    }
+}
+
+#[cfg(any(test, feature = "ndarray"))]
+impl DecodeOps for burn::backend::NdArray {}
+#[cfg(feature = "wgpu")]
+impl DecodeOps for burn::backend::Wgpu {}
+#[cfg(feature = "cuda")]
+impl DecodeOps for burn::backend::Cuda {}

@@ -1,0 +1,254 @@
+//! The CPU kernels against their references: every block type's linear layer (each instruction
+//! set level this CPU has, exact and int8 activations) against dequantize-then-matmul in f64, on
+//! the gguf-py blocks of `gguf-dequant.json` and on random blocks with odd shapes; and every
+//! `DecodeOps` method of each backend against the default bodies on ndarray.
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use demiurgic_model::kernels::dot::{available_levels, has_q8_kernel};
+use demiurgic_model::kernels::{cpu, QuantMatrix};
+use demiurgic_model::load::gguf::{dequantize, GgmlType};
+use demiurgic_model::ops::{Heads, Linear, Matrix, Step};
+use demiurgic_model::rope::RotaryEmbedding;
+use demiurgic_model::DecodeOps;
+use demiurgic_tests::{json_fixture, max_abs_diff};
+use std::sync::Arc;
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+const NATIVE: [GgmlType; 10] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+/// Byte offsets of the f16 scale fields inside one block.
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// Random blocks of `ty` for a `[rows, cols]` matrix, scales finite and small.
+fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> QuantMatrix {
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        return QuantMatrix::quantize(ty, rows, cols, &rng.vec(rows * cols)).unwrap();
+    }
+    let (be, bb) = ty.block();
+    let nblocks = rows * cols / be;
+    let mut data: Vec<u8> = (0..nblocks * bb).map(|_| rng.next() as u8).collect();
+    for b in 0..nblocks {
+        for &off in f16_fields(ty) {
+            let v = half::f16::from_f32(rng.f32() * 0.05);
+            data[b * bb + off..b * bb + off + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    QuantMatrix::new(ty, rows, cols, data).unwrap()
+}
+
+/// `x · Wᵀ` in f64 from the dequantized matrix.
+fn reference(w: &QuantMatrix, x: &[f32], m: usize) -> Vec<f32> {
+    let wd = w.dequantize();
+    let (n, k) = (w.rows(), w.cols());
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for r in 0..n {
+            out[i * n + r] = (0..k).map(|j| wd[r * k + j] as f64 * x[i * k + j] as f64).sum::<f64>() as f32;
+        }
+    }
+    out
+}
+
+/// Tolerance: relative to the size of the products summed.
+fn check(name: &str, got: &[f32], want: &[f32], w: &QuantMatrix, x: &[f32], m: usize, rel: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let wd = w.dequantize();
+    let (n, k) = (w.rows(), w.cols());
+    for i in 0..m {
+        for r in 0..n {
+            let mag: f32 = (0..k).map(|j| (wd[r * k + j] * x[i * k + j]).abs()).sum::<f32>() + 1e-6;
+            let (g, e) = (got[i * n + r], want[i * n + r]);
+            assert!(!g.is_nan(), "{name}: NaN at [{i}, {r}]");
+            assert!((g - e).abs() <= rel * mag, "{name}: [{i}, {r}] {g} vs {e} (scale {mag})");
+        }
+    }
+}
+
+fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
+    let k = w.cols();
+    // 1..=4 rows take the row-dot path, 5 and 17 the dequantized-tile gemm path
+    for m in [1usize, 2, 3, 5, 17] {
+        let x = rng.vec(m * k);
+        let want = reference(w, &x, m);
+        for &level in &available_levels() {
+            let got = cpu::linear_at(level, w, &x, m, None);
+            check(&format!("{name} m={m} {level:?}"), &got, &want, w, &x, m, 1e-5);
+            if has_q8_kernel(w.ty()) && m <= cpu::SMALL_M {
+                let q8 = w.clone().with_int8_activations(true);
+                let got = cpu::linear_at(level, &q8, &x, m, None);
+                // int8 activations: within a few quantization steps of the exact result
+                check(&format!("{name} int8 m={m} {level:?}"), &got, &want, w, &x, m, 2e-2);
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_on_gguf_py_blocks_matches_reference() {
+    let f = json_fixture("gguf-dequant.json");
+    let mut rng = Lcg(5);
+    let mut seen = vec![];
+    for c in f["cases"].as_array().unwrap() {
+        let ty = GgmlType::from_u32(c["ggml_type"].as_u64().unwrap() as u32).unwrap();
+        if !NATIVE.contains(&ty) {
+            continue;
+        }
+        let n = c["n"].as_u64().unwrap() as usize;
+        let bytes = unhex(c["hex"].as_str().unwrap());
+        // the fixture's blocks as one row, and as rows of one block each where blocks allow
+        let w = QuantMatrix::new(ty, 1, n, bytes.clone()).unwrap();
+        assert_eq!(w.dequantize(), dequantize(ty, &bytes, n).unwrap());
+        all_paths(&format!("{ty:?} gguf-py row"), &w, &mut rng);
+        let be = ty.block().0;
+        if n / be > 1 {
+            let w = QuantMatrix::new(ty, n / be, be, bytes).unwrap();
+            all_paths(&format!("{ty:?} gguf-py blocks as rows"), &w, &mut rng);
+        }
+        seen.push(ty);
+    }
+    for ty in NATIVE {
+        assert!(seen.contains(&ty), "gguf-dequant.json has no {ty:?} case");
+    }
+}
+
+#[test]
+fn linear_on_random_odd_shapes_matches_reference() {
+    let mut rng = Lcg(42);
+    for ty in NATIVE {
+        let be = ty.block().0.max(32);
+        for (rows, blocks) in [(1, 1), (37, 3), (70, 2)] {
+            let w = random_matrix(ty, rows, blocks * be, &mut rng);
+            all_paths(&format!("{ty:?} {rows}x{}", blocks * be), &w, &mut rng);
+        }
+    }
+}
+
+// ---- DecodeOps of each backend against the default bodies on ndarray ----
+
+fn t2<B: DecodeOps>(v: &[f32], shape: [usize; 2], d: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), d)
+}
+
+fn host<B: DecodeOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn step<B: DecodeOps>(b: usize, t: usize, past: usize, key_valid: Option<Vec<Vec<bool>>>, window: Option<usize>, d: &B::Device) -> Step<B> {
+    let tokens = vec![1u32; b * t];
+    let positions: Vec<usize> = (0..b).flat_map(|_| (past..past + t).map(|p| p + 3)).collect();
+    Step::new(b, t, past, tokens, positions, key_valid, window, d)
+}
+
+fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
+    let nd = Default::default();
+    let mut rng = Lcg(9);
+    let tol = if std::any::type_name::<B>().contains("Cuda") { 5e-3 } else { 1e-4 };
+    // linear over host blocks (flex computes on them; the default body dequantizes) and dense
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6K, GgmlType::F32] {
+        let w = Arc::new(random_matrix(ty, 24, 256, &mut rng));
+        let bias = rng.vec(24);
+        for m in [1usize, 6] {
+            let x = rng.vec(m * 256);
+            let lin = |dev: &B::Device| Linear::<B> {
+                weight: Matrix::Host(w.clone()),
+                bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [24]), dev)),
+            };
+            let lin_nd = Linear::<NdArray> {
+                weight: Matrix::Host(w.clone()),
+                bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [24]), &nd)),
+            };
+            let got = host(B::linear_layer(t2::<B>(&x, [m, 256], device), &lin(device)));
+            let want = host(NdArray::linear_layer(t2::<NdArray>(&x, [m, 256], &nd), &lin_nd));
+            assert!(max_abs_diff(&got, &want) < tol * 10.0, "linear {ty:?} m={m}");
+        }
+    }
+    // rms_norm, swiglu, embed
+    let x = rng.vec(3 * 64);
+    let g = rng.vec(64);
+    let gb = Tensor::<B, 1>::from_data(TensorData::new(g.clone(), [64]), device);
+    let gn = Tensor::<NdArray, 1>::from_data(TensorData::new(g, [64]), &nd);
+    let got = host(B::rms_norm(t2::<B>(&x, [3, 64], device), &gb, 1e-5));
+    let want = host(NdArray::rms_norm(t2::<NdArray>(&x, [3, 64], &nd), &gn, 1e-5));
+    assert!(max_abs_diff(&got, &want) < tol, "rms_norm");
+    let got = host(B::swiglu(t2::<B>(&x, [3, 64], device)));
+    let want = host(NdArray::swiglu(t2::<NdArray>(&x, [3, 64], &nd)));
+    assert!(max_abs_diff(&got, &want) < tol, "swiglu");
+    let table = Arc::new(random_matrix(GgmlType::Q8_0, 10, 64, &mut rng));
+    let ids = [3u32, 0, 9, 3];
+    let got = host(B::embed(&ids, &Matrix::Host(table.clone()), device));
+    let want = host(NdArray::embed(&ids, &Matrix::Host(table), &nd));
+    assert!(max_abs_diff(&got, &want) < 1e-6, "embed");
+    // split_rope + attention with a cache, padding and a sliding window
+    let heads = Heads { q: 4, kv: 2, dim: 8 };
+    let rope_b = RotaryEmbedding::<B>::new(10000.0, 8, 64, device);
+    let rope_n = RotaryEmbedding::<NdArray>::new(10000.0, 8, 64, &nd);
+    let width = (heads.q + 2 * heads.kv) * heads.dim;
+    for (b, t, past, pad, window) in [(2usize, 5usize, 0usize, true, None), (2, 1, 5, true, None), (1, 3, 4, false, Some(4)), (2, 2, 3, false, None)] {
+        let keys = past + t;
+        let key_valid: Option<Vec<Vec<bool>>> = pad.then(|| (0..b).map(|r| (0..keys).map(|k| r == 0 || k >= 2).collect()).collect());
+        let sb = step::<B>(b, t, past, key_valid.clone(), window, device);
+        let sn = step::<NdArray>(b, t, past, key_valid, window, &nd);
+        let qkv = rng.vec(b * t * width);
+        let (qb, kb, vb) = B::split_rope(t2::<B>(&qkv, [b * t, width], device), &sb, &rope_b, heads);
+        let (qn, kn, vn) = NdArray::split_rope(t2::<NdArray>(&qkv, [b * t, width], &nd), &sn, &rope_n, heads);
+        assert!(max_abs_diff(&host(qb.clone()), &host(qn.clone())) < tol, "rope q");
+        assert!(max_abs_diff(&host(kb.clone()), &host(kn.clone())) < tol, "rope k");
+        assert!(max_abs_diff(&host(vb.clone()), &host(vn.clone())) < tol, "split v");
+        // a cache pre-filled with the same random past on both
+        let cfg = demiurgic_model::LlamaConfig {
+            vocab_size: 10, hidden_size: 32, intermediate_size: 8, num_layers: 1, num_heads: 4, num_kv_heads: 2,
+            head_dim: 8, max_position_embeddings: 64, rms_norm_eps: 1e-5, rope_theta: 1e4, tie_word_embeddings: true,
+            attention_bias: false, mlp_bias: false, bos_token_id: None, eos_token_ids: vec![], pad_token_id: None,
+            sliding_window: None,
+        };
+        let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 16, device).unwrap();
+        let mut cn = demiurgic_model::KvCache::<NdArray>::new(&cfg, b, 16, &nd).unwrap();
+        let old = rng.vec(b * 2 * past.max(1) * 8);
+        if past > 0 {
+            let pk = |d: &B::Device| Tensor::<B, 4>::from_data(TensorData::new(old.clone(), [b, 2, past, 8]), d);
+            let pn = Tensor::<NdArray, 4>::from_data(TensorData::new(old.clone(), [b, 2, past, 8]), &nd);
+            cb.layer_mut(0).append(pk(device), pk(device), 0);
+            cn.layer_mut(0).append(pn.clone(), pn, 0);
+        }
+        let got = host(B::cached_attention(qb, kb, vb, Some(cb.layer_mut(0)), &sb, heads));
+        let want = host(NdArray::cached_attention(qn, kn, vn, Some(cn.layer_mut(0)), &sn, heads));
+        assert!(max_abs_diff(&got, &want) < tol, "attention b={b} t={t} past={past} pad={pad} window={window:?}");
+    }
+}
+
+demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match_ndarray);
