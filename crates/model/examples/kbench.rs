@@ -8,6 +8,27 @@ fn main() {
 }
 
 fn run() {
+    if std::env::var("BIG").is_ok() {
+        // DRAM-resident matrices (the head's shape): GB/s of weights streamed at m = 1
+        let (n, k) = (49152usize, 576usize);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let x: Vec<f32> = (0..k).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_0] {
+            for (int8, il) in [(false, false), (true, false), (true, true)] {
+                let q = QuantMatrix::quantize(ty, n, k, &w).unwrap().with_int8_activations(int8);
+                let q = if il { q.interleave8() } else { q };
+                let reps = 20;
+                let mut s = cpu::linear(&q, &x, 1, None)[0];
+                let t = Instant::now();
+                for _ in 0..reps {
+                    s += cpu::linear(&q, &x, 1, None)[0];
+                }
+                let dt = t.elapsed().as_secs_f64() / reps as f64;
+                println!("{ty:?} int8={int8} interleaved={il}: {:.2} GB/s, {:.2} ns/block/thread ({s})", q.bytes() as f64 / dt / 1e9, dt * 1e9 * rayon::current_num_threads() as f64 / (n * k / 32) as f64);
+            }
+        }
+        return;
+    }
     if std::env::var("BW").is_ok() {
         // read bandwidth: f32 sum over 512 MiB, 1 and all threads
         use rayon::prelude::*;

@@ -23,5 +23,5 @@ pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaWeights, StepInput};
-pub use load::{load_model, load_model_with, LoadOptions, LoadedModel, WeightMode};
+pub use load::{load_model, load_model_with, Activations, LoadOptions, LoadedModel, WeightMode};
 pub use ops::DecodeOps;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use demiurgic_model::load::load_model;
+use demiurgic_model::load::load_model_with;
 use demiurgic_model::{generate, GenerateOptions, Llama};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::{json, Value};
@@ -25,6 +25,8 @@ pub struct BenchArgs {
     /// Backend to measure (one per process, so peak RSS is this backend's).
     #[arg(long, default_value = crate::backends::DEFAULT)]
     pub backend: String,
+    #[command(flatten)]
+    pub load: crate::load_args::LoadArgs,
     /// Fewer, shorter measurements (cache table at 50 and 100 tokens, batches 1 and 4, prefill 128).
     #[arg(long)]
     pub quick: bool,
@@ -150,7 +152,10 @@ impl BackendJob for BenchJob {
         self.args.validate()?;
         let plan = self.args.plan();
         let t = Instant::now();
-        let loaded = load_model::<B>(&self.path, &device).with_context(|| format!("cannot load {}", self.path.display()))?;
+        let is_gguf = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let opts = self.args.load.options::<B>(backend, is_gguf)?;
+        let loaded =
+            load_model_with::<B>(&self.path, &device, &opts).with_context(|| format!("cannot load {}", self.path.display()))?;
         let load_s = t.elapsed().as_secs_f64();
         let model = &loaded.model;
         let cfg = model.config.clone();

@@ -1,6 +1,7 @@
 //! `demiurgic`: generate text with a Llama-family model on a Burn backend chosen at run time.
 mod backends;
 mod bench;
+mod load_args;
 mod soak;
 use demiurgic_model::DecodeOps;
 use demiurgic_runner::fetch;
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use demiurgic_model::load::{load_model, LoadedModel, StreamDecoder};
+use demiurgic_model::load::{load_model_with, LoadedModel, StreamDecoder};
 use demiurgic_model::{generate, GenerateOptions};
 use demiurgic_sampling::{GenerationConfig, PRESETS};
 use serde_json::json;
@@ -52,6 +53,8 @@ struct ModelArgs {
     /// Backend to run on (compiled in: see `demiurgic backends`).
     #[arg(long, default_value = backends::DEFAULT)]
     backend: String,
+    #[command(flatten)]
+    load: load_args::LoadArgs,
 }
 
 #[derive(Args, Clone)]
@@ -279,7 +282,9 @@ fn load<B: DecodeOps>(m: &ModelArgs, device: &B::Device) -> Result<(LoadedModel<
         s
     });
     let t = Instant::now();
-    let loaded = load_model::<B>(&path, device);
+    let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let opts = m.load.options::<B>(&m.backend, is_gguf)?;
+    let loaded = load_model_with::<B>(&path, device, &opts);
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

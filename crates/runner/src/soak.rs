@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use demiurgic_model::load::load_model;
+use demiurgic_model::load::load_model_with;
 use demiurgic_model::{generate, GenerateOptions};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::json;
@@ -25,6 +25,8 @@ pub struct SoakArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value = crate::backends::DEFAULT)]
     pub backend: String,
+    #[command(flatten)]
+    pub load: crate::load_args::LoadArgs,
     /// Total new tokens to generate.
     #[arg(long, default_value_t = 10_000)]
     pub tokens: usize,
@@ -60,7 +62,10 @@ impl BackendJob for SoakJob {
         if a.tokens == 0 || a.per_generation == 0 {
             bail!("--tokens and --per-generation must be positive (got {} and {})", a.tokens, a.per_generation);
         }
-        let loaded = load_model::<B>(&self.path, &device).with_context(|| format!("cannot load {}", self.path.display()))?;
+        let is_gguf = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let opts = self.args.load.options::<B>(backend, is_gguf)?;
+        let loaded =
+            load_model_with::<B>(&self.path, &device, &opts).with_context(|| format!("cannot load {}", self.path.display()))?;
         let model = &loaded.model;
         let prompt: Vec<u32> = match &loaded.tokenizer {
             Some(t) => t.encode("Write a long story about a robot who learns to paint.")?,

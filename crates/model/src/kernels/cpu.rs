@@ -5,12 +5,13 @@
 use rayon::prelude::*;
 
 use super::dot::{dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q8Act, Q8View, XSums};
-use super::quant::QuantMatrix;
+use super::quant::{QuantMatrix, RowLayout};
 use crate::load::gguf::GgmlType;
 
 /// Up to this many activation rows, a linear layer runs row dot products over the blocks
 /// (weights read once per call from memory, each row decoded per activation row); above it,
-/// tiles of rows are dequantized once and multiplied with `gemm`.
+/// tiles of rows are dequantized once and multiplied with `gemm`. With int8 activations on
+/// interleaved blocks every batch size takes the integer kernels.
 pub const SMALL_M: usize = 4;
 
 /// Rows per parallel task: a few tasks per thread so uneven finishing evens out, never tiny.
@@ -36,7 +37,7 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "linear: activation length");
     let mut out = vec![0f32; m * n];
-    if m <= SMALL_M {
+    if m <= SMALL_M || (w.int8_activations() && w.layout() == RowLayout::Interleaved8) {
         small_m(level, w, x, m, &mut out);
     } else {
         tiled_gemm(w, x, m, &mut out);
@@ -56,6 +57,14 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     if w.int8_activations() && has_q8_kernel(w.ty()) {
         return small_m_q8(level, w, x, m, out);
     }
+    let rows_copy;
+    let w = if w.layout() == RowLayout::Rows {
+        w
+    } else {
+        // exact activations on interleaved blocks: not a configuration the loaders make
+        rows_copy = w.to_rows();
+        &rows_copy
+    };
     let xs: Vec<XSums> = x.chunks_exact(k).map(XSums::new).collect();
     let per_task = rows_per_task(n, w.row_bytes());
     let ty = w.ty();
@@ -90,13 +99,19 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
     let (n, k) = (w.rows(), w.cols());
     let xq: Vec<Q8Act> = x.chunks_exact(k).map(Q8Act::new).collect();
     let views: Vec<Q8View<'_>> = xq.iter().map(Q8Act::view).collect();
-    let per_task = rows_per_task(n, w.row_bytes());
+    // interleaved groups of 8 rows: tasks own whole groups
+    let interleaved = w.layout() == RowLayout::Interleaved8;
+    let per_task = if interleaved { rows_per_task(n, w.row_bytes()).div_ceil(8) * 8 } else { rows_per_task(n, w.row_bytes()) };
     let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
     let mut out_t = vec![0f32; n * m];
     let task = |(ti, o): (usize, &mut [f32])| {
         let r0 = ti * per_task;
         let rows = o.len() / m;
-        rows_dot_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb, &views, o);
+        if interleaved {
+            groups_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb * 8, &views, o);
+        } else {
+            rows_dot_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb, &views, o);
+        }
     };
     if n <= per_task {
         out_t.chunks_mut(per_task * m).enumerate().for_each(task);
@@ -108,6 +123,32 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
             out[i * n + r] = out_t[r * m + i];
         }
     }
+}
+
+/// Interleaved groups of 8 rows (`gb` bytes each) × int8 activations, `o` as `[rows, m]`.
+fn groups_q8(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q8View<'_>], o: &mut [f32]) {
+    crate::dispatch!(level; <I> (ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q8View<'_>], o: &mut [f32]) -> () {
+        // activation rows in chunks of up to 4 (the kernels' register budget); a group's
+        // blocks (a few KiB) stay in L1 across the chunks
+        let m = xq.len();
+        let mut tmp = [0f32; 32];
+        for (g, group) in groups.chunks_exact(gb).enumerate() {
+            let og = &mut o[g * 8 * m..(g + 1) * 8 * m];
+            if m <= 4 {
+                I::group8_q8(ty, group, xq, og);
+                continue;
+            }
+            for (ci, chunk) in xq.chunks(4).enumerate() {
+                let mc = chunk.len();
+                I::group8_q8(ty, group, chunk, &mut tmp[..8 * mc]);
+                for lane in 0..8 {
+                    for i in 0..mc {
+                        og[lane * m + ci * 4 + i] = tmp[lane * mc + i];
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn rows_dot_q8(level: Level, ty: GgmlType, w_rows: &[u8], rb: usize, xq: &[Q8View<'_>], o: &mut [f32]) {

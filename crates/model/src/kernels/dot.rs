@@ -32,6 +32,8 @@ pub struct Q8Act {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// Σq per block (integer).
+    pub isum: Vec<i32>,
 }
 
 /// A borrowed [`Q8Act`] (or a tail of one).
@@ -40,6 +42,7 @@ pub struct Q8View<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub s: &'a [f32],
+    pub isum: &'a [i32],
 }
 
 impl Q8Act {
@@ -47,7 +50,7 @@ impl Q8Act {
     pub fn new(x: &[f32]) -> Self {
         let nb = x.len() / 32;
         let mut qs = Vec::with_capacity(x.len());
-        let (mut d, mut s) = (Vec::with_capacity(nb), Vec::with_capacity(nb));
+        let (mut d, mut s, mut isum) = (Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb));
         for blk in x.chunks_exact(32) {
             let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
             let db = amax / 127.0;
@@ -61,19 +64,20 @@ impl Q8Act {
             }
             d.push(db);
             s.push(db * sum as f32);
+            isum.push(sum);
         }
-        Self { qs, d, s }
+        Self { qs, d, s, isum }
     }
 
     pub fn view(&self) -> Q8View<'_> {
-        Q8View { qs: &self.qs, d: &self.d, s: &self.s }
+        Q8View { qs: &self.qs, d: &self.d, s: &self.s, isum: &self.isum }
     }
 }
 
 impl<'a> Q8View<'a> {
     /// Blocks `b..`.
     pub fn tail(&self, b: usize) -> Q8View<'a> {
-        Q8View { qs: &self.qs[b * 32..], d: &self.d[b..], s: &self.s[b..] }
+        Q8View { qs: &self.qs[b * 32..], d: &self.d[b..], s: &self.s[b..], isum: &self.isum[b..] }
     }
 }
 
@@ -182,6 +186,53 @@ pub trait Isa: Copy {
     unsafe fn q8_q8(row: &[u8], xq: &Q8View<'_>) -> f32 {
         q8_q8_portable(row, xq)
     }
+    /// One group of 8 interleaved rows ([`RowLayout::Interleaved8`](super::RowLayout)) ×
+    /// `xq.len()` (1..=4) activation rows: `out[lane * xq.len() + i]`.
+    ///
+    /// # Safety
+    /// As [`Isa::dot_q4_0`]; `group` holds the group's blocks for `xq`'s length.
+    #[inline(always)]
+    unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
+        group8_q8_portable(ty, group, xq, out)
+    }
+}
+
+/// Block `b` of lane `lane` of an interleaved group, in the file's layout.
+fn group_block(ty: GgmlType, group: &[u8], b: usize, lane: usize, out: &mut Vec<u8>) {
+    let (hdr, qb) = match ty {
+        GgmlType::Q4_0 => (2, 16),
+        GgmlType::Q4_1 => (4, 16),
+        _ => (2, 32),
+    };
+    let base = b * 8 * (hdr + qb);
+    out.clear();
+    for h in (0..hdr).step_by(2) {
+        let o = base + h * 8 + lane * 2;
+        out.extend_from_slice(&group[o..o + 2]);
+    }
+    for c in 0..qb / 4 {
+        let o = base + 8 * hdr + c * 32 + lane * 4;
+        out.extend_from_slice(&group[o..o + 4]);
+    }
+}
+
+fn group8_q8_portable(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
+    let m = xq.len();
+    let nb = xq[0].d.len();
+    let mut blk = Vec::new();
+    for lane in 0..8 {
+        let mut row = Vec::new();
+        for b in 0..nb {
+            group_block(ty, group, b, lane, &mut blk);
+            row.extend_from_slice(&blk);
+        }
+        for (i, x) in xq.iter().enumerate() {
+            out[lane * m + i] = match ty {
+                GgmlType::Q8_0 => q8_q8_portable(&row, x),
+                _ => q4_q8_portable(&row, x, ty == GgmlType::Q4_1),
+            };
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -230,6 +281,10 @@ impl Isa for X86Avx2 {
     unsafe fn q8_q8(row: &[u8], xq: &Q8View<'_>) -> f32 {
         super::x86::q8_q8_avx2(row, xq)
     }
+    #[inline(always)]
+    unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
+        super::x86::group8_q8_avx2(ty, group, xq, out)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -268,6 +323,10 @@ impl Isa for X86Avx512 {
     #[inline(always)]
     unsafe fn q8_q8(row: &[u8], xq: &Q8View<'_>) -> f32 {
         super::x86::q8_q8_avx512(row, xq)
+    }
+    #[inline(always)]
+    unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
+        super::x86::group8_q8_avx512(ty, group, xq, out)
     }
 }
 

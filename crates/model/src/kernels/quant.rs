@@ -16,6 +16,30 @@ pub struct QuantMatrix {
     data: Vec<u8>,
     /// Compute with int8-quantized activations (llama.cpp's way) where a kernel exists.
     int8_act: bool,
+    /// Rows stored one after the other (as in the file), or interleaved by groups of 8.
+    layout: RowLayout,
+}
+
+/// How rows are laid out in memory. Both hold exactly the file's blocks (same bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLayout {
+    /// Row after row, each a sequence of blocks (the GGUF layout).
+    Rows,
+    /// Groups of 8 rows; per block column: the 8 rows' scales (`d` ×8, then `m` ×8 for Q4_1),
+    /// then their quants in chunks of 32 bytes where chunk `c` holds bytes `4c..4c+4` of each
+    /// row's quants (Q4: `qs`; Q8_0: `qs`, 8 chunks). One 32-byte load then feeds 8 rows'
+    /// dot products lane by lane (llama.cpp's `block_q4_0x8` idea), with no horizontal sums.
+    Interleaved8,
+}
+
+/// Byte sizes inside an interleaved group block column: (header of scales, quant bytes per row).
+fn interleave_parts(ty: GgmlType) -> Option<(usize, usize)> {
+    match ty {
+        GgmlType::Q4_0 => Some((2, 16)),
+        GgmlType::Q4_1 => Some((4, 16)),
+        GgmlType::Q8_0 => Some((2, 32)),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -45,7 +69,7 @@ impl QuantMatrix {
                 data.len()
             ));
         }
-        Ok(Self { ty, rows, cols, row_bytes, data, int8_act: false })
+        Ok(Self { ty, rows, cols, row_bytes, data, int8_act: false, layout: RowLayout::Rows })
     }
 
     /// Quantize a dense row-major `[rows, cols]` matrix into `ty` (F32, F16, Q8_0, Q4_0).
@@ -84,6 +108,87 @@ impl QuantMatrix {
         self.int8_act
     }
 
+    pub fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    /// Whether [`QuantMatrix::interleave8`] applies (Q4_0, Q4_1, Q8_0 with rows a multiple of 8).
+    pub fn can_interleave8(&self) -> bool {
+        interleave_parts(self.ty).is_some() && self.rows % 8 == 0 && self.rows > 0
+    }
+
+    /// The same blocks in the [`RowLayout::Interleaved8`] layout (unchanged when not possible).
+    pub fn interleave8(mut self) -> Self {
+        if self.layout == RowLayout::Interleaved8 || !self.can_interleave8() {
+            return self;
+        }
+        let (hdr, qb) = interleave_parts(self.ty).expect("checked");
+        let bb = hdr + qb;
+        let nb = self.cols / 32;
+        let mut out = Vec::with_capacity(self.data.len());
+        for g in 0..self.rows / 8 {
+            for b in 0..nb {
+                let blk = |r: usize| {
+                    let o = (g * 8 + r) * self.row_bytes + b * bb;
+                    &self.data[o..o + bb]
+                };
+                for h in (0..hdr).step_by(2) {
+                    for r in 0..8 {
+                        out.extend_from_slice(&blk(r)[h..h + 2]);
+                    }
+                }
+                for c in 0..qb / 4 {
+                    for r in 0..8 {
+                        out.extend_from_slice(&blk(r)[hdr + 4 * c..hdr + 4 * c + 4]);
+                    }
+                }
+            }
+        }
+        self.data = out;
+        self.layout = RowLayout::Interleaved8;
+        self
+    }
+
+    /// The same blocks row after row ([`RowLayout::Rows`]).
+    pub fn to_rows(&self) -> Self {
+        match self.layout {
+            RowLayout::Rows => self.clone(),
+            RowLayout::Interleaved8 => {
+                let mut data = Vec::with_capacity(self.data.len());
+                for r in 0..self.rows {
+                    data.extend_from_slice(&self.row(r));
+                }
+                Self { data, layout: RowLayout::Rows, ..self.clone() }
+            }
+        }
+    }
+
+    /// The file bytes of block `b` of row `r`, whatever the layout.
+    pub fn block_bytes(&self, r: usize, b: usize, out: &mut Vec<u8>) {
+        out.clear();
+        match self.layout {
+            RowLayout::Rows => {
+                let bb = self.ty.block().1;
+                let o = r * self.row_bytes + b * bb;
+                out.extend_from_slice(&self.data[o..o + bb]);
+            }
+            RowLayout::Interleaved8 => {
+                let (hdr, qb) = interleave_parts(self.ty).expect("interleaved types");
+                let gsize = 8 * (hdr + qb);
+                let base = (r / 8) * (self.cols / 32) * gsize + b * gsize;
+                let lane = r % 8;
+                for h in (0..hdr).step_by(2) {
+                    let o = base + h * 8 + lane * 2;
+                    out.extend_from_slice(&self.data[o..o + 2]);
+                }
+                for c in 0..qb / 4 {
+                    let o = base + 8 * hdr + c * 32 + lane * 4;
+                    out.extend_from_slice(&self.data[o..o + 4]);
+                }
+            }
+        }
+    }
+
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -109,20 +214,40 @@ impl QuantMatrix {
         &self.data
     }
 
-    /// The blocks of row `r`.
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    /// The blocks of row `r` in the file's layout.
+    pub fn row(&self, r: usize) -> std::borrow::Cow<'_, [u8]> {
+        match self.layout {
+            RowLayout::Rows => std::borrow::Cow::Borrowed(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes]),
+            RowLayout::Interleaved8 => {
+                let mut row = Vec::with_capacity(self.row_bytes);
+                let mut blk = Vec::new();
+                for b in 0..self.cols / 32 {
+                    self.block_bytes(r, b, &mut blk);
+                    row.extend_from_slice(&blk);
+                }
+                std::borrow::Cow::Owned(row)
+            }
+        }
     }
 
     /// Dequantize row `r` into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let v = dequantize(self.ty, self.row(r), self.cols).expect("row length checked at construction");
+        let v = dequantize(self.ty, &self.row(r), self.cols).expect("row length checked at construction");
         out.copy_from_slice(&v);
     }
 
     /// The whole matrix as dense row-major f32 `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
-        dequantize(self.ty, &self.data, self.rows * self.cols).expect("length checked at construction")
+        match self.layout {
+            RowLayout::Rows => dequantize(self.ty, &self.data, self.rows * self.cols).expect("length checked at construction"),
+            RowLayout::Interleaved8 => {
+                let mut out = vec![0f32; self.rows * self.cols];
+                for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
+                    self.dequantize_row(r, o);
+                }
+                out
+            }
+        }
     }
 
     /// The rows in the order `perm` (row `i` of the result is row `perm[i]`): block rows move
@@ -131,9 +256,9 @@ impl QuantMatrix {
         assert_eq!(perm.len(), self.rows, "permute_rows: one index per row");
         let mut data = Vec::with_capacity(self.data.len());
         for &p in perm {
-            data.extend_from_slice(self.row(p));
+            data.extend_from_slice(&self.row(p));
         }
-        Self { data, ..self.clone() }
+        Self { data, layout: RowLayout::Rows, ..self.clone() }
     }
 
     /// Stack matrices of the same type and width on the row axis (q/k/v → qkv, gate/up →
@@ -148,7 +273,18 @@ impl QuantMatrix {
             data.extend_from_slice(&p.data);
         }
         let rows = parts.iter().map(|p| p.rows).sum();
-        Some(Self { ty: first.ty, rows, cols: first.cols, row_bytes: first.row_bytes, data, int8_act: first.int8_act })
+        if parts.iter().any(|p| p.layout != RowLayout::Rows) {
+            return None;
+        }
+        Some(Self {
+            ty: first.ty,
+            rows,
+            cols: first.cols,
+            row_bytes: first.row_bytes,
+            data,
+            int8_act: first.int8_act,
+            layout: RowLayout::Rows,
+        })
     }
 }
 
@@ -229,6 +365,13 @@ mod tests {
         assert_eq!(&p[..32], &w[64..96]);
         assert_eq!(&p[32..64], &w[..32]);
         let c = QuantMatrix::concat_rows(&[&q, &q]).unwrap();
+        let q8 = QuantMatrix::quantize(GgmlType::Q4_1, 16, 64, &(0..16 * 64).map(|i| (i % 23) as f32).collect::<Vec<_>>()).unwrap();
+        let il = q8.clone().interleave8();
+        assert_eq!(il.layout(), RowLayout::Interleaved8);
+        assert_eq!(il.dequantize(), q8.dequantize());
+        for r in 0..16 {
+            assert_eq!(il.row(r), q8.row(r));
+        }
         assert_eq!(c.rows(), 8);
         assert_eq!(&c.dequantize()[128..], &w[..]);
         let other = QuantMatrix::quantize(GgmlType::F16, 4, 32, &w).unwrap();

@@ -12,6 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::attention::Attention;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::kernels::dot::has_q8_kernel;
 use crate::kernels::quant::{is_native, QuantMatrix};
 use crate::llama::{DecoderLayer, LlamaWeights};
 use crate::load::gguf::{dequantize, GgmlType};
@@ -33,6 +34,9 @@ pub trait WeightSource {
     fn names(&self) -> Vec<String>;
     /// An error about this source.
     fn error(&self, message: String) -> ModelError;
+    /// The model has copied tensor `name`: a memory-mapped source may drop its pages (they stop
+    /// counting towards resident memory; read again from the file if touched).
+    fn release(&self, _name: &str) {}
 }
 
 /// How linear weights are stored at run time.
@@ -60,6 +64,28 @@ impl std::str::FromStr for WeightMode {
     }
 }
 
+/// How activations meet quantized weights in linear layers (backends with host kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// f32 activations against the dequantized block values: exact up to f32 rounding.
+    #[default]
+    F32,
+    /// Activations quantized to int8 per block of 32 and integer dot products, as llama.cpp
+    /// computes (Q4_0, Q4_1, Q8_0 weights; other types stay exact): faster, not exact.
+    Int8,
+}
+
+impl std::str::FromStr for Activations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "int8" => Ok(Self::Int8),
+            o => Err(format!("--activations {o:?} is unknown (allowed: f32, int8)")),
+        }
+    }
+}
+
 /// Options of a load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
@@ -67,6 +93,7 @@ pub struct LoadOptions {
     /// Quantize linear weights to this block type at load (`Q8_0`, `Q4_0`); backends with host
     /// kernels only.
     pub quantize: Option<GgmlType>,
+    pub activations: Activations,
 }
 
 impl LoadOptions {
@@ -81,6 +108,11 @@ impl LoadOptions {
             if self.quantize.is_some() {
                 return Err(ModelError::Input(format!(
                     "--quantize needs a backend with host kernels (flex); {backend} runs dense f32 weights"
+                )));
+            }
+            if self.activations == Activations::Int8 {
+                return Err(ModelError::Input(format!(
+                    "--activations int8 needs a backend with host kernels (flex); {backend} computes in f32"
                 )));
             }
         }
@@ -246,6 +278,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                     };
                     QuantMatrix::quantize(ty, p.rows, cols, &v).map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
                 };
+                self.src.release(&p.name);
                 mats.push(match &p.perm {
                     Some(perm) => m.permute_rows(perm),
                     None => m,
@@ -259,6 +292,10 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                     let v: Vec<f32> = mats.iter().flat_map(|m| m.dequantize()).collect();
                     QuantMatrix::quantize(GgmlType::F32, rows, cols, &v).expect("f32 always quantizes")
                 }
+            };
+            let joined = match self.opts.activations {
+                Activations::Int8 if has_q8_kernel(joined.ty()) => joined.with_int8_activations(true).interleave8(),
+                _ => joined,
             };
             return Ok(Matrix::Host(Arc::new(joined)));
         }

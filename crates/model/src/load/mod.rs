@@ -10,7 +10,7 @@ pub mod gguf;
 pub mod safetensors;
 pub mod tokenizer;
 
-pub use builder::{LoadOptions, WeightMode};
+pub use builder::{Activations, LoadOptions, WeightMode};
 pub use tokenizer::{StreamDecoder, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).

@@ -117,6 +117,12 @@ impl WeightSource for GgufFile {
     fn error(&self, message: String) -> ModelError {
         gerr(self, message)
     }
+
+    fn release(&self, name: &str) {
+        if let Some(info) = self.tensor(name) {
+            self.release_range(info.offset, info.n_bytes);
+        }
+    }
 }
 
 /// Load a GGUF Llama with its embedded tokenizer.

@@ -308,6 +308,22 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// Drop the resident pages of `offset..offset + len` of a memory-mapped file (whole pages
+    /// inside the range only; a no-op for in-memory files).
+    pub fn release_range(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let DataSource::Mmap(m) = &self.data {
+            const PAGE: usize = 4096;
+            let start = offset.div_ceil(PAGE) * PAGE;
+            let end = (offset + len) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
+                // from the file if touched again, so no data is lost.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+
     /// Raw bytes of a tensor.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         &self.data.bytes()[info.offset..info.offset + info.n_bytes]

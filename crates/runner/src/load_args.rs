@@ -1,0 +1,46 @@
+//! Flags that choose how weights are stored and computed (shared by generate, bench, soak).
+use anyhow::{anyhow, Result};
+use clap::Args;
+use demiurgic_model::load::gguf::GgmlType;
+use demiurgic_model::{Activations, DecodeOps, LoadOptions, WeightMode};
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct LoadArgs {
+    /// Weight storage: native (keep the GGUF file's quantization where the backend computes on
+    /// it: flex; dense f32 elsewhere), f32, or f16 (flex). [default: native]
+    #[arg(long, value_name = "native|f32|f16", allow_hyphen_values = true)]
+    pub weights: Option<String>,
+    /// Quantize linear weights at load (an HF checkpoint on flex): q8_0, q4_0 or q4_1.
+    #[arg(long, value_name = "q8_0|q4_0|q4_1", allow_hyphen_values = true)]
+    pub quantize: Option<String>,
+    /// Activations in linear layers over Q4_0/Q4_1/Q8_0 weights (flex): f32 (exact) or int8
+    /// (quantized per block of 32 with integer dot products, as llama.cpp; faster, not exact).
+    /// [default: int8 for GGUF files on flex, f32 otherwise]
+    #[arg(long, value_name = "f32|int8", allow_hyphen_values = true)]
+    pub activations: Option<String>,
+}
+
+impl LoadArgs {
+    /// The load options for backend `B` named `backend`; errors name the flag, value and choices.
+    pub fn options<B: DecodeOps>(&self, backend: &str, is_gguf: bool) -> Result<LoadOptions> {
+        let weights: WeightMode = match &self.weights {
+            Some(w) => w.parse().map_err(|e: String| anyhow!(e))?,
+            None => WeightMode::Native,
+        };
+        let quantize = match self.quantize.as_deref() {
+            None => None,
+            Some("q8_0") => Some(GgmlType::Q8_0),
+            Some("q4_0") => Some(GgmlType::Q4_0),
+            Some("q4_1") => Some(GgmlType::Q4_1),
+            Some(o) => return Err(anyhow!("--quantize {o:?} is unknown (allowed: q8_0, q4_0, q4_1)")),
+        };
+        let activations = match &self.activations {
+            Some(a) => a.parse().map_err(|e: String| anyhow!(e))?,
+            None if B::host_weights() && (is_gguf || quantize.is_some()) && weights == WeightMode::Native => Activations::Int8,
+            None => Activations::F32,
+        };
+        let opts = LoadOptions { weights, quantize, activations };
+        opts.check::<B>(backend)?;
+        Ok(opts)
+    }
+}
