@@ -151,7 +151,7 @@ mod tests {
             vocab_size: 10, hidden_size: 8, intermediate_size: 8, num_layers: 1, num_heads: 2,
             num_kv_heads: 1, head_dim: 4, max_position_embeddings: 6, rms_norm_eps: 1e-5,
             rope_theta: 1e4, tie_word_embeddings: true, attention_bias: false, mlp_bias: false,
-            bos_token_id: None, eos_token_ids: vec![], pad_token_id: None,
+            bos_token_id: None, eos_token_ids: vec![], pad_token_id: None, sliding_window: None,
         }
     }
 
