@@ -56,10 +56,23 @@ macro_rules! per_backend {
     };
 }
 
-/// Max absolute difference.
+/// Max absolute difference; NaN (in either input) is infinitely different, so it fails every
+/// tolerance (`f32::max` alone would drop it).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if x.is_nan() || y.is_nan() { f32::INFINITY } else { (x - y).abs() })
+        .fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nan_is_never_close() {
+        assert_eq!(super::max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(super::max_abs_diff(&[1.0], &[1.5]), 0.5);
+    }
 }
 
 /// `[[u32]]` from a JSON array of arrays.

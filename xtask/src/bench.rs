@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::{cargo, root, target_dir};
 
 struct Opts {
+    profile: bool,
     quick: bool,
     backends: Vec<String>,
     peers: bool,
@@ -21,11 +22,12 @@ struct Opts {
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
-    let mut o = Opts { quick: false, backends: vec![], peers: false, reps: None, model: None };
+    let mut o = Opts { profile: false, quick: false, backends: vec![], peers: false, reps: None, model: None };
     let mut it = args.iter();
     while let Some(&a) = it.next() {
         match a {
             "--quick" => o.quick = true,
+            "--profile" => o.profile = true,
             "--peers" => o.peers = true,
             "--backend" => {
                 let b = it.next().context("--backend needs a value (flex, ndarray, wgpu, cuda)")?;
@@ -38,7 +40,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             }
             "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
             "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --backend B, --peers, --reps N, --model PATH)"),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --backend B, --peers, --reps N, --model PATH)"),
         }
     }
     if o.backends.is_empty() {
@@ -110,6 +112,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         if o.quick {
             c.arg("--quick");
         }
+        if o.profile {
+            c.arg("--profile");
+        }
         if let Some(r) = &o.reps {
             c.args(["--reps", r]);
         }
@@ -144,6 +149,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         "decode": cat("decode"),
         "prefill": cat("prefill"),
         "memory": memory,
+        "bandwidth_gbs": per_backend.iter().find_map(|v| v["bandwidth_gbs"].as_f64()),
+        "profile": per_backend.iter().filter_map(|v| (!v["profile"].is_null()).then(|| v["profile"].clone())).collect::<Vec<_>>(),
         "peers": peers,
     });
     report["ratios"] = Value::Array(ratios(&report));
@@ -276,7 +283,18 @@ fn markdown(r: &Value) -> String {
     for row in &cache {
         s += &format!("| {} | {} | {} | {} | {}x |\n", row["backend"].as_str().unwrap_or(""), row["new_tokens"], f(&row["no_cache_s"], 3), f(&row["cache_s"], 3), f(&row["speedup"], 1));
     }
-    s += "\n## Decode (tokens/s over all rows, after the first token)\n\n| backend | batch | tokens/s | ms/step |\n|---|---:|---:|---:|\n";
+    if let Some(bw) = r["bandwidth_gbs"].as_f64() {
+        s += &format!("\nmemory read bandwidth ({} threads): {bw:.1} GB/s\n", r["threads"]);
+    }
+    if let Some(m) = r["memory"].as_object() {
+        for (b, v) in m {
+            let kinds: Vec<String> = v["weights_storage"].as_array().unwrap_or(&empty).iter().map(|p| format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))).collect();
+            if !kinds.is_empty() {
+                s += &format!("\nweights on {b}: {} · activations {} · {:.1} MB read per token\n", kinds.join(", "), v["activations"].as_str().unwrap_or("f32"), v["weights_bytes_read_per_token"].as_f64().unwrap_or(0.0) / 1e6);
+            }
+        }
+    }
+    s += "\n## Decode (tokens/s over all rows, after the first token)\n\nGB/s: weight bytes streamed per second (each step reads every weight once); share: of the measured read bandwidth.\n\n| backend | batch | tokens/s | ms/step | weights GB/s | share of bandwidth |\n|---|---:|---:|---:|---:|---:|\n";
     let mut decode = rows("decode");
     let mut prefill = rows("prefill");
     for p in r["peers"].as_array().unwrap_or(&empty) {
@@ -288,18 +306,33 @@ fn markdown(r: &Value) -> String {
         }
     }
     for row in &decode {
-        s += &format!("| {} | {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["batch"], f(&row["tokens_per_s"], 1), f(&row["ms_per_step"], 1));
+        let share = row["bandwidth_share"].as_f64().map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
+        s += &format!("| {} | {} | {} | {} | {} | {share} |\n", row["backend"].as_str().unwrap_or(""), row["batch"], f(&row["tokens_per_s"], 1), f(&row["ms_per_step"], 1), f(&row["weight_gb_per_s"], 2));
     }
     s += "\n## Prefill\n\n| backend | prompt tokens | tokens/s |\n|---|---:|---:|\n";
     for row in &prefill {
         s += &format!("| {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["prompt_tokens"], f(&row["tokens_per_s"], 1));
     }
-    s += "\n## Memory\n\n| backend | peak RSS (MiB) | KV cache per sequence per 1k tokens (MiB) | f32 weights (MiB) | load (s) |\n|---|---:|---:|---:|---:|\n";
+    s += "\n## Memory\n\n| backend | peak RSS (MiB) | KV cache per sequence per 1k tokens (MiB) | weights (MiB) | load (s) |\n|---|---:|---:|---:|---:|\n";
     if let Some(m) = r["memory"].as_object() {
         for (b, v) in m {
             let mib = |x: &Value| x.as_f64().map_or("-".into(), |x| format!("{:.1}", x / 1048576.0));
-            s += &format!("| {b} | {} | {} | {} | {} |\n", mib(&v["peak_rss_bytes"]), mib(&v["kv_cache_bytes_per_seq_per_1k_tokens"]), mib(&v["weights_f32_bytes"]), f(&r["load_s"][b], 2));
+            s += &format!("| {b} | {} | {} | {} | {} |\n", mib(&v["peak_rss_bytes"]), mib(&v["kv_cache_bytes_per_seq_per_1k_tokens"]), mib(&v["weights_bytes"]), f(&r["load_s"][b], 2));
         }
+    }
+    for p in rows("profile") {
+        s += &format!(
+            "\n## Where a batch-1 decode step goes ({}, {:.2} ms per token)\n\n| operation | ms per token | calls per token |\n|---|---:|---:|\n",
+            p["backend"].as_str().unwrap_or(""),
+            p["decode_ms_per_token"].as_f64().unwrap_or(0.0)
+        );
+        let mut total = 0.0;
+        for op in p["ops"].as_array().unwrap_or(&empty) {
+            total += op["ms_per_token"].as_f64().unwrap_or(0.0);
+            s += &format!("| {} | {} | {} |\n", op["op"].as_str().unwrap_or(""), f(&op["ms_per_token"], 3), f(&op["calls_per_token"], 0));
+        }
+        let rest = p["decode_ms_per_token"].as_f64().unwrap_or(0.0) - total;
+        s += &format!("| (sampling, stopping, host loop) | {rest:.3} | |\n");
     }
     let ratios = rows("ratios");
     if !ratios.is_empty() {

@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::kv_cache::LayerKv;
+use crate::profile::{time, Op};
 use crate::ops::{DecodeOps, Heads, Linear, Step};
 use crate::rope::RotaryEmbedding;
 
@@ -27,9 +28,9 @@ impl<B: DecodeOps> Attention<B> {
         rope: &RotaryEmbedding<B>,
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
-        let qkv = B::linear_layer(x, &self.qkv);
-        let (q, k, v) = B::split_rope(qkv, step, rope, self.heads);
-        let out = B::cached_attention(q, k, v, cache, step, self.heads);
-        B::linear_layer(out, &self.o_proj)
+        let qkv = time(Op::Qkv, || B::linear_layer(x, &self.qkv));
+        let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, rope, self.heads));
+        let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, self.heads));
+        time(Op::AttnOut, || B::linear_layer(out, &self.o_proj))
     }
 }

@@ -218,6 +218,16 @@ impl LlamaConfig {
         crate::rope::default_inv_freq(self.rope_theta, self.head_dim)
     }
 
+    /// Number of parameters (embedding counted once when tied).
+    pub fn parameter_count(&self) -> usize {
+        let (d, hd) = (self.hidden_size, self.head_dim);
+        let attn = d * self.num_heads * hd * 2 + d * self.num_kv_heads * hd * 2;
+        let mlp = 3 * d * self.intermediate_size;
+        let layer = attn + mlp + 2 * d;
+        let embed = self.vocab_size * d;
+        self.num_layers * layer + embed + d + if self.tie_word_embeddings { 0 } else { embed }
+    }
+
     /// Number of query heads sharing one key/value head.
     pub fn kv_groups(&self) -> usize {
         self.num_heads / self.num_kv_heads

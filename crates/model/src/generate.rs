@@ -2,14 +2,15 @@
 //! sampler, with per-sequence EOS, stop strings, streaming and finish reasons.
 use std::time::Instant;
 
-use crate::ops::DecodeOps;
-use demiurgic_sampling::sampler::{ids_to_host, logprobs_of};
+use demiurgic_sampling::sampler::{ids_to_host, logprobs_of, top_logprobs_of};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, Sampler};
 
 use crate::batch::Batch;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::llama::{Llama, StepInput};
+use crate::load::TextStops;
+use crate::ops::DecodeOps;
 
 /// Options of one [`generate`] call that are not sampling parameters.
 pub struct GenerateOptions<'a, B: DecodeOps> {
@@ -19,15 +20,21 @@ pub struct GenerateOptions<'a, B: DecodeOps> {
     pub pipeline_hook: Option<&'a dyn Fn(&mut LogitsPipeline<B>)>,
     /// Called after every step with the new token of each row (`None` once a row has finished).
     pub on_step: Option<&'a mut dyn FnMut(&[Option<u32>])>,
-    /// Decides whether row `i`'s generated ids contain a stop string (needs a tokenizer).
+    /// Decides whether row `i`'s generated ids should stop (a generic hook; see `stops`).
     pub stop_check: Option<&'a dyn Fn(&[u32]) -> bool>,
+    /// Stop strings matched incrementally against each row's decoded text.
+    pub stops: Option<TextStops<'a>>,
     /// Explicit per-row seeds (overrides `config.seed`), one per returned sequence.
     pub seeds: Option<Vec<u64>>,
+    /// A cache to continue from (one row): its first `len()` positions must hold the prompt's
+    /// first `len()` tokens; only the rest of the prompt is computed (multi-turn chat). After
+    /// the call it holds the prompt and every generated token but the last.
+    pub cache: Option<&'a mut KvCache<B>>,
 }
 
 impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
     fn default() -> Self {
-        Self { use_cache: true, pipeline_hook: None, on_step: None, stop_check: None, seeds: None }
+        Self { use_cache: true, pipeline_hook: None, on_step: None, stop_check: None, stops: None, seeds: None, cache: None }
     }
 }
 
@@ -35,11 +42,16 @@ impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Prompt tokens served from a cache passed in (not computed again).
+    pub cached_prompt_tokens: usize,
     pub generated_tokens: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
 }
+
+/// One alternative of a step: token id and log-probability.
+pub type TopLogprob = (u32, f32);
 
 /// Result of [`generate`]: rows grouped per prompt (`num_return_sequences` consecutive rows each).
 #[derive(Debug, Clone)]
@@ -49,8 +61,14 @@ pub struct GenerationOutput {
     /// Real generated tokens per row (including the EOS that ended it).
     pub lengths: Vec<usize>,
     pub finish_reasons: Vec<FinishReason>,
-    /// Log-probability of each generated token under the processed distribution (when requested).
+    /// Log-probability of each real generated token (when requested), per row `lengths[i]` long.
     pub logprobs: Option<Vec<Vec<f32>>>,
+    /// The `top_logprobs` most likely tokens of each real step (when requested).
+    pub top_logprobs: Option<Vec<Vec<Vec<TopLogprob>>>>,
+    /// The seed the sampler used (drawn from the clock when none was given); None when greedy.
+    pub seed: Option<u64>,
+    /// The EOS ids in force.
+    pub eos_token_ids: Vec<u32>,
     pub stats: GenerationStats,
 }
 
@@ -59,6 +77,25 @@ impl GenerationOutput {
     pub fn row(&self, i: usize) -> &[u32] {
         &self.tokens[i][..self.lengths[i]]
     }
+}
+
+/// Bytes a generation needs beyond the weights: the KV cache, plus the prefill's activations and
+/// attention scores (the largest transient tensors).
+pub fn memory_estimate(config: &crate::config::LlamaConfig, rows: usize, prompt: usize, new_tokens: usize) -> usize {
+    let c = config;
+    let positions = prompt + new_tokens;
+    let kv = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4 * rows * positions;
+    let acts = rows * prompt * (c.hidden_size * 4 + 2 * c.intermediate_size + (c.num_heads + 2 * c.num_kv_heads) * c.head_dim) * 4;
+    let scores = rows * c.num_heads * prompt * positions * 4;
+    let logits = rows * c.vocab_size * 4 * 3;
+    kv + acts + scores + logits
+}
+
+/// Memory the OS reports as available (`MemAvailable`), where it says.
+fn available_memory() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Generate continuations of `prompts` (token ids, unpadded).
@@ -87,7 +124,7 @@ pub fn generate<B: DecodeOps>(
     }
     // num_return_sequences: rows grouped per prompt (repeat_interleave).
     let n = config.num_return_sequences;
-    let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat(p.clone()).take(n)).collect();
+    let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
     let batch = Batch::left_padded(&rows, pad)?;
     let (b, t0) = (batch.batch_size(), batch.seq_len());
     let ctx_len = mc.max_position_embeddings;
@@ -110,24 +147,57 @@ pub fn generate<B: DecodeOps>(
         )));
     }
     max_new = max_new.max(1);
+    if B::host_weights() {
+        let need = memory_estimate(mc, b, t0, max_new);
+        if let Some(avail) = available_memory() {
+            if need > avail {
+                let mib = |x: usize| x as f64 / 1048576.0;
+                return Err(ModelError::Input(format!(
+                    "this generation needs about {:.0} MiB (KV cache for {b} rows × {} positions, activations) and {:.0} MiB are available: \
+                     lower --num-return-sequences, the batch or --max-new-tokens",
+                    mib(need),
+                    t0 + max_new,
+                    mib(avail)
+                )));
+            }
+        }
+    }
+
+    // A cache passed in: one row whose cached prefix the prompt extends.
+    let reuse = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
+    if let Some(c) = opts.cache.as_ref() {
+        if b != 1 || c.batch() != 1 {
+            return Err(ModelError::Input("a cache can be continued for one row only".into()));
+        }
+        if reuse >= t0 {
+            return Err(ModelError::Input(format!("the cache holds {reuse} positions; the prompt must be longer ({t0})")));
+        }
+        c.check_room(t0 - reuse + max_new - 1)?;
+    }
 
     let mut pipeline = LogitsPipeline::<B>::from_config(config, &eos, t0)?;
     if let Some(hook) = opts.pipeline_hook {
         hook(&mut pipeline);
     }
+    let mut seed_used = None;
     let mut sampler = if config.is_sampling() {
         match &opts.seeds {
             Some(s) if s.len() == b => Sampler::multinomial_seeds(s),
             Some(s) => {
                 return Err(ModelError::Input(format!("{} seeds given for {b} sequences", s.len())));
             }
-            None => Sampler::multinomial(config.seed.unwrap_or_else(seed_from_time), b),
+            None => {
+                let seed = config.seed.unwrap_or_else(seed_from_time);
+                seed_used = Some(seed);
+                Sampler::multinomial(seed, b)
+            }
         }
     } else {
         Sampler::Greedy
     };
 
-    let mut cache: Option<KvCache<B>> = if opts.use_cache { Some(model.new_cache(b, t0 + max_new)?) } else { None };
+    let mut own_cache: Option<KvCache<B>> =
+        if opts.use_cache && opts.cache.is_none() { Some(model.new_cache(b, t0 + max_new)?) } else { None };
     let mut sequences: Vec<Vec<u32>> = rows.clone();
     let mut all_tokens = batch.tokens.clone(); // padded, grows (no-cache path)
     let mut key_valid = batch.mask.clone();
@@ -135,18 +205,38 @@ pub fn generate<B: DecodeOps>(
     let mut out_tokens: Vec<Vec<u32>> = vec![Vec::with_capacity(max_new); b];
     let mut lengths = vec![0usize; b];
     let mut finished: Vec<Option<FinishReason>> = vec![None; b];
+    let want_lp = config.logprobs || config.top_logprobs > 0;
     let mut logprobs: Option<Vec<Vec<f32>>> = config.logprobs.then(|| vec![Vec::new(); b]);
+    let mut top: Option<Vec<Vec<Vec<TopLogprob>>>> = (config.top_logprobs > 0).then(|| vec![Vec::new(); b]);
 
-    let mut input = StepInput { tokens: batch.tokens.clone(), positions: batch.positions.clone(), key_valid: key_valid.clone() };
+    let mut input = if reuse > 0 {
+        let p = &batch.tokens[0];
+        StepInput { tokens: vec![p[reuse..].to_vec()], positions: vec![(reuse..t0).collect()], key_valid: vec![vec![true; t0]] }
+    } else {
+        StepInput { tokens: batch.tokens.clone(), positions: batch.positions.clone(), key_valid: key_valid.clone() }
+    };
     let start = Instant::now();
     let mut prefill_ms = 0.0;
     let mut step = 0usize;
     loop {
-        let logits = model.forward_last(&input, cache.as_mut())?;
+        let cache = match opts.cache.as_deref_mut() {
+            Some(c) => Some(c),
+            None => own_cache.as_mut(),
+        };
+        let raw = model.forward_last(&input, cache)?;
         let ctx = ProcessorContext { sequences: &sequences, num_generated: step, cur_len: t0 + step };
-        let logits = pipeline.apply(logits, &ctx);
+        let raw_for_lp = (want_lp && config.raw_logprobs).then(|| raw.clone());
+        let logits = pipeline.apply(raw, &ctx);
         let ids_dev = sampler.sample_device(logits.clone());
-        let lp = logprobs.as_ref().map(|_| logprobs_of(logits, ids_dev.clone()));
+        let lp_logits = if want_lp { Some(raw_for_lp.unwrap_or_else(|| logits.clone())) } else { None };
+        let lp = match (&lp_logits, config.logprobs) {
+            (Some(l), true) => Some(logprobs_of(l.clone(), ids_dev.clone())),
+            _ => None,
+        };
+        let tl = match (&lp_logits, config.top_logprobs) {
+            (Some(l), k) if k > 0 => Some(top_logprobs_of(l.clone(), k)),
+            _ => None,
+        };
         let ids = ids_to_host(ids_dev);
         if step == 0 {
             prefill_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -166,9 +256,16 @@ pub fn generate<B: DecodeOps>(
             if let (Some(all), Some(lp)) = (logprobs.as_mut(), lp.as_ref()) {
                 all[i].push(lp[i]);
             }
+            if let (Some(all), Some(tl)) = (top.as_mut(), tl.as_ref()) {
+                all[i].push(tl[i].clone());
+            }
+            let stop_hit = match opts.stops.as_mut() {
+                Some(s) => s.push(i, id)?,
+                None => false,
+            };
             if eos.contains(&id) {
                 finished[i] = Some(FinishReason::Eos);
-            } else if opts.stop_check.is_some_and(|f| f(&out_tokens[i][..lengths[i]])) {
+            } else if stop_hit || opts.stop_check.is_some_and(|f| f(&out_tokens[i][..lengths[i]])) {
                 finished[i] = Some(FinishReason::Stop);
             } else if step >= max_new {
                 finished[i] = Some(FinishReason::Length);
@@ -187,7 +284,7 @@ pub fn generate<B: DecodeOps>(
         }
         let positions: Vec<Vec<usize>> = next_pos.iter().map(|&p| vec![p]).collect();
         next_pos.iter_mut().for_each(|p| *p += 1);
-        input = if cache.is_some() {
+        input = if own_cache.is_some() || opts.cache.is_some() {
             StepInput { tokens: step_tokens.iter().map(|&x| vec![x]).collect(), positions, key_valid: key_valid.clone() }
         } else {
             let positions = key_valid.iter().map(|m| crate::batch::positions_from_mask(m)).collect();
@@ -200,12 +297,22 @@ pub fn generate<B: DecodeOps>(
     let decode_steps = step.saturating_sub(1);
     let stats = GenerationStats {
         prompt_tokens: rows.iter().map(Vec::len).sum(),
+        cached_prompt_tokens: reuse,
         generated_tokens: lengths.iter().sum(),
         prefill_ms,
         decode_ms,
         decode_tokens_per_s: if decode_ms > 0.0 { (decode_steps * b) as f64 / (decode_ms / 1e3) } else { 0.0 },
     };
-    Ok(GenerationOutput { tokens: out_tokens, lengths, finish_reasons, logprobs, stats })
+    Ok(GenerationOutput {
+        tokens: out_tokens,
+        lengths,
+        finish_reasons,
+        logprobs,
+        top_logprobs: top,
+        seed: seed_used.or(config.seed.filter(|_| config.is_sampling())),
+        eos_token_ids: eos,
+        stats,
+    })
 }
 
 fn seed_from_time() -> u64 {

@@ -15,6 +15,7 @@ pub mod load;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
+pub mod profile;
 pub mod rope;
 
 pub use batch::Batch;

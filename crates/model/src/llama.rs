@@ -9,6 +9,7 @@ use crate::kv_cache::{KvCache, LayerKv};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::ops::{DecodeOps, Linear, Matrix, Step};
+use crate::profile::{time, Op};
 use crate::rope::RotaryEmbedding;
 
 /// One transformer block.
@@ -30,8 +31,10 @@ impl<B: DecodeOps> DecoderLayer<B> {
         rope: &RotaryEmbedding<B>,
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), step, rope, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let a = self.self_attn.forward(self.input_layernorm.forward(x.clone()), step, rope, cache);
+        let h = time(Op::Residual, || x + a);
+        let m = self.mlp.forward(self.post_attention_layernorm.forward(h.clone()));
+        time(Op::Residual, || h + m)
     }
 }
 
@@ -180,7 +183,7 @@ impl<B: DecodeOps> Llama<B> {
             self.config.sliding_window,
             &self.device,
         );
-        let mut x = B::embed(&step.tokens, &self.weights.embed_tokens, &self.device);
+        let mut x = time(Op::Embed, || B::embed(&step.tokens, &self.weights.embed_tokens, &self.device));
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             x = layer.forward(x, &step, &self.rope, layer_cache);
@@ -202,7 +205,7 @@ impl<B: DecodeOps> Llama<B> {
     pub fn forward_last(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 2>> {
         B::run_step(|| {
             let x = self.hidden(input, cache, true)?;
-            Ok(B::linear_layer(x, &self.weights.lm_head))
+            Ok(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head)))
         })
     }
 
@@ -214,7 +217,7 @@ impl<B: DecodeOps> Llama<B> {
         let (b, t) = (input.tokens.len(), input.tokens.first().map_or(0, Vec::len));
         B::run_step(|| {
             let x = self.hidden(input, cache, false)?;
-            let logits = B::linear_layer(x, &self.weights.lm_head);
+            let logits = time(Op::Head, || B::linear_layer(x, &self.weights.lm_head));
             Ok(logits.reshape([b, t, self.config.vocab_size]))
         })
     }

@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::ops::{DecodeOps, Linear};
+use crate::profile::{time, Op};
 
 /// SwiGLU MLP: `gate_up` rows `[gate | up]`, then `down`.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ impl<B: DecodeOps> Mlp<B> {
     /// - x: `[m, hidden]`
     /// - output: `[m, hidden]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        B::linear_layer(B::swiglu(B::linear_layer(x, &self.gate_up)), &self.down)
+        let gu = time(Op::GateUp, || B::linear_layer(x, &self.gate_up));
+        let a = time(Op::Swiglu, || B::swiglu(gu));
+        time(Op::Down, || B::linear_layer(a, &self.down))
     }
 }

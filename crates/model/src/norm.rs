@@ -2,6 +2,7 @@
 use burn::tensor::Tensor;
 
 use crate::ops::DecodeOps;
+use crate::profile::{time, Op};
 
 /// RMSNorm over the last dimension.
 #[derive(Debug, Clone)]
@@ -14,7 +15,7 @@ impl<B: DecodeOps> RmsNorm<B> {
     /// # Shapes
     /// - x: `[m, hidden]` → `[m, hidden]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        B::rms_norm(x, &self.gamma, self.eps)
+        time(Op::Norm, || B::rms_norm(x, &self.gamma, self.eps))
     }
 }
 

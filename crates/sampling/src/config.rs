@@ -63,7 +63,13 @@ pub struct GenerationConfig {
     pub pad_token_id: Option<u32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// Report the log-probability of each generated token.
     pub logprobs: bool,
+    /// Also report this many most likely tokens per step (0..=20).
+    pub top_logprobs: usize,
+    /// Log-probabilities of the model's raw distribution instead of the processed one (after
+    /// penalties, temperature, top-k/p…, the distribution tokens are drawn from).
+    pub raw_logprobs: bool,
 }
 
 impl Default for GenerationConfig {
@@ -93,6 +99,8 @@ impl Default for GenerationConfig {
             seed: None,
             stop: vec![],
             logprobs: false,
+            top_logprobs: 0,
+            raw_logprobs: false,
         }
     }
 }
@@ -175,6 +183,33 @@ impl GenerationConfig {
         serde_json::to_string_pretty(self).expect("GenerationConfig serialises")
     }
 
+    /// What a run used, for reports: f32 values as typed (`0.8`, not `0.800000011920929`),
+    /// the sampling-only fields left out of greedy runs.
+    pub fn to_report(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("GenerationConfig serialises");
+        let obj = v.as_object_mut().expect("an object");
+        for key in ["temperature", "top_p", "typical_p", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"] {
+            if let Some(x) = obj.get(key).and_then(|x| x.as_f64()) {
+                // the shortest decimal that reads back as the same f32
+                let short: f64 = format!("{}", x as f32).parse().unwrap_or(x);
+                obj.insert(key.into(), serde_json::json!(short));
+            }
+        }
+        if let Some(serde_json::Value::Object(bias)) = obj.get_mut("logit_bias") {
+            for (_, b) in bias.iter_mut() {
+                if let Some(x) = b.as_f64() {
+                    *b = serde_json::json!(format!("{}", x as f32).parse::<f64>().unwrap_or(x));
+                }
+            }
+        }
+        if !self.is_sampling() {
+            for key in ["temperature", "top_k", "top_p", "typical_p", "min_p", "seed", "num_return_sequences"] {
+                obj.remove(key);
+            }
+        }
+        v
+    }
+
     /// Parse and validate.
     pub fn from_json(text: &str) -> Result<Self, SamplingError> {
         let de = &mut serde_json::Deserializer::from_str(text);
@@ -188,6 +223,77 @@ impl GenerationConfig {
         })?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Parse a JSON file that is either a Demiurgic config or a transformers
+    /// `generation_config.json`. A transformers file (it names `transformers_version`, or uses
+    /// transformers' field names such as `eos_token_id`) starts from transformers' defaults
+    /// (greedy unless `do_sample`, temperature 1, top_k 50, top_p 1) with its field names mapped;
+    /// fields without a meaning here come back as warnings. Validated.
+    pub fn from_any_json(text: &str) -> Result<(Self, Vec<String>), SamplingError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| SamplingError::Json(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| SamplingError::Json("the config is not a JSON object".into()))?;
+        let hf_only = ["transformers_version", "eos_token_id", "bos_token_id", "_from_model_config"];
+        if !obj.keys().any(|k| hf_only.contains(&k.as_str())) {
+            return Self::from_json(text).map(|c| (c, vec![]));
+        }
+        let mut c = Self { do_sample: false, temperature: 1.0, top_k: 50, top_p: 1.0, ..Self::default() };
+        let mut warnings = vec![];
+        let num = |k: &str, x: &serde_json::Value| -> Result<f64, SamplingError> {
+            x.as_f64().ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a number, got {x}")))
+        };
+        let int = |k: &str, x: &serde_json::Value| -> Result<usize, SamplingError> {
+            x.as_u64().map(|v| v as usize).ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a non-negative integer, got {x}")))
+        };
+        let ids = |k: &str, x: &serde_json::Value| -> Result<Vec<u32>, SamplingError> {
+            let list = match x {
+                serde_json::Value::Array(a) => a.clone(),
+                other => vec![other.clone()],
+            };
+            list.iter()
+                .map(|i| i.as_u64().filter(|&i| i <= u32::MAX as u64).map(|i| i as u32))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected token ids, got {x}")))
+        };
+        for (k, x) in obj {
+            if x.is_null() {
+                continue;
+            }
+            match k.as_str() {
+                "do_sample" => c.do_sample = x.as_bool().ok_or_else(|| SamplingError::Json(format!("field `do_sample`: expected true/false, got {x}")))?,
+                "temperature" => c.temperature = num(k, x)? as f32,
+                "top_k" => c.top_k = int(k, x)?,
+                "top_p" => c.top_p = num(k, x)? as f32,
+                "typical_p" => c.typical_p = num(k, x)? as f32,
+                "min_p" => c.min_p = num(k, x)? as f32,
+                "repetition_penalty" => c.repetition_penalty = num(k, x)? as f32,
+                "no_repeat_ngram_size" => c.no_repeat_ngram_size = int(k, x)?,
+                "max_new_tokens" => c.max_new_tokens = Some(int(k, x)?),
+                "max_length" => {
+                    c.max_length = Some(int(k, x)?);
+                    if !obj.contains_key("max_new_tokens") {
+                        c.max_new_tokens = None;
+                    }
+                }
+                "min_length" => c.min_length = int(k, x)?,
+                "min_new_tokens" => c.min_new_tokens = int(k, x)?,
+                "num_return_sequences" => c.num_return_sequences = int(k, x)?,
+                "eos_token_id" => c.eos_token_ids = Some(ids(k, x)?),
+                "pad_token_id" => c.pad_token_id = ids(k, x)?.first().copied(),
+                "seed" => c.seed = x.as_u64(),
+                "stop_strings" => {
+                    c.stop = match x {
+                        serde_json::Value::String(s) => vec![s.clone()],
+                        serde_json::Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
+                        _ => return Err(SamplingError::Json(format!("field `stop_strings`: expected strings, got {x}"))),
+                    }
+                }
+                "transformers_version" | "_from_model_config" | "bos_token_id" | "use_cache" => {}
+                other => warnings.push(format!("generation config field `{other}` is ignored (no meaning here)")),
+            }
+        }
+        c.validate()?;
+        Ok((c, warnings))
     }
 
     /// Check every field; the error names the field, the value and the allowed range.
@@ -245,6 +351,9 @@ impl GenerationConfig {
         if let Some(s) = self.stop.iter().find(|s| s.is_empty()) {
             return Err(invalid("stop", format!("{s:?}"), "stop strings must not be empty"));
         }
+        if self.top_logprobs > 20 {
+            return Err(invalid("top_logprobs", self.top_logprobs, "must be in 0..=20"));
+        }
         if self.num_return_sequences > 1 && !self.is_sampling() {
             // transformers refuses this too: greedy copies would all be identical.
             return Err(invalid(
@@ -271,6 +380,38 @@ mod tests {
         }
         assert_eq!(GenerationConfig::preset("balanced_code").unwrap().repetition_penalty, 1.1);
         assert!(GenerationConfig::preset("nope").is_err());
+    }
+
+    #[test]
+    fn report_shows_values_as_typed_and_no_sampling_fields_when_greedy() {
+        let r = GenerationConfig { temperature: 0.8, top_p: 0.95, seed: Some(7), ..Default::default() }.to_report();
+        assert_eq!(r["temperature"].to_string(), "0.8");
+        assert_eq!(r["top_p"].to_string(), "0.95");
+        assert_eq!(r["seed"], 7);
+        let g = GenerationConfig::greedy().to_report();
+        for key in ["temperature", "top_k", "top_p", "seed"] {
+            assert!(g.get(key).is_none(), "{key} in a greedy report");
+        }
+        assert_eq!(g["do_sample"], false);
+    }
+
+    #[test]
+    fn reads_transformers_generation_config() {
+        let (c, w) = GenerationConfig::from_any_json(
+            r#"{"transformers_version": "5.24.0", "eos_token_id": [2, 3], "temperature": 0.6, "do_sample": true,
+                "top_p": 0.9, "max_new_tokens": 12, "guidance_scale": 1.5}"#,
+        )
+        .unwrap();
+        assert_eq!(c.eos_token_ids, Some(vec![2, 3]));
+        assert!(c.do_sample && c.temperature == 0.6 && c.top_p == 0.9 && c.top_k == 50);
+        assert_eq!(c.max_new_tokens, Some(12));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("guidance_scale"));
+        // transformers' default is greedy
+        let (g, _) = GenerationConfig::from_any_json(r#"{"eos_token_id": 2}"#).unwrap();
+        assert!(!g.do_sample);
+        // a Demiurgic config still rejects unknown fields
+        assert!(GenerationConfig::from_any_json(r#"{"temprature": 1.0}"#).is_err());
     }
 
     #[test]

@@ -53,3 +53,14 @@ pub fn ids_to_host<B: Backend>(ids: Tensor<B, 2, Int>) -> Vec<u32> {
 pub fn logprobs_of<B: Backend>(logits: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Vec<f32> {
     log_softmax(logits, 1).gather(1, ids).into_data().iter::<f32>().collect()
 }
+
+/// The `k` most likely tokens of each row of `logits` with their log-probabilities, best first
+/// (`k · batch` values leave the device).
+pub fn top_logprobs_of<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Vec<Vec<(u32, f32)>> {
+    let [b, v] = logits.dims();
+    let k = k.min(v);
+    let (vals, idx) = log_softmax(logits, 1).topk_with_indices(k, 1);
+    let vals: Vec<f32> = vals.into_data().iter::<f32>().collect();
+    let idx: Vec<i64> = idx.into_data().iter::<i64>().collect();
+    (0..b).map(|r| (0..k).map(|j| (idx[r * k + j] as u32, vals[r * k + j])).collect()).collect()
+}

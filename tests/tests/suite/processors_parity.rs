@@ -12,8 +12,10 @@ fn parity<B: Backend>(device: &B::Device) {
         let (name, p) = (case["processor"].as_str().unwrap(), &case["params"]);
         let want = scores(&case["expected"]);
         let (got, _, v) = run_case::<B>(case, device);
+        assert_eq!(got.len(), want.concat().len(), "case {ci} ({name}): output length");
         for (i, (g, w)) in got.iter().zip(want.concat()).enumerate() {
             let (r, c) = (i / v, i % v);
+            assert!(!g.is_nan(), "case {ci} ({name} {p}): row {r} col {c}: NaN");
             if w == f32::NEG_INFINITY || *g == f32::NEG_INFINITY {
                 assert_eq!(*g, w, "case {ci} ({name} {p}): row {r} col {c}: -inf mismatch");
             } else {

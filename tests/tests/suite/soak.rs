@@ -5,8 +5,9 @@ use std::process::Command;
 
 use demiurgic_tests::fixture;
 
-/// Allowed RSS growth after the first generation.
-const BOUND_MIB: u64 = 16;
+/// Allowed RSS growth after the first generation: below one generation's KV cache (~5 MiB for
+/// tiny-llama's context), so leaking a cache per generation fails.
+const BOUND_MIB: u64 = 3;
 
 #[test]
 fn ten_thousand_tokens_in_flat_memory() {

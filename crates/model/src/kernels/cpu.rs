@@ -184,6 +184,35 @@ unsafe impl Sync for SendPtr {}
 fn tiled_gemm(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     const TILE: usize = 64;
     let (n, k) = (w.rows(), w.cols());
+    if w.ty() == GgmlType::F32 && w.layout() == RowLayout::Rows {
+        // dense f32: one multi-threaded gemm straight on the weights (wᵀ as a strided view)
+        let threads = rayon::current_num_threads();
+        // SAFETY: `out` is [m, n], `x` [m, k], the weights [n, k] f32 (64-byte aligned storage).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.data().as_ptr() as *const f32,
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+            );
+        }
+        return;
+    }
     let tiles = n.div_ceil(TILE);
     let dst = SendPtr(out.as_mut_ptr());
     let dst = &dst;

@@ -13,7 +13,7 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     row_bytes: usize,
-    data: Vec<u8>,
+    data: AlignedBytes,
     /// Compute with int8-quantized activations (llama.cpp's way) where a kernel exists.
     int8_act: bool,
     /// Rows stored one after the other (as in the file), or interleaved by groups of 8.
@@ -48,6 +48,31 @@ impl std::fmt::Debug for QuantMatrix {
     }
 }
 
+/// Bytes in 64-byte-aligned storage (f32 matrices are read as `f32` by `gemm`; SIMD loads stay
+/// within cache lines).
+#[derive(Clone)]
+struct AlignedBytes {
+    words: Vec<[u64; 8]>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn from_vec(v: Vec<u8>) -> Self {
+        let mut words = vec![[0u64; 8]; v.len().div_ceil(64)];
+        // SAFETY: `words` owns at least `v.len()` initialised bytes.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), words.as_mut_ptr() as *mut u8, v.len()) };
+        Self { words, len: v.len() }
+    }
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+}
+
 /// The block types the CPU kernels compute on directly (others are converted at load).
 pub fn is_native(ty: GgmlType) -> bool {
     use GgmlType as G;
@@ -69,7 +94,7 @@ impl QuantMatrix {
                 data.len()
             ));
         }
-        Ok(Self { ty, rows, cols, row_bytes, data, int8_act: false, layout: RowLayout::Rows })
+        Ok(Self { ty, rows, cols, row_bytes, data: AlignedBytes::from_vec(data), int8_act: false, layout: RowLayout::Rows })
     }
 
     /// Quantize a dense row-major `[rows, cols]` matrix into `ty` (F32, F16, Q8_0, Q4_0).
@@ -144,7 +169,7 @@ impl QuantMatrix {
                 }
             }
         }
-        self.data = out;
+        self.data = AlignedBytes::from_vec(out);
         self.layout = RowLayout::Interleaved8;
         self
     }
@@ -158,7 +183,7 @@ impl QuantMatrix {
                 for r in 0..self.rows {
                     data.extend_from_slice(&self.row(r));
                 }
-                Self { data, layout: RowLayout::Rows, ..self.clone() }
+                Self { data: AlignedBytes::from_vec(data), layout: RowLayout::Rows, ..self.clone() }
             }
         }
     }
@@ -258,7 +283,7 @@ impl QuantMatrix {
         for &p in perm {
             data.extend_from_slice(&self.row(p));
         }
-        Self { data, layout: RowLayout::Rows, ..self.clone() }
+        Self { data: AlignedBytes::from_vec(data), layout: RowLayout::Rows, ..self.clone() }
     }
 
     /// Stack matrices of the same type and width on the row axis (q/k/v → qkv, gate/up →
@@ -281,7 +306,7 @@ impl QuantMatrix {
             rows,
             cols: first.cols,
             row_bytes: first.row_bytes,
-            data,
+            data: AlignedBytes::from_vec(data),
             int8_act: first.int8_act,
             layout: RowLayout::Rows,
         })

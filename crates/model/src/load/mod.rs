@@ -11,7 +11,7 @@ pub mod safetensors;
 pub mod tokenizer;
 
 pub use builder::{Activations, LoadOptions, WeightMode};
-pub use tokenizer::{StreamDecoder, TextTokenizer};
+pub use tokenizer::{StreamDecoder, TextStops, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).
 pub struct LoadedModel<B: DecodeOps> {

@@ -40,32 +40,92 @@ impl TextTokenizer {
 
     /// Text of `ids` (special tokens kept, as transformers' default `decode`).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.decode_with(ids, false)
+    }
+
+    /// Text of `ids`, special tokens (`<|im_end|>`, …) left out when `skip_special`.
+    pub fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Whether `id` is a special (added, control) token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.get_added_vocabulary().is_special_token(&self.inner.id_to_token(id).unwrap_or_default())
     }
 }
 
-/// Incremental detokenizer: yields new text only once it is complete UTF-8, so a multi-byte
-/// character split over several tokens is never emitted in halves.
+/// Incremental detokenizer (candle's `TokenOutputStream`): each new token decodes only a short
+/// window (the tokens since the last emitted text), never the whole sequence, and text is
+/// yielded only once it is complete UTF-8, so a character split over tokens never comes out in
+/// halves.
 #[derive(Debug, Default, Clone)]
 pub struct StreamDecoder {
     ids: Vec<u32>,
-    emitted: usize, // bytes of the decoded text already returned
+    prev: usize,
+    cur: usize,
+    skip_special: bool,
 }
 
 impl StreamDecoder {
+    /// Special tokens kept in the text (transformers' default `decode`).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Special tokens left out of the text when `skip_special`.
+    pub fn with_skip_special(skip_special: bool) -> Self {
+        Self { skip_special, ..Self::default() }
+    }
+
     /// Add a token; returns the text that became complete, if any.
     pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<Option<String>> {
+        let before = if self.prev < self.cur { tok.decode_with(&self.ids[self.prev..self.cur], self.skip_special)? } else { String::new() };
         self.ids.push(id);
-        let text = tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
-            return Ok(None);
+        let text = tok.decode_with(&self.ids[self.prev..], self.skip_special)?;
+        if text.len() > before.len() && !text.ends_with('\u{FFFD}') && text.is_char_boundary(before.len()) {
+            let new = text[before.len()..].to_string();
+            self.prev = self.cur;
+            self.cur = self.ids.len();
+            Ok(Some(new))
+        } else {
+            Ok(None)
         }
-        let new = text[self.emitted..].to_string();
-        self.emitted = text.len();
-        Ok(Some(new))
+    }
+}
+
+/// Stop strings checked incrementally per row: each step decodes the new token through a
+/// [`StreamDecoder`] and looks for a stop string only in the text that could contain a new
+/// match (the new piece plus the longest stop string's length before it).
+pub struct TextStops<'a> {
+    tok: &'a TextTokenizer,
+    strings: Vec<String>,
+    rows: Vec<(StreamDecoder, String)>,
+    longest: usize,
+}
+
+impl<'a> TextStops<'a> {
+    pub fn new(tok: &'a TextTokenizer, strings: Vec<String>) -> Self {
+        let longest = strings.iter().map(String::len).max().unwrap_or(0);
+        Self { tok, strings, rows: vec![], longest }
+    }
+
+    /// Feed row `row`'s new token; true when a stop string has appeared.
+    pub fn push(&mut self, row: usize, id: u32) -> Result<bool> {
+        if self.rows.len() <= row {
+            self.rows.resize_with(row + 1, || (StreamDecoder::with_skip_special(false), String::new()));
+        }
+        let (dec, tail) = &mut self.rows[row];
+        let Some(piece) = dec.push(self.tok, id)? else { return Ok(false) };
+        tail.push_str(&piece);
+        let hit = self.strings.iter().any(|s| tail.contains(s.as_str()));
+        // keep only what a future match could still start in
+        if tail.len() > self.longest {
+            let mut cut = tail.len() - self.longest;
+            while !tail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            tail.drain(..cut);
+        }
+        Ok(hit)
     }
 }

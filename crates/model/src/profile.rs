@@ -1,0 +1,87 @@
+//! Optional per-operation timing of forward calls (`demiurgic bench --profile`): wall time and
+//! call count per decoder operation, accumulated process-wide while enabled. On backends that
+//! run synchronously (flex, ndarray) this is where the time goes; on GPU backends it is the time
+//! to enqueue, not to execute.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The timed operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Embed,
+    Norm,
+    Qkv,
+    Rope,
+    Attention,
+    AttnOut,
+    GateUp,
+    Swiglu,
+    Down,
+    Residual,
+    Head,
+}
+
+pub const OPS: [Op; 11] =
+    [Op::Embed, Op::Norm, Op::Qkv, Op::Rope, Op::Attention, Op::AttnOut, Op::GateUp, Op::Swiglu, Op::Down, Op::Residual, Op::Head];
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Embed => "embedding",
+            Op::Norm => "rms_norm",
+            Op::Qkv => "linear qkv",
+            Op::Rope => "split + rope",
+            Op::Attention => "attention (cache write + read)",
+            Op::AttnOut => "linear attn_output",
+            Op::GateUp => "linear gate_up",
+            Op::Swiglu => "swiglu",
+            Op::Down => "linear down",
+            Op::Residual => "residual add",
+            Op::Head => "linear head (logits)",
+        }
+    }
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static NANOS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+static CALLS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+
+/// Start (and reset) or stop accumulating.
+pub fn enable(on: bool) {
+    if on {
+        for i in 0..OPS.len() {
+            NANOS[i].store(0, Ordering::Relaxed);
+            CALLS[i].store(0, Ordering::Relaxed);
+        }
+    }
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Start (and reset) unless already on.
+pub fn enable_once() {
+    if !ENABLED.load(Ordering::Relaxed) {
+        enable(true);
+    }
+}
+
+/// (operation, total seconds, calls) since [`enable`].
+pub fn totals() -> Vec<(Op, f64, u64)> {
+    OPS.iter()
+        .enumerate()
+        .map(|(i, &op)| (op, NANOS[i].load(Ordering::Relaxed) as f64 / 1e9, CALLS[i].load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// Run `f`, timing it as `op` when profiling is on.
+#[inline]
+pub fn time<R>(op: Op, f: impl FnOnce() -> R) -> R {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return f();
+    }
+    let t = Instant::now();
+    let r = f();
+    let i = OPS.iter().position(|&o| o == op).expect("every op is listed");
+    NANOS[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    CALLS[i].fetch_add(1, Ordering::Relaxed);
+    r
+}

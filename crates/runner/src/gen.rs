@@ -1,0 +1,401 @@
+//! `demiurgic generate`: prompts in, text (streamed) or one JSON object out.
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Context, Result};
+use demiurgic_model::load::{StreamDecoder, TextStops, TextTokenizer};
+use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
+use demiurgic_sampling::{GenerationConfig, SamplingError};
+use serde_json::json;
+
+use crate::backends::BackendJob;
+use crate::cli::{unescape, GenerateArgs, SamplingArgs};
+use crate::{emit, load, plural, render_chat, Message};
+
+/// A number as a user would type it (`1e40`, not forty digits).
+fn typed(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// A float flag as f32: refused (with the value as typed) when it does not fit.
+fn f32_flag(flag: &str, v: f64, allowed: &str) -> Result<f32> {
+    let x = v as f32;
+    if !x.is_finite() {
+        bail!("--{flag} {}: out of range, expected {allowed}", typed(v));
+    }
+    Ok(x)
+}
+
+/// The generation config of the sampling flags (preset or config file first, flags over it),
+/// with warnings for flags that have no effect.
+pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<GenerationConfig> {
+    if a.preset.is_some() && a.config.is_some() {
+        bail!("--preset and --config both given: choose one starting point");
+    }
+    let mut c = match (&a.preset, &a.config) {
+        (Some(p), _) => GenerationConfig::preset(p)?,
+        (_, Some(f)) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read --config {}", f.display()))?;
+            let (c, w) = GenerationConfig::from_any_json(&text).with_context(|| format!("--config {}", f.display()))?;
+            warnings.extend(w.into_iter().map(|w| format!("--config {}: {w}", f.display())));
+            c
+        }
+        _ => GenerationConfig::default(),
+    };
+    macro_rules! set_usize {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    }
+    set_usize!(min_length, min_new_tokens, top_k, no_repeat_ngram_size, num_return_sequences);
+    if let Some(v) = a.temperature {
+        c.temperature = f32_flag("temperature", v, "a number ≥ 0 (0 = greedy)")?;
+    }
+    if let Some(v) = a.top_p {
+        c.top_p = f32_flag("top-p", v, "a number in (0, 1]")?;
+    }
+    if let Some(v) = a.typical_p {
+        c.typical_p = f32_flag("typical-p", v, "a number in (0, 1]")?;
+    }
+    if let Some(v) = a.min_p {
+        c.min_p = f32_flag("min-p", v, "a number in [0, 1]")?;
+    }
+    if let Some(v) = a.repetition_penalty {
+        c.repetition_penalty = f32_flag("repetition-penalty", v, "a number > 0")?;
+    }
+    if let Some(v) = a.frequency_penalty {
+        c.frequency_penalty = f32_flag("frequency-penalty", v, "a number in [-2, 2]")?;
+    }
+    if let Some(v) = a.presence_penalty {
+        c.presence_penalty = f32_flag("presence-penalty", v, "a number in [-2, 2]")?;
+    }
+    if a.do_sample {
+        c.do_sample = true;
+    }
+    if a.max_new_tokens.is_some() {
+        c.max_new_tokens = a.max_new_tokens;
+    }
+    if let Some(l) = a.max_length {
+        c.max_length = Some(l);
+        if a.max_new_tokens.is_none() {
+            c.max_new_tokens = None;
+        } else {
+            warnings.push("both --max-new-tokens and --max-length given: --max-new-tokens wins (as in transformers)".into());
+        }
+    }
+    if a.seed.is_some() {
+        c.seed = a.seed;
+    }
+    if !a.stop.is_empty() {
+        c.stop = a.stop.iter().map(|s| unescape(s)).collect();
+    }
+    if !a.eos_token_id.is_empty() {
+        c.eos_token_ids = Some(a.eos_token_id.clone());
+    }
+    if a.greedy {
+        c.do_sample = false;
+        let ignored: Vec<&str> = [
+            ("--temperature", a.temperature.is_some()),
+            ("--top-k", a.top_k.is_some()),
+            ("--top-p", a.top_p.is_some()),
+            ("--typical-p", a.typical_p.is_some()),
+            ("--min-p", a.min_p.is_some()),
+            ("--seed", a.seed.is_some()),
+        ]
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(f, _)| *f)
+        .collect();
+        if !ignored.is_empty() {
+            warnings.push(format!("--greedy ignores {} (argmax decoding draws nothing)", ignored.join(", ")));
+        }
+    }
+    c.validate().map_err(|e| flag_error(e, a))?;
+    Ok(c)
+}
+
+/// A validation error of a field the user set with a flag, in the flag's words.
+fn flag_error(e: SamplingError, a: &SamplingArgs) -> anyhow::Error {
+    if let SamplingError::Invalid { field, value, allowed } = &e {
+        let typed = match *field {
+            "temperature" => a.temperature.map(typed),
+            "top_p" => a.top_p.map(typed),
+            "typical_p" => a.typical_p.map(typed),
+            "min_p" => a.min_p.map(typed),
+            "repetition_penalty" => a.repetition_penalty.map(typed),
+            "frequency_penalty" => a.frequency_penalty.map(typed),
+            "presence_penalty" => a.presence_penalty.map(typed),
+            "num_return_sequences" => a.num_return_sequences.map(|v| v.to_string()),
+            "max_new_tokens" => a.max_new_tokens.map(|v| v.to_string()),
+            "min_new_tokens" => a.min_new_tokens.map(|v| v.to_string()),
+            "min_length" => a.min_length.map(|v| v.to_string()),
+            "max_length" => a.max_length.map(|v| v.to_string()),
+            _ => None,
+        };
+        if let Some(t) = typed {
+            return anyhow!("--{} {t}: {allowed}", field.replace('_', "-"));
+        }
+        let _ = value;
+    }
+    e.into()
+}
+
+/// Prompt texts of `--prompt` (`-` = standard input) and `--prompt-file`.
+fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for (i, p) in a.prompt.iter().enumerate() {
+        if p == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("cannot read the prompt from standard input")?;
+            out.push(s);
+        } else {
+            if p.is_empty() {
+                bail!("--prompt {} is empty: give some text", i + 1);
+            }
+            out.push(p.clone());
+        }
+    }
+    for f in &a.prompt_file {
+        out.push(std::fs::read_to_string(f).with_context(|| format!("cannot read --prompt-file {}", f.display()))?);
+    }
+    if out.iter().any(String::is_empty) {
+        bail!("a prompt read from a file or standard input is empty");
+    }
+    Ok(out)
+}
+
+fn parse_ids(s: &str, flag: &str) -> Result<Vec<u32>> {
+    let ids: Result<Vec<u32>, _> = s.split(',').map(|x| x.trim().parse::<u32>()).collect();
+    let ids = ids.map_err(|_| anyhow!("{flag} {s:?}: expected comma-separated token ids (integers ≥ 0)"))?;
+    if ids.is_empty() {
+        bail!("{flag} {s:?}: no token id");
+    }
+    Ok(ids)
+}
+
+/// StarCoder-style fill-in-the-middle: `<fim_prefix>before<fim_suffix>after<fim_middle>`.
+fn fim_prompt(tok: &TextTokenizer, before: &str, after: &str) -> Result<String> {
+    let names = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"];
+    for n in names {
+        if tok.inner.token_to_id(n).is_none() {
+            bail!("--suffix: this model's vocabulary has no {n} token, so it cannot fill in the middle (the completion-fim preset still works as a plain completion)");
+        }
+    }
+    Ok(format!("<fim_prefix>{before}<fim_suffix>{after}<fim_middle>"))
+}
+
+pub struct GenerateJob {
+    pub args: GenerateArgs,
+}
+
+impl BackendJob for GenerateJob {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
+        let a = &self.args;
+        let mut warnings = vec![];
+        let mut config = build_config(&a.s, &mut warnings)?;
+        config.logprobs |= a.logprobs || a.top_logprobs.is_some();
+        config.top_logprobs = a.top_logprobs.unwrap_or(0);
+        config.raw_logprobs = a.raw_logprobs;
+        config.validate()?;
+        let texts_in = prompt_texts(a)?;
+        if texts_in.is_empty() && a.prompt_ids.is_empty() {
+            bail!("no prompt: give --prompt TEXT, --prompt-file FILE or --prompt-ids 1,2,3");
+        }
+        if a.chat && !a.prompt_ids.is_empty() {
+            bail!("--chat applies to text prompts, not to --prompt-ids");
+        }
+        if a.system.is_some() && !a.chat {
+            bail!("--system needs --chat");
+        }
+        if a.suffix.is_some() && (a.chat || texts_in.len() != 1 || !a.prompt_ids.is_empty()) {
+            bail!("--suffix needs exactly one text prompt (the text before the gap) and no --chat");
+        }
+        let mut id_prompts = vec![];
+        for s in &a.prompt_ids {
+            id_prompts.push(parse_ids(s, "--prompt-ids")?);
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        let (loaded, path, load_ms) = load::<B>(&a.m, &device)?;
+        let model = &loaded.model;
+        // token ids outside the vocabulary: refused before anything is printed
+        for (i, p) in id_prompts.iter().enumerate() {
+            if let Some(&bad) = p.iter().find(|&&id| id as usize >= model.config.vocab_size) {
+                bail!("--prompt-ids {}: token id {bad} is outside the vocabulary (0..{})", i + 1, model.config.vocab_size);
+            }
+        }
+        let mut prompts: Vec<Vec<u32>> = vec![];
+        let mut shown: Vec<Option<String>> = vec![]; // prompt text echoed before the continuation
+        for p in &texts_in {
+            let tok = loaded.text_tokenizer()?;
+            let text = if a.chat {
+                let mut msgs = vec![];
+                if let Some(s) = &a.system {
+                    msgs.push(Message { role: "system".into(), content: s.clone() });
+                }
+                msgs.push(Message { role: "user".into(), content: p.clone() });
+                shown.push(None);
+                render_chat(&loaded, &msgs, true)?
+            } else if let Some(after) = &a.suffix {
+                shown.push(None);
+                fim_prompt(tok, p, &unescape(after))?
+            } else {
+                shown.push(Some(p.clone()));
+                p.clone()
+            };
+            prompts.push(tok.encode(&text)?);
+        }
+        for p in id_prompts {
+            shown.push(None);
+            prompts.push(p);
+        }
+        let tok = loaded.tokenizer.as_ref();
+        if !config.stop.is_empty() {
+            loaded.text_tokenizer().context("--stop needs the model's tokenizer")?;
+        }
+        let skip_special = !a.keep_special_tokens;
+        let stream = !a.json && prompts.len() == 1 && config.num_return_sequences == 1;
+        let mut decoder = StreamDecoder::with_skip_special(skip_special);
+        let mut stream_err = None;
+        let mut echo = shown.first().cloned().flatten();
+        let mut on_step = |ids: &[Option<u32>]| {
+            if let Some(p) = echo.take() {
+                emit(&p);
+            }
+            let Some(Some(id)) = ids.first() else { return };
+            match tok {
+                Some(tok) => match decoder.push(tok, *id) {
+                    Ok(Some(t)) => emit(&t),
+                    Ok(None) => {}
+                    Err(e) => stream_err = Some(e),
+                },
+                None => emit(&format!("{id} ")),
+            }
+        };
+        let stops = tok.filter(|_| !config.stop.is_empty()).map(|t| TextStops::new(t, config.stop.clone()));
+        let opts = GenerateOptions {
+            use_cache: !a.no_cache,
+            on_step: if stream { Some(&mut on_step) } else { None },
+            stops,
+            ..Default::default()
+        };
+        let out = generate(model, &prompts, &config, opts)?;
+        if let Some(e) = stream_err {
+            return Err(e.into());
+        }
+        let n = config.num_return_sequences;
+        let texts: Option<Vec<String>> = match tok {
+            Some(t) => Some((0..out.tokens.len()).map(|i| row_text(t, &out, i, &config.stop, skip_special)).collect::<Result<_>>()?),
+            None => None,
+        };
+        let mut report = config.to_report();
+        if let Some(seed) = out.seed {
+            report["seed"] = json!(seed);
+        }
+        report["eos_token_ids"] = json!(out.eos_token_ids);
+        if a.json {
+            let prompt_rows: Vec<&Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p, n)).collect();
+            let rows: Vec<&[u32]> = (0..out.tokens.len()).map(|i| out.row(i)).collect();
+            let mut obj = json!({
+                "backend": backend,
+                "model": path.display().to_string(),
+                "prompt_ids": prompt_rows,
+                "generated_ids": rows,
+                "lengths": out.lengths,
+                "finish_reasons": out.finish_reasons,
+                "config": report,
+                "stats": {
+                    "prompt_tokens": out.stats.prompt_tokens,
+                    "generated_tokens": out.stats.generated_tokens,
+                    "load_ms": load_ms,
+                    "prefill_ms": out.stats.prefill_ms,
+                    "decode_ms": out.stats.decode_ms,
+                    "decode_tokens_per_s": out.stats.decode_tokens_per_s,
+                }
+            });
+            if let Some(t) = &texts {
+                obj["texts"] = json!(t);
+            }
+            if let Some(lp) = &out.logprobs {
+                obj["logprobs"] = json!(lp);
+                obj["logprobs_of"] = json!(if config.raw_logprobs { "raw" } else { "processed" });
+            }
+            if let Some(tl) = &out.top_logprobs {
+                let rows: Vec<Vec<Vec<serde_json::Value>>> = tl
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|alts| alts.iter().map(|&(id, lp)| json!({"id": id, "token": token_text(tok, id), "logprob": lp})).collect())
+                            .collect()
+                    })
+                    .collect();
+                obj["top_logprobs"] = json!(rows);
+            }
+            emit(&format!("{}\n", serde_json::to_string(&obj)?));
+        } else if stream {
+            emit("\n");
+            if let Some(lp) = &out.logprobs {
+                print_logprobs(tok, out.row(0), &lp[0], out.top_logprobs.as_ref().map(|t| &t[0][..]), config.raw_logprobs);
+            }
+            eprintln!(
+                "[{}, finish: {}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}]",
+                plural(out.stats.generated_tokens, "token"),
+                finish_name(&out, 0),
+                out.stats.prefill_ms,
+                out.stats.decode_tokens_per_s
+            );
+        } else {
+            for i in 0..out.tokens.len() {
+                emit(&format!("--- sequence {} (prompt {}, finish: {})\n", i, i / n, finish_name(&out, i)));
+                match &texts {
+                    Some(t) => emit(&format!("{}\n", t[i])),
+                    None => emit(&format!("{:?}\n", out.row(i))),
+                }
+                if let Some(lp) = &out.logprobs {
+                    print_logprobs(tok, out.row(i), &lp[i], out.top_logprobs.as_ref().map(|t| &t[i][..]), config.raw_logprobs);
+                }
+            }
+            eprintln!(
+                "[{}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}]",
+                plural(out.stats.generated_tokens, "token"),
+                out.stats.prefill_ms,
+                out.stats.decode_tokens_per_s
+            );
+        }
+        Ok(())
+    }
+}
+
+fn finish_name(out: &GenerationOutput, i: usize) -> String {
+    serde_json::to_value(out.finish_reasons[i]).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// A token as text (its readable form).
+fn token_text(tok: Option<&TextTokenizer>, id: u32) -> String {
+    tok.and_then(|t| t.decode_with(&[id], false).ok()).unwrap_or_else(|| id.to_string())
+}
+
+/// The text of row `i`: special tokens skipped unless kept, cut before a stop string that ended it.
+fn row_text(t: &TextTokenizer, out: &GenerationOutput, i: usize, stops: &[String], skip_special: bool) -> Result<String> {
+    let mut text = t.decode_with(out.row(i), skip_special)?;
+    if out.finish_reasons[i] == demiurgic_sampling::FinishReason::Stop {
+        if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(at);
+        }
+    }
+    Ok(text)
+}
+
+fn print_logprobs(tok: Option<&TextTokenizer>, ids: &[u32], lps: &[f32], top: Option<&[Vec<(u32, f32)>]>, raw: bool) {
+    emit(&format!("logprobs ({} distribution):\n", if raw { "raw" } else { "processed" }));
+    for (k, (&id, lp)) in ids.iter().zip(lps).enumerate() {
+        let mut line = format!("{k:>5}  {:<20} {lp:>9.4}", format!("{:?}", token_text(tok, id)));
+        if let Some(top) = top {
+            let alts: Vec<String> = top[k].iter().map(|&(i, l)| format!("{:?} {l:.3}", token_text(tok, i))).collect();
+            line += &format!("   [{}]", alts.join(", "));
+        }
+        emit(&format!("{line}\n"));
+    }
+}

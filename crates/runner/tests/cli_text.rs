@@ -1,0 +1,176 @@
+//! The binary on the default model (SmolLM2, its GGUF tokenizer and chat template): what a new
+//! user does in the first hour — stop strings with escapes, chat output, special tokens, prompts
+//! from files and stdin, logprobs in text mode, info / tokenize / detokenize, the memory check
+//! and a damaged cached model.
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn model() -> String {
+    demiurgic_runner::fetch::default_model(false).expect("the default model").display().to_string()
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run demiurgic");
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn stop_strings_understand_escapes() {
+    let m = model();
+    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--greedy", "--max-new-tokens", "40", "--stop", "\\n", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["config"]["stop"], serde_json::json!(["\n"]), "the escape became a newline");
+    assert_eq!(j["finish_reasons"][0], "stop", "{out}");
+    assert!(!j["texts"][0].as_str().unwrap().contains('\n'), "the text stops before the stop string: {out}");
+    // a stop string that starts with '-' is a value
+    let (code, _, err) = run(&["generate", "--model", &m, "--prompt", "- item one", "--greedy", "--max-new-tokens", "4", "--stop", "---"], None);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn chat_prints_only_the_answer_without_special_tokens() {
+    let m = model();
+    let q = "What is the capital of France?";
+    let (code, out, err) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(q), "the user's message is not echoed: {out:?}");
+    assert!(!out.contains("<|im_end|>") && !out.contains("<|im_start|>"), "{out:?}");
+    assert!(!out.trim().is_empty());
+    let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30", "--json"], None);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(!j["texts"][0].as_str().unwrap().contains("<|im_end|>"), "{out}");
+    if j["finish_reasons"][0] == "eos" {
+        let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30", "--json", "--keep-special-tokens"], None);
+        let k: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(k["texts"][0].as_str().unwrap().ends_with("<|im_end|>"), "{out}");
+    }
+    // a system message changes the rendered prompt
+    let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--system", "Answer in French.", "--prompt", q, "--greedy", "--max-new-tokens", "4", "--json"], None);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(s["prompt_ids"], j["prompt_ids"]);
+}
+
+#[test]
+fn prompts_from_files_and_stdin() {
+    let m = model();
+    let f = std::env::temp_dir().join(format!("demiurgic-prompt-{}.txt", std::process::id()));
+    std::fs::write(&f, "def fibonacci(n):").unwrap();
+    let (c1, a, e1) = run(&["generate", "--model", &m, "--prompt-file", f.to_str().unwrap(), "--greedy", "--max-new-tokens", "6", "--json"], None);
+    let (c2, b, e2) = run(&["generate", "--model", &m, "--prompt", "-", "--greedy", "--max-new-tokens", "6", "--json"], Some("def fibonacci(n):"));
+    let (c3, c, e3) = run(&["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--greedy", "--max-new-tokens", "6", "--json"], None);
+    assert_eq!((c1, c2, c3), (0, 0, 0), "{e1}{e2}{e3}");
+    let ids = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["generated_ids"].clone();
+    assert_eq!(ids(&a), ids(&c));
+    assert_eq!(ids(&b), ids(&c));
+}
+
+#[test]
+fn logprobs_in_text_mode_with_alternatives() {
+    let m = model();
+    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "3", "--top-logprobs", "2"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("logprobs (processed distribution):"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows.iter().all(|r| r.contains('[')), "alternatives shown: {out}");
+    let (_, out, _) = run(&["generate", "--model", &m, "--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "3", "--top-logprobs", "2", "--json", "--raw-logprobs"], None);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["logprobs_of"], "raw");
+    let top = &j["top_logprobs"][0][0];
+    assert_eq!(top.as_array().unwrap().len(), 2);
+    // greedy: the chosen token is the most likely one
+    assert_eq!(top[0]["id"], j["generated_ids"][0][0]);
+    assert!((top[0]["logprob"].as_f64().unwrap() - j["logprobs"][0][0].as_f64().unwrap()).abs() < 1e-5);
+}
+
+#[test]
+fn info_tokenize_and_detokenize() {
+    let m = model();
+    let (code, out, err) = run(&["info", "--model", &m, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["architecture"], "llama");
+    assert_eq!(j["context_length"], 8192);
+    assert!(j["weights"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("Q4_1")));
+    assert!(j["weights"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("Q8_0")));
+    assert_eq!(j["chat_template"], true);
+    assert!(j["eos_token_ids"][0].as_str().unwrap().contains("<|im_end|>"));
+    let p = j["parameters"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&p), "{p}");
+    let (code, out, _) = run(&["tokenize", "--model", &m, "--text", "héllo 🦀", "--json"], None);
+    assert_eq!(code, 0);
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<String> = t["ids"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
+    assert_eq!(t["texts"].as_array().unwrap().len(), ids.len(), "a readable piece per token");
+    let (code, out, _) = run(&["detokenize", "--model", &m, "--ids", &ids.join(",")], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim_end_matches('\n'), "héllo 🦀");
+    let (code, out, _) = run(&["tokenize", "--model", &m, "--text", "-x"], None);
+    assert_eq!(code, 0, "text starting with '-'");
+    assert!(!out.is_empty());
+    let (code, _, err) = run(&["detokenize", "--model", &m, "--ids", "1,999999"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("999999"), "{err}");
+}
+
+#[test]
+fn chat_loop_keeps_history_in_the_cache() {
+    let m = model();
+    let (code, out, err) = run(&["chat", "--model", &m, "--greedy", "--max-new-tokens", "12"], Some("Hello!\nWhat did I just say?\n/reset\nHi\n/exit\n"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| !l.trim().is_empty()).count() >= 3, true, "three answers: {out:?}");
+    // the second turn reuses the first turn's keys and values
+    let reused: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.split(", ").nth(1).and_then(|p| p.split_whitespace().next()).and_then(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(reused.len(), 3, "{err}");
+    assert_eq!(reused[0], 0, "first turn: nothing cached");
+    assert!(reused[1] > 10, "second turn: the first turn comes from the cache: {err}");
+    assert_eq!(reused[2], 0, "after /reset: nothing cached");
+    assert!(err.contains("conversation forgotten"));
+}
+
+#[test]
+fn memory_is_checked_before_allocating() {
+    let m = model();
+    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "Hi", "--do-sample", "--num-return-sequences", "512", "--max-new-tokens", "8000"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("MiB") && err.contains("--num-return-sequences") && err.trim().lines().count() == 1, "{err}");
+}
+
+#[test]
+fn damaged_cached_model_is_detected() {
+    let home = std::env::temp_dir().join(format!("demiurgic-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let good = std::fs::read(model()).unwrap();
+    std::fs::write(home.join(demiurgic_runner::fetch::FILE_NAME), &good[..good.len() / 2]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+        .args(["generate", "--prompt", "Hi", "--max-new-tokens", "2"])
+        .env("DEMIURGIC_HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("damaged") && err.contains("fetch-model --force"), "{err}");
+}
+
+#[test]
+fn fill_in_the_middle_needs_the_model_tokens() {
+    let m = model();
+    let (code, _, err) = run(&["generate", "--model", &m, "--prompt", "def f(x):\n", "--suffix", "\n    return y", "--max-new-tokens", "4"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("<fim_prefix>"), "{err}");
+}
