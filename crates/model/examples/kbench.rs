@@ -1,5 +1,5 @@
 //! Micro-benchmark of the CPU linear kernels on the default model's shapes (development aid).
-use demiurgic_model::kernels::{cpu, QuantMatrix};
+use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
 use demiurgic_model::load::gguf::GgmlType;
 use std::time::Instant;
 
@@ -14,8 +14,9 @@ fn run() {
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
         let x: Vec<f32> = (0..k).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
         for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_0] {
-            for (int8, il) in [(false, false), (true, false), (true, true)] {
-                let q = QuantMatrix::quantize(ty, n, k, &w).unwrap().with_int8_activations(int8);
+            for (act, il) in [(ActQuant::F32, false), (ActQuant::Int8, false), (ActQuant::Int8, true), (ActQuant::Int16, true)] {
+                let int8 = act;
+                let q = QuantMatrix::quantize(ty, n, k, &w).unwrap().with_activations(act);
                 let q = if il { q.interleave8() } else { q };
                 let reps = 20;
                 let mut s = cpu::linear(&q, &x, 1, None)[0];
@@ -24,7 +25,7 @@ fn run() {
                     s += cpu::linear(&q, &x, 1, None)[0];
                 }
                 let dt = t.elapsed().as_secs_f64() / reps as f64;
-                println!("{ty:?} int8={int8} interleaved={il}: {:.2} GB/s, {:.2} ns/block/thread ({s})", q.bytes() as f64 / dt / 1e9, dt * 1e9 * rayon::current_num_threads() as f64 / (n * k / 32) as f64);
+                println!("{ty:?} {int8:?} interleaved={il}: {:.2} GB/s, {:.2} ns/block/thread ({s})", q.bytes() as f64 / dt / 1e9, dt * 1e9 * rayon::current_num_threads() as f64 / (n * k / 32) as f64);
             }
         }
         return;

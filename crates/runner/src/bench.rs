@@ -239,7 +239,6 @@ impl BackendJob for BenchJob {
         // 2. decode tokens/s per batch size (tokens after the first, over decode time), and the
         // weight bytes streamed per second against the machine's read bandwidth (CPU backends)
         let bytes_per_step = model.weights.bytes_per_token() as f64;
-        let bandwidth = B::host_weights().then(|| read_bandwidth_gbs(threads()));
         let mut decode_rows = Vec::new();
         for &b in &plan.batches {
             let prompts: Vec<Vec<u32>> = (0..b).map(|i| prompt_of(plan.prompt_len, &base, 7 * i)).collect();
@@ -255,8 +254,7 @@ impl BackendJob for BenchJob {
             let weight_gbs = tps / b as f64 * bytes_per_step / 1e9;
             decode_rows.push(json!({"backend": backend, "batch": b, "new_tokens": plan.decode_tokens,
                 "tokens_per_s": tps, "ms_per_step": 1e3 * b as f64 / tps,
-                "weight_gb_per_s": weight_gbs,
-                "bandwidth_share": bandwidth.map(|bw| weight_gbs / bw)}));
+                "weight_gb_per_s": weight_gbs}));
         }
 
         // 3. prefill tokens/s (the prompt's forward pass into a fresh cache, first token included)
@@ -306,6 +304,14 @@ impl BackendJob for BenchJob {
             "weights_storage": model.weights.storage_summary(),
             "activations": format!("{:?}", opts.activations).to_lowercase()});
 
+        // the bandwidth probe allocates 512 MiB: after the peak RSS is read
+        let bandwidth = B::host_weights().then(|| read_bandwidth_gbs(threads()));
+        if let Some(bw) = bandwidth {
+            for r in &mut decode_rows {
+                let share = r["weight_gb_per_s"].as_f64().unwrap_or(0.0) / bw;
+                r["bandwidth_share"] = json!(share);
+            }
+        }
         let out: Value = json!({
             "backend": backend, "threads": threads(), "model": self.path.display().to_string(),
             "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,

@@ -5,7 +5,7 @@
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use demiurgic_model::kernels::dot::{available_levels, has_q8_kernel};
-use demiurgic_model::kernels::{cpu, QuantMatrix};
+use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
 use demiurgic_model::load::gguf::{dequantize, GgmlType};
 use demiurgic_model::ops::{Heads, Linear, Matrix, Step};
 use demiurgic_model::rope::RotaryEmbedding;
@@ -114,6 +114,13 @@ fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
                 // int8 activations: within a few quantization steps of the exact result
                 check(&format!("{name} int8 m={m} {level:?}"), &got, &want, w, &x, m, 2e-2);
             }
+            if has_q8_kernel(w.ty()) && w.can_interleave8() {
+                // the interleaved layout: int8 and int16 activations at every batch size
+                let il8 = w.clone().with_activations(ActQuant::Int8).interleave8();
+                check(&format!("{name} interleaved int8 m={m} {level:?}"), &cpu::linear_at(level, &il8, &x, m, None), &want, w, &x, m, 2e-2);
+                let il16 = w.clone().with_activations(ActQuant::Int16).interleave8();
+                check(&format!("{name} interleaved int16 m={m} {level:?}"), &cpu::linear_at(level, &il16, &x, m, None), &want, w, &x, m, 1e-4);
+            }
         }
     }
 }
@@ -151,7 +158,7 @@ fn linear_on_random_odd_shapes_matches_reference() {
     let mut rng = Lcg(42);
     for ty in NATIVE {
         let be = ty.block().0.max(32);
-        for (rows, blocks) in [(1, 1), (37, 3), (70, 2)] {
+        for (rows, blocks) in [(1, 1), (37, 3), (70, 2), (24, 3)] {
             let w = random_matrix(ty, rows, blocks * be, &mut rng);
             all_paths(&format!("{ty:?} {rows}x{}", blocks * be), &w, &mut rng);
         }

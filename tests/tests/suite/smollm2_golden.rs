@@ -67,45 +67,46 @@ fn comparable_prefix_stops_at_first_near_tie() {
     assert_eq!(comparable_prefix(&[1.0, 0.05, 2.0], 0.1), 1);
 }
 
-/// The int8-activation kernels (llama.cpp's arithmetic, flex's default for GGUF files) against
-/// the same transformers reference: not exact, so the test states how far they may drift —
-/// top-5 logits of every prompt within `INT8_LOGIT_TOL`, the same top-1 token, and greedy ids
-/// equal up to the first step whose reference margin is below `INT8_MARGIN`.
+/// The integer-activation kernels on flex against the same transformers reference, one row per
+/// mode: int16 (flex's default for GGUF files) stays within float noise — the same tolerance and
+/// near-tie rule as the exact path; int8 (llama.cpp's arithmetic) is not exact, so its row states
+/// how far it may drift: top-5 logits within 0.6, the same top-1 token, greedy ids equal up to
+/// the first step whose reference margin is below 0.5.
 #[cfg(feature = "flex")]
 #[test]
-fn smollm2_int8_activations_stay_close_to_transformers() {
+fn smollm2_integer_activations_against_transformers() {
     use demiurgic_model::{load_model_with, Activations, LoadOptions};
     type B = burn::backend::Flex;
-    const INT8_LOGIT_TOL: f64 = 0.6;
-    const INT8_MARGIN: f64 = 0.5;
     let device = Default::default();
     let g = json_fixture("smollm2-golden.json");
-    let opts = LoadOptions { activations: Activations::Int8, ..Default::default() };
-    let loaded = load_model_with::<B>(&smollm2_path(), &device, &opts).expect("load SmolLM2");
-    let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
-    let mut worst = 0f64;
-    for (ci, case) in g["cases"].as_array().expect("cases").iter().enumerate() {
-        let ids = tok.encode(case["prompt"].as_str().unwrap()).unwrap();
-        let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
-        let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
-        let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
-        let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
-        let top5_logits: Vec<f64> = case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
-        assert_eq!(argmax as u32, top5_ids[0], "case {ci}: top-1");
-        for (id, want) in top5_ids.iter().zip(&top5_logits) {
-            let d = (logits[*id as usize] as f64 - want).abs();
-            worst = worst.max(d);
-            assert!(d < INT8_LOGIT_TOL, "case {ci}: logit of {id}: {} vs {want} (diff {d})", logits[*id as usize]);
+    for (act, logit_tol, margin) in [(Activations::Int16, 1e-2, 0.01), (Activations::Int8, 0.6, 0.5)] {
+        let opts = LoadOptions { activations: act, ..Default::default() };
+        let loaded = load_model_with::<B>(&smollm2_path(), &device, &opts).expect("load SmolLM2");
+        let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
+        let mut worst = 0f64;
+        for (ci, case) in g["cases"].as_array().expect("cases").iter().enumerate() {
+            let ids = tok.encode(case["prompt"].as_str().unwrap()).unwrap();
+            let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
+            let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
+            let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
+            let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
+            let top5_logits: Vec<f64> = case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+            assert_eq!(argmax as u32, top5_ids[0], "{act:?} case {ci}: top-1");
+            for (id, want) in top5_ids.iter().zip(&top5_logits) {
+                let d = (logits[*id as usize] as f64 - want).abs();
+                worst = worst.max(d);
+                assert!(d < logit_tol, "{act:?} case {ci}: logit of {id}: {} vs {want} (diff {d})", logits[*id as usize]);
+            }
+            let want = ids1(&case["greedy_ids"]);
+            let margins: Vec<f64> = case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let n = comparable_prefix(&margins, margin);
+            let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]), ..GenerationConfig::greedy() };
+            let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
+            let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
+            eprintln!("{act:?} case {ci}: greedy ids equal for {same} of {} steps (comparable: {n})", want.len());
+            assert!(same >= n, "{act:?} case {ci}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})");
         }
-        let want = ids1(&case["greedy_ids"]);
-        let margins: Vec<f64> = case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let n = comparable_prefix(&margins, INT8_MARGIN);
-        let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]), ..GenerationConfig::greedy() };
-        let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
-        let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
-        eprintln!("int8 case {ci}: greedy ids equal for {same} of {} steps (comparable: {n})", want.len());
-        assert!(same >= n, "case {ci}: greedy ids differ at step {same}, before the first margin < {INT8_MARGIN} (step {n})");
+        eprintln!("{act:?}: largest top-5 logit difference from transformers {worst:.5}");
     }
-    eprintln!("int8: largest top-5 logit difference from transformers {worst:.4}");
 }

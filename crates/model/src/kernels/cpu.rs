@@ -4,8 +4,8 @@
 //! Plain slices in, plain slices out: the backend glue wraps them into tensors.
 use rayon::prelude::*;
 
-use super::dot::{dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q8Act, Q8View, XSums};
-use super::quant::{QuantMatrix, RowLayout};
+use super::dot::{dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q16Act, Q16View, Q8Act, Q8View, XSums};
+use super::quant::{ActQuant, QuantMatrix, RowLayout};
 use crate::load::gguf::GgmlType;
 
 /// Up to this many activation rows, a linear layer runs row dot products over the blocks
@@ -13,6 +13,9 @@ use crate::load::gguf::GgmlType;
 /// tiles of rows are dequantized once and multiplied with `gemm`. With int8 activations on
 /// interleaved blocks every batch size takes the integer kernels.
 pub const SMALL_M: usize = 4;
+
+/// Int16 activations use the integer kernels up to this many rows (batched decode).
+pub const SMALL_M_INT16: usize = 16;
 
 /// Rows per parallel task: a few tasks per thread so uneven finishing evens out, never tiny.
 fn rows_per_task(n: usize, row_cost: usize) -> usize {
@@ -37,7 +40,15 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "linear: activation length");
     let mut out = vec![0f32; m * n];
-    if m <= SMALL_M || (w.int8_activations() && w.layout() == RowLayout::Interleaved8) {
+    // int8: the integer kernels at every size (llama.cpp's arithmetic throughout); int16: at
+    // small batch, while prefill-sized products take the dequantized-tile gemm (exact, faster)
+    let integer = w.layout() == RowLayout::Interleaved8
+        && match w.activations() {
+            ActQuant::Int8 => true,
+            ActQuant::Int16 => m <= SMALL_M_INT16,
+            ActQuant::F32 => false,
+        };
+    if m <= SMALL_M || integer {
         small_m(level, w, x, m, &mut out);
     } else {
         tiled_gemm(w, x, m, &mut out);
@@ -56,6 +67,9 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     let (n, k) = (w.rows(), w.cols());
     if w.int8_activations() && has_q8_kernel(w.ty()) {
         return small_m_q8(level, w, x, m, out);
+    }
+    if w.activations() == ActQuant::Int16 && w.layout() == RowLayout::Interleaved8 {
+        return small_m_q16(level, w, x, m, out);
     }
     let rows_copy;
     let w = if w.layout() == RowLayout::Rows {
@@ -123,6 +137,54 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
             out[i * n + r] = out_t[r * m + i];
         }
     }
+}
+
+/// [`small_m`] with int16 activations (interleaved groups only).
+fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    let xq: Vec<Q16Act> = x.chunks_exact(k).map(Q16Act::new).collect();
+    let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
+    let per_task = rows_per_task(n, w.row_bytes()).div_ceil(8) * 8;
+    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
+    let mut out_t = vec![0f32; n * m];
+    let task = |(ti, o): (usize, &mut [f32])| {
+        let r0 = ti * per_task;
+        let rows = o.len() / m;
+        groups_q16(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb * 8, &views, o);
+    };
+    if n <= per_task {
+        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
+    } else {
+        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
+    }
+    for r in 0..n {
+        for i in 0..m {
+            out[i * n + r] = out_t[r * m + i];
+        }
+    }
+}
+
+fn groups_q16(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) {
+    crate::dispatch!(level; <I> (ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) -> () {
+        let m = xq.len();
+        let mut tmp = [0f32; 32];
+        for (g, group) in groups.chunks_exact(gb).enumerate() {
+            let og = &mut o[g * 8 * m..(g + 1) * 8 * m];
+            if m <= 4 {
+                I::group8_q16(ty, group, xq, og);
+                continue;
+            }
+            for (ci, chunk) in xq.chunks(4).enumerate() {
+                let mc = chunk.len();
+                I::group8_q16(ty, group, chunk, &mut tmp[..8 * mc]);
+                for lane in 0..8 {
+                    for i in 0..mc {
+                        og[lane * m + ci * 4 + i] = tmp[lane * mc + i];
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Interleaved groups of 8 rows (`gb` bytes each) × int8 activations, `o` as `[rows, m]`.
@@ -221,9 +283,7 @@ fn tiled_gemm(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
         |scratch, ti| {
             let r0 = ti * TILE;
             let rows = TILE.min(n - r0);
-            for r in 0..rows {
-                w.dequantize_row(r0 + r, &mut scratch[r * k..(r + 1) * k]);
-            }
+            w.dequantize_rows(r0, &mut scratch[..rows * k]);
             // SAFETY: tile `ti` writes only columns r0..r0+rows of `out` ([m, n], row-major);
             // tiles are disjoint and `out` outlives the parallel loop.
             unsafe {
@@ -360,18 +420,51 @@ pub fn attention(
     past: usize,
     mask: &KeyMask<'_>,
 ) -> Vec<f32> {
-    let rep = h / kv;
-    let scale = 1.0 / (d as f32).sqrt();
     let keys = past + t;
     let mut out = vec![0f32; b * t * h * d];
-    // one task per (row, head): out rows of a (row, head) are strided, so compute into a local
-    // [t, d] block and scatter afterwards.
-    let work = |bh: usize| -> Vec<f32> {
+    let shape = AttnShape { b, h, kv, t, d, cap, past };
+    let cost = b * h * t * keys * d;
+    if cost > 1 << 16 {
+        // one task per (row, head); each writes its own (strided) rows of `out`
+        let dst = SendPtr(out.as_mut_ptr());
+        let dst = &dst;
+        (0..b * h).into_par_iter().for_each(|bh| {
+            // SAFETY: head `bh` writes only `out[((bi·t + ti)·h + hi)·d ..][..d]`, disjoint from
+            // every other head's rows; `out` outlives the loop.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.0, b * t * h * d) };
+            attend_at(level(), q, kc, vc, &shape, mask, bh, o);
+        });
+    } else {
+        for bh in 0..b * h {
+            attend_at(level(), q, kc, vc, &shape, mask, bh, &mut out);
+        }
+    }
+    out
+}
+
+/// Dimensions of one attention call.
+pub struct AttnShape {
+    pub b: usize,
+    pub h: usize,
+    pub kv: usize,
+    pub t: usize,
+    pub d: usize,
+    pub cap: usize,
+    pub past: usize,
+}
+
+/// Softmax attention of every query of (row, head) `bh` over its visible keys, into `out`.
+#[allow(clippy::too_many_arguments)]
+fn attend_at(level: Level, q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
+    crate::dispatch!(level; <I> (q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) -> () {
+        let _ = std::marker::PhantomData::<I>;
+        let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
+        let rep = h / kv;
+        let scale = 1.0 / (d as f32).sqrt();
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let kbase = (bi * kv + g) * cap * d;
-        let mut block = vec![0f32; t * d];
-        let mut scores = vec![0f32; keys];
+        let mut scores = vec![0f32; past + t];
         for ti in 0..t {
             let slot = past + ti;
             let qv = &q[((bi * h + hi) * t + ti) * d..][..d];
@@ -380,20 +473,21 @@ pub fn attention(
             for j in 0..=slot {
                 let visible = j >= lo && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
                 scores[j] = if visible {
-                    let s = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
-                    mx = mx.max(s);
-                    s
+                    let sc = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
+                    mx = mx.max(sc);
+                    sc
                 } else {
                     f32::NEG_INFINITY
                 };
             }
             let mut sum = 0f32;
-            for s in scores[..=slot].iter_mut() {
-                *s = if *s == f32::NEG_INFINITY { 0.0 } else { (*s - mx).exp() };
-                sum += *s;
+            for sc in scores[..=slot].iter_mut() {
+                *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
+                sum += *sc;
             }
             let inv = 1.0 / sum;
-            let o = &mut block[ti * d..(ti + 1) * d];
+            let o = &mut out[((bi * t + ti) * h + hi) * d..][..d];
+            o.fill(0.0);
             for (j, &p) in scores[..=slot].iter().enumerate() {
                 if p != 0.0 {
                     let pv = p * inv;
@@ -404,19 +498,7 @@ pub fn attention(
                 }
             }
         }
-        block
-    };
-    let cost = b * h * t * keys * d;
-    let blocks: Vec<Vec<f32>> =
-        if cost > 1 << 16 { (0..b * h).into_par_iter().map(work).collect() } else { (0..b * h).map(work).collect() };
-    for (bh, block) in blocks.iter().enumerate() {
-        let (bi, hi) = (bh / h, bh % h);
-        for ti in 0..t {
-            let o = ((bi * t + ti) * h + hi) * d;
-            out[o..o + d].copy_from_slice(&block[ti * d..(ti + 1) * d]);
-        }
-    }
-    out
+    })
 }
 
 /// Rows `ids` of an embedding table `[vocab, d]`.
@@ -485,6 +567,29 @@ mod tests {
                 let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
                 for (a, b) in approx.iter().zip(&exact) {
                     assert!((a - b).abs() < 0.02 * scale, "{ty:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int16_activations_are_within_float_noise() {
+        let (n, k) = (40, 128);
+        let w = lcg(5, n * k);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let q = QuantMatrix::quantize(ty, n, k, &w).unwrap();
+            let q16 = q.clone().with_activations(ActQuant::Int16).interleave8();
+            let wd = q.dequantize();
+            for m in [1, 3, 6] {
+                let x = lcg(21 + m as u64, m * k);
+                let want = reference(&wd, &x, m, n, k);
+                // the scale of the summed products: int16 steps are 1/65534 of a block's largest x
+                let mags: Vec<f32> = (0..m * n).map(|o| (0..k).map(|j| (wd[(o % n) * k + j] * x[(o / n) * k + j]).abs()).sum()).collect();
+                for &level in &super::super::dot::available_levels() {
+                    let got = linear_at(level, &q16, &x, m, None);
+                    for ((a, b), mag) in got.iter().zip(&want).zip(&mags) {
+                        assert!((a - b).abs() < 1e-4 * mag, "{ty:?} m={m} {level:?}: {a} vs {b} (scale {mag})");
+                    }
                 }
             }
         }

@@ -81,6 +81,76 @@ impl<'a> Q8View<'a> {
     }
 }
 
+/// One activation row quantized to int16 per block of 32 (`x ≈ d · q`, `d = max|x| / 32767`),
+/// with the exact f32 sum of each block for the offset terms.
+pub struct Q16Act {
+    pub qs: Vec<i16>,
+    pub d: Vec<f32>,
+    pub xsum: Vec<f32>,
+}
+
+/// A borrowed [`Q16Act`].
+#[derive(Clone, Copy)]
+pub struct Q16View<'a> {
+    pub qs: &'a [i16],
+    pub d: &'a [f32],
+    pub xsum: &'a [f32],
+}
+
+impl Q16Act {
+    pub fn new(x: &[f32]) -> Self {
+        let nb = x.len() / 32;
+        let mut qs = Vec::with_capacity(x.len());
+        let (mut d, mut xsum) = (Vec::with_capacity(nb), Vec::with_capacity(nb));
+        for blk in x.chunks_exact(32) {
+            let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let db = amax / 32767.0;
+            let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+            for v in blk {
+                qs.push((v * id + 0.5f32.copysign(*v)) as i32 as i16);
+            }
+            d.push(db);
+            xsum.push(blk.iter().sum());
+        }
+        Self { qs, d, xsum }
+    }
+
+    pub fn view(&self) -> Q16View<'_> {
+        Q16View { qs: &self.qs, d: &self.d, xsum: &self.xsum }
+    }
+}
+
+/// Portable int16 group dot (the reference of the SIMD ones): per lane, the row's blocks.
+fn group8_q16_portable(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+    let m = xq.len();
+    let nb = xq[0].d.len();
+    let mut blk = Vec::new();
+    for lane in 0..8 {
+        for (i, x) in xq.iter().enumerate() {
+            let mut sum = 0f32;
+            for b in 0..nb {
+                group_block(ty, group, b, lane, &mut blk);
+                let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                let xs = &x.qs[b * 32..b * 32 + 32];
+                let isum: i64 = match ty {
+                    GgmlType::Q8_0 => (0..32).map(|j| (blk[2 + j] as i8) as i64 * xs[j] as i64).sum(),
+                    _ => {
+                        let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+                        (0..16).map(|j| (blk[hdr + j] & 15) as i64 * xs[j] as i64 + (blk[hdr + j] >> 4) as i64 * xs[j + 16] as i64).sum()
+                    }
+                };
+                sum += d * x.d[b] * isum as f32;
+                match ty {
+                    GgmlType::Q4_1 => sum += f16::from_le_bytes([blk[2], blk[3]]).to_f32() * x.xsum[b],
+                    GgmlType::Q4_0 => sum -= 8.0 * d * x.xsum[b],
+                    _ => {}
+                }
+            }
+            out[lane * m + i] = sum;
+        }
+    }
+}
+
 /// Whether `ty` has an int8-activation kernel.
 pub fn has_q8_kernel(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
@@ -195,6 +265,14 @@ pub trait Isa: Copy {
     unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
         group8_q8_portable(ty, group, xq, out)
     }
+    /// As [`Isa::group8_q8`] with int16 activations.
+    ///
+    /// # Safety
+    /// As [`Isa::group8_q8`].
+    #[inline(always)]
+    unsafe fn group8_q16(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+        group8_q16_portable(ty, group, xq, out)
+    }
 }
 
 /// Block `b` of lane `lane` of an interleaved group, in the file's layout.
@@ -285,6 +363,10 @@ impl Isa for X86Avx2 {
     unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
         super::x86::group8_q8_avx2(ty, group, xq, out)
     }
+    #[inline(always)]
+    unsafe fn group8_q16(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+        super::x86::group8_q16_avx2(ty, group, xq, out)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -327,6 +409,10 @@ impl Isa for X86Avx512 {
     #[inline(always)]
     unsafe fn group8_q8(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
         super::x86::group8_q8_avx512(ty, group, xq, out)
+    }
+    #[inline(always)]
+    unsafe fn group8_q16(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+        super::x86::group8_q16_avx512(ty, group, xq, out)
     }
 }
 

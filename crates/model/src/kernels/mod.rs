@@ -8,4 +8,4 @@ mod x86;
 mod flex;
 pub mod quant;
 
-pub use quant::{QuantMatrix, RowLayout};
+pub use quant::{ActQuant, QuantMatrix, RowLayout};

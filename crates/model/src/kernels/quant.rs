@@ -14,10 +14,24 @@ pub struct QuantMatrix {
     cols: usize,
     row_bytes: usize,
     data: AlignedBytes,
-    /// Compute with int8-quantized activations (llama.cpp's way) where a kernel exists.
-    int8_act: bool,
+    /// How activations are quantized for this matrix's products.
+    act: ActQuant,
     /// Rows stored one after the other (as in the file), or interleaved by groups of 8.
     layout: RowLayout,
+}
+
+/// How a linear layer quantizes its activations before the integer kernels (types with such
+/// kernels: Q4_0, Q4_1, Q8_0; other types always compute with f32 activations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActQuant {
+    /// f32 activations against the dequantized block values.
+    #[default]
+    F32,
+    /// int16 per block of 32 (relative error ≤ 1/65534 of the block's largest value; the offset
+    /// terms use exact f32 sums): integer dot products, results within float noise of f32.
+    Int16,
+    /// int8 per block of 32, llama.cpp's `Q8_0`/`Q8_1` activations: fastest, not exact.
+    Int8,
 }
 
 /// How rows are laid out in memory. Both hold exactly the file's blocks (same bits).
@@ -94,7 +108,7 @@ impl QuantMatrix {
                 data.len()
             ));
         }
-        Ok(Self { ty, rows, cols, row_bytes, data: AlignedBytes::from_vec(data), int8_act: false, layout: RowLayout::Rows })
+        Ok(Self { ty, rows, cols, row_bytes, data: AlignedBytes::from_vec(data), act: ActQuant::F32, layout: RowLayout::Rows })
     }
 
     /// Quantize a dense row-major `[rows, cols]` matrix into `ty` (F32, F16, Q8_0, Q4_0).
@@ -124,13 +138,23 @@ impl QuantMatrix {
 
     /// Compute products with int8-quantized activations where a kernel exists for the type
     /// (Q4_0, Q4_1, Q8_0): faster, not exact (llama.cpp's default).
-    pub fn with_int8_activations(mut self, on: bool) -> Self {
-        self.int8_act = on;
+    pub fn with_int8_activations(self, on: bool) -> Self {
+        self.with_activations(if on { ActQuant::Int8 } else { ActQuant::F32 })
+    }
+
+    /// How this matrix's products quantize activations.
+    pub fn with_activations(mut self, act: ActQuant) -> Self {
+        self.act = act;
         self
     }
 
+    /// Whether products use int8 activations (and the type has such a kernel).
     pub fn int8_activations(&self) -> bool {
-        self.int8_act
+        self.act == ActQuant::Int8
+    }
+
+    pub fn activations(&self) -> ActQuant {
+        self.act
     }
 
     pub fn layout(&self) -> RowLayout {
@@ -184,6 +208,54 @@ impl QuantMatrix {
                     data.extend_from_slice(&self.row(r));
                 }
                 Self { data: AlignedBytes::from_vec(data), layout: RowLayout::Rows, ..self.clone() }
+            }
+        }
+    }
+
+    /// Dequantize rows `r0..r0 + out.len() / cols` into `out` (fast for both layouts: an
+    /// interleaved group's blocks are decoded in place, no row is rebuilt).
+    pub fn dequantize_rows(&self, r0: usize, out: &mut [f32]) {
+        let n = out.len() / self.cols;
+        match self.layout {
+            RowLayout::Rows => {
+                for (i, o) in out.chunks_exact_mut(self.cols).enumerate() {
+                    self.dequantize_row(r0 + i, o);
+                }
+            }
+            RowLayout::Interleaved8 => {
+                let (hdr, qb) = interleave_parts(self.ty).expect("interleaved types");
+                let gsize = 8 * (hdr + qb);
+                let nb = self.cols / 32;
+                let h = |p: &[u8], o: usize| f16::from_le_bytes([p[o], p[o + 1]]).to_f32();
+                for r in r0..r0 + n {
+                    let (g, lane) = (r / 8, r % 8);
+                    let o = &mut out[(r - r0) * self.cols..(r - r0 + 1) * self.cols];
+                    for b in 0..nb {
+                        let base = g * nb * gsize + b * gsize;
+                        let blk = &self.data[base..base + gsize];
+                        let d = h(blk, lane * 2);
+                        let y = &mut o[b * 32..b * 32 + 32];
+                        let q = |c: usize| &blk[8 * hdr + c * 32 + lane * 4..8 * hdr + c * 32 + lane * 4 + 4];
+                        match self.ty {
+                            GgmlType::Q8_0 => {
+                                for c in 0..8 {
+                                    for (j, &v) in q(c).iter().enumerate() {
+                                        y[4 * c + j] = (v as i8) as f32 * d;
+                                    }
+                                }
+                            }
+                            ty => {
+                                let (m, off) = if ty == GgmlType::Q4_1 { (h(blk, 16 + lane * 2), 0.0) } else { (0.0, -8.0) };
+                                for c in 0..4 {
+                                    for (j, &v) in q(c).iter().enumerate() {
+                                        y[4 * c + j] = ((v & 15) as f32 + off) * d + m;
+                                        y[16 + 4 * c + j] = ((v >> 4) as f32 + off) * d + m;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -307,7 +379,7 @@ impl QuantMatrix {
             cols: first.cols,
             row_bytes: first.row_bytes,
             data: AlignedBytes::from_vec(data),
-            int8_act: first.int8_act,
+            act: first.act,
             layout: RowLayout::Rows,
         })
     }
@@ -396,6 +468,12 @@ mod tests {
         let il = q8.clone().interleave8();
         assert_eq!(il.layout(), RowLayout::Interleaved8);
         assert_eq!(il.dequantize(), q8.dequantize());
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let m = QuantMatrix::quantize(ty, 16, 64, &(0..16 * 64).map(|i| ((i * 7) % 31) as f32 - 15.0).collect::<Vec<_>>()).unwrap();
+            let mut fast = vec![0f32; 5 * 64];
+            m.clone().interleave8().dequantize_rows(9, &mut fast);
+            assert_eq!(fast, m.dequantize()[9 * 64..14 * 64].to_vec(), "{ty:?}");
+        }
         for r in 0..16 {
             assert_eq!(il.row(r), q8.row(r));
         }

@@ -502,3 +502,117 @@ pub unsafe fn group8_q8_avx512(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], ou
         _ => group8_avx512_m::<4>(ty, group, xq, out),
     }
 }
+
+// ---- interleaved groups × int16 activations: the weights widened to i16, `pmaddwd`-style
+// products of pairs; lanes hold (row, pair) partial sums, folded to one lane per row per block ----
+
+use super::dot::Q16View;
+
+macro_rules! group8_q16_kernel {
+    ($name:ident, $feat:literal, $dot:ident) => {
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+            let nb = xq[0].d.len();
+            let gp = group.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); M];
+            let mut off = [_mm256_setzero_ps(); M];
+            // hadd of (rows 0-3, rows 4-7) pair sums gives rows [0, 1, 4, 5, 2, 3, 6, 7]
+            let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+            let is_q8 = ty == GgmlType::Q8_0;
+            let min = ty == GgmlType::Q4_1;
+            let (hdr, gb) = match ty {
+                GgmlType::Q8_0 => (16, 16 + 256),
+                GgmlType::Q4_1 => (32, 32 + 128),
+                _ => (16, 16 + 128),
+            };
+            let m4 = _mm256_set1_epi8(0x0F);
+            for b in 0..nb {
+                let p = gp.add(b * gb);
+                let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                let q = p.add(hdr);
+                // 8 groups of 4 k (k-group g = k 4g..4g+4) × 8 rows, as two i16 halves each
+                let mut w = [[_mm256_setzero_si256(); 2]; 8];
+                if is_q8 {
+                    for g in 0..8 {
+                        let v = _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+                        w[g][0] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
+                        w[g][1] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
+                    }
+                } else {
+                    for c in 0..4 {
+                        let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+                        let lo = _mm256_and_si256(v, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                        w[c][0] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo));
+                        w[c][1] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(lo, 1));
+                        w[c + 4][0] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi));
+                        w[c + 4][1] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(hi, 1));
+                    }
+                }
+                let m8 = if min { _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)) } else { d8 };
+                for i in 0..M {
+                    let x = xq.get_unchecked(i);
+                    let xb = x.qs.as_ptr().add(b * 32) as *const i64;
+                    let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for g in 0..8 {
+                        let xv = _mm256_set1_epi64x(xb.add(g).read_unaligned());
+                        s0 = $dot(s0, w[g][0], xv);
+                        s1 = $dot(s1, w[g][1], xv);
+                    }
+                    let rows = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s0, s1), order);
+                    let dx = *x.d.get_unchecked(b);
+                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(rows), acc[i]);
+                    if !is_q8 {
+                        let xs = *x.xsum.get_unchecked(b);
+                        off[i] = _mm256_fmadd_ps(m8, _mm256_set1_ps(if min { xs } else { -8.0 * xs }), off[i]);
+                    }
+                }
+            }
+            for i in 0..M {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[i], off[i]));
+                for (lane, v) in lanes.iter().enumerate() {
+                    *out.get_unchecked_mut(lane * M + i) = *v;
+                }
+            }
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot2_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot2_vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, w, x)
+}
+
+group8_q16_kernel!(group8_q16_avx2_m, "avx2,fma,f16c", dot2_avx2);
+group8_q16_kernel!(group8_q16_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c", dot2_vnni);
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn group8_q16_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+    match xq.len() {
+        1 => group8_q16_avx2_m::<1>(ty, group, xq, out),
+        2 => group8_q16_avx2_m::<2>(ty, group, xq, out),
+        3 => group8_q16_avx2_m::<3>(ty, group, xq, out),
+        _ => group8_q16_avx2_m::<4>(ty, group, xq, out),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn group8_q16_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
+    match xq.len() {
+        1 => group8_q16_avx512_m::<1>(ty, group, xq, out),
+        2 => group8_q16_avx512_m::<2>(ty, group, xq, out),
+        3 => group8_q16_avx512_m::<3>(ty, group, xq, out),
+        _ => group8_q16_avx512_m::<4>(ty, group, xq, out),
+    }
+}
