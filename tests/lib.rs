@@ -101,7 +101,9 @@ pub mod processors_fixture {
     use serde_json::Value;
 
     pub fn scores(v: &Value) -> Vec<Vec<f32>> {
-        v.as_array().unwrap().iter()
+        v.as_array()
+            .unwrap()
+            .iter()
             .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().map_or(f32::NEG_INFINITY, |f| f as f32)).collect())
             .collect()
     }
@@ -118,7 +120,9 @@ pub mod processors_fixture {
             "top_p" => Box::new(TopP::new(param(p, "top_p") as f32).unwrap()),
             "typical_p" => Box::new(TypicalP::new(param(p, "typical_p") as f32).unwrap()),
             "min_p" => Box::new(MinP::new(param(p, "min_p") as f32).unwrap()),
-            "min_length" => Box::new(MinLength::new(param(p, "min_length") as usize, vec![param(p, "eos_token_id") as u32])),
+            "min_length" => {
+                Box::new(MinLength::new(param(p, "min_length") as usize, vec![param(p, "eos_token_id") as u32]))
+            }
             "min_new_tokens" => Box::new(MinNewTokens::new(
                 param(p, "min_new_tokens") as usize,
                 param(p, "prompt_length") as usize,
@@ -126,9 +130,12 @@ pub mod processors_fixture {
             )),
             "no_repeat_ngram_size" => Box::new(NoRepeatNGram::new(param(p, "ngram_size") as usize).unwrap()),
             "frequency_presence" => Box::new(
-                FrequencyPresencePenalty::new(param(p, "frequency_penalty") as f32, param(p, "presence_penalty") as f32)
-                    .unwrap()
-                    .with_scope(PenaltyScope::Generated),
+                FrequencyPresencePenalty::new(
+                    param(p, "frequency_penalty") as f32,
+                    param(p, "presence_penalty") as f32,
+                )
+                .unwrap()
+                .with_scope(PenaltyScope::Generated),
             ),
             other => panic!("processors.json has a processor this test does not know: {other}"),
         }
@@ -160,13 +167,21 @@ pub fn tf32_matmul<B: burn::tensor::backend::Backend>(device: &B::Device) -> boo
 
 /// `f32_tol` on full-f32 backends, `tf32_tol` where matmuls run in TF32.
 pub fn tolerance<B: burn::tensor::backend::Backend>(device: &B::Device, f32_tol: f32, tf32_tol: f32) -> f32 {
-    if tf32_matmul::<B>(device) { tf32_tol } else { f32_tol }
+    if tf32_matmul::<B>(device) {
+        tf32_tol
+    } else {
+        f32_tol
+    }
 }
 
 /// Top-1/top-2 margin under which a greedy step may legitimately flip: 0.01 in f32 (as the
 /// fixture's README says), 0.1 with TF32 matmuls (three times the logit noise measured there).
 pub fn near_tie_margin<B: burn::tensor::backend::Backend>(device: &B::Device) -> f64 {
-    if tf32_matmul::<B>(device) { 0.1 } else { 0.01 }
+    if tf32_matmul::<B>(device) {
+        0.1
+    } else {
+        0.01
+    }
 }
 
 /// The bodies of the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs` call these), shared with the

@@ -60,7 +60,11 @@ fn capture(cmd: &mut Command) -> Result<String> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cpu}, {n} hardware threads available, {}", std::env::consts::ARCH)
@@ -80,10 +84,19 @@ fn burn_version() -> String {
 }
 
 fn commit() -> String {
-    let rev = capture(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root())).unwrap_or_else(|_| "unknown".into());
-    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).current_dir(root()).output()
-        .map(|o| !o.stdout.is_empty()).unwrap_or(false);
-    if dirty { format!("{rev}-dirty") } else { rev }
+    let rev = capture(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()))
+        .unwrap_or_else(|_| "unknown".into());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(root())
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        format!("{rev}-dirty")
+    } else {
+        rev
+    }
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
@@ -130,7 +143,9 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     let peers = if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref())? } else { vec![] };
 
-    let cat = |k: &str| -> Vec<Value> { per_backend.iter().flat_map(|v| v[k].as_array().cloned().unwrap_or_default()).collect() };
+    let cat = |k: &str| -> Vec<Value> {
+        per_backend.iter().flat_map(|v| v[k].as_array().cloned().unwrap_or_default()).collect()
+    };
     let memory: serde_json::Map<String, Value> =
         per_backend.iter().map(|v| (v["backend"].as_str().unwrap_or("?").to_string(), v["memory"].clone())).collect();
     let load_s: serde_json::Map<String, Value> =
@@ -150,7 +165,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "prefill": cat("prefill"),
         "memory": memory,
         "bandwidth_gbs": per_backend.iter().find_map(|v| v["bandwidth_gbs"].as_f64()),
-        "profile": per_backend.iter().filter_map(|v| (!v["profile"].is_null()).then(|| v["profile"].clone())).collect::<Vec<_>>(),
+        "profile": per_backend.iter().filter(|v| !v["profile"].is_null()).map(|v| v["profile"].clone()).collect::<Vec<_>>(),
         "peers": peers,
     });
     report["ratios"] = Value::Array(ratios(&report));
@@ -171,12 +186,18 @@ pub fn run(args: &[&str]) -> Result<()> {
 /// instruction set /proc/cpuinfo lists instead, AMX left out; elsewhere it stays native.
 fn llama_cpp_cmake_args() -> String {
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = flags.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    let flags: Vec<&str> =
+        flags.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
     if !flags.contains(&"amx_tile") {
         return "-DGGML_NATIVE=ON".into();
     }
     let has = |f: &str| flags.contains(&f);
-    let mut args = vec!["-DGGML_NATIVE=OFF".to_string(), "-DGGML_AMX_TILE=OFF".into(), "-DGGML_AMX_INT8=OFF".into(), "-DGGML_AMX_BF16=OFF".into()];
+    let mut args = vec![
+        "-DGGML_NATIVE=OFF".to_string(),
+        "-DGGML_AMX_TILE=OFF".into(),
+        "-DGGML_AMX_INT8=OFF".into(),
+        "-DGGML_AMX_BF16=OFF".into(),
+    ];
     for (flag, opt) in [
         ("avx", "GGML_AVX"),
         ("avx2", "GGML_AVX2"),
@@ -206,7 +227,10 @@ fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Resu
         }
     }
     let reqs = root().join("scripts/bench-peers-requirements.txt");
-    eprintln!("+ pip install -r {} (transformers + CPU torch, llama-cpp-python compiles llama.cpp: minutes)", reqs.display());
+    eprintln!(
+        "+ pip install -r {} (transformers + CPU torch, llama-cpp-python compiles llama.cpp: minutes)",
+        reqs.display()
+    );
     let st = Command::new(&py)
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
         .arg(&reqs)
@@ -218,7 +242,9 @@ fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Resu
     }
     let out = target_dir().join("bench/peers.json");
     let mut c = Command::new(&py);
-    c.arg(root().join("scripts/bench_peers.py")).args(["--model", model, "--threads", &threads.to_string(), "--json-out"]).arg(&out);
+    c.arg(root().join("scripts/bench_peers.py"))
+        .args(["--model", model, "--threads", &threads.to_string(), "--json-out"])
+        .arg(&out);
     if quick {
         c.arg("--quick");
     }
@@ -244,7 +270,11 @@ fn ratios(r: &Value) -> Vec<Value> {
     let ours = |k: &str| r[k].as_array().unwrap_or(&empty).clone();
     for peer in r["peers"].as_array().unwrap_or(&empty) {
         let name = peer["name"].as_str().unwrap_or("?");
-        for (k, key, field) in [("decode", "batch", "tokens_per_s"), ("prefill", "prompt_tokens", "tokens_per_s"), ("cache_speedup", "new_tokens", "cache_s")] {
+        for (k, key, field) in [
+            ("decode", "batch", "tokens_per_s"),
+            ("prefill", "prompt_tokens", "tokens_per_s"),
+            ("cache_speedup", "new_tokens", "cache_s"),
+        ] {
             let prow = peer[k].as_array().cloned().unwrap_or_default();
             for row in ours(k) {
                 let Some(x) = row[key].as_u64() else { continue };
@@ -268,8 +298,12 @@ fn markdown(r: &Value) -> String {
     let rows = |k: &str| r[k].as_array().unwrap_or(&empty).clone();
     let mut s = format!(
         "# Demiurgic bench\n\n{} · commit {} · burn {} · {} threads · {}{}\n\nmodel: {}\n\n",
-        r["date"].as_str().unwrap_or(""), r["commit"].as_str().unwrap_or(""), r["burn_version"].as_str().unwrap_or(""),
-        r["threads"], r["machine"].as_str().unwrap_or(""), if r["quick"].as_bool() == Some(true) { " · --quick" } else { "" },
+        r["date"].as_str().unwrap_or(""),
+        r["commit"].as_str().unwrap_or(""),
+        r["burn_version"].as_str().unwrap_or(""),
+        r["threads"],
+        r["machine"].as_str().unwrap_or(""),
+        if r["quick"].as_bool() == Some(true) { " · --quick" } else { "" },
         r["model"].as_str().unwrap_or("")
     );
     s += "## KV cache: time to generate N new tokens (greedy, 16-token prompt, median)\n\n| backend | new tokens | no cache (s) | cache (s) | speedup |\n|---|---:|---:|---:|---:|\n";
@@ -281,16 +315,33 @@ fn markdown(r: &Value) -> String {
         }
     }
     for row in &cache {
-        s += &format!("| {} | {} | {} | {} | {}x |\n", row["backend"].as_str().unwrap_or(""), row["new_tokens"], f(&row["no_cache_s"], 3), f(&row["cache_s"], 3), f(&row["speedup"], 1));
+        s += &format!(
+            "| {} | {} | {} | {} | {}x |\n",
+            row["backend"].as_str().unwrap_or(""),
+            row["new_tokens"],
+            f(&row["no_cache_s"], 3),
+            f(&row["cache_s"], 3),
+            f(&row["speedup"], 1)
+        );
     }
     if let Some(bw) = r["bandwidth_gbs"].as_f64() {
         s += &format!("\nmemory read bandwidth ({} threads): {bw:.1} GB/s\n", r["threads"]);
     }
     if let Some(m) = r["memory"].as_object() {
         for (b, v) in m {
-            let kinds: Vec<String> = v["weights_storage"].as_array().unwrap_or(&empty).iter().map(|p| format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))).collect();
+            let kinds: Vec<String> = v["weights_storage"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|p| format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
+                .collect();
             if !kinds.is_empty() {
-                s += &format!("\nweights on {b}: {} · activations {} · {:.1} MB read per token\n", kinds.join(", "), v["activations"].as_str().unwrap_or("f32"), v["weights_bytes_read_per_token"].as_f64().unwrap_or(0.0) / 1e6);
+                s += &format!(
+                    "\nweights on {b}: {} · activations {} · {:.1} MB read per token\n",
+                    kinds.join(", "),
+                    v["activations"].as_str().unwrap_or("f32"),
+                    v["weights_bytes_read_per_token"].as_f64().unwrap_or(0.0) / 1e6
+                );
             }
         }
     }
@@ -307,17 +358,35 @@ fn markdown(r: &Value) -> String {
     }
     for row in &decode {
         let share = row["bandwidth_share"].as_f64().map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
-        s += &format!("| {} | {} | {} | {} | {} | {share} |\n", row["backend"].as_str().unwrap_or(""), row["batch"], f(&row["tokens_per_s"], 1), f(&row["ms_per_step"], 1), f(&row["weight_gb_per_s"], 2));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {share} |\n",
+            row["backend"].as_str().unwrap_or(""),
+            row["batch"],
+            f(&row["tokens_per_s"], 1),
+            f(&row["ms_per_step"], 1),
+            f(&row["weight_gb_per_s"], 2)
+        );
     }
     s += "\n## Prefill\n\n| backend | prompt tokens | tokens/s |\n|---|---:|---:|\n";
     for row in &prefill {
-        s += &format!("| {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["prompt_tokens"], f(&row["tokens_per_s"], 1));
+        s += &format!(
+            "| {} | {} | {} |\n",
+            row["backend"].as_str().unwrap_or(""),
+            row["prompt_tokens"],
+            f(&row["tokens_per_s"], 1)
+        );
     }
     s += "\n## Memory\n\n| backend | peak RSS (MiB) | KV cache per sequence per 1k tokens (MiB) | weights (MiB) | load (s) |\n|---|---:|---:|---:|---:|\n";
     if let Some(m) = r["memory"].as_object() {
         for (b, v) in m {
             let mib = |x: &Value| x.as_f64().map_or("-".into(), |x| format!("{:.1}", x / 1048576.0));
-            s += &format!("| {b} | {} | {} | {} | {} |\n", mib(&v["peak_rss_bytes"]), mib(&v["kv_cache_bytes_per_seq_per_1k_tokens"]), mib(&v["weights_bytes"]), f(&r["load_s"][b], 2));
+            s += &format!(
+                "| {b} | {} | {} | {} | {} |\n",
+                mib(&v["peak_rss_bytes"]),
+                mib(&v["kv_cache_bytes_per_seq_per_1k_tokens"]),
+                mib(&v["weights_bytes"]),
+                f(&r["load_s"][b], 2)
+            );
         }
     }
     for p in rows("profile") {
@@ -329,7 +398,12 @@ fn markdown(r: &Value) -> String {
         let mut total = 0.0;
         for op in p["ops"].as_array().unwrap_or(&empty) {
             total += op["ms_per_token"].as_f64().unwrap_or(0.0);
-            s += &format!("| {} | {} | {} |\n", op["op"].as_str().unwrap_or(""), f(&op["ms_per_token"], 3), f(&op["calls_per_token"], 0));
+            s += &format!(
+                "| {} | {} | {} |\n",
+                op["op"].as_str().unwrap_or(""),
+                f(&op["ms_per_token"], 3),
+                f(&op["calls_per_token"], 0)
+            );
         }
         let rest = p["decode_ms_per_token"].as_f64().unwrap_or(0.0) - total;
         s += &format!("| (sampling, stopping, host loop) | {rest:.3} | |\n");
@@ -338,8 +412,18 @@ fn markdown(r: &Value) -> String {
     if !ratios.is_empty() {
         s += "\n## Ours / peer (speed ratio, > 1 means Demiurgic is faster)\n\n| backend | peer | measure | at | ratio |\n|---|---|---|---:|---:|\n";
         for row in &ratios {
-            let at = ["batch", "prompt_tokens", "new_tokens"].iter().find_map(|k| row.get(*k).map(|v| format!("{k}={v}"))).unwrap_or_default();
-            s += &format!("| {} | {} | {} | {} | {} |\n", row["backend"].as_str().unwrap_or(""), row["peer"].as_str().unwrap_or(""), row["measure"].as_str().unwrap_or(""), at, f(&row["speed_ratio_ours_over_peer"], 2));
+            let at = ["batch", "prompt_tokens", "new_tokens"]
+                .iter()
+                .find_map(|k| row.get(*k).map(|v| format!("{k}={v}")))
+                .unwrap_or_default();
+            s += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                row["backend"].as_str().unwrap_or(""),
+                row["peer"].as_str().unwrap_or(""),
+                row["measure"].as_str().unwrap_or(""),
+                at,
+                f(&row["speed_ratio_ours_over_peer"], 2)
+            );
         }
     }
     s
@@ -363,7 +447,8 @@ fn font() -> Result<&'static [u8]> {
 fn plot(r: &Value, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let bytes = font()?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| anyhow::anyhow!("font does not load"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("font does not load"))?;
     let root_area = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
     root_area.fill(&WHITE)?;
     let (left, right) = root_area.split_horizontally(600);
@@ -388,8 +473,26 @@ fn plot(r: &Value, path: &Path) -> Result<()> {
         groups
     };
     for (area, k, x, y, title, xl, yl, legend) in [
-        (&left, "decode", "batch", "tokens_per_s", "Decode throughput", "batch size", "tokens/s", SeriesLabelPosition::UpperRight),
-        (&right, "cache_speedup", "new_tokens", "speedup", "KV-cache speedup", "new tokens", "no-cache time / cache time", SeriesLabelPosition::UpperLeft),
+        (
+            &left,
+            "decode",
+            "batch",
+            "tokens_per_s",
+            "Decode throughput",
+            "batch size",
+            "tokens/s",
+            SeriesLabelPosition::UpperRight,
+        ),
+        (
+            &right,
+            "cache_speedup",
+            "new_tokens",
+            "speedup",
+            "KV-cache speedup",
+            "new tokens",
+            "no-cache time / cache time",
+            SeriesLabelPosition::UpperLeft,
+        ),
     ] {
         let s = series(k, x, y);
         let xmax = s.iter().flat_map(|g| g.1.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
@@ -403,9 +506,10 @@ fn plot(r: &Value, path: &Path) -> Result<()> {
         chart.configure_mesh().x_desc(xl).y_desc(yl).draw()?;
         for (i, (name, pts)) in s.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(name.as_str()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(legend).draw()?;
@@ -436,7 +540,8 @@ mod tests {
     #[test]
     fn ratios_are_ours_over_peer_speed() {
         let r = ratios(&report());
-        let get = |m: &str| r.iter().find(|x| x["measure"] == m).unwrap()["speed_ratio_ours_over_peer"].as_f64().unwrap();
+        let get =
+            |m: &str| r.iter().find(|x| x["measure"] == m).unwrap()["speed_ratio_ours_over_peer"].as_f64().unwrap();
         assert_eq!(get("decode"), 0.5);
         assert_eq!(get("prefill"), 0.5);
         assert_eq!(get("cache_speedup"), 0.5); // peer 0.5 s, ours 1.0 s
@@ -447,8 +552,13 @@ mod tests {
         let mut rep = report();
         rep["ratios"] = Value::Array(ratios(&rep));
         let md = markdown(&rep);
-        for needle in ["| flex | 50 | 6.000 | 1.000 | 6.0x |", "| llama.cpp | 1 | 100.0 | 10.0 |", "| flex | 128 | 300.0 |",
-            "| flex | 1.0 | 2.0 | 3.0 | 0.50 |", "| flex | llama.cpp | decode | batch=1 | 0.50 |"] {
+        for needle in [
+            "| flex | 50 | 6.000 | 1.000 | 6.0x |",
+            "| llama.cpp | 1 | 100.0 | 10.0 |",
+            "| flex | 128 | 300.0 |",
+            "| flex | 1.0 | 2.0 | 3.0 | 0.50 |",
+            "| flex | llama.cpp | decode | batch=1 | 0.50 |",
+        ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
     }

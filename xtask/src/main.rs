@@ -37,7 +37,9 @@ fn cargo_test_counted(args: &[&str]) -> Result<(u64, u64)> {
             for part in rest.split(';') {
                 let mut w = part.split_whitespace().rev();
                 let (kind, n) = (w.next(), w.next());
-                if let Some(n) = n.and_then(|n| n.trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok()) {
+                if let Some(n) =
+                    n.and_then(|n| n.trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok())
+                {
                     match kind {
                         Some("passed") => passed += n,
                         Some("failed") => failed += n,
@@ -62,7 +64,11 @@ fn target_dir() -> PathBuf {
 fn demiurgic(args: &[&str]) -> Result<()> {
     let bin = target_dir().join("release/demiurgic");
     eprintln!("+ demiurgic {}", args.join(" "));
-    let st = Command::new(&bin).args(args).current_dir(root()).status().with_context(|| format!("cannot run {}", bin.display()))?;
+    let st = Command::new(&bin)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
     if !st.success() {
         bail!("demiurgic {} failed ({st})", args.join(" "));
     }
@@ -71,11 +77,18 @@ fn demiurgic(args: &[&str]) -> Result<()> {
 
 /// Whether a Vulkan loader and at least one ICD (driver manifest) are installed.
 fn vulkan_present() -> bool {
-    let loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
+    let loader = [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/libvulkan.so.1",
+        "/usr/lib64/libvulkan.so.1",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
     let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"].iter().any(|d| {
-        std::fs::read_dir(d).map(|mut it| it.any(|e| e.map(|e| e.path().extension().is_some_and(|x| x == "json")).unwrap_or(false))).unwrap_or(false)
+        std::fs::read_dir(d)
+            .map(|mut it| it.any(|e| e.map(|e| e.path().extension().is_some_and(|x| x == "json")).unwrap_or(false)))
+            .unwrap_or(false)
     });
     loader && icd
 }
@@ -89,8 +102,18 @@ fn ensure_vulkan() -> Result<()> {
     let pkgs = ["mesa-vulkan-drivers", "libvulkan1"];
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     if is_root && Command::new("apt-get").arg("--version").output().is_ok() {
-        eprintln!("+ apt-get install -y {} (Vulkan for the wgpu tests: lavapipe, Mesa's software driver)", pkgs.join(" "));
-        let install = || Command::new("apt-get").args(["install", "-y", "-qq"]).args(pkgs).status().map(|s| s.success()).unwrap_or(false);
+        eprintln!(
+            "+ apt-get install -y {} (Vulkan for the wgpu tests: lavapipe, Mesa's software driver)",
+            pkgs.join(" ")
+        );
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(pkgs)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
         if !install() {
             let _ = Command::new("apt-get").args(["update", "-qq"]).status();
             install();
@@ -121,7 +144,11 @@ fn fuzz(args: &[&str]) -> Result<()> {
         match a {
             "--seconds" => {
                 let v = it.next().context("--seconds needs a number")?;
-                seconds = v.parse().ok().filter(|&n| n > 0).with_context(|| format!("--seconds must be a positive integer, got {v:?}"))?;
+                seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("--seconds must be a positive integer, got {v:?}"))?;
             }
             "--target" => {
                 let t = *it.next().context("--target needs a name")?;
@@ -133,7 +160,8 @@ fn fuzz(args: &[&str]) -> Result<()> {
             other => bail!("unknown fuzz argument {other:?} (allowed: --seconds N, --target T)"),
         }
     }
-    let have = Command::new(env!("CARGO")).args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let have =
+        Command::new(env!("CARGO")).args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !have {
         cargo(&["install", "cargo-fuzz", "--locked"])?;
     }
@@ -141,12 +169,25 @@ fn fuzz(args: &[&str]) -> Result<()> {
         let corpus = root().join("fuzz/corpus").join(t);
         std::fs::create_dir_all(&corpus)?;
         let max_time = format!("-max_total_time={seconds}");
-        let a = ["fuzz", "run", t, "--sanitizer", "none", "--", &max_time, "-timeout=20", "-rss_limit_mb=4096", "-max_len=65536"];
+        let a = [
+            "fuzz",
+            "run",
+            t,
+            "--sanitizer",
+            "none",
+            "--",
+            &max_time,
+            "-timeout=20",
+            "-rss_limit_mb=4096",
+            "-max_len=65536",
+        ];
         eprintln!("+ RUSTC_BOOTSTRAP=1 cargo {}", a.join(" "));
         let st = Command::new(env!("CARGO")).args(a).env("RUSTC_BOOTSTRAP", "1").current_dir(root()).status()?;
         if !st.success() {
-            bail!("fuzz target {t} found a failure ({st}): the input is under fuzz/artifacts/{t}/; \
-                   add it to tests/fixtures/fuzz-regressions/{t}/ and fix the bug");
+            bail!(
+                "fuzz target {t} found a failure ({st}): the input is under fuzz/artifacts/{t}/; \
+                   add it to tests/fixtures/fuzz-regressions/{t}/ and fix the bug"
+            );
         }
     }
     Ok(())

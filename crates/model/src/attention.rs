@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 
 use crate::kv_cache::LayerKv;
-use crate::profile::{time, Op};
 use crate::ops::{DecodeOps, Heads, Linear, Step};
+use crate::profile::{time, Op};
 use crate::rope::RotaryEmbedding;
 
 /// Self-attention of one layer: fused `qkv` projection (rows `[q | k | v]`), output projection.

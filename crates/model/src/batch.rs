@@ -5,8 +5,8 @@ use crate::error::{ModelError, Result};
 /// A left-padded batch of prompts (host data).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    pub tokens: Vec<Vec<u32>>,   // [batch, seq]
-    pub mask: Vec<Vec<bool>>,    // [batch, seq], true = real token
+    pub tokens: Vec<Vec<u32>>,      // [batch, seq]
+    pub mask: Vec<Vec<bool>>,       // [batch, seq], true = real token
     pub positions: Vec<Vec<usize>>, // [batch, seq]
 }
 
@@ -43,7 +43,7 @@ impl Batch {
             row.extend_from_slice(p);
             tokens.push(row);
             let mut m = vec![false; pad];
-            m.extend(std::iter::repeat(true).take(p.len()));
+            m.extend(std::iter::repeat_n(true, p.len()));
             mask.push(m);
         }
         let positions = mask.iter().map(|m| positions_from_mask(m)).collect();

@@ -110,8 +110,7 @@ fn id_list(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Vec<u32>>
             .to_vec()
             .into_iter()
             .map(|id| {
-                u32::try_from(id)
-                    .map_err(|_| cfg_err(origin, format!("{field} contains {id}, not a valid token id")))
+                u32::try_from(id).map_err(|_| cfg_err(origin, format!("{field} contains {id}, not a valid token id")))
             })
             .collect(),
     }
@@ -152,7 +151,10 @@ impl HfLlamaConfig {
         if let Some(p) = &self.rope_parameters {
             if let Some(t) = &p.rope_type {
                 if t != "default" {
-                    return Err(cfg_err(origin, format!("rope_parameters.rope_type \"{t}\" is not supported (supported: default)")));
+                    return Err(cfg_err(
+                        origin,
+                        format!("rope_parameters.rope_type \"{t}\" is not supported (supported: default)"),
+                    ));
                 }
             }
             rope_theta = rope_theta.or(p.rope_theta);
@@ -196,7 +198,8 @@ impl LlamaConfig {
         let mut cfg = HfLlamaConfig::from_json_str(&text, &origin)?.to_config(&origin)?;
         let gpath = dir.join("generation_config.json");
         if gpath.exists() {
-            let text = std::fs::read_to_string(&gpath).map_err(|source| ModelError::Io { path: gpath.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&gpath).map_err(|source| ModelError::Io { path: gpath.clone(), source })?;
             let gorigin = gpath.display().to_string();
             let g: HfGenerationConfig = serde_json::from_str(&text).map_err(|e| cfg_err(&gorigin, e.to_string()))?;
             if g.eos_token_id.is_some() {
@@ -256,7 +259,7 @@ impl LlamaConfig {
                 return Err(cfg_err(origin, format!("{name} = {v} is implausibly large (limit {LIMIT})")));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(cfg_err(
                 origin,
                 format!(
@@ -265,7 +268,7 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(cfg_err(origin, format!("head_dim must be even for RoPE, got {}", self.head_dim)));
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
@@ -306,7 +309,8 @@ mod tests {
 
     #[test]
     fn top_level_rope_theta_and_defaults() {
-        let j = TINY.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, r#""rope_theta":500000.0,"#)
+        let j = TINY
+            .replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, r#""rope_theta":500000.0,"#)
             .replace(r#""num_key_value_heads":2,"head_dim":16,"#, "");
         let c = HfLlamaConfig::from_json_str(&j, "t").unwrap().to_config("t").unwrap();
         assert_eq!(c.rope_theta, 500000.0);

@@ -34,7 +34,15 @@ pub struct GenerateOptions<'a, B: DecodeOps> {
 
 impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
     fn default() -> Self {
-        Self { use_cache: true, pipeline_hook: None, on_step: None, stop_check: None, stops: None, seeds: None, cache: None }
+        Self {
+            use_cache: true,
+            pipeline_hook: None,
+            on_step: None,
+            stop_check: None,
+            stops: None,
+            seeds: None,
+            cache: None,
+        }
     }
 }
 
@@ -85,7 +93,10 @@ pub fn memory_estimate(config: &crate::config::LlamaConfig, rows: usize, prompt:
     let c = config;
     let positions = prompt + new_tokens;
     let kv = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4 * rows * positions;
-    let acts = rows * prompt * (c.hidden_size * 4 + 2 * c.intermediate_size + (c.num_heads + 2 * c.num_kv_heads) * c.head_dim) * 4;
+    let acts = rows
+        * prompt
+        * (c.hidden_size * 4 + 2 * c.intermediate_size + (c.num_heads + 2 * c.num_kv_heads) * c.head_dim)
+        * 4;
     let scores = rows * c.num_heads * prompt * positions * 4;
     let logits = rows * c.vocab_size * 4 * 3;
     kv + acts + scores + logits
@@ -111,7 +122,10 @@ pub fn generate<B: DecodeOps>(
     let pad = config.pad_token_id.or(mc.pad_token_id).or(eos.first().copied()).unwrap_or(0);
     for &id in eos.iter().chain(std::iter::once(&pad)) {
         if id as usize >= mc.vocab_size {
-            return Err(ModelError::Input(format!("special token id {id} is outside the vocabulary (0..{})", mc.vocab_size)));
+            return Err(ModelError::Input(format!(
+                "special token id {id} is outside the vocabulary (0..{})",
+                mc.vocab_size
+            )));
         }
     }
     for (i, p) in prompts.iter().enumerate() {
@@ -170,7 +184,9 @@ pub fn generate<B: DecodeOps>(
             return Err(ModelError::Input("a cache can be continued for one row only".into()));
         }
         if reuse >= t0 {
-            return Err(ModelError::Input(format!("the cache holds {reuse} positions; the prompt must be longer ({t0})")));
+            return Err(ModelError::Input(format!(
+                "the cache holds {reuse} positions; the prompt must be longer ({t0})"
+            )));
         }
         c.check_room(t0 - reuse + max_new - 1)?;
     }
@@ -211,7 +227,11 @@ pub fn generate<B: DecodeOps>(
 
     let mut input = if reuse > 0 {
         let p = &batch.tokens[0];
-        StepInput { tokens: vec![p[reuse..].to_vec()], positions: vec![(reuse..t0).collect()], key_valid: vec![vec![true; t0]] }
+        StepInput {
+            tokens: vec![p[reuse..].to_vec()],
+            positions: vec![(reuse..t0).collect()],
+            key_valid: vec![vec![true; t0]],
+        }
     } else {
         StepInput { tokens: batch.tokens.clone(), positions: batch.positions.clone(), key_valid: key_valid.clone() }
     };
@@ -285,7 +305,11 @@ pub fn generate<B: DecodeOps>(
         let positions: Vec<Vec<usize>> = next_pos.iter().map(|&p| vec![p]).collect();
         next_pos.iter_mut().for_each(|p| *p += 1);
         input = if own_cache.is_some() || opts.cache.is_some() {
-            StepInput { tokens: step_tokens.iter().map(|&x| vec![x]).collect(), positions, key_valid: key_valid.clone() }
+            StepInput {
+                tokens: step_tokens.iter().map(|&x| vec![x]).collect(),
+                positions,
+                key_valid: key_valid.clone(),
+            }
         } else {
             let positions = key_valid.iter().map(|m| crate::batch::positions_from_mask(m)).collect();
             StepInput { tokens: all_tokens.clone(), positions, key_valid: key_valid.clone() }

@@ -21,10 +21,7 @@ impl<B: Backend> LayerKv<B> {
         let end = start + k.dims()[2];
         self.k.inplace(|c| c.slice_assign(s![.., .., start..end, ..], k));
         self.v.inplace(|c| c.slice_assign(s![.., .., start..end, ..], v));
-        (
-            self.k.clone().slice(s![.., .., 0..end, ..]),
-            self.v.clone().slice(s![.., .., 0..end, ..]),
-        )
+        (self.k.clone().slice(s![.., .., 0..end, ..]), self.v.clone().slice(s![.., .., 0..end, ..]))
     }
 }
 
@@ -78,10 +75,7 @@ impl<B: Backend> KvCache<B> {
 
     /// Bytes held by keys and values (f32).
     pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| 2 * l.k.shape().num_elements() * std::mem::size_of::<f32>())
-            .sum()
+        self.layers.iter().map(|l| 2 * l.k.shape().num_elements() * std::mem::size_of::<f32>()).sum()
     }
 
     /// Forget every cached position (the buffers are kept and overwritten).
@@ -114,7 +108,8 @@ impl<B: Backend> KvCache<B> {
         for l in &mut self.layers {
             let device = l.k.device();
             let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx, [rows.len()]), &device);
+            let idx =
+                Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx, [rows.len()]), &device);
             l.k = l.k.clone().select(0, idx.clone());
             l.v = l.v.clone().select(0, idx);
         }
@@ -148,10 +143,23 @@ mod tests {
 
     fn cfg() -> LlamaConfig {
         LlamaConfig {
-            vocab_size: 10, hidden_size: 8, intermediate_size: 8, num_layers: 1, num_heads: 2,
-            num_kv_heads: 1, head_dim: 4, max_position_embeddings: 6, rms_norm_eps: 1e-5,
-            rope_theta: 1e4, tie_word_embeddings: true, attention_bias: false, mlp_bias: false,
-            bos_token_id: None, eos_token_ids: vec![], pad_token_id: None, sliding_window: None,
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            max_position_embeddings: 6,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1e4,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
+            sliding_window: None,
         }
     }
 

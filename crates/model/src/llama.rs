@@ -56,7 +56,10 @@ impl<B: DecodeOps> LlamaWeights<B> {
             .layers
             .iter()
             .map(|l| {
-                lin(&l.self_attn.qkv) + lin(&l.self_attn.o_proj) + lin(&l.mlp.gate_up) + lin(&l.mlp.down)
+                lin(&l.self_attn.qkv)
+                    + lin(&l.self_attn.o_proj)
+                    + lin(&l.mlp.gate_up)
+                    + lin(&l.mlp.down)
                     + 4 * (l.input_layernorm.gamma.dims()[0] + l.post_attention_layernorm.gamma.dims()[0])
             })
             .sum();

@@ -58,9 +58,7 @@ impl<B: Backend> Matrix<B> {
     pub fn to_dense(&self, device: &B::Device) -> Tensor<B, 2> {
         match self {
             Matrix::Dense(t) => t.clone().cast(DType::F32),
-            Matrix::Host(q) => {
-                Tensor::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device)
-            }
+            Matrix::Host(q) => Tensor::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device),
         }
     }
 }

@@ -21,8 +21,19 @@ pub enum Op {
     Head,
 }
 
-pub const OPS: [Op; 11] =
-    [Op::Embed, Op::Norm, Op::Qkv, Op::Rope, Op::Attention, Op::AttnOut, Op::GateUp, Op::Swiglu, Op::Down, Op::Residual, Op::Head];
+pub const OPS: [Op; 11] = [
+    Op::Embed,
+    Op::Norm,
+    Op::Qkv,
+    Op::Rope,
+    Op::Attention,
+    Op::AttnOut,
+    Op::GateUp,
+    Op::Swiglu,
+    Op::Down,
+    Op::Residual,
+    Op::Head,
+];
 
 impl Op {
     pub fn name(self) -> &'static str {

@@ -2,6 +2,7 @@
 //! model, then the speed with and without the KV cache.
 //!
 //! `cargo run --release -p demiurgic-runner --example improved_generation`
+#![allow(clippy::cloned_ref_to_slice_refs)]
 use std::time::Instant;
 
 use anyhow::Result;
@@ -27,18 +28,27 @@ fn main() -> Result<()> {
         let out = generate(&loaded.model, &[ids.clone()], &cfg, GenerateOptions::default())?;
         println!("=== {} ({})", preset.name, preset.description);
         println!("{prompt}{}", tok.decode(out.row(0))?);
-        println!("[{} tokens, {:.1} tokens/s, finish {:?}]\n", out.lengths[0], out.stats.decode_tokens_per_s, out.finish_reasons[0]);
+        println!(
+            "[{} tokens, {:.1} tokens/s, finish {:?}]\n",
+            out.lengths[0], out.stats.decode_tokens_per_s, out.finish_reasons[0]
+        );
     }
     println!("=== KV cache speed-up (greedy, EOS off)");
     for n in [50usize, 100] {
-        let cfg = GenerationConfig { max_new_tokens: Some(n), eos_token_ids: Some(vec![]), ..GenerationConfig::greedy() };
+        let cfg =
+            GenerationConfig { max_new_tokens: Some(n), eos_token_ids: Some(vec![]), ..GenerationConfig::greedy() };
         let mut times = vec![];
         for use_cache in [false, true] {
             let t = Instant::now();
             generate(&loaded.model, &[ids.clone()], &cfg, GenerateOptions { use_cache, ..Default::default() })?;
             times.push(t.elapsed().as_secs_f64());
         }
-        println!("{n:>4} new tokens: without cache {:.2} s, with cache {:.2} s, speed-up {:.1}x", times[0], times[1], times[0] / times[1]);
+        println!(
+            "{n:>4} new tokens: without cache {:.2} s, with cache {:.2} s, speed-up {:.1}x",
+            times[0],
+            times[1],
+            times[0] / times[1]
+        );
     }
     Ok(())
 }

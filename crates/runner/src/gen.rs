@@ -81,7 +81,9 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
         if a.max_new_tokens.is_none() {
             c.max_new_tokens = None;
         } else {
-            warnings.push("both --max-new-tokens and --max-length given: --max-new-tokens wins (as in transformers)".into());
+            warnings.push(
+                "both --max-new-tokens and --max-length given: --max-new-tokens wins (as in transformers)".into(),
+            );
         }
     }
     if a.seed.is_some() {
@@ -223,7 +225,11 @@ impl BackendJob for GenerateJob {
         // token ids outside the vocabulary: refused before anything is printed
         for (i, p) in id_prompts.iter().enumerate() {
             if let Some(&bad) = p.iter().find(|&&id| id as usize >= model.config.vocab_size) {
-                bail!("--prompt-ids {}: token id {bad} is outside the vocabulary (0..{})", i + 1, model.config.vocab_size);
+                bail!(
+                    "--prompt-ids {}: token id {bad} is outside the vocabulary (0..{})",
+                    i + 1,
+                    model.config.vocab_size
+                );
             }
         }
         let mut prompts: Vec<Vec<u32>> = vec![];
@@ -287,7 +293,11 @@ impl BackendJob for GenerateJob {
         }
         let n = config.num_return_sequences;
         let texts: Option<Vec<String>> = match tok {
-            Some(t) => Some((0..out.tokens.len()).map(|i| row_text(t, &out, i, &config.stop, skip_special)).collect::<Result<_>>()?),
+            Some(t) => Some(
+                (0..out.tokens.len())
+                    .map(|i| row_text(t, &out, i, &config.stop, skip_special))
+                    .collect::<Result<_>>()?,
+            ),
             None => None,
         };
         let mut report = config.to_report();
@@ -327,7 +337,11 @@ impl BackendJob for GenerateJob {
                     .iter()
                     .map(|row| {
                         row.iter()
-                            .map(|alts| alts.iter().map(|&(id, lp)| json!({"id": id, "token": token_text(tok, id), "logprob": lp})).collect())
+                            .map(|alts| {
+                                alts.iter()
+                                    .map(|&(id, lp)| json!({"id": id, "token": token_text(tok, id), "logprob": lp}))
+                                    .collect()
+                            })
                             .collect()
                     })
                     .collect();
@@ -337,7 +351,13 @@ impl BackendJob for GenerateJob {
         } else if stream {
             emit("\n");
             if let Some(lp) = &out.logprobs {
-                print_logprobs(tok, out.row(0), &lp[0], out.top_logprobs.as_ref().map(|t| &t[0][..]), config.raw_logprobs);
+                print_logprobs(
+                    tok,
+                    out.row(0),
+                    &lp[0],
+                    out.top_logprobs.as_ref().map(|t| &t[0][..]),
+                    config.raw_logprobs,
+                );
             }
             eprintln!(
                 "[{}, finish: {}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}]",
@@ -354,7 +374,13 @@ impl BackendJob for GenerateJob {
                     None => emit(&format!("{:?}\n", out.row(i))),
                 }
                 if let Some(lp) = &out.logprobs {
-                    print_logprobs(tok, out.row(i), &lp[i], out.top_logprobs.as_ref().map(|t| &t[i][..]), config.raw_logprobs);
+                    print_logprobs(
+                        tok,
+                        out.row(i),
+                        &lp[i],
+                        out.top_logprobs.as_ref().map(|t| &t[i][..]),
+                        config.raw_logprobs,
+                    );
                 }
             }
             eprintln!(
@@ -378,7 +404,13 @@ fn token_text(tok: Option<&TextTokenizer>, id: u32) -> String {
 }
 
 /// The text of row `i`: special tokens skipped unless kept, cut before a stop string that ended it.
-fn row_text(t: &TextTokenizer, out: &GenerationOutput, i: usize, stops: &[String], skip_special: bool) -> Result<String> {
+fn row_text(
+    t: &TextTokenizer,
+    out: &GenerationOutput,
+    i: usize,
+    stops: &[String],
+    skip_special: bool,
+) -> Result<String> {
     let mut text = t.decode_with(out.row(i), skip_special)?;
     if out.finish_reasons[i] == demiurgic_sampling::FinishReason::Stop {
         if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {

@@ -36,7 +36,9 @@ impl LoadArgs {
         };
         let activations = match &self.activations {
             Some(a) => a.parse().map_err(|e: String| anyhow!(e))?,
-            None if B::host_weights() && (is_gguf || quantize.is_some()) && weights == WeightMode::Native => Activations::Int16,
+            None if B::host_weights() && (is_gguf || quantize.is_some()) && weights == WeightMode::Native => {
+                Activations::Int16
+            }
             None => Activations::F32,
         };
         let opts = LoadOptions { weights, quantize, activations };

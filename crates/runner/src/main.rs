@@ -1,4 +1,5 @@
 //! `demiurgic`: generate text with a Llama-family model on a Burn backend chosen at run time.
+#![allow(clippy::cloned_ref_to_slice_refs)]
 mod backends;
 mod bench;
 mod chat;
@@ -58,7 +59,12 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 std::process::exit(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 1 } else { 0 });
             }
@@ -103,7 +109,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::FetchModel(a) => {
-            let p = if a.force { fetch::fetch(std::io::stderr().is_terminal())? } else { fetch::default_model(std::io::stderr().is_terminal())? };
+            let p = if a.force {
+                fetch::fetch(std::io::stderr().is_terminal())?
+            } else {
+                fetch::default_model(std::io::stderr().is_terminal())?
+            };
             emit(&format!("{}\n", p.display()));
             Ok(())
         }
@@ -189,7 +199,11 @@ pub struct Message {
 }
 
 /// The model's chat template rendered over `messages` (as transformers' `apply_chat_template`).
-pub fn render_chat<B: DecodeOps>(loaded: &LoadedModel<B>, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+pub fn render_chat<B: DecodeOps>(
+    loaded: &LoadedModel<B>,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<String> {
     let template = loaded.chat_template.as_deref().context("--chat: this model has no chat template")?;
     let tok = loaded.text_tokenizer()?;
     let name = |id: Option<u32>| id.map(|i| tok.tokens(&[i]).join("")).unwrap_or_default();
@@ -241,7 +255,9 @@ impl BackendJob for DetokenizeJob {
         let (loaded, _, _) = load::<B>(&self.args.m, &device)?;
         let tok = loaded.text_tokenizer()?;
         let ids: Result<Vec<u32>, _> = self.args.ids.split(',').map(|x| x.trim().parse::<u32>()).collect();
-        let ids = ids.map_err(|_| anyhow::anyhow!("--ids {:?}: expected comma-separated token ids (integers ≥ 0)", self.args.ids))?;
+        let ids = ids.map_err(|_| {
+            anyhow::anyhow!("--ids {:?}: expected comma-separated token ids (integers ≥ 0)", self.args.ids)
+        })?;
         let vocab = loaded.model.config.vocab_size;
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             anyhow::bail!("--ids: token id {bad} is outside the vocabulary (0..{vocab})");
@@ -273,7 +289,15 @@ impl BackendJob for InfoJob {
             (None, None) => "none".into(),
         };
         let names = |ids: &[u32]| -> Vec<String> {
-            ids.iter().map(|&i| loaded.tokenizer.as_ref().map(|t| format!("{i} {:?}", t.tokens(&[i]).join(""))).unwrap_or(i.to_string())).collect()
+            ids.iter()
+                .map(|&i| {
+                    loaded
+                        .tokenizer
+                        .as_ref()
+                        .map(|t| format!("{i} {:?}", t.tokens(&[i]).join("")))
+                        .unwrap_or(i.to_string())
+                })
+                .collect()
         };
         let v = json!({
             "model": path.display().to_string(),
@@ -306,7 +330,11 @@ impl BackendJob for InfoJob {
             for (k, val) in v.as_object().expect("object") {
                 let shown = match val {
                     serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from).unwrap_or(x.to_string())).collect::<Vec<_>>().join(", "),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map(String::from).unwrap_or(x.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     other => other.to_string(),
                 };
                 emit(&format!("{k:<18} {shown}\n"));

@@ -48,7 +48,8 @@ pub struct SoakJob {
 
 /// Current resident set size (VmRSS) in bytes.
 fn rss_bytes() -> Result<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status (the soak needs Linux)")?;
+    let s =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status (the soak needs Linux)")?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS in /proc/self/status")?;
     let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).context("VmRSS unreadable")?;
     Ok(kb * 1024)
@@ -64,8 +65,8 @@ impl BackendJob for SoakJob {
         }
         let is_gguf = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         let opts = self.args.load.options::<B>(backend, is_gguf)?;
-        let loaded =
-            load_model_with::<B>(&self.path, &device, &opts).with_context(|| format!("cannot load {}", self.path.display()))?;
+        let loaded = load_model_with::<B>(&self.path, &device, &opts)
+            .with_context(|| format!("cannot load {}", self.path.display()))?;
         let model = &loaded.model;
         let prompt: Vec<u32> = match &loaded.tokenizer {
             Some(t) => t.encode("Write a long story about a robot who learns to paint.")?,
@@ -81,7 +82,12 @@ impl BackendJob for SoakJob {
         let mut rss = vec![];
         while done < a.tokens {
             let n = per.min(a.tokens - done);
-            let cfg = GenerationConfig { max_new_tokens: Some(n), eos_token_ids: Some(vec![]), seed: Some(k), ..GenerationConfig::default() };
+            let cfg = GenerationConfig {
+                max_new_tokens: Some(n),
+                eos_token_ids: Some(vec![]),
+                seed: Some(k),
+                ..GenerationConfig::default()
+            };
             let out = generate(model, &[prompt.clone()], &cfg, GenerateOptions::default())?;
             done += out.lengths[0];
             k += 1;
@@ -96,9 +102,12 @@ impl BackendJob for SoakJob {
         let growth = max.saturating_sub(first);
         let ok = growth <= a.max_growth_mib * 1024 * 1024;
         if a.json {
-            println!("{}", json!({"backend": backend, "model": self.path.display().to_string(), "tokens": done,
+            println!(
+                "{}",
+                json!({"backend": backend, "model": self.path.display().to_string(), "tokens": done,
                 "generations": k, "per_generation": per, "seconds": secs, "rss_after_first_bytes": first,
-                "rss_max_bytes": max, "growth_bytes": growth, "bound_bytes": a.max_growth_mib * 1024 * 1024, "ok": ok}));
+                "rss_max_bytes": max, "growth_bytes": growth, "bound_bytes": a.max_growth_mib * 1024 * 1024, "ok": ok})
+            );
         } else {
             println!(
                 "soak ({backend}): {done} tokens in {k} generations of {per} in {secs:.1} s; RSS after the first {:.1} MiB, \
@@ -107,7 +116,11 @@ impl BackendJob for SoakJob {
             );
         }
         if !ok {
-            bail!("resident memory grew by {:.1} MiB over {k} generations (bound {} MiB)", growth as f64 / MIB, a.max_growth_mib);
+            bail!(
+                "resident memory grew by {:.1} MiB over {k} generations (bound {} MiB)",
+                growth as f64 / MIB,
+                a.max_growth_mib
+            );
         }
         Ok(())
     }

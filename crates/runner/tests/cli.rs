@@ -9,7 +9,11 @@ fn fixtures() -> PathBuf {
 
 fn demiurgic(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_demiurgic")).args(args).output().expect("run demiurgic");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn golden() -> serde_json::Value {
@@ -41,14 +45,26 @@ fn generate_json_matches_transformers_alone_and_batched() {
         for case in g["cases"].as_array().unwrap() {
             let p: Vec<String> = ids(&case["prompt"]).iter().map(u64::to_string).collect();
             let p = p.join(",");
-            let (code, out, err) = demiurgic(&["generate", "--model", model, "--prompt-ids", &p, "--greedy",
-                "--max-new-tokens", "24", "--json", "--backend", backend]);
+            let (code, out, err) = demiurgic(&[
+                "generate",
+                "--model",
+                model,
+                "--prompt-ids",
+                &p,
+                "--greedy",
+                "--max-new-tokens",
+                "24",
+                "--json",
+                "--backend",
+                backend,
+            ]);
             assert_eq!(code, 0, "{err}");
             let j: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
             for k in ["backend", "model", "prompt_ids", "generated_ids", "stats"] {
                 assert!(j.get(k).is_some(), "missing {k}");
             }
-            for k in ["prompt_tokens", "generated_tokens", "load_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s"] {
+            for k in ["prompt_tokens", "generated_tokens", "load_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s"]
+            {
                 assert!(j["stats"].get(k).is_some(), "missing stats.{k}");
             }
             assert!(j.get("texts").is_none(), "no tokenizer, no texts");
@@ -56,10 +72,20 @@ fn generate_json_matches_transformers_alone_and_batched() {
         }
         // the ragged batch: unpadded prompts in, transformers' padded output out
         let b = &g["batched_left_padded"];
-        let mut args = vec!["generate".to_string(), "--model".into(), model.into(), "--greedy".into(),
-            "--max-new-tokens".into(), "16".into(), "--json".into(), "--backend".into(), backend.into()];
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.into(),
+            "--greedy".into(),
+            "--max-new-tokens".into(),
+            "16".into(),
+            "--json".into(),
+            "--backend".into(),
+            backend.into(),
+        ];
         for (row, mask) in b["input_ids"].as_array().unwrap().iter().zip(b["attention_mask"].as_array().unwrap()) {
-            let p: Vec<String> = ids(row).iter().zip(ids(mask)).filter(|(_, m)| *m == 1).map(|(t, _)| t.to_string()).collect();
+            let p: Vec<String> =
+                ids(row).iter().zip(ids(mask)).filter(|(_, m)| *m == 1).map(|(t, _)| t.to_string()).collect();
             args.push("--prompt-ids".into());
             args.push(p.join(","));
         }
@@ -75,7 +101,10 @@ fn generate_json_matches_transformers_alone_and_batched() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             // each row holds its real tokens: transformers' row up to its EOS (padding after it)
             assert_eq!(g.as_slice(), &w[..g.len()], "{backend} row {i}");
-            assert!(g.len() == w.len() || eos.contains(g.last().unwrap()), "{backend} row {i} stopped early without EOS");
+            assert!(
+                g.len() == w.len() || eos.contains(g.last().unwrap()),
+                "{backend} row {i} stopped early without EOS"
+            );
             assert_eq!(lengths[i] as usize, g.len(), "{backend} row {i}: lengths");
             assert_eq!(j["logprobs"][i].as_array().unwrap().len(), g.len(), "{backend} row {i}: one logprob per token");
         }
@@ -134,11 +163,13 @@ fn bad_flags_exit_1_with_a_message() {
 fn prompt_ids_stream_and_errors_print_nothing() {
     let model = fixtures().join("tiny-llama");
     let m = model.to_str().unwrap();
-    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--max-new-tokens", "4"]);
+    let (code, out, err) =
+        demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--max-new-tokens", "4"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.split_whitespace().count(), 4, "four ids streamed: {out:?}");
     assert!(err.contains("4 tokens, finish: length"), "{err}");
-    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,99999", "--greedy", "--max-new-tokens", "4"]);
+    let (code, out, err) =
+        demiurgic(&["generate", "--model", m, "--prompt-ids", "1,99999", "--greedy", "--max-new-tokens", "4"]);
     assert_eq!(code, 1);
     assert!(out.is_empty(), "nothing printed before the error: {out:?}");
     assert!(err.contains("99999") && err.contains("vocabulary"), "{err}");
@@ -154,7 +185,16 @@ fn prompt_ids_stream_and_errors_print_nothing() {
 fn closed_stdout_pipe_exits_quietly() {
     let model = fixtures().join("tiny-llama");
     let mut child = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
-        .args(["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2", "--greedy", "--max-new-tokens", "64"])
+        .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2",
+            "--greedy",
+            "--max-new-tokens",
+            "64",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -172,17 +212,42 @@ fn closed_stdout_pipe_exits_quietly() {
 fn json_reports_what_was_used() {
     let model = fixtures().join("tiny-llama");
     let m = model.to_str().unwrap();
-    let (code, out, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--temperature", "0.8"]);
+    let (code, out, err) = demiurgic(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "5",
+        "--json",
+        "--temperature",
+        "0.8",
+    ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let seed = j["config"]["seed"].as_u64().expect("the drawn seed is reported");
     assert!(out.contains("\"temperature\":0.8"), "{out}");
     assert!(!j["config"]["eos_token_ids"].as_array().unwrap().is_empty());
     // the reported seed reproduces the sample
-    let (_, again, _) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--temperature", "0.8", "--seed", &seed.to_string()]);
+    let (_, again, _) = demiurgic(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "5",
+        "--json",
+        "--temperature",
+        "0.8",
+        "--seed",
+        &seed.to_string(),
+    ]);
     let k: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(j["generated_ids"], k["generated_ids"]);
-    let (_, out, _) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--greedy"]);
+    let (_, out, _) =
+        demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", "--greedy"]);
     let g: serde_json::Value = serde_json::from_str(&out).unwrap();
     for key in ["temperature", "top_k", "top_p", "seed"] {
         assert!(g["config"].get(key).is_none(), "{key} in a greedy report: {out}");
@@ -198,10 +263,32 @@ fn json_reports_what_was_used() {
 fn ignored_flags_warn() {
     let model = fixtures().join("tiny-llama");
     let m = model.to_str().unwrap();
-    let (code, _, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--temperature", "0.5", "--max-new-tokens", "2"]);
+    let (code, _, err) = demiurgic(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt-ids",
+        "1,2",
+        "--greedy",
+        "--temperature",
+        "0.5",
+        "--max-new-tokens",
+        "2",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warning") && err.contains("--temperature"), "{err}");
-    let (code, _, err) = demiurgic(&["generate", "--model", m, "--prompt-ids", "1,2", "--greedy", "--max-length", "9", "--max-new-tokens", "2"]);
+    let (code, _, err) = demiurgic(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt-ids",
+        "1,2",
+        "--greedy",
+        "--max-length",
+        "9",
+        "--max-new-tokens",
+        "2",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warning") && err.contains("--max-new-tokens wins"), "{err}");
 }
@@ -214,7 +301,16 @@ fn config_accepts_transformers_generation_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("generation_config.json");
     std::fs::write(&f, r#"{"transformers_version": "5.24.0", "eos_token_id": 2, "max_new_tokens": 3, "do_sample": false, "output_scores": true}"#).unwrap();
-    let (code, out, err) = demiurgic(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2", "--config", f.to_str().unwrap(), "--json"]);
+    let (code, out, err) = demiurgic(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2",
+        "--config",
+        f.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("output_scores"), "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -228,9 +324,26 @@ fn config_accepts_transformers_generation_config() {
 fn bench_writes_every_section() {
     let model = fixtures().join("tiny-llama");
     let out = std::env::temp_dir().join(format!("demiurgic-bench-smoke-{}.json", std::process::id()));
-    let (code, stdout, err) = demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--quick",
-        "--reps", "1", "--cache-lengths", "4,8", "--batches", "1,2", "--prefill", "16", "--decode-tokens", "4",
-        "--json-out", out.to_str().unwrap()]);
+    let (code, stdout, err) = demiurgic(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "ndarray",
+        "--quick",
+        "--reps",
+        "1",
+        "--cache-lengths",
+        "4,8",
+        "--batches",
+        "1,2",
+        "--prefill",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--json-out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -242,11 +355,15 @@ fn bench_writes_every_section() {
             assert!(r[k].as_f64().unwrap() > 0.0, "{k} in {r}");
         }
     }
-    assert_eq!(j["decode"].as_array().unwrap().iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        j["decode"].as_array().unwrap().iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert_eq!(j["prefill"][0]["prompt_tokens"], 16);
     assert!(j["memory"]["kv_cache_bytes_per_seq_per_1k_tokens"].as_u64().unwrap() > 0);
     // bad bench arguments are one-line errors
-    let (code, _, err) = demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--batches", "0"]);
+    let (code, _, err) =
+        demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--batches", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--batches"), "{err}");
 }
@@ -260,11 +377,30 @@ fn wgpu_memory_configuration() {
     let g = golden();
     let case = &g["cases"][0];
     let p: Vec<String> = ids(&case["prompt"]).iter().map(u64::to_string).collect();
-    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &p.join(","), "--greedy",
-        "--max-new-tokens", "24", "--json", "--backend", "wgpu"];
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        &p.join(","),
+        "--greedy",
+        "--max-new-tokens",
+        "24",
+        "--json",
+        "--backend",
+        "wgpu",
+    ];
     let run = |mem: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_demiurgic")).args(args).env("DEMIURGIC_WGPU_MEMORY", mem).output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+            .args(args)
+            .env("DEMIURGIC_WGPU_MEMORY", mem)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     for mem in ["exclusive", "subslices"] {
         let (code, out, err) = run(mem);

@@ -21,20 +21,42 @@ fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn stop_strings_understand_escapes() {
     let m = model();
-    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--greedy", "--max-new-tokens", "40", "--stop", "\\n", "--json"], None);
+    let (code, out, err) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "def fibonacci(n):",
+            "--greedy",
+            "--max-new-tokens",
+            "40",
+            "--stop",
+            "\\n",
+            "--json",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["config"]["stop"], serde_json::json!(["\n"]), "the escape became a newline");
     assert_eq!(j["finish_reasons"][0], "stop", "{out}");
     assert!(!j["texts"][0].as_str().unwrap().contains('\n'), "the text stops before the stop string: {out}");
     // a stop string that starts with '-' is a value
-    let (code, _, err) = run(&["generate", "--model", &m, "--prompt", "- item one", "--greedy", "--max-new-tokens", "4", "--stop", "---"], None);
+    let (code, _, err) = run(
+        &["generate", "--model", &m, "--prompt", "- item one", "--greedy", "--max-new-tokens", "4", "--stop", "---"],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -42,21 +64,56 @@ fn stop_strings_understand_escapes() {
 fn chat_prints_only_the_answer_without_special_tokens() {
     let m = model();
     let q = "What is the capital of France?";
-    let (code, out, err) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30"], None);
+    let (code, out, err) =
+        run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30"], None);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains(q), "the user's message is not echoed: {out:?}");
     assert!(!out.contains("<|im_end|>") && !out.contains("<|im_start|>"), "{out:?}");
     assert!(!out.trim().is_empty());
-    let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30", "--json"], None);
+    let (_, out, _) = run(
+        &["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30", "--json"],
+        None,
+    );
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(!j["texts"][0].as_str().unwrap().contains("<|im_end|>"), "{out}");
     if j["finish_reasons"][0] == "eos" {
-        let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "30", "--json", "--keep-special-tokens"], None);
+        let (_, out, _) = run(
+            &[
+                "generate",
+                "--model",
+                &m,
+                "--chat",
+                "--prompt",
+                q,
+                "--greedy",
+                "--max-new-tokens",
+                "30",
+                "--json",
+                "--keep-special-tokens",
+            ],
+            None,
+        );
         let k: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(k["texts"][0].as_str().unwrap().ends_with("<|im_end|>"), "{out}");
     }
     // a system message changes the rendered prompt
-    let (_, out, _) = run(&["generate", "--model", &m, "--chat", "--system", "Answer in French.", "--prompt", q, "--greedy", "--max-new-tokens", "4", "--json"], None);
+    let (_, out, _) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            "--system",
+            "Answer in French.",
+            "--prompt",
+            q,
+            "--greedy",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ],
+        None,
+    );
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_ne!(s["prompt_ids"], j["prompt_ids"]);
 }
@@ -66,9 +123,28 @@ fn prompts_from_files_and_stdin() {
     let m = model();
     let f = std::env::temp_dir().join(format!("demiurgic-prompt-{}.txt", std::process::id()));
     std::fs::write(&f, "def fibonacci(n):").unwrap();
-    let (c1, a, e1) = run(&["generate", "--model", &m, "--prompt-file", f.to_str().unwrap(), "--greedy", "--max-new-tokens", "6", "--json"], None);
-    let (c2, b, e2) = run(&["generate", "--model", &m, "--prompt", "-", "--greedy", "--max-new-tokens", "6", "--json"], Some("def fibonacci(n):"));
-    let (c3, c, e3) = run(&["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--greedy", "--max-new-tokens", "6", "--json"], None);
+    let (c1, a, e1) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt-file",
+            f.to_str().unwrap(),
+            "--greedy",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ],
+        None,
+    );
+    let (c2, b, e2) = run(
+        &["generate", "--model", &m, "--prompt", "-", "--greedy", "--max-new-tokens", "6", "--json"],
+        Some("def fibonacci(n):"),
+    );
+    let (c3, c, e3) = run(
+        &["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--greedy", "--max-new-tokens", "6", "--json"],
+        None,
+    );
     assert_eq!((c1, c2, c3), (0, 0, 0), "{e1}{e2}{e3}");
     let ids = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["generated_ids"].clone();
     assert_eq!(ids(&a), ids(&c));
@@ -78,13 +154,43 @@ fn prompts_from_files_and_stdin() {
 #[test]
 fn logprobs_in_text_mode_with_alternatives() {
     let m = model();
-    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "3", "--top-logprobs", "2"], None);
+    let (code, out, err) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "The capital of France is",
+            "--greedy",
+            "--max-new-tokens",
+            "3",
+            "--top-logprobs",
+            "2",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("logprobs (processed distribution):"), "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect();
     assert_eq!(rows.len(), 3, "{out}");
     assert!(rows.iter().all(|r| r.contains('[')), "alternatives shown: {out}");
-    let (_, out, _) = run(&["generate", "--model", &m, "--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "3", "--top-logprobs", "2", "--json", "--raw-logprobs"], None);
+    let (_, out, _) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "The capital of France is",
+            "--greedy",
+            "--max-new-tokens",
+            "3",
+            "--top-logprobs",
+            "2",
+            "--json",
+            "--raw-logprobs",
+        ],
+        None,
+    );
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["logprobs_of"], "raw");
     let top = &j["top_logprobs"][0][0];
@@ -127,9 +233,12 @@ fn info_tokenize_and_detokenize() {
 #[test]
 fn chat_loop_keeps_history_in_the_cache() {
     let m = model();
-    let (code, out, err) = run(&["chat", "--model", &m, "--greedy", "--max-new-tokens", "12"], Some("Hello!\nWhat did I just say?\n/reset\nHi\n/exit\n"));
+    let (code, out, err) = run(
+        &["chat", "--model", &m, "--greedy", "--max-new-tokens", "12"],
+        Some("Hello!\nWhat did I just say?\n/reset\nHi\n/exit\n"),
+    );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().filter(|l| !l.trim().is_empty()).count() >= 3, true, "three answers: {out:?}");
+    assert!(out.lines().filter(|l| !l.trim().is_empty()).count() >= 3, "three answers: {out:?}");
     // the second turn reuses the first turn's keys and values
     let reused: Vec<u64> = err
         .lines()
@@ -145,7 +254,21 @@ fn chat_loop_keeps_history_in_the_cache() {
 #[test]
 fn memory_is_checked_before_allocating() {
     let m = model();
-    let (code, out, err) = run(&["generate", "--model", &m, "--prompt", "Hi", "--do-sample", "--num-return-sequences", "512", "--max-new-tokens", "8000"], None);
+    let (code, out, err) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "Hi",
+            "--do-sample",
+            "--num-return-sequences",
+            "512",
+            "--max-new-tokens",
+            "8000",
+        ],
+        None,
+    );
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty());
     assert!(err.contains("MiB") && err.contains("--num-return-sequences") && err.trim().lines().count() == 1, "{err}");
@@ -170,7 +293,10 @@ fn damaged_cached_model_is_detected() {
 #[test]
 fn fill_in_the_middle_needs_the_model_tokens() {
     let m = model();
-    let (code, _, err) = run(&["generate", "--model", &m, "--prompt", "def f(x):\n", "--suffix", "\n    return y", "--max-new-tokens", "4"], None);
+    let (code, _, err) = run(
+        &["generate", "--model", &m, "--prompt", "def f(x):\n", "--suffix", "\n    return y", "--max-new-tokens", "4"],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(err.contains("<fim_prefix>"), "{err}");
 }

@@ -126,7 +126,11 @@ pub const PRESETS: &[Preset] = &[
         name: "balanced-code",
         description: "temp 0.8, top_k 50, top_p 0.95, repetition 1.1, frequency 0.2",
         build: || GenerationConfig {
-            temperature: 0.8, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, frequency_penalty: 0.2,
+            temperature: 0.8,
+            top_k: 50,
+            top_p: 0.95,
+            repetition_penalty: 1.1,
+            frequency_penalty: 0.2,
             ..Default::default()
         },
     },
@@ -134,21 +138,32 @@ pub const PRESETS: &[Preset] = &[
         name: "precise-code",
         description: "temp 0.6, top_k 40, top_p 0.95, repetition 1.05",
         build: || GenerationConfig {
-            temperature: 0.6, top_k: 40, top_p: 0.95, repetition_penalty: 1.05, ..Default::default()
+            temperature: 0.6,
+            top_k: 40,
+            top_p: 0.95,
+            repetition_penalty: 1.05,
+            ..Default::default()
         },
     },
     Preset {
         name: "creative-code",
         description: "temp 1.0, top_k 100, top_p 0.9, presence 0.5",
         build: || GenerationConfig {
-            temperature: 1.0, top_k: 100, top_p: 0.9, presence_penalty: 0.5, ..Default::default()
+            temperature: 1.0,
+            top_k: 100,
+            top_p: 0.9,
+            presence_penalty: 0.5,
+            ..Default::default()
         },
     },
     Preset {
         name: "natural-text",
         description: "temp 0.9, repetition 1.2, presence 0.6",
         build: || GenerationConfig {
-            temperature: 0.9, repetition_penalty: 1.2, presence_penalty: 0.6, ..Default::default()
+            temperature: 0.9,
+            repetition_penalty: 1.2,
+            presence_penalty: 0.6,
+            ..Default::default()
         },
     },
     Preset {
@@ -188,7 +203,15 @@ impl GenerationConfig {
     pub fn to_report(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("GenerationConfig serialises");
         let obj = v.as_object_mut().expect("an object");
-        for key in ["temperature", "top_p", "typical_p", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"] {
+        for key in [
+            "temperature",
+            "top_p",
+            "typical_p",
+            "min_p",
+            "repetition_penalty",
+            "frequency_penalty",
+            "presence_penalty",
+        ] {
             if let Some(x) = obj.get(key).and_then(|x| x.as_f64()) {
                 // the shortest decimal that reads back as the same f32
                 let short: f64 = format!("{}", x as f32).parse().unwrap_or(x);
@@ -243,7 +266,9 @@ impl GenerationConfig {
             x.as_f64().ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a number, got {x}")))
         };
         let int = |k: &str, x: &serde_json::Value| -> Result<usize, SamplingError> {
-            x.as_u64().map(|v| v as usize).ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a non-negative integer, got {x}")))
+            x.as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a non-negative integer, got {x}")))
         };
         let ids = |k: &str, x: &serde_json::Value| -> Result<Vec<u32>, SamplingError> {
             let list = match x {
@@ -260,7 +285,11 @@ impl GenerationConfig {
                 continue;
             }
             match k.as_str() {
-                "do_sample" => c.do_sample = x.as_bool().ok_or_else(|| SamplingError::Json(format!("field `do_sample`: expected true/false, got {x}")))?,
+                "do_sample" => {
+                    c.do_sample = x.as_bool().ok_or_else(|| {
+                        SamplingError::Json(format!("field `do_sample`: expected true/false, got {x}"))
+                    })?
+                }
                 "temperature" => c.temperature = num(k, x)? as f32,
                 "top_k" => c.top_k = int(k, x)?,
                 "top_p" => c.top_p = num(k, x)? as f32,
@@ -285,7 +314,9 @@ impl GenerationConfig {
                     c.stop = match x {
                         serde_json::Value::String(s) => vec![s.clone()],
                         serde_json::Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
-                        _ => return Err(SamplingError::Json(format!("field `stop_strings`: expected strings, got {x}"))),
+                        _ => {
+                            return Err(SamplingError::Json(format!("field `stop_strings`: expected strings, got {x}")))
+                        }
                     }
                 }
                 "transformers_version" | "_from_model_config" | "bos_token_id" | "use_cache" => {}

@@ -33,7 +33,11 @@ impl<B: Backend> LogitsProcessor<B> for MinLength {
     }
 
     fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        if ctx.cur_len < self.min_length { mask_eos(logits, &self.eos) } else { logits }
+        if ctx.cur_len < self.min_length {
+            mask_eos(logits, &self.eos)
+        } else {
+            logits
+        }
     }
 }
 

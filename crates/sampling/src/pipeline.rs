@@ -4,8 +4,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::config::GenerationConfig;
 use crate::error::SamplingError;
 use crate::{
-    BannedTokens, FrequencyPresencePenalty, LogitBias, MinLength, MinNewTokens, MinP, NoRepeatNGram,
-    RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
+    BannedTokens, FrequencyPresencePenalty, LogitBias, MinLength, MinNewTokens, MinP, NoRepeatNGram, RepetitionPenalty,
+    Temperature, TopK, TopP, TypicalP,
 };
 
 /// What a processor may look at besides the logits.

@@ -34,9 +34,7 @@ impl<B: Backend> LogitsProcessor<B> for RepetitionPenalty {
     }
 
     fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let rows: Vec<_> = (0..ctx.sequences.len())
-            .map(|b| counts(self.scope.tokens(ctx, b)))
-            .collect();
+        let rows: Vec<_> = (0..ctx.sequences.len()).map(|b| counts(self.scope.tokens(ctx, b))).collect();
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
         let seen = logits.clone().gather(1, ri.idx.clone());
         let negative = seen.clone().lower_elem(0.0);

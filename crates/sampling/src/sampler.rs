@@ -1,6 +1,10 @@
 //! Picks the next token per row: argmax, or multinomial with a seeded stream per sequence.
 //! Only `[batch]` values leave the device per step.
-use burn::tensor::{activation::{log_softmax, softmax}, backend::Backend, s, Int, Tensor, TensorData};
+use burn::tensor::{
+    activation::{log_softmax, softmax},
+    backend::Backend,
+    s, Int, Tensor, TensorData,
+};
 
 use crate::rng::SeqRng;
 

@@ -1,6 +1,10 @@
 //! Locally typical sampling (Meister et al. 2022), transformers' algorithm: keep the tokens whose
 //! surprisal is closest to the entropy until their probability mass reaches `typical_p`.
-use burn::tensor::{activation::{log_softmax, softmax}, backend::Backend, s, Tensor};
+use burn::tensor::{
+    activation::{log_softmax, softmax},
+    backend::Backend,
+    s, Tensor,
+};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};

@@ -10,10 +10,7 @@ pub(crate) struct RowIndex<B: Backend> {
     pub values: Tensor<B, 2>,
 }
 
-pub(crate) fn row_index<B: Backend>(
-    rows: &[Vec<(u32, f32)>],
-    device: &B::Device,
-) -> Option<RowIndex<B>> {
+pub(crate) fn row_index<B: Backend>(rows: &[Vec<(u32, f32)>], device: &B::Device) -> Option<RowIndex<B>> {
     let l = rows.iter().map(Vec::len).max().unwrap_or(0);
     if l == 0 {
         return None;

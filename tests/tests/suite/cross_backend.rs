@@ -20,7 +20,9 @@ use burn::tensor::backend::Backend;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::processors_fixture::run_case;
-use demiurgic_tests::{fixture, ids1, ids2, json_fixture, max_abs_diff, near_tie_margin, per_backend, smollm2_path, tolerance};
+use demiurgic_tests::{
+    fixture, ids1, ids2, json_fixture, max_abs_diff, near_tie_margin, per_backend, smollm2_path, tolerance,
+};
 
 /// Tolerance on f32 logits between backends (different kernels, different summation order);
 /// the second figure applies where matmuls run in TF32 (CUDA, see `tf32_matmul`).
@@ -164,14 +166,19 @@ fn smollm2_matches_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(d < tol, "case {ci}: logits differ from ndarray by {d} (tolerance {tol})");
         assert_eq!(g.1.len(), SMOLLM2_TOKENS, "case {ci}: token count");
         // every step before the first near-tie of the reference (ndarray follows the golden run)
-        let margins: Vec<f64> = cases[ci]["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let n = margins.iter().position(|&m| m < near_tie_margin::<B>(device)).unwrap_or(margins.len()).min(SMOLLM2_TOKENS);
+        let margins: Vec<f64> =
+            cases[ci]["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let n =
+            margins.iter().position(|&m| m < near_tie_margin::<B>(device)).unwrap_or(margins.len()).min(SMOLLM2_TOKENS);
         assert!(n >= SMOLLM2_TOKENS.min(8), "case {ci}: only {n} comparable steps");
-        assert_eq!(g.1[..n], w.1[..n], "case {ci}: the first {n} of {SMOLLM2_TOKENS} greedy tokens differ from ndarray");
+        assert_eq!(
+            g.1[..n],
+            w.1[..n],
+            "case {ci}: the first {n} of {SMOLLM2_TOKENS} greedy tokens differ from ndarray"
+        );
     }
 }
 
 per_backend!(except_ndarray tiny_llama_same_as_ndarray, tiny_matches_ndarray);
 per_backend!(except_ndarray processors_same_as_ndarray, processors_match_ndarray);
 per_backend!(except_ndarray smollm2_same_as_ndarray, smollm2_matches_ndarray);
-

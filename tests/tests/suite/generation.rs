@@ -1,8 +1,8 @@
 //! Generation engine behaviour on the tiny fixture model: seeded reproducibility, batch
 //! composition independence, EOS + padding, num_return_sequences grouping, logprobs, user
 //! processors, and input errors.
-use demiurgic_model::DecodeOps;
 use burn::tensor::{backend::Backend, Tensor};
+use demiurgic_model::DecodeOps;
 use demiurgic_model::{generate, load_model, GenerateOptions, Llama};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, LogitsProcessor, ProcessorContext};
 use demiurgic_tests::{fixture, per_backend};
@@ -12,7 +12,14 @@ fn model<B: DecodeOps>(d: &B::Device) -> Llama<B> {
 }
 
 fn sampling(seed: u64, n: usize) -> GenerationConfig {
-    GenerationConfig { max_new_tokens: Some(n), seed: Some(seed), temperature: 1.3, top_k: 0, top_p: 1.0, ..Default::default() }
+    GenerationConfig {
+        max_new_tokens: Some(n),
+        seed: Some(seed),
+        temperature: 1.3,
+        top_k: 0,
+        top_p: 1.0,
+        ..Default::default()
+    }
 }
 
 fn seeded_and_batch_independent<B: DecodeOps>(d: &B::Device) {
@@ -72,15 +79,19 @@ fn user_processor_and_errors<B: DecodeOps>(d: &B::Device) {
     let p = vec![173u32, 54, 249, 30, 165, 234, 93];
     let g = GenerationConfig { max_new_tokens: Some(4), ..GenerationConfig::greedy() };
     let hook = |pl: &mut LogitsPipeline<B>| pl.push(Box::new(Forbid179));
-    let out = generate(&m, &[p.clone()], &g, GenerateOptions { pipeline_hook: Some(&hook), ..Default::default() }).unwrap();
+    let out =
+        generate(&m, &[p.clone()], &g, GenerateOptions { pipeline_hook: Some(&hook), ..Default::default() }).unwrap();
     assert!(!out.row(0).contains(&179));
     // stop check: stop as soon as the row holds 2 tokens
     let stop = |ids: &[u32]| ids.len() >= 2;
-    let out = generate(&m, &[p.clone()], &g, GenerateOptions { stop_check: Some(&stop), ..Default::default() }).unwrap();
+    let out =
+        generate(&m, &[p.clone()], &g, GenerateOptions { stop_check: Some(&stop), ..Default::default() }).unwrap();
     assert_eq!(out.finish_reasons, vec![FinishReason::Stop]);
     assert_eq!(out.lengths, vec![2]);
     // input errors name the problem
-    let e = |r: Result<_, demiurgic_model::ModelError>| r.map(|_: demiurgic_model::GenerationOutput| ()).unwrap_err().to_string();
+    let e = |r: Result<_, demiurgic_model::ModelError>| {
+        r.map(|_: demiurgic_model::GenerationOutput| ()).unwrap_err().to_string()
+    };
     assert!(e(generate(&m, &[vec![]], &g, GenerateOptions::default())).contains("empty"));
     assert!(e(generate(&m, &[vec![999]], &g, GenerateOptions::default())).contains("999"));
     let long = GenerationConfig { max_new_tokens: Some(200), ..GenerationConfig::greedy() };

@@ -16,7 +16,8 @@ fn every_block_type_matches_gguf_py() {
     assert!(cases.len() >= 13);
     for c in cases {
         let name = c["type"].as_str().unwrap();
-        let ty = GgmlType::from_u32(c["ggml_type"].as_u64().unwrap() as u32).unwrap_or_else(|| panic!("{name} unsupported"));
+        let ty =
+            GgmlType::from_u32(c["ggml_type"].as_u64().unwrap() as u32).unwrap_or_else(|| panic!("{name} unsupported"));
         let n = c["n"].as_u64().unwrap() as usize;
         let got = dequantize(ty, &unhex(c["hex"].as_str().unwrap()), n).unwrap();
         let want: Vec<f32> = c["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
@@ -59,8 +60,16 @@ fn hostile_gguf_files_are_clear_errors() {
         ("bad magic", b"GGML\x03\0\0\0".to_vec(), "magic"),
         ("version 1", [b"GGUF".as_slice(), &1u32.to_le_bytes(), &[0; 16]].concat(), "version 1"),
         ("version 4", [b"GGUF".as_slice(), &4u32.to_le_bytes(), &[0; 16]].concat(), "version 4"),
-        ("huge tensor count", [b"GGUF".as_slice(), &3u32.to_le_bytes(), &u64::MAX.to_le_bytes(), &0u64.to_le_bytes()].concat(), "tensor count"),
-        ("huge kv count", [b"GGUF".as_slice(), &3u32.to_le_bytes(), &0u64.to_le_bytes(), &(1u64 << 60).to_le_bytes()].concat(), "metadata count"),
+        (
+            "huge tensor count",
+            [b"GGUF".as_slice(), &3u32.to_le_bytes(), &u64::MAX.to_le_bytes(), &0u64.to_le_bytes()].concat(),
+            "tensor count",
+        ),
+        (
+            "huge kv count",
+            [b"GGUF".as_slice(), &3u32.to_le_bytes(), &0u64.to_le_bytes(), &(1u64 << 60).to_le_bytes()].concat(),
+            "metadata count",
+        ),
         ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
     ];
     // a string length far beyond the file: the first key's length field sits at byte 24
@@ -70,7 +79,8 @@ fn hostile_gguf_files_are_clear_errors() {
     // tensor data outside the file: cut the data section
     cases.push(("data outside the file", good[..good.len() - 8].to_vec(), "outside the file"));
     for (what, bytes, needle) in cases {
-        let err = GgufFile::from_bytes(Path::new("hostile.gguf"), bytes).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        let err =
+            GgufFile::from_bytes(Path::new("hostile.gguf"), bytes).err().unwrap_or_else(|| panic!("{what}: accepted"));
         let msg = err.to_string();
         assert!(msg.contains(needle), "{what}: {msg:?} should mention {needle:?}");
         assert!(msg.contains("hostile.gguf"), "{what}: {msg} should name the file");

@@ -63,7 +63,8 @@ fn remove_safetensor(path: &Path, name: &str) {
         if k == name || k == "__metadata__" {
             continue;
         }
-        let o: Vec<usize> = v["data_offsets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let o: Vec<usize> =
+            v["data_offsets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         let mut v = v.clone();
         v["data_offsets"] = serde_json::json!([blob.len(), blob.len() + o[1] - o[0]]);
         blob.extend_from_slice(&data[o[0]..o[1]]);
@@ -125,55 +126,141 @@ fn file_cases() -> Vec<FileCase> {
     add("GGUF without llama metadata", fixture("all-types.gguf"), "Gguf", "llama.embedding_length");
     // HF checkpoint directories
     add("directory without config.json", scratch("noweights"), "Io", "config.json");
-    add("config.json not JSON", tiny_copy("cfg-garbage", |d| std::fs::write(d.join("config.json"), "{not json").unwrap()), "Config", "config.json");
-    add("config.json missing hidden_size", tiny_copy("cfg-missing", |d| edit_json(&d.join("config.json"), |v| {
-        v.as_object_mut().unwrap().remove("hidden_size");
-    })), "Config", "hidden_size");
-    add("config.json wrong type", tiny_copy("cfg-type", |d| edit_json(&d.join("config.json"), |v| {
-        v["num_hidden_layers"] = "thirty".into();
-    })), "Config", "num_hidden_layers");
-    add("config.json heads do not divide", tiny_copy("cfg-heads", |d| edit_json(&d.join("config.json"), |v| {
-        let h = v["num_attention_heads"].as_u64().unwrap();
-        v["num_key_value_heads"] = (h + 1).into();
-    })), "Config", "num_key_value_heads");
-    add("config.json zero layers", tiny_copy("cfg-zero", |d| edit_json(&d.join("config.json"), |v| {
-        v["num_hidden_layers"] = 0.into();
-    })), "Config", "num_hidden_layers");
-    add("shapes disagree with config", tiny_copy("cfg-shape", |d| edit_json(&d.join("config.json"), |v| {
-        v["intermediate_size"] = (v["intermediate_size"].as_u64().unwrap() + 8).into();
-    })), "Checkpoint", "shape");
-    add("no model.safetensors", tiny_copy("no-st", |d| std::fs::remove_file(d.join("model.safetensors")).unwrap()), "Checkpoint", "model.safetensors");
-    add("truncated safetensors", tiny_copy("st-cut", |d| {
-        let p = d.join("model.safetensors");
-        let b = std::fs::read(&p).unwrap();
-        std::fs::write(&p, &b[..b.len() / 2]).unwrap();
-    }), "Checkpoint", "outside");
-    add("safetensors header length beyond the file", tiny_copy("st-len", |d| {
-        let p = d.join("model.safetensors");
-        let mut b = std::fs::read(&p).unwrap();
-        b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        std::fs::write(&p, b).unwrap();
-    }), "Checkpoint", "header length");
-    add("safetensors header not JSON", tiny_copy("st-json", |d| {
-        let p = d.join("model.safetensors");
-        let mut b = std::fs::read(&p).unwrap();
-        b[8..16].copy_from_slice(b"garbage!");
-        std::fs::write(&p, b).unwrap();
-    }), "Checkpoint", "JSON");
-    add("safetensors unknown dtype", tiny_copy("st-dtype", |d| edit_safetensors_header(&d.join("model.safetensors"), |h| {
-        let k = h.keys().find(|k| *k != "__metadata__").unwrap().clone();
-        h.get_mut(&k).unwrap()["dtype"] = "Q4".into();
-    })), "Checkpoint", "dtype");
-    add("safetensors shape does not fit its data", tiny_copy("st-shape", |d| edit_safetensors_header(&d.join("model.safetensors"), |h| {
-        let k = h.keys().find(|k| *k != "__metadata__").unwrap().clone();
-        h.get_mut(&k).unwrap()["shape"] = serde_json::json!([7, 3]);
-    })), "Checkpoint", "needs");
-    add("safetensors missing a tensor", tiny_copy("st-missing", |d| {
-        remove_safetensor(&d.join("model.safetensors"), "model.layers.0.mlp.down_proj.weight")
-    }), "Checkpoint", "down_proj");
-    add("safetensors data ranges with a gap", tiny_copy("st-gap", |d| edit_safetensors_header(&d.join("model.safetensors"), |h| {
-        h.remove("model.layers.0.mlp.down_proj.weight").expect("tensor present in the fixture");
-    })), "Checkpoint", "contiguous");
+    add(
+        "config.json not JSON",
+        tiny_copy("cfg-garbage", |d| std::fs::write(d.join("config.json"), "{not json").unwrap()),
+        "Config",
+        "config.json",
+    );
+    add(
+        "config.json missing hidden_size",
+        tiny_copy("cfg-missing", |d| {
+            edit_json(&d.join("config.json"), |v| {
+                v.as_object_mut().unwrap().remove("hidden_size");
+            })
+        }),
+        "Config",
+        "hidden_size",
+    );
+    add(
+        "config.json wrong type",
+        tiny_copy("cfg-type", |d| {
+            edit_json(&d.join("config.json"), |v| {
+                v["num_hidden_layers"] = "thirty".into();
+            })
+        }),
+        "Config",
+        "num_hidden_layers",
+    );
+    add(
+        "config.json heads do not divide",
+        tiny_copy("cfg-heads", |d| {
+            edit_json(&d.join("config.json"), |v| {
+                let h = v["num_attention_heads"].as_u64().unwrap();
+                v["num_key_value_heads"] = (h + 1).into();
+            })
+        }),
+        "Config",
+        "num_key_value_heads",
+    );
+    add(
+        "config.json zero layers",
+        tiny_copy("cfg-zero", |d| {
+            edit_json(&d.join("config.json"), |v| {
+                v["num_hidden_layers"] = 0.into();
+            })
+        }),
+        "Config",
+        "num_hidden_layers",
+    );
+    add(
+        "shapes disagree with config",
+        tiny_copy("cfg-shape", |d| {
+            edit_json(&d.join("config.json"), |v| {
+                v["intermediate_size"] = (v["intermediate_size"].as_u64().unwrap() + 8).into();
+            })
+        }),
+        "Checkpoint",
+        "shape",
+    );
+    add(
+        "no model.safetensors",
+        tiny_copy("no-st", |d| std::fs::remove_file(d.join("model.safetensors")).unwrap()),
+        "Checkpoint",
+        "model.safetensors",
+    );
+    add(
+        "truncated safetensors",
+        tiny_copy("st-cut", |d| {
+            let p = d.join("model.safetensors");
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+        }),
+        "Checkpoint",
+        "outside",
+    );
+    add(
+        "safetensors header length beyond the file",
+        tiny_copy("st-len", |d| {
+            let p = d.join("model.safetensors");
+            let mut b = std::fs::read(&p).unwrap();
+            b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            std::fs::write(&p, b).unwrap();
+        }),
+        "Checkpoint",
+        "header length",
+    );
+    add(
+        "safetensors header not JSON",
+        tiny_copy("st-json", |d| {
+            let p = d.join("model.safetensors");
+            let mut b = std::fs::read(&p).unwrap();
+            b[8..16].copy_from_slice(b"garbage!");
+            std::fs::write(&p, b).unwrap();
+        }),
+        "Checkpoint",
+        "JSON",
+    );
+    add(
+        "safetensors unknown dtype",
+        tiny_copy("st-dtype", |d| {
+            edit_safetensors_header(&d.join("model.safetensors"), |h| {
+                let k = h.keys().find(|k| *k != "__metadata__").unwrap().clone();
+                h.get_mut(&k).unwrap()["dtype"] = "Q4".into();
+            })
+        }),
+        "Checkpoint",
+        "dtype",
+    );
+    add(
+        "safetensors shape does not fit its data",
+        tiny_copy("st-shape", |d| {
+            edit_safetensors_header(&d.join("model.safetensors"), |h| {
+                let k = h.keys().find(|k| *k != "__metadata__").unwrap().clone();
+                h.get_mut(&k).unwrap()["shape"] = serde_json::json!([7, 3]);
+            })
+        }),
+        "Checkpoint",
+        "needs",
+    );
+    add(
+        "safetensors missing a tensor",
+        tiny_copy("st-missing", |d| {
+            remove_safetensor(&d.join("model.safetensors"), "model.layers.0.mlp.down_proj.weight")
+        }),
+        "Checkpoint",
+        "down_proj",
+    );
+    add(
+        "safetensors data ranges with a gap",
+        tiny_copy("st-gap", |d| {
+            edit_safetensors_header(&d.join("model.safetensors"), |h| {
+                h.remove("model.layers.0.mlp.down_proj.weight").expect("tensor present in the fixture");
+            })
+        }),
+        "Checkpoint",
+        "contiguous",
+    );
     add("path that does not exist", d.join("nope.gguf"), "Input", "does not exist");
     v
 }
@@ -206,12 +293,48 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
     };
     let ok = vec![vec![1u32, 2, 3]];
     let cases: Vec<(&str, Vec<Vec<u32>>, GenerationConfig, &str, &str)> = vec![
-        ("temperature -1", ok.clone(), g(|c| { c.do_sample = true; c.temperature = -1.0 }), "Sampling", "temperature"),
-        ("temperature NaN", ok.clone(), g(|c| { c.do_sample = true; c.temperature = f32::NAN }), "Sampling", "temperature"),
-        ("top_p 1.5", ok.clone(), g(|c| { c.do_sample = true; c.top_p = 1.5 }), "Sampling", "top_p"),
-        ("top_p 0", ok.clone(), g(|c| { c.do_sample = true; c.top_p = 0.0 }), "Sampling", "top_p"),
-        ("min_p 2", ok.clone(), g(|c| { c.min_p = 2.0 }), "Sampling", "min_p"),
-        ("typical_p 0", ok.clone(), g(|c| { c.typical_p = 0.0 }), "Sampling", "typical_p"),
+        (
+            "temperature -1",
+            ok.clone(),
+            g(|c| {
+                c.do_sample = true;
+                c.temperature = -1.0
+            }),
+            "Sampling",
+            "temperature",
+        ),
+        (
+            "temperature NaN",
+            ok.clone(),
+            g(|c| {
+                c.do_sample = true;
+                c.temperature = f32::NAN
+            }),
+            "Sampling",
+            "temperature",
+        ),
+        (
+            "top_p 1.5",
+            ok.clone(),
+            g(|c| {
+                c.do_sample = true;
+                c.top_p = 1.5
+            }),
+            "Sampling",
+            "top_p",
+        ),
+        (
+            "top_p 0",
+            ok.clone(),
+            g(|c| {
+                c.do_sample = true;
+                c.top_p = 0.0
+            }),
+            "Sampling",
+            "top_p",
+        ),
+        ("min_p 2", ok.clone(), g(|c| c.min_p = 2.0), "Sampling", "min_p"),
+        ("typical_p 0", ok.clone(), g(|c| c.typical_p = 0.0), "Sampling", "typical_p"),
         ("repetition_penalty 0", ok.clone(), g(|c| c.repetition_penalty = 0.0), "Sampling", "repetition_penalty"),
         ("frequency_penalty 3", ok.clone(), g(|c| c.frequency_penalty = 3.0), "Sampling", "frequency_penalty"),
         ("presence_penalty -3", ok.clone(), g(|c| c.presence_penalty = -3.0), "Sampling", "presence_penalty"),
@@ -221,8 +344,20 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
         ("no prompt at all", vec![], g(|_| {}), "Input", "prompt"),
         ("token id outside the vocabulary", vec![vec![1, vocab]], g(|_| {}), "Input", "vocabulary"),
         ("prompt longer than the context", vec![vec![1; ctx + 1]], g(|_| {}), "Input", "context"),
-        ("prompt + new tokens beyond the context", vec![vec![1; ctx - 2]], g(|c| c.max_new_tokens = Some(8)), "Input", "context"),
-        ("eos id outside the vocabulary", ok.clone(), g(|c| c.eos_token_ids = Some(vec![u32::MAX])), "Input", "vocabulary"),
+        (
+            "prompt + new tokens beyond the context",
+            vec![vec![1; ctx - 2]],
+            g(|c| c.max_new_tokens = Some(8)),
+            "Input",
+            "context",
+        ),
+        (
+            "eos id outside the vocabulary",
+            ok.clone(),
+            g(|c| c.eos_token_ids = Some(vec![u32::MAX])),
+            "Input",
+            "vocabulary",
+        ),
     ];
     assert!(cases.len() >= 15);
     for (what, prompts, cfg, want_kind, needle) in cases {
@@ -277,7 +412,17 @@ fn cli_exits_1_with_one_line_on_every_hostile_file() {
     let bin = demiurgic_bin();
     for c in file_cases() {
         let out = Command::new(&bin)
-            .args(["generate", "--backend", "ndarray", "--greedy", "--max-new-tokens", "2", "--prompt-ids", "1,2,3", "--model"])
+            .args([
+                "generate",
+                "--backend",
+                "ndarray",
+                "--greedy",
+                "--max-new-tokens",
+                "2",
+                "--prompt-ids",
+                "1,2,3",
+                "--model",
+            ])
             .arg(&c.path)
             .output()
             .unwrap();

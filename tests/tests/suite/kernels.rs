@@ -117,9 +117,25 @@ fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
             if has_q8_kernel(w.ty()) && w.can_interleave8() {
                 // the interleaved layout: int8 and int16 activations at every batch size
                 let il8 = w.clone().with_activations(ActQuant::Int8).interleave8();
-                check(&format!("{name} interleaved int8 m={m} {level:?}"), &cpu::linear_at(level, &il8, &x, m, None), &want, w, &x, m, 2e-2);
+                check(
+                    &format!("{name} interleaved int8 m={m} {level:?}"),
+                    &cpu::linear_at(level, &il8, &x, m, None),
+                    &want,
+                    w,
+                    &x,
+                    m,
+                    2e-2,
+                );
                 let il16 = w.clone().with_activations(ActQuant::Int16).interleave8();
-                check(&format!("{name} interleaved int16 m={m} {level:?}"), &cpu::linear_at(level, &il16, &x, m, None), &want, w, &x, m, 1e-4);
+                check(
+                    &format!("{name} interleaved int16 m={m} {level:?}"),
+                    &cpu::linear_at(level, &il16, &x, m, None),
+                    &want,
+                    w,
+                    &x,
+                    m,
+                    1e-4,
+                );
             }
         }
     }
@@ -175,7 +191,14 @@ fn host<B: DecodeOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn step<B: DecodeOps>(b: usize, t: usize, past: usize, key_valid: Option<Vec<Vec<bool>>>, window: Option<usize>, d: &B::Device) -> Step<B> {
+fn step<B: DecodeOps>(
+    b: usize,
+    t: usize,
+    past: usize,
+    key_valid: Option<Vec<Vec<bool>>>,
+    window: Option<usize>,
+    d: &B::Device,
+) -> Step<B> {
     let tokens = vec![1u32; b * t];
     let positions: Vec<usize> = (0..b).flat_map(|_| (past..past + t).map(|p| p + 3)).collect();
     Step::new(b, t, past, tokens, positions, key_valid, window, d)
@@ -225,9 +248,12 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
     let rope_b = RotaryEmbedding::<B>::new(10000.0, 8, 64, device);
     let rope_n = RotaryEmbedding::<NdArray>::new(10000.0, 8, 64, &nd);
     let width = (heads.q + 2 * heads.kv) * heads.dim;
-    for (b, t, past, pad, window) in [(2usize, 5usize, 0usize, true, None), (2, 1, 5, true, None), (1, 3, 4, false, Some(4)), (2, 2, 3, false, None)] {
+    for (b, t, past, pad, window) in
+        [(2usize, 5usize, 0usize, true, None), (2, 1, 5, true, None), (1, 3, 4, false, Some(4)), (2, 2, 3, false, None)]
+    {
         let keys = past + t;
-        let key_valid: Option<Vec<Vec<bool>>> = pad.then(|| (0..b).map(|r| (0..keys).map(|k| r == 0 || k >= 2).collect()).collect());
+        let key_valid: Option<Vec<Vec<bool>>> =
+            pad.then(|| (0..b).map(|r| (0..keys).map(|k| r == 0 || k >= 2).collect()).collect());
         let sb = step::<B>(b, t, past, key_valid.clone(), window, device);
         let sn = step::<NdArray>(b, t, past, key_valid, window, &nd);
         let qkv = rng.vec(b * t * width);
@@ -238,9 +264,22 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(max_abs_diff(&host(vb.clone()), &host(vn.clone())) < tol, "split v");
         // a cache pre-filled with the same random past on both
         let cfg = demiurgic_model::LlamaConfig {
-            vocab_size: 10, hidden_size: 32, intermediate_size: 8, num_layers: 1, num_heads: 4, num_kv_heads: 2,
-            head_dim: 8, max_position_embeddings: 64, rms_norm_eps: 1e-5, rope_theta: 1e4, tie_word_embeddings: true,
-            attention_bias: false, mlp_bias: false, bos_token_id: None, eos_token_ids: vec![], pad_token_id: None,
+            vocab_size: 10,
+            hidden_size: 32,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 8,
+            max_position_embeddings: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1e4,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
             sliding_window: None,
         };
         let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 16, device).unwrap();
@@ -264,9 +303,22 @@ demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match
 /// written, on every backend (fusion backends queue the writes lazily).
 fn cache_appends_read_back<B: DecodeOps>(device: &B::Device) {
     let cfg = demiurgic_model::LlamaConfig {
-        vocab_size: 10, hidden_size: 8, intermediate_size: 8, num_layers: 1, num_heads: 2, num_kv_heads: 1,
-        head_dim: 4, max_position_embeddings: 16, rms_norm_eps: 1e-5, rope_theta: 1e4, tie_word_embeddings: true,
-        attention_bias: false, mlp_bias: false, bos_token_id: None, eos_token_ids: vec![], pad_token_id: None,
+        vocab_size: 10,
+        hidden_size: 8,
+        intermediate_size: 8,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 4,
+        max_position_embeddings: 16,
+        rms_norm_eps: 1e-5,
+        rope_theta: 1e4,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        mlp_bias: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+        pad_token_id: None,
         sliding_window: None,
     };
     let mut cache = demiurgic_model::KvCache::<B>::new(&cfg, 1, 8, device).unwrap();
@@ -291,10 +343,15 @@ fn cached_steps_match_uncached<B: DecodeOps>(device: &B::Device) {
     let m = &loaded.model;
     let mut cache = m.new_cache(1, 16).unwrap();
     let mut seq = vec![173u32, 54, 249];
-    let mut input = StepInput { tokens: vec![seq.clone()], positions: vec![(0..3).collect()], key_valid: vec![vec![true; 3]] };
+    let mut input =
+        StepInput { tokens: vec![seq.clone()], positions: vec![(0..3).collect()], key_valid: vec![vec![true; 3]] };
     for step in 0..4 {
         let cached = host(m.forward_last(&input, Some(&mut cache)).unwrap());
-        let full = StepInput { tokens: vec![seq.clone()], positions: vec![(0..seq.len()).collect()], key_valid: vec![vec![true; seq.len()]] };
+        let full = StepInput {
+            tokens: vec![seq.clone()],
+            positions: vec![(0..seq.len()).collect()],
+            key_valid: vec![vec![true; seq.len()]],
+        };
         let fresh = host(m.forward_last(&full, None).unwrap());
         let d = max_abs_diff(&cached, &fresh);
         assert!(d < 1e-3, "step {step}: cached logits differ from uncached by {d}");

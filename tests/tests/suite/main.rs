@@ -1,13 +1,14 @@
 //! The cross-crate test suite, one binary (each module was a test file: one binary links and
 //! monomorphises the model and every backend once instead of once per file).
+#![allow(clippy::cloned_ref_to_slice_refs, clippy::type_complexity)]
 mod cross_backend;
 mod fuzz_regressions;
 mod generation;
 mod gguf;
 mod hostile;
+mod kernels;
 mod processors_parity;
 mod smollm2_golden;
 mod soak;
 mod tiny_llama_golden;
 mod tokenizer;
-mod kernels;

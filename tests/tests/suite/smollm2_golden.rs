@@ -31,21 +31,31 @@ fn golden<B: DecodeOps>(device: &B::Device) {
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
-        let top5_logits: Vec<f64> = case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let top5_logits: Vec<f64> =
+            case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let got: Vec<u32> = order[..top5_ids.len()].iter().map(|&i| i as u32).collect();
         assert_eq!(got, top5_ids, "case {ci}: top-5 ids");
         for (id, want) in top5_ids.iter().zip(&top5_logits) {
             let d = (logits[*id as usize] as f64 - want).abs();
             let tol = tolerance::<B>(device, 1e-3, 0.1) as f64;
-            assert!(d < tol, "case {ci}: logit of {id}: {} vs {want} (diff {d}, tolerance {tol})", logits[*id as usize]);
+            assert!(
+                d < tol,
+                "case {ci}: logit of {id}: {} vs {want} (diff {d}, tolerance {tol})",
+                logits[*id as usize]
+            );
         }
 
         // greedy continuation
         let want = ids1(&case["greedy_ids"]);
-        let margins: Vec<f64> = case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let margins: Vec<f64> =
+            case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let n = comparable_prefix(&margins, near_tie_margin::<B>(device));
         assert!(n > 0, "case {ci}: no comparable step");
-        let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]), ..GenerationConfig::greedy() };
+        let cfg = GenerationConfig {
+            max_new_tokens: Some(want.len()),
+            eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]),
+            ..GenerationConfig::greedy()
+        };
         let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
         let row = out.row(0);
         assert!(row.len() >= n, "case {ci}: generated {} tokens, need {n}", row.len());
@@ -90,22 +100,35 @@ fn smollm2_integer_activations_against_transformers() {
             let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
             let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
             let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
-            let top5_logits: Vec<f64> = case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let top5_logits: Vec<f64> =
+                case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
             let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
             assert_eq!(argmax as u32, top5_ids[0], "{act:?} case {ci}: top-1");
             for (id, want) in top5_ids.iter().zip(&top5_logits) {
                 let d = (logits[*id as usize] as f64 - want).abs();
                 worst = worst.max(d);
-                assert!(d < logit_tol, "{act:?} case {ci}: logit of {id}: {} vs {want} (diff {d})", logits[*id as usize]);
+                assert!(
+                    d < logit_tol,
+                    "{act:?} case {ci}: logit of {id}: {} vs {want} (diff {d})",
+                    logits[*id as usize]
+                );
             }
             let want = ids1(&case["greedy_ids"]);
-            let margins: Vec<f64> = case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let margins: Vec<f64> =
+                case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
             let n = comparable_prefix(&margins, margin);
-            let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]), ..GenerationConfig::greedy() };
+            let cfg = GenerationConfig {
+                max_new_tokens: Some(want.len()),
+                eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]),
+                ..GenerationConfig::greedy()
+            };
             let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
             let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
             eprintln!("{act:?} case {ci}: greedy ids equal for {same} of {} steps (comparable: {n})", want.len());
-            assert!(same >= n, "{act:?} case {ci}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})");
+            assert!(
+                same >= n,
+                "{act:?} case {ci}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})"
+            );
         }
         eprintln!("{act:?}: largest top-5 logit difference from transformers {worst:.5}");
     }

@@ -13,12 +13,23 @@ const BOUND_MIB: u64 = 3;
 fn ten_thousand_tokens_in_flat_memory() {
     let bin = crate::hostile::demiurgic_bin();
     let out = Command::new(&bin)
-        .args(["soak", "--backend", "ndarray", "--tokens", "10000", "--json", "--max-growth-mib", &BOUND_MIB.to_string(), "--model"])
+        .args([
+            "soak",
+            "--backend",
+            "ndarray",
+            "--tokens",
+            "10000",
+            "--json",
+            "--max-growth-mib",
+            &BOUND_MIB.to_string(),
+            "--model",
+        ])
         .arg(fixture("tiny-llama"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}); stderr: {stderr}"));
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}); stderr: {stderr}"));
     assert_eq!(j["tokens"], 10000, "{j}");
     assert!(j["generations"].as_u64().unwrap() >= 5, "several generations within the context: {j}");
     let growth = j["growth_bytes"].as_u64().unwrap();

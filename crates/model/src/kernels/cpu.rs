@@ -1,10 +1,12 @@
 //! Host kernels behind the CPU specialisation of [`DecodeOps`](crate::ops::DecodeOps): linear
 //! layers over block weights (multi-threaded over output rows at small batch, dequantized tiles
-//! + `gemm` for prefill), RMSNorm, RoPE, SwiGLU and attention that reads the KV cache in place.
+//! and `gemm` for prefill), RMSNorm, RoPE, SwiGLU and attention that reads the KV cache in place.
 //! Plain slices in, plain slices out: the backend glue wraps them into tensors.
 use rayon::prelude::*;
 
-use super::dot::{dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q16Act, Q16View, Q8Act, Q8View, XSums};
+use super::dot::{
+    dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q16Act, Q16View, Q8Act, Q8View, XSums,
+};
 use super::quant::{ActQuant, QuantMatrix, RowLayout};
 use crate::load::gguf::GgmlType;
 
@@ -115,7 +117,8 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
     let views: Vec<Q8View<'_>> = xq.iter().map(Q8Act::view).collect();
     // interleaved groups of 8 rows: tasks own whole groups
     let interleaved = w.layout() == RowLayout::Interleaved8;
-    let per_task = if interleaved { rows_per_task(n, w.row_bytes()).div_ceil(8) * 8 } else { rows_per_task(n, w.row_bytes()) };
+    let per_task =
+        if interleaved { rows_per_task(n, w.row_bytes()).div_ceil(8) * 8 } else { rows_per_task(n, w.row_bytes()) };
     let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
     let mut out_t = vec![0f32; n * m];
     let task = |(ti, o): (usize, &mut [f32])| {
@@ -455,7 +458,16 @@ pub struct AttnShape {
 
 /// Softmax attention of every query of (row, head) `bh` over its visible keys, into `out`.
 #[allow(clippy::too_many_arguments)]
-fn attend_at(level: Level, q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
+fn attend_at(
+    level: Level,
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    s: &AttnShape,
+    mask: &KeyMask<'_>,
+    bh: usize,
+    out: &mut [f32],
+) {
     crate::dispatch!(level; <I> (q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) -> () {
         let _ = std::marker::PhantomData::<I>;
         let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
@@ -584,7 +596,9 @@ mod tests {
                 let x = lcg(21 + m as u64, m * k);
                 let want = reference(&wd, &x, m, n, k);
                 // the scale of the summed products: int16 steps are 1/65534 of a block's largest x
-                let mags: Vec<f32> = (0..m * n).map(|o| (0..k).map(|j| (wd[(o % n) * k + j] * x[(o / n) * k + j]).abs()).sum()).collect();
+                let mags: Vec<f32> = (0..m * n)
+                    .map(|o| (0..k).map(|j| (wd[(o % n) * k + j] * x[(o / n) * k + j]).abs()).sum())
+                    .collect();
                 for &level in &super::super::dot::available_levels() {
                     let got = linear_at(level, &q16, &x, m, None);
                     for ((a, b), mag) in got.iter().zip(&want).zip(&mags) {

@@ -136,7 +136,12 @@ fn group8_q16_portable(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut
                     GgmlType::Q8_0 => (0..32).map(|j| (blk[2 + j] as i8) as i64 * xs[j] as i64).sum(),
                     _ => {
                         let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-                        (0..16).map(|j| (blk[hdr + j] & 15) as i64 * xs[j] as i64 + (blk[hdr + j] >> 4) as i64 * xs[j + 16] as i64).sum()
+                        (0..16)
+                            .map(|j| {
+                                (blk[hdr + j] & 15) as i64 * xs[j] as i64
+                                    + (blk[hdr + j] >> 4) as i64 * xs[j + 16] as i64
+                            })
+                            .sum()
                     }
                 };
                 sum += d * x.d[b] * isum as f32;
@@ -743,7 +748,8 @@ pub fn available_levels() -> Vec<Level> {
     let mut v = vec![Level::Portable];
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        let avx2 =
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
         if avx2 {
             v.push(Level::Avx2);
             if avx512_ok() {
@@ -762,7 +768,8 @@ pub fn level() -> Level {
         let cap = std::env::var("DEMIURGIC_KERNELS").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             let avx512 = avx2 && avx512_ok();
             match cap.as_str() {
                 "portable" => return Level::Portable,

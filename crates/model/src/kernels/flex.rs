@@ -13,7 +13,10 @@ use crate::rope::RotaryEmbedding;
 fn host<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
     let p = t.into_primitive().tensor();
     let p = if p.dtype() != burn::tensor::DType::F32 {
-        Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(p)).cast(burn::tensor::DType::F32).into_primitive().tensor()
+        Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(p))
+            .cast(burn::tensor::DType::F32)
+            .into_primitive()
+            .tensor()
     } else {
         p
     };

@@ -2,10 +2,10 @@
 //! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]).
 pub mod cpu;
 pub mod dot;
-#[cfg(target_arch = "x86_64")]
-mod x86;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use quant::{ActQuant, QuantMatrix, RowLayout};

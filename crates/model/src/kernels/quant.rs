@@ -97,18 +97,22 @@ impl QuantMatrix {
     /// Wrap `data` (rows of blocks as in a GGUF file).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
         let (be, bb) = ty.block();
-        if cols % be != 0 {
+        if !cols.is_multiple_of(be) {
             return Err(format!("{cols} columns is not a multiple of the {ty:?} block size {be}"));
         }
         let row_bytes = cols / be * bb;
         if data.len() != rows * row_bytes {
-            return Err(format!(
-                "{ty:?} matrix {rows}x{cols} needs {} bytes, got {}",
-                rows * row_bytes,
-                data.len()
-            ));
+            return Err(format!("{ty:?} matrix {rows}x{cols} needs {} bytes, got {}", rows * row_bytes, data.len()));
         }
-        Ok(Self { ty, rows, cols, row_bytes, data: AlignedBytes::from_vec(data), act: ActQuant::F32, layout: RowLayout::Rows })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data: AlignedBytes::from_vec(data),
+            act: ActQuant::F32,
+            layout: RowLayout::Rows,
+        })
     }
 
     /// Quantize a dense row-major `[rows, cols]` matrix into `ty` (F32, F16, Q8_0, Q4_0).
@@ -118,7 +122,7 @@ impl QuantMatrix {
             GgmlType::F32 => w.iter().flat_map(|x| x.to_le_bytes()).collect(),
             GgmlType::F16 => w.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
             GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
-                if cols % 32 != 0 {
+                if !cols.is_multiple_of(32) {
                     return Err(format!("{cols} columns is not a multiple of the {ty:?} block size 32"));
                 }
                 let mut out = Vec::with_capacity(rows * cols / 32 * ty.block().1);
@@ -163,7 +167,7 @@ impl QuantMatrix {
 
     /// Whether [`QuantMatrix::interleave8`] applies (Q4_0, Q4_1, Q8_0 with rows a multiple of 8).
     pub fn can_interleave8(&self) -> bool {
-        interleave_parts(self.ty).is_some() && self.rows % 8 == 0 && self.rows > 0
+        interleave_parts(self.ty).is_some() && self.rows.is_multiple_of(8) && self.rows > 0
     }
 
     /// The same blocks in the [`RowLayout::Interleaved8`] layout (unchanged when not possible).
@@ -245,7 +249,8 @@ impl QuantMatrix {
                                 }
                             }
                             ty => {
-                                let (m, off) = if ty == GgmlType::Q4_1 { (h(blk, 16 + lane * 2), 0.0) } else { (0.0, -8.0) };
+                                let (m, off) =
+                                    if ty == GgmlType::Q4_1 { (h(blk, 16 + lane * 2), 0.0) } else { (0.0, -8.0) };
                                 for c in 0..4 {
                                     for (j, &v) in q(c).iter().enumerate() {
                                         y[4 * c + j] = ((v & 15) as f32 + off) * d + m;
@@ -336,7 +341,9 @@ impl QuantMatrix {
     /// The whole matrix as dense row-major f32 `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         match self.layout {
-            RowLayout::Rows => dequantize(self.ty, &self.data, self.rows * self.cols).expect("length checked at construction"),
+            RowLayout::Rows => {
+                dequantize(self.ty, &self.data, self.rows * self.cols).expect("length checked at construction")
+            }
             RowLayout::Interleaved8 => {
                 let mut out = vec![0f32; self.rows * self.cols];
                 for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
@@ -464,12 +471,20 @@ mod tests {
         assert_eq!(&p[..32], &w[64..96]);
         assert_eq!(&p[32..64], &w[..32]);
         let c = QuantMatrix::concat_rows(&[&q, &q]).unwrap();
-        let q8 = QuantMatrix::quantize(GgmlType::Q4_1, 16, 64, &(0..16 * 64).map(|i| (i % 23) as f32).collect::<Vec<_>>()).unwrap();
+        let q8 =
+            QuantMatrix::quantize(GgmlType::Q4_1, 16, 64, &(0..16 * 64).map(|i| (i % 23) as f32).collect::<Vec<_>>())
+                .unwrap();
         let il = q8.clone().interleave8();
         assert_eq!(il.layout(), RowLayout::Interleaved8);
         assert_eq!(il.dequantize(), q8.dequantize());
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            let m = QuantMatrix::quantize(ty, 16, 64, &(0..16 * 64).map(|i| ((i * 7) % 31) as f32 - 15.0).collect::<Vec<_>>()).unwrap();
+            let m = QuantMatrix::quantize(
+                ty,
+                16,
+                64,
+                &(0..16 * 64).map(|i| ((i * 7) % 31) as f32 - 15.0).collect::<Vec<_>>(),
+            )
+            .unwrap();
             let mut fast = vec![0f32; 5 * 64];
             m.clone().interleave8().dequantize_rows(9, &mut fast);
             assert_eq!(fast, m.dequantize()[9 * 64..14 * 64].to_vec(), "{ty:?}");

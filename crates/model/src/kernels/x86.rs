@@ -348,7 +348,11 @@ pub unsafe fn q8_q8_avx512(row: &[u8], xq: &Q8View<'_>) -> f32 {
         let p = rp.add(b * 34);
         let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
         let x = _mm256_loadu_si256(xp.add(b * 32) as *const __m256i);
-        let v = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)));
+        let v = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(
+            _mm256_setzero_si256(),
+            _mm256_sign_epi8(w, w),
+            _mm256_sign_epi8(x, w),
+        ));
         let d = f16_at(p) * *xq.d.get_unchecked(b);
         acc[b & 3] = _mm256_fmadd_ps(_mm256_set1_ps(d), v, acc[b & 3]);
     }
@@ -427,7 +431,8 @@ macro_rules! group8_kernel {
                             }
                             let corr = _mm256_set1_epi32(128 * *x.isum.get_unchecked(b));
                             let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_add_epi32(s0, s1), corr));
-                            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(*x.d.get_unchecked(b))), v, acc[i]);
+                            acc[i] =
+                                _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(*x.d.get_unchecked(b))), v, acc[i]);
                         }
                     }
                 }

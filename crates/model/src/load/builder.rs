@@ -268,9 +268,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             for p in parts {
                 let t = self.fetch(&p.name)?;
                 self.check_shape(&p.name, &t, &[p.rows, cols])?;
-                let keep = self.opts.weights == WeightMode::Native
-                    && self.opts.quantize.is_none()
-                    && is_native(t.ty);
+                let keep = self.opts.weights == WeightMode::Native && self.opts.quantize.is_none() && is_native(t.ty);
                 let m = if keep {
                     QuantMatrix::new(t.ty, p.rows, cols, t.data.to_vec())
                         .map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
@@ -281,7 +279,8 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                         (_, WeightMode::F16) => GgmlType::F16,
                         _ => GgmlType::F32,
                     };
-                    QuantMatrix::quantize(ty, p.rows, cols, &v).map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
+                    QuantMatrix::quantize(ty, p.rows, cols, &v)
+                        .map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
                 };
                 self.src.release(&p.name);
                 mats.push(match &p.perm {
@@ -299,7 +298,9 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 }
             };
             let joined = match self.opts.activations {
-                Activations::Int8 if has_q8_kernel(joined.ty()) => joined.with_activations(ActQuant::Int8).interleave8(),
+                Activations::Int8 if has_q8_kernel(joined.ty()) => {
+                    joined.with_activations(ActQuant::Int8).interleave8()
+                }
                 Activations::Int16 if has_q8_kernel(joined.ty()) && joined.can_interleave8() => {
                     joined.with_activations(ActQuant::Int16).interleave8()
                 }
@@ -371,16 +372,23 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             let gu_bias = self.stacked_bias(&gu_parts, i)?;
             let down_bias = self.optional_vector(&self.naming.name(Part::Down, i, "bias"), d)?;
             layers.push(DecoderLayer {
-                input_layernorm: RmsNorm { gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?, eps: c.rms_norm_eps },
+                input_layernorm: RmsNorm {
+                    gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?,
+                    eps: c.rms_norm_eps,
+                },
                 self_attn: Attention {
                     qkv: Linear { weight: self.matrix(&qkv_specs, d)?, bias: qkv_bias },
                     o_proj: Linear { weight: self.matrix(&[self.spec(Part::O, i, d, None)], hq * hd)?, bias: o_bias },
                     heads: Heads { q: hq, kv, dim: hd },
                 },
-                post_attention_layernorm: RmsNorm { gamma: self.vector(&self.naming.name(Part::MlpNorm, i, "weight"), d)?, eps: c.rms_norm_eps },
+                post_attention_layernorm: RmsNorm {
+                    gamma: self.vector(&self.naming.name(Part::MlpNorm, i, "weight"), d)?,
+                    eps: c.rms_norm_eps,
+                },
                 mlp: Mlp {
                     gate_up: Linear {
-                        weight: self.matrix(&[self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)], d)?,
+                        weight: self
+                            .matrix(&[self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)], d)?,
                         bias: gu_bias,
                     },
                     down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
@@ -399,7 +407,8 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         } else {
             Linear { weight: self.matrix(&[self.spec(Part::Head, 0, c.vocab_size, None)], d)?, bias: None }
         };
-        let norm = RmsNorm { gamma: self.vector(&self.naming.name(Part::FinalNorm, 0, "weight"), d)?, eps: c.rms_norm_eps };
+        let norm =
+            RmsNorm { gamma: self.vector(&self.naming.name(Part::FinalNorm, 0, "weight"), d)?, eps: c.rms_norm_eps };
         Ok(LlamaWeights { embed_tokens: embed, layers, norm, lm_head })
     }
 

@@ -34,7 +34,9 @@ impl<B: DecodeOps> LoadedModel<B> {
             (None, Some(e)) => Err(ModelError::Tokenizer(format!(
                 "the model's tokenizer could not be built ({e}); token ids still work (--prompt-ids)"
             ))),
-            (None, None) => Err(ModelError::Tokenizer("this model has no tokenizer: use token ids (--prompt-ids)".into())),
+            (None, None) => {
+                Err(ModelError::Tokenizer("this model has no tokenizer: use token ids (--prompt-ids)".into()))
+            }
         }
     }
 }
@@ -58,8 +60,5 @@ pub fn load_model_with<B: DecodeOps>(path: &Path, device: &B::Device, opts: &Loa
             path.display()
         )));
     }
-    Err(ModelError::Input(format!(
-        "model path {} is neither a .gguf file nor a checkpoint directory",
-        path.display()
-    )))
+    Err(ModelError::Input(format!("model path {} is neither a .gguf file nor a checkpoint directory", path.display())))
 }

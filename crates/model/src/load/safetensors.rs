@@ -33,11 +33,17 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut out = vec![];
         for f in files {
             if f.contains('/') || f.contains("..") {
-                return Err(ModelError::Checkpoint { path: index.clone(), message: format!("shard name {f:?} is not a plain file name") });
+                return Err(ModelError::Checkpoint {
+                    path: index.clone(),
+                    message: format!("shard name {f:?} is not a plain file name"),
+                });
             }
             let p = dir.join(&f);
             if !p.exists() {
-                return Err(ModelError::Checkpoint { path: index.clone(), message: format!("shard {f} listed in the index is missing") });
+                return Err(ModelError::Checkpoint {
+                    path: index.clone(),
+                    message: format!("shard {f} listed in the index is missing"),
+                });
             }
             out.push(p);
         }
@@ -57,7 +63,7 @@ const MAX_HEADER: u64 = 100 << 20;
 
 /// Check a safetensors file before anything is allocated from it: header length inside the file
 /// and bounded, header JSON, known dtypes, shapes whose byte size matches their data range, data
-/// ranges inside the file. 
+/// ranges inside the file.
 pub fn validate_safetensors(path: &Path) -> Result<()> {
     use std::io::Read;
     let io = |source| ModelError::Io { path: path.to_path_buf(), source };
@@ -104,7 +110,8 @@ fn check_header(path: &Path, size: u64, header: &[u8]) -> Result<()> {
         if name == "__metadata__" {
             continue;
         }
-        let dtype = t.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad(format!("tensor {name}: no \"dtype\"")))?;
+        let dtype =
+            t.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad(format!("tensor {name}: no \"dtype\"")))?;
         let elem: u64 = match dtype {
             "F64" | "I64" | "U64" => 8,
             "F32" | "I32" | "U32" => 4,
@@ -125,14 +132,19 @@ fn check_header(path: &Path, size: u64, header: &[u8]) -> Result<()> {
             .ok_or_else(|| bad(format!("tensor {name}: \"data_offsets\" is not [begin, end]")))?;
         let (b, e) = (offs[0], offs[1]);
         if b > e || e > data_len {
-            return Err(bad(format!("tensor {name}: data range {b}..{e} lies outside the {data_len} data bytes (truncated file?)")));
+            return Err(bad(format!(
+                "tensor {name}: data range {b}..{e} lies outside the {data_len} data bytes (truncated file?)"
+            )));
         }
         let bytes = shape
             .iter()
             .try_fold(elem, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| bad(format!("tensor {name}: shape {shape:?} overflows")))?;
         if bytes != e - b {
-            return Err(bad(format!("tensor {name}: shape {shape:?} of {dtype} needs {bytes} bytes, its data range has {}", e - b)));
+            return Err(bad(format!(
+                "tensor {name}: shape {shape:?} of {dtype} needs {bytes} bytes, its data range has {}",
+                e - b
+            )));
         }
         ranges.push((b, e, name));
     }
@@ -141,12 +153,16 @@ fn check_header(path: &Path, size: u64, header: &[u8]) -> Result<()> {
     let mut end = 0;
     for (b, e, name) in ranges {
         if b != end {
-            return Err(bad(format!("tensor data ranges must be contiguous: tensor {name} starts at {b}, the previous ended at {end}")));
+            return Err(bad(format!(
+                "tensor data ranges must be contiguous: tensor {name} starts at {b}, the previous ended at {end}"
+            )));
         }
         end = e;
     }
     if end != data_len {
-        return Err(bad(format!("tensor data ranges must be contiguous: they end at {end}, the data section has {data_len} bytes")));
+        return Err(bad(format!(
+            "tensor data ranges must be contiguous: they end at {end}, the data section has {data_len} bytes"
+        )));
     }
     Ok(())
 }
@@ -168,7 +184,8 @@ impl SafetensorsSource {
             let bad = |message: String| ModelError::Checkpoint { path: file.clone(), message };
             let f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source })?;
             // SAFETY: read-only map of a file we do not modify; sizes were validated above.
-            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|source| ModelError::Io { path: file.clone(), source })?;
+            let map =
+                unsafe { memmap2::Mmap::map(&f) }.map_err(|source| ModelError::Io { path: file.clone(), source })?;
             let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
             let header: serde_json::Value =
                 serde_json::from_slice(&map[8..8 + header_len]).map_err(|e| bad(format!("header is not JSON: {e}")))?;
@@ -181,10 +198,26 @@ impl SafetensorsSource {
                     "F32" => GgmlType::F32,
                     "F16" => GgmlType::F16,
                     "BF16" => GgmlType::BF16,
-                    other => return Err(bad(format!("tensor {name}: dtype {other} is not a float type the model reads (F32, F16, BF16)"))),
+                    other => {
+                        return Err(bad(format!(
+                            "tensor {name}: dtype {other} is not a float type the model reads (F32, F16, BF16)"
+                        )))
+                    }
                 };
-                let shape: Vec<usize> = t["shape"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).map(|d| d as usize).collect();
-                let offs: Vec<usize> = t["data_offsets"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).map(|d| d as usize).collect();
+                let shape: Vec<usize> = t["shape"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect();
+                let offs: Vec<usize> = t["data_offsets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect();
                 let base = 8 + header_len;
                 if tensors.insert(name.clone(), (fi, ty, shape, base + offs[0]..base + offs[1])).is_some() {
                     return Err(bad(format!("tensor {name} appears in more than one shard")));

@@ -79,7 +79,11 @@ impl StreamDecoder {
 
     /// Add a token; returns the text that became complete, if any.
     pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<Option<String>> {
-        let before = if self.prev < self.cur { tok.decode_with(&self.ids[self.prev..self.cur], self.skip_special)? } else { String::new() };
+        let before = if self.prev < self.cur {
+            tok.decode_with(&self.ids[self.prev..self.cur], self.skip_special)?
+        } else {
+            String::new()
+        };
         self.ids.push(id);
         let text = tok.decode_with(&self.ids[self.prev..], self.skip_special)?;
         if text.len() > before.len() && !text.ends_with('\u{FFFD}') && text.is_char_boundary(before.len()) {

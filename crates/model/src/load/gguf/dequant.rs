@@ -71,7 +71,7 @@ fn h(b: &[u8], i: usize) -> f32 {
 /// Dequantize `n` elements stored as `ty` in `bytes`.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let (be, bb) = ty.block();
-    if n % be != 0 {
+    if !n.is_multiple_of(be) {
         return Err(format!("{n} elements is not a multiple of the {ty:?} block size {be}"));
     }
     let need = n / be * bb;

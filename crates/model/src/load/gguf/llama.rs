@@ -24,7 +24,10 @@ fn req_u(g: &GgufFile, key: &str) -> Result<usize> {
 fn opt_u(g: &GgufFile, key: &str) -> Result<Option<usize>> {
     match g.meta(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| gerr(g, format!("metadata {key} = {v:?} is not an unsigned integer"))),
+        Some(v) => v
+            .as_u64()
+            .map(|x| Some(x as usize))
+            .ok_or_else(|| gerr(g, format!("metadata {key} = {v:?} is not an unsigned integer"))),
     }
 }
 
@@ -52,21 +55,24 @@ pub fn llama_config_from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
     let hidden = req_u(g, "llama.embedding_length")?;
     let heads = req_u(g, "llama.attention.head_count")?;
     let kv_heads = opt_u(g, "llama.attention.head_count_kv")?.unwrap_or(heads);
-    let head_dim = if heads > 0 { hidden / heads } else { 0 };
+    let head_dim = hidden.checked_div(heads).unwrap_or(0);
     if let Some(rd) = opt_u(g, "llama.rope.dimension_count")? {
         if rd != head_dim {
-            return Err(gerr(g, format!("llama.rope.dimension_count {rd} differs from head_dim {head_dim}: partial RoPE is not supported")));
+            return Err(gerr(
+                g,
+                format!(
+                    "llama.rope.dimension_count {rd} differs from head_dim {head_dim}: partial RoPE is not supported"
+                ),
+            ));
         }
     }
     let vocab = match opt_u(g, "llama.vocab_size")? {
         Some(v) => v,
         None => match g.meta("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
             Some(a) => a.len(),
-            None => g
-                .tensor("token_embd.weight")
-                .and_then(|t| t.dims.get(1).copied())
-                .ok_or_else(|| gerr(g, "cannot tell the vocabulary size (no llama.vocab_size, tokens or token_embd.weight)"))?
-                as usize,
+            None => g.tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()).ok_or_else(|| {
+                gerr(g, "cannot tell the vocabulary size (no llama.vocab_size, tokens or token_embd.weight)")
+            })? as usize,
         },
     };
     let id = |k: &str| -> Result<Option<u32>> { Ok(opt_u(g, k)?.map(|x| x as u32)) };
@@ -140,11 +146,8 @@ pub fn load_gguf<B: DecodeOps>(path: &Path, device: &B::Device, opts: &LoadOptio
         None => (None, None),
     };
     let chat_template = g.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(String::from);
-    let description = format!(
-        "GGUF {} ({})",
-        path.display(),
-        g.meta("general.name").and_then(|v| v.as_str()).unwrap_or("unnamed")
-    );
+    let description =
+        format!("GGUF {} ({})", path.display(), g.meta("general.name").and_then(|v| v.as_str()).unwrap_or("unnamed"));
     Ok(LoadedModel {
         model: Llama::new(c, weights, device),
         tokenizer,
@@ -154,4 +157,3 @@ pub fn load_gguf<B: DecodeOps>(path: &Path, device: &B::Device, opts: &LoadOptio
         architecture: "llama".into(),
     })
 }
-

@@ -6,6 +6,6 @@ mod reader;
 mod tokenizer;
 
 pub use dequant::{dequantize, GgmlType};
-pub use llama::{load_gguf, llama_config_from_gguf};
+pub use llama::{llama_config_from_gguf, load_gguf};
 pub use reader::{GgufFile, MetaValue, TensorInfo};
 pub use tokenizer::tokenizer_from_gguf;

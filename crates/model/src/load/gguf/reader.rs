@@ -130,7 +130,10 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(self.err(format!("file truncated while reading {what} ({n} bytes needed, {} left)", self.buf.len() - self.pos))),
+            None => Err(self.err(format!(
+                "file truncated while reading {what} ({n} bytes needed, {} left)",
+                self.buf.len() - self.pos
+            ))),
         }
     }
 
@@ -155,7 +158,10 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)?;
         if n > self.remaining() as u64 {
-            return Err(self.err(format!("{what}: string length {n} exceeds the {} bytes left in the file (truncated or corrupt)", self.remaining())));
+            return Err(self.err(format!(
+                "{what}: string length {n} exceeds the {} bytes left in the file (truncated or corrupt)",
+                self.remaining()
+            )));
         }
         let b = self.take(n as usize, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err(format!("{what}: string is not valid UTF-8")))
@@ -184,7 +190,8 @@ impl<'a> Cursor<'a> {
                 let n = self.u64(key)?;
                 // every element takes at least one byte: a count beyond the bytes left is a lie
                 if n > self.remaining() as u64 {
-                    return Err(self.err(format!("metadata {key}: array count {n} exceeds the {} bytes left", self.remaining())));
+                    return Err(self
+                        .err(format!("metadata {key}: array count {n} exceeds the {} bytes left", self.remaining())));
                 }
                 let mut v = Vec::with_capacity((n as usize).min(1 << 20));
                 for _ in 0..n {
@@ -223,7 +230,10 @@ impl GgufFile {
             message: "file is too short to be GGUF (no magic)".into(),
         })?;
         if magic != b"GGUF" {
-            return Err(ModelError::Gguf { path: path.to_path_buf(), message: format!("bad magic {magic:?}, expected \"GGUF\"") });
+            return Err(ModelError::Gguf {
+                path: path.to_path_buf(),
+                message: format!("bad magic {magic:?}, expected \"GGUF\""),
+            });
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
@@ -271,7 +281,10 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, ty, rel) in infos {
             let ggml_type = GgmlType::from_u32(ty).ok_or_else(|| {
-                c.err(format!("tensor {name}: ggml type {ty} is not supported (supported: {})", GgmlType::supported_list()))
+                c.err(format!(
+                    "tensor {name}: ggml type {ty} is not supported (supported: {})",
+                    GgmlType::supported_list()
+                ))
             })?;
             let n_elements = dims
                 .iter()
@@ -280,13 +293,16 @@ impl GgufFile {
                 .ok_or_else(|| c.err(format!("tensor {name}: dimensions {dims:?} overflow or are zero")))?
                 as usize;
             let (block_elems, block_bytes) = ggml_type.block();
-            if dims[0] as usize % block_elems != 0 {
-                return Err(c.err(format!("tensor {name}: row length {} is not a multiple of the {ggml_type:?} block size {block_elems}", dims[0])));
+            if !(dims[0] as usize).is_multiple_of(block_elems) {
+                return Err(c.err(format!(
+                    "tensor {name}: row length {} is not a multiple of the {ggml_type:?} block size {block_elems}",
+                    dims[0]
+                )));
             }
             let n_bytes = n_elements / block_elems * block_bytes;
             let offset = data_start
                 .checked_add(rel as usize)
-                .filter(|_| rel as usize % alignment == 0)
+                .filter(|_| (rel as usize).is_multiple_of(alignment))
                 .ok_or_else(|| c.err(format!("tensor {name}: offset {rel} is not aligned to {alignment}")))?;
             if offset.checked_add(n_bytes).is_none_or(|end| end > buf.len()) {
                 return Err(c.err(format!(

@@ -21,7 +21,9 @@ fn pre_tokenizer(pre: &str) -> Value {
         // StarCoder-family vocabularies (SmolLM, StarCoder, Refact): digits split one by one.
         "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-        "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),
+        "llama-bpe" | "llama3" | "smaug-bpe" => {
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]})
+        }
         // "default", "gpt-2" and unknown types: GPT-2's regex, as llama.cpp falls back to.
         _ => json!({"type": "Sequence", "pretokenizers": [split(GPT2_REGEX), byte_level(false)]}),
     }
@@ -31,7 +33,10 @@ fn pre_tokenizer(pre: &str) -> Value {
 pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<TextTokenizer> {
     let model = g.meta("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("");
     if model != "gpt2" {
-        return Err(terr(g, format!("tokenizer.ggml.model \"{model}\" is not supported (supported: gpt2 byte-level BPE)")));
+        return Err(terr(
+            g,
+            format!("tokenizer.ggml.model \"{model}\" is not supported (supported: gpt2 byte-level BPE)"),
+        ));
     }
     let tokens = g
         .meta("tokenizer.ggml.tokens")
@@ -73,10 +78,8 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<TextTokenizer> {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges}
     });
-    let inner: tokenizers::Tokenizer = spec
-        .to_string()
-        .parse()
-        .map_err(|e| terr(g, format!("cannot build the BPE tokenizer: {e}")))?;
+    let inner: tokenizers::Tokenizer =
+        spec.to_string().parse().map_err(|e| terr(g, format!("cannot build the BPE tokenizer: {e}")))?;
     let add_bos = g.meta("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
     let bos_id = g.meta("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(|x| x as u32);
     Ok(TextTokenizer { inner, add_bos, bos_id })
