@@ -53,6 +53,10 @@ MODEL=$("$BIN" fetch-model) || { echo "FAILED: no model"; exit 1; }
 echo "$MODEL"
 
 step "test suite on cuda: cross-backend (against ndarray) and every golden test"
+# the filter must select cuda tests: a suite built without them would "pass" with none
+N_CUDA=$("$SUITE" --list 2>/dev/null | grep -c '::cuda: test$' || true)
+echo "cuda tests in the suite: $N_CUDA"
+[ "$N_CUDA" -ge 1 ] || fail "the suite has no cuda test (built without --features cuda?)"
 "$SUITE" --test-threads 1 --nocapture cuda || fail "cross-backend suite"
 
 step "generate on cuda"

@@ -23,11 +23,68 @@ impl OneOrMany {
     }
 }
 
-/// transformers 5 moves `rope_theta` into `rope_parameters`.
-#[derive(Debug, Clone, Deserialize)]
+/// transformers 5 moves `rope_theta` (and the scaling) into `rope_parameters`; older configs
+/// have `rope_scaling` with the same fields (`type` or `rope_type`).
+#[derive(Debug, Clone, Deserialize, Default)]
 pub struct RopeParameters {
     pub rope_theta: Option<f64>,
     pub rope_type: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub factor: Option<f64>,
+    pub low_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<f64>,
+    pub original_max_position_embeddings: Option<usize>,
+    pub partial_rotary_factor: Option<f64>,
+}
+
+/// The decoder families one decoder computes (as validated options of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `LlamaForCausalLM` (and SmolLM, Llama 3.x with its RoPE scaling).
+    Llama,
+    /// `MistralForCausalLM`: sliding-window attention.
+    Mistral,
+    /// `Qwen2ForCausalLM`: biases on the q/k/v projections.
+    Qwen2,
+    /// `Phi3ForCausalLM`: fused `qkv_proj` and `gate_up_proj` in the checkpoint.
+    Phi3,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Phi3 => "phi3",
+        }
+    }
+
+    /// The registry: an HF `architectures[0]` or `model_type`, or a GGUF `general.architecture`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "LlamaForCausalLM" | "llama" | "smollm" => Family::Llama,
+            "MistralForCausalLM" | "mistral" => Family::Mistral,
+            "Qwen2ForCausalLM" | "qwen2" => Family::Qwen2,
+            "Phi3ForCausalLM" | "phi3" => Family::Phi3,
+            _ => return None,
+        })
+    }
+
+    pub const SUPPORTED: &'static str = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Phi3ForCausalLM";
+}
+
+/// How RoPE frequencies are scaled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// `linear`: positions divided by `factor` (inverse frequencies divided by it).
+    Linear { factor: f64 },
+    /// Llama 3.x: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+    /// llama.cpp's per-dimension frequency divisors (GGUF `rope_freqs.weight`).
+    FreqFactors,
 }
 
 /// HF `config.json` of a `LlamaForCausalLM` (the fields Demiurgic reads).
@@ -56,6 +113,14 @@ pub struct HfLlamaConfig {
     pub bos_token_id: Option<OneOrMany>,
     pub eos_token_id: Option<OneOrMany>,
     pub pad_token_id: Option<OneOrMany>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub sliding_window: Option<usize>,
+    pub use_sliding_window: Option<bool>,
+    pub partial_rotary_factor: Option<f64>,
+    /// Phi-3's long-context RoPE switch (refused unless it equals the context).
+    pub original_max_position_embeddings: Option<usize>,
+    pub layer_types: Option<Vec<String>>,
 }
 
 /// HF `generation_config.json` (token ids only; sampling settings live in the sampling crate).
@@ -87,6 +152,10 @@ pub struct LlamaConfig {
     pub pad_token_id: Option<u32>,
     /// Sliding-window attention (Mistral): a query sees at most this many keys.
     pub sliding_window: Option<usize>,
+    pub family: Family,
+    pub rope_scaling: RopeScaling,
+    /// Per-dimension RoPE frequency divisors (GGUF `rope_freqs.weight`, with `FreqFactors`).
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 fn single_id(origin: &str, field: &str, v: &Option<OneOrMany>) -> Result<Option<u32>> {
@@ -130,11 +199,19 @@ impl HfLlamaConfig {
         })
     }
 
-    /// Convert to the validated internal config.
+    /// Convert to the validated internal config: the family from the registry, and every field
+    /// that changes the computation either implemented or refused by name.
     pub fn to_config(&self, origin: &str) -> Result<LlamaConfig> {
-        if let Some(mt) = &self.model_type {
-            if !matches!(mt.as_str(), "llama" | "mistral" | "smollm" | "qwen2") {
-                return Err(cfg_err(origin, format!("model_type \"{mt}\" is not supported (supported: llama)")));
+        let family = match (self.architectures.first(), &self.model_type) {
+            (Some(a), _) => Family::from_name(a)
+                .ok_or_else(|| cfg_err(origin, format!("architecture \"{a}\" is not supported (supported: {})", Family::SUPPORTED)))?,
+            (None, Some(mt)) => Family::from_name(mt)
+                .ok_or_else(|| cfg_err(origin, format!("model_type \"{mt}\" is not supported (supported: llama, mistral, qwen2, phi3)")))?,
+            (None, None) => Family::Llama,
+        };
+        if let (Some(mt), Some(a)) = (&self.model_type, self.architectures.first()) {
+            if Family::from_name(mt).is_some_and(|f| f != family) {
+                return Err(cfg_err(origin, format!("model_type \"{mt}\" contradicts architectures[0] \"{a}\"")));
             }
         }
         if let Some(act) = &self.hidden_act {
@@ -142,28 +219,81 @@ impl HfLlamaConfig {
                 return Err(cfg_err(origin, format!("hidden_act \"{act}\" is not supported (supported: silu)")));
             }
         }
-        if let Some(rs) = &self.rope_scaling {
-            if !rs.is_null() {
-                return Err(cfg_err(origin, format!("rope_scaling {rs} is not supported (only plain RoPE)")));
+        // rope: rope_parameters (transformers 5) or rope_scaling (older), never both differing
+        let params: RopeParameters = match (&self.rope_parameters, &self.rope_scaling) {
+            (Some(p), _) => p.clone(),
+            (None, Some(v)) if !v.is_null() => serde_json::from_value(v.clone())
+                .map_err(|e| cfg_err(origin, format!("rope_scaling {v}: {e}")))?,
+            _ => RopeParameters::default(),
+        };
+        let rope_type = params.rope_type.clone().or(params.kind.clone()).unwrap_or_else(|| "default".into());
+        let factor = |name: &str| -> Result<f64> {
+            params.factor.filter(|f| *f > 0.0 && f.is_finite()).ok_or_else(|| cfg_err(origin, format!("rope {name} scaling needs a positive `factor`")))
+        };
+        let rope_scaling = match rope_type.as_str() {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: factor("linear")? },
+            "llama3" => RopeScaling::Llama3 {
+                factor: factor("llama3")?,
+                low_freq_factor: params.low_freq_factor.ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `low_freq_factor`"))?,
+                high_freq_factor: params.high_freq_factor.ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `high_freq_factor`"))?,
+                original_max_position_embeddings: params
+                    .original_max_position_embeddings
+                    .ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `original_max_position_embeddings`"))?,
+            },
+            other => {
+                return Err(cfg_err(
+                    origin,
+                    format!("rope type \"{other}\" is not supported (supported: default, linear, llama3)"),
+                ))
+            }
+        };
+        if let RopeScaling::Llama3 { low_freq_factor, high_freq_factor, .. } = rope_scaling {
+            if !(high_freq_factor > low_freq_factor) {
+                return Err(cfg_err(origin, "rope llama3 scaling needs high_freq_factor > low_freq_factor"));
             }
         }
-        let mut rope_theta = self.rope_theta;
-        if let Some(p) = &self.rope_parameters {
-            if let Some(t) = &p.rope_type {
-                if t != "default" {
-                    return Err(cfg_err(
-                        origin,
-                        format!("rope_parameters.rope_type \"{t}\" is not supported (supported: default)"),
-                    ));
+        let partial = params.partial_rotary_factor.or(self.partial_rotary_factor).unwrap_or(1.0);
+        if partial != 1.0 {
+            return Err(cfg_err(origin, format!("partial_rotary_factor {partial} is not supported (only full rotary, 1.0)")));
+        }
+        let rope_theta = self.rope_theta.or(params.rope_theta);
+        // sliding windows: Mistral applies its window in every layer; Qwen2 only with
+        // use_sliding_window (per-layer windows: not implemented, refused)
+        let sliding_window = match family {
+            Family::Mistral => self.sliding_window,
+            Family::Qwen2 => {
+                if self.use_sliding_window == Some(true) {
+                    return Err(cfg_err(origin, "use_sliding_window = true is not supported for qwen2 (per-layer windows)"));
+                }
+                None
+            }
+            _ => {
+                if let Some(w) = self.sliding_window {
+                    return Err(cfg_err(origin, format!("sliding_window {w} is not supported for {}", family.name())));
+                }
+                None
+            }
+        };
+        if let Some(types) = &self.layer_types {
+            if let Some(t) = types.iter().find(|t| t.as_str() != "full_attention" && !(t.as_str() == "sliding_attention" && family == Family::Mistral)) {
+                return Err(cfg_err(origin, format!("layer_types entry \"{t}\" is not supported (only full_attention)")));
+            }
+        }
+        if family == Family::Phi3 {
+            if let Some(o) = self.original_max_position_embeddings {
+                if o < self.max_position_embeddings && rope_scaling == RopeScaling::None {
+                    return Err(cfg_err(origin, format!(
+                        "original_max_position_embeddings {o} < max_position_embeddings {} without a supported RoPE scaling (Phi-3 longrope is not supported)",
+                        self.max_position_embeddings
+                    )));
                 }
             }
-            rope_theta = rope_theta.or(p.rope_theta);
         }
         let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         let head_dim = match self.head_dim {
             Some(h) => h,
-            None if self.num_attention_heads > 0 => self.hidden_size / self.num_attention_heads,
-            None => 0,
+            None => self.hidden_size.checked_div(self.num_attention_heads).unwrap_or(0),
         };
         let cfg = LlamaConfig {
             vocab_size: self.vocab_size,
@@ -177,12 +307,16 @@ impl HfLlamaConfig {
             rms_norm_eps: self.rms_norm_eps,
             rope_theta: rope_theta.unwrap_or(10_000.0),
             tie_word_embeddings: self.tie_word_embeddings,
-            attention_bias: self.attention_bias,
+            // Qwen2 always has q/k/v biases (its config has no flag for them)
+            attention_bias: self.attention_bias || family == Family::Qwen2,
             mlp_bias: self.mlp_bias,
             bos_token_id: single_id(origin, "bos_token_id", &self.bos_token_id)?,
             eos_token_ids: id_list(origin, "eos_token_id", &self.eos_token_id)?,
             pad_token_id: single_id(origin, "pad_token_id", &self.pad_token_id)?,
-            sliding_window: None,
+            sliding_window,
+            family,
+            rope_scaling,
+            rope_freq_factors: None,
         };
         cfg.validate(origin)?;
         Ok(cfg)
@@ -216,9 +350,20 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    /// RoPE inverse frequencies (`head_dim / 2`), as transformers computes them.
+    /// RoPE inverse frequencies (`head_dim / 2`), with the scaling, as transformers computes them.
     pub fn inv_freq(&self) -> Vec<f32> {
-        crate::rope::default_inv_freq(self.rope_theta, self.head_dim)
+        let inv = crate::rope::default_inv_freq(self.rope_theta, self.head_dim);
+        match self.rope_scaling {
+            RopeScaling::None => inv,
+            RopeScaling::Linear { factor } => inv.iter().map(|f| f / factor as f32).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                crate::rope::llama3_inv_freq(&inv, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
+            }
+            RopeScaling::FreqFactors => match &self.rope_freq_factors {
+                Some(ff) => inv.iter().zip(ff).map(|(f, d)| f / d).collect(),
+                None => inv,
+            },
+        }
     }
 
     /// Number of parameters (embedding counted once when tied).
@@ -273,6 +418,16 @@ impl LlamaConfig {
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
             return Err(cfg_err(origin, format!("rms_norm_eps must be > 0, got {}", self.rms_norm_eps)));
+        }
+        if let Some(w) = self.sliding_window {
+            if w == 0 {
+                return Err(cfg_err(origin, "sliding_window must be > 0, got 0"));
+            }
+        }
+        if let Some(ff) = &self.rope_freq_factors {
+            if ff.len() != self.head_dim / 2 || ff.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
+                return Err(cfg_err(origin, format!("rope frequency factors: {} positive values needed (head_dim / 2)", self.head_dim / 2)));
+            }
         }
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
             return Err(cfg_err(origin, format!("rope_theta must be > 0, got {}", self.rope_theta)));

@@ -8,7 +8,8 @@ use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, Process
 use crate::batch::Batch;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::llama::{Llama, StepInput};
+use crate::llama::StepInput;
+use crate::lm::CausalLm;
 use crate::load::TextStops;
 use crate::ops::DecodeOps;
 
@@ -30,6 +31,8 @@ pub struct GenerateOptions<'a, B: DecodeOps> {
     /// first `len()` tokens; only the rest of the prompt is computed (multi-turn chat). After
     /// the call it holds the prompt and every generated token but the last.
     pub cache: Option<&'a mut KvCache<B>>,
+    /// A draft model for speculative decoding (same vocabulary).
+    pub draft: Option<&'a dyn CausalLm<B>>,
 }
 
 impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
@@ -42,6 +45,7 @@ impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
             stops: None,
             seeds: None,
             cache: None,
+            draft: None,
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct GenerationStats {
     pub prompt_tokens: usize,
     /// Prompt tokens served from a cache passed in (not computed again).
     pub cached_prompt_tokens: usize,
+    /// Speculative decoding: candidate tokens proposed, and how many the model accepted.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
     pub generated_tokens: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
@@ -77,6 +84,9 @@ pub struct GenerationOutput {
     pub seed: Option<u64>,
     /// The EOS ids in force.
     pub eos_token_ids: Vec<u32>,
+    /// Beam search: the final score of each returned row (sum of log-probabilities / length **
+    /// length_penalty, as transformers' `sequences_scores`).
+    pub sequences_scores: Option<Vec<f32>>,
     pub stats: GenerationStats,
 }
 
@@ -109,15 +119,25 @@ fn available_memory() -> Option<usize> {
     Some(kb * 1024)
 }
 
-/// Generate continuations of `prompts` (token ids, unpadded).
-pub fn generate<B: DecodeOps>(
-    model: &Llama<B>,
+/// What every strategy checks and derives before its first step.
+pub(crate) struct Prepared {
+    pub eos: Vec<u32>,
+    pub pad: u32,
+    /// Prompts repeated `per_prompt` times (rows grouped per prompt).
+    pub rows: Vec<Vec<u32>>,
+    pub batch: Batch,
+    /// Padded prompt length.
+    pub t0: usize,
+    pub max_new: usize,
+}
+
+/// Validate ids, lengths and memory for `prompts` × `per_prompt` rows.
+pub(crate) fn prepare<B: DecodeOps>(
+    mc: &crate::config::LlamaConfig,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
-    mut opts: GenerateOptions<'_, B>,
-) -> Result<GenerationOutput> {
-    config.validate()?;
-    let mc = &model.config;
+    per_prompt: usize,
+) -> Result<Prepared> {
     let eos: Vec<u32> = config.eos_token_ids.clone().unwrap_or_else(|| mc.eos_token_ids.clone());
     let pad = config.pad_token_id.or(mc.pad_token_id).or(eos.first().copied()).unwrap_or(0);
     for &id in eos.iter().chain(std::iter::once(&pad)) {
@@ -136,11 +156,10 @@ pub fn generate<B: DecodeOps>(
             )));
         }
     }
-    // num_return_sequences: rows grouped per prompt (repeat_interleave).
-    let n = config.num_return_sequences;
-    let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
+    // rows grouped per prompt (repeat_interleave)
+    let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), per_prompt)).collect();
     let batch = Batch::left_padded(&rows, pad)?;
-    let (b, t0) = (batch.batch_size(), batch.seq_len());
+    let t0 = batch.seq_len();
     let ctx_len = mc.max_position_embeddings;
     if t0 >= ctx_len {
         return Err(ModelError::Input(format!(
@@ -161,6 +180,7 @@ pub fn generate<B: DecodeOps>(
         )));
     }
     max_new = max_new.max(1);
+    let b = batch.batch_size();
     if B::host_weights() {
         let need = memory_estimate(mc, b, t0, max_new);
         if let Some(avail) = available_memory() {
@@ -176,6 +196,38 @@ pub fn generate<B: DecodeOps>(
             }
         }
     }
+    Ok(Prepared { eos, pad, rows, batch, t0, max_new })
+}
+
+/// Generate continuations of `prompts` (token ids, unpadded) with the strategy the config
+/// chooses: beam search (`num_beams` > 1), speculative decoding (prompt lookup or a draft
+/// model), or greedy / multinomial sampling.
+pub fn generate<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    opts: GenerateOptions<'_, B>,
+) -> Result<GenerationOutput> {
+    config.validate()?;
+    if config.num_beams > 1 {
+        return crate::beam::beam_search(model, prompts, config, opts);
+    }
+    if config.prompt_lookup_num_tokens.is_some() || opts.draft.is_some() {
+        return crate::speculative::speculative(model, prompts, config, opts);
+    }
+    sample(model, prompts, config, opts)
+}
+
+/// Greedy or multinomial decoding, one token per row per step.
+fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mut opts: GenerateOptions<'_, B>,
+) -> Result<GenerationOutput> {
+    let n = config.num_return_sequences;
+    let Prepared { eos, pad, rows, batch, t0, max_new } = prepare::<B>(model.config(), prompts, config, n)?;
+    let b = batch.batch_size();
 
     // A cache passed in: one row whose cached prefix the prompt extends.
     let reuse = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
@@ -322,6 +374,8 @@ pub fn generate<B: DecodeOps>(
     let stats = GenerationStats {
         prompt_tokens: rows.iter().map(Vec::len).sum(),
         cached_prompt_tokens: reuse,
+        draft_tokens: 0,
+        accepted_tokens: 0,
         generated_tokens: lengths.iter().sum(),
         prefill_ms,
         decode_ms,
@@ -335,6 +389,7 @@ pub fn generate<B: DecodeOps>(
         top_logprobs: top,
         seed: seed_used.or(config.seed.filter(|_| config.is_sampling())),
         eos_token_ids: eos,
+        sequences_scores: None,
         stats,
     })
 }

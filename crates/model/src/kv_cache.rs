@@ -160,6 +160,9 @@ mod tests {
             eos_token_ids: vec![],
             pad_token_id: None,
             sliding_window: None,
+            family: crate::config::Family::Llama,
+            rope_scaling: crate::config::RopeScaling::None,
+            rope_freq_factors: None,
         }
     }
 

@@ -25,6 +25,29 @@ pub fn default_inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
     (0..head_dim / 2).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect()
 }
 
+/// transformers' `_compute_llama3_parameters` (in f32, as torch computes it): wavelengths longer
+/// than `original / low_freq_factor` are divided by `factor`, shorter than `original /
+/// high_freq_factor` kept, and smoothly interpolated between.
+pub fn llama3_inv_freq(inv: &[f32], factor: f64, low: f64, high: f64, original: usize) -> Vec<f32> {
+    let (factor, low, high, old) = (factor as f32, low as f32, high as f32, original as f32);
+    let low_wavelen = old / low;
+    let high_wavelen = old / high;
+    inv.iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f32::consts::PI / f;
+            let scaled = if wavelen > low_wavelen { f / factor } else { f };
+            let smooth = (old / wavelen - low) / (high - low);
+            let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
+            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            if medium {
+                smoothed
+            } else {
+                scaled
+            }
+        })
+        .collect()
+}
+
 /// cos and signed sin (first half negated, folding `rotate_half`'s sign) of position `p`,
 /// `angle = p * inv_freq` in f32 like transformers.
 fn rows_of(inv: &[f32], p: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {

@@ -30,6 +30,51 @@ fn generated_scope() -> PenaltyScope {
     PenaltyScope::Generated
 }
 
+/// transformers' `early_stopping` of beam search: `true`, `false` or `"never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EarlyStopping {
+    /// Stop as soon as `num_beams` finished candidates exist.
+    True,
+    /// Stop when no running beam can beat the finished ones by a heuristic (transformers' default).
+    #[default]
+    False,
+    /// Canonical beam search: stop only when no better candidate can exist.
+    Never,
+}
+
+impl Serialize for EarlyStopping {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EarlyStopping::True => s.serialize_bool(true),
+            EarlyStopping::False => s.serialize_bool(false),
+            EarlyStopping::Never => s.serialize_str("never"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EarlyStopping {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(true) => Ok(EarlyStopping::True),
+            serde_json::Value::Bool(false) => Ok(EarlyStopping::False),
+            serde_json::Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
+            other => Err(serde::de::Error::custom(format!("early_stopping {other}: expected true, false or \"never\""))),
+        }
+    }
+}
+
+impl std::str::FromStr for EarlyStopping {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "true" => Ok(Self::True),
+            "false" => Ok(Self::False),
+            "never" => Ok(Self::Never),
+            o => Err(format!("--early-stopping {o:?} is unknown (allowed: true, false, never)")),
+        }
+    }
+}
+
 /// All generation parameters. Defaults: temperature 0.8, top_k 50, top_p 0.95, penalties off,
 /// sampling on, 256 new tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +115,18 @@ pub struct GenerationConfig {
     /// Log-probabilities of the model's raw distribution instead of the processed one (after
     /// penalties, temperature, top-k/p…, the distribution tokens are drawn from).
     pub raw_logprobs: bool,
+    /// Beam search with this many beams (1 = off).
+    pub num_beams: usize,
+    /// Beam scores are divided by `length ** length_penalty`.
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    /// Prompt-lookup speculative decoding: candidate tokens per step (None = off).
+    pub prompt_lookup_num_tokens: Option<usize>,
+    /// Longest n-gram prompt lookup matches.
+    pub max_matching_ngram_size: usize,
+    /// Draft-model speculative decoding: draft tokens per step (adapted as transformers'
+    /// "heuristic" schedule: +2 after a fully accepted round, −1 otherwise).
+    pub num_assistant_tokens: usize,
 }
 
 impl Default for GenerationConfig {
@@ -101,6 +158,12 @@ impl Default for GenerationConfig {
             logprobs: false,
             top_logprobs: 0,
             raw_logprobs: false,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::False,
+            prompt_lookup_num_tokens: None,
+            max_matching_ngram_size: 2,
+            num_assistant_tokens: 5,
         }
     }
 }
@@ -319,6 +382,14 @@ impl GenerationConfig {
                         }
                     }
                 }
+                "num_beams" => c.num_beams = int(k, x)?,
+                "length_penalty" => c.length_penalty = num(k, x)? as f32,
+                "early_stopping" => {
+                    c.early_stopping = serde_json::from_value(x.clone()).map_err(|e| SamplingError::Json(format!("field `early_stopping`: {e}")))?
+                }
+                "prompt_lookup_num_tokens" => c.prompt_lookup_num_tokens = Some(int(k, x)?),
+                "max_matching_ngram_size" => c.max_matching_ngram_size = int(k, x)?,
+                "num_assistant_tokens" => c.num_assistant_tokens = int(k, x)?,
                 "transformers_version" | "_from_model_config" | "bos_token_id" | "use_cache" => {}
                 other => warnings.push(format!("generation config field `{other}` is ignored (no meaning here)")),
             }
@@ -382,10 +453,31 @@ impl GenerationConfig {
         if let Some(s) = self.stop.iter().find(|s| s.is_empty()) {
             return Err(invalid("stop", format!("{s:?}"), "stop strings must not be empty"));
         }
+        if self.num_beams == 0 {
+            return Err(invalid("num_beams", 0, "must be ≥ 1 (1 = no beam search)"));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(invalid("length_penalty", self.length_penalty, "must be a finite number"));
+        }
+        if self.num_beams > 1 && self.num_return_sequences > self.num_beams {
+            return Err(invalid("num_return_sequences", self.num_return_sequences, "must be ≤ num_beams with beam search"));
+        }
+        if self.num_beams > 1 && self.prompt_lookup_num_tokens.is_some() {
+            return Err(invalid("prompt_lookup_num_tokens", "set", "speculative decoding cannot be combined with beam search"));
+        }
+        if self.prompt_lookup_num_tokens == Some(0) {
+            return Err(invalid("prompt_lookup_num_tokens", 0, "must be ≥ 1"));
+        }
+        if self.max_matching_ngram_size == 0 {
+            return Err(invalid("max_matching_ngram_size", 0, "must be ≥ 1"));
+        }
+        if self.num_assistant_tokens == 0 {
+            return Err(invalid("num_assistant_tokens", 0, "must be ≥ 1"));
+        }
         if self.top_logprobs > 20 {
             return Err(invalid("top_logprobs", self.top_logprobs, "must be in 0..=20"));
         }
-        if self.num_return_sequences > 1 && !self.is_sampling() {
+        if self.num_return_sequences > 1 && !self.is_sampling() && self.num_beams == 1 {
             // transformers refuses this too: greedy copies would all be identical.
             return Err(invalid(
                 "num_return_sequences",

@@ -38,7 +38,7 @@ mod typical;
 mod util;
 
 pub use bias::{BannedTokens, LogitBias};
-pub use config::{GenerationConfig, PenaltyScope, Preset, PRESETS};
+pub use config::{EarlyStopping, GenerationConfig, PenaltyScope, Preset, PRESETS};
 pub use error::SamplingError;
 pub use frequency_presence::FrequencyPresencePenalty;
 pub use min_length::{MinLength, MinNewTokens};

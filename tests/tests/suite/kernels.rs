@@ -281,6 +281,9 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
             eos_token_ids: vec![],
             pad_token_id: None,
             sliding_window: None,
+            family: demiurgic_model::config::Family::Llama,
+            rope_scaling: demiurgic_model::config::RopeScaling::None,
+            rope_freq_factors: None,
         };
         let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 16, device).unwrap();
         let mut cn = demiurgic_model::KvCache::<NdArray>::new(&cfg, b, 16, &nd).unwrap();
@@ -320,6 +323,9 @@ fn cache_appends_read_back<B: DecodeOps>(device: &B::Device) {
         eos_token_ids: vec![],
         pad_token_id: None,
         sliding_window: None,
+        family: demiurgic_model::config::Family::Llama,
+        rope_scaling: demiurgic_model::config::RopeScaling::None,
+        rope_freq_factors: None,
     };
     let mut cache = demiurgic_model::KvCache::<B>::new(&cfg, 1, 8, device).unwrap();
     let mut want: Vec<f32> = vec![];

@@ -2,6 +2,7 @@
 //! monomorphises the model and every backend once instead of once per file).
 #![allow(clippy::cloned_ref_to_slice_refs, clippy::type_complexity)]
 mod cross_backend;
+mod families;
 mod fuzz_regressions;
 mod generation;
 mod gguf;
@@ -10,5 +11,6 @@ mod kernels;
 mod processors_parity;
 mod smollm2_golden;
 mod soak;
+mod strategies;
 mod tiny_llama_golden;
 mod tokenizer;

@@ -154,6 +154,10 @@ pub enum Part {
     Gate,
     Up,
     Down,
+    /// Fused q/k/v rows (Phi-3's `qkv_proj`, GGUF `attn_qkv`).
+    Qkv,
+    /// Fused gate/up rows (Phi-3's `gate_up_proj`; GGUF phi3's `ffn_up` of twice the width).
+    GateUp,
 }
 
 impl Naming {
@@ -172,6 +176,8 @@ impl Naming {
             Part::Gate => ("mlp.gate_proj", "ffn_gate"),
             Part::Up => ("mlp.up_proj", "ffn_up"),
             Part::Down => ("mlp.down_proj", "ffn_down"),
+            Part::Qkv => ("self_attn.qkv_proj", "attn_qkv"),
+            Part::GateUp => ("mlp.gate_up_proj", "ffn_up"),
         };
         match self {
             Naming::Hf => format!("model.layers.{i}.{hf}.{suffix}"),
@@ -224,6 +230,13 @@ pub struct Builder<'a, B: DecodeOps> {
 impl<'a, B: DecodeOps> Builder<'a, B> {
     pub fn new(src: &'a dyn WeightSource, naming: Naming, opts: LoadOptions, device: &'a B::Device) -> Self {
         Self { src, naming, opts, device, used: RefCell::new(BTreeSet::new()), unpermute_qk: naming == Naming::Gguf }
+    }
+
+    /// Whether Q/K rows are in llama.cpp's permuted order (GGUF files of the `llama`
+    /// architecture) and must be restored to HF's.
+    pub fn unpermute_qk(mut self, on: bool) -> Self {
+        self.unpermute_qk = on;
+        self
     }
 
     fn fetch(&self, name: &str) -> Result<RawTensor<'a>> {
@@ -362,15 +375,50 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let qkv_parts = [(Part::Q, hq * hd, Some(hq)), (Part::K, kv * hd, Some(kv)), (Part::V, kv * hd, None)];
-            let qkv_specs: Vec<PartSpec> = qkv_parts.iter().map(|&(p, r, h)| self.spec(p, i, r, h)).collect();
-            let qkv_bias = self.stacked_bias(&qkv_parts, i)?;
+            let fused_qkv = self.src.get(&self.naming.name(Part::Qkv, i, "weight")).is_some();
+            let qkv_specs: Vec<PartSpec> = if fused_qkv {
+                if self.unpermute_qk {
+                    return Err(self.src.error(format!("layer {i}: fused q/k/v rows in llama.cpp's permuted order are not supported")));
+                }
+                vec![self.spec(Part::Qkv, i, (hq + 2 * kv) * hd, None)]
+            } else {
+                qkv_parts.iter().map(|&(p, r, h)| self.spec(p, i, r, h)).collect()
+            };
+            // biases only where the config says the model has them: a bias the config does not
+            // announce stays unused, and the unused-tensor check names it
+            let qkv_bias = match (c.attention_bias, fused_qkv) {
+                (false, _) => None,
+                (true, true) => self.optional_vector(&self.naming.name(Part::Qkv, i, "bias"), (hq + 2 * kv) * hd)?,
+                (true, false) => self.stacked_bias(&qkv_parts, i)?,
+            };
             if c.attention_bias && qkv_bias.is_none() {
                 return Err(self.src.error(format!("the config says attention_bias but layer {i} has no q/k/v bias")));
             }
-            let o_bias = self.optional_vector(&self.naming.name(Part::O, i, "bias"), d)?;
+            // Llama's attention_bias covers o_proj too; Qwen2's o_proj has none
+            let o_bias = if c.attention_bias && c.family != crate::config::Family::Qwen2 {
+                Some(self.vector(&self.naming.name(Part::O, i, "bias"), d)?)
+            } else {
+                None
+            };
             let gu_parts = [(Part::Gate, inter, None), (Part::Up, inter, None)];
-            let gu_bias = self.stacked_bias(&gu_parts, i)?;
-            let down_bias = self.optional_vector(&self.naming.name(Part::Down, i, "bias"), d)?;
+            // fused gate/up: HF `gate_up_proj`, or a GGUF `ffn_up` of twice the width without `ffn_gate`
+            let fused_gu = match self.naming {
+                Naming::Hf => self.src.get(&self.naming.name(Part::GateUp, i, "weight")).is_some(),
+                Naming::Gguf => {
+                    self.src.get(&self.naming.name(Part::Gate, i, "weight")).is_none()
+                        && self.src.get(&self.naming.name(Part::Up, i, "weight")).is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
+                }
+            };
+            let gu_specs: Vec<PartSpec> = if fused_gu {
+                vec![self.spec(Part::GateUp, i, 2 * inter, None)]
+            } else {
+                vec![self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)]
+            };
+            let gu_bias = if c.mlp_bias && !fused_gu { self.stacked_bias(&gu_parts, i)? } else { None };
+            if c.mlp_bias && gu_bias.is_none() {
+                return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
+            }
+            let down_bias = if c.mlp_bias { Some(self.vector(&self.naming.name(Part::Down, i, "bias"), d)?) } else { None };
             layers.push(DecoderLayer {
                 input_layernorm: RmsNorm {
                     gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?,
@@ -386,11 +434,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                     eps: c.rms_norm_eps,
                 },
                 mlp: Mlp {
-                    gate_up: Linear {
-                        weight: self
-                            .matrix(&[self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)], d)?,
-                        bias: gu_bias,
-                    },
+                    gate_up: Linear { weight: self.matrix(&gu_specs, d)?, bias: gu_bias },
                     down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
                 },
             });

@@ -271,12 +271,13 @@ pub fn load_hf_dir<B: DecodeOps>(dir: &Path, device: &B::Device, opts: &LoadOpti
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("chat_template").and_then(|c| c.as_str()).map(String::from));
+    let family = config.family.name().to_string();
     Ok(LoadedModel {
         model: Llama::new(config, weights, device),
         tokenizer,
         tokenizer_error,
         chat_template,
         description: format!("HF checkpoint {}", dir.display()),
-        architecture: "llama".into(),
+        architecture: family,
     })
 }

@@ -1,0 +1,361 @@
+//! Speculative decoding (transformers' assisted generation), one prompt: candidates come from
+//! n-gram matches in the text so far (prompt lookup) or from a draft model with the same
+//! vocabulary; the model verifies them in one forward pass over `[last token, candidates…]`,
+//! keeps the agreeing prefix plus its own next token, and the rejected positions are rolled back
+//! in the KV cache(s). Greedy output equals plain greedy decoding; with sampling, a draft model's
+//! candidates go through the speculative-sampling rule (accept with `min(1, p/q)`, else resample
+//! from `max(0, p − q)`), prompt-lookup candidates through plain sampling of each position, so
+//! the output distribution is the model's.
+use std::time::Instant;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{s, Tensor};
+use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, SeqRng};
+
+use crate::error::{ModelError, Result};
+use crate::generate::{prepare, GenerateOptions, GenerationOutput, GenerationStats, Prepared};
+use crate::kv_cache::KvCache;
+use crate::llama::StepInput;
+use crate::lm::CausalLm;
+use crate::ops::DecodeOps;
+
+/// transformers' `PromptLookupCandidateGenerator`: the tokens that followed the latest earlier
+/// occurrence… of the longest trailing n-gram (n from `max_ngram` down to 1; the first match in
+/// the sequence wins), at most `num` of them, cut before an EOS.
+pub fn prompt_lookup(seq: &[u32], max_ngram: usize, num: usize, eos: &[u32]) -> Vec<u32> {
+    let len = seq.len();
+    for n in (1..=max_ngram.min(len.saturating_sub(1))).rev() {
+        let tail = &seq[len - n..];
+        for idx in 0..=len - n {
+            if &seq[idx..idx + n] != tail {
+                continue;
+            }
+            let start = idx + n;
+            let end = (start + num).min(len);
+            if start < end {
+                let mut out = seq[start..end].to_vec();
+                if let Some(e) = out.iter().position(|t| eos.contains(t)) {
+                    out.truncate(e);
+                }
+                return out;
+            }
+        }
+    }
+    vec![]
+}
+
+/// The speculative-sampling rule (Leviathan et al.; transformers' `_speculative_sampling`):
+/// `p` are the model's distributions at each candidate position plus one (`k + 1` rows), `q` the
+/// draft's at each candidate (`k` rows). Returns how many candidates are accepted and the token
+/// that follows them.
+pub fn speculative_accept(p: &[Vec<f32>], q: &[Vec<f32>], cand: &[u32], rng: &mut SeqRng) -> (usize, u32) {
+    let k = cand.len();
+    let mut n = 0;
+    while n < k {
+        let (pi, qi) = (p[n][cand[n] as usize], q[n][cand[n] as usize]);
+        let r = rng.next_f32();
+        if qi > 0.0 && r <= pi / qi {
+            n += 1;
+        } else {
+            break;
+        }
+    }
+    let next = if n < k {
+        // resample from the residual max(0, p − q), normalised
+        let resid: Vec<f32> = p[n].iter().zip(&q[n]).map(|(a, b)| (a - b).max(0.0)).collect();
+        let total: f32 = resid.iter().sum();
+        if total > 0.0 {
+            draw(&resid, total, rng)
+        } else {
+            draw(&p[n], p[n].iter().sum(), rng)
+        }
+    } else {
+        draw(&p[k], p[k].iter().sum(), rng)
+    };
+    (n, next)
+}
+
+fn draw(w: &[f32], total: f32, rng: &mut SeqRng) -> u32 {
+    let u = rng.next_f32() * total;
+    let mut acc = 0f32;
+    for (i, &x) in w.iter().enumerate() {
+        acc += x;
+        if u < acc {
+            return i as u32;
+        }
+    }
+    w.iter().rposition(|&x| x > 0.0).unwrap_or(0) as u32
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0) as u32
+}
+
+/// Host rows of a `[t, vocab]` tensor.
+fn rows_of<B: DecodeOps>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [n, v] = t.dims();
+    let flat: Vec<f32> = t.into_data().iter::<f32>().collect();
+    (0..n).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
+}
+
+/// Processed distributions (greedy: processed logits) of `logits` `[t, vocab]` where row `i`
+/// follows `seq[..base + i]`.
+fn process_rows<B: DecodeOps>(
+    pipeline: &LogitsPipeline<B>,
+    logits: Tensor<B, 2>,
+    seq: &[u32],
+    base: usize,
+    prompt_len: usize,
+    t0: usize,
+    sampling: bool,
+) -> Vec<Vec<f32>> {
+    let [t, _] = logits.dims();
+    let mut out = Vec::with_capacity(t);
+    for i in 0..t {
+        let row = logits.clone().slice(s![i..i + 1, ..]);
+        let history = vec![seq[..base + i].to_vec()];
+        let generated = base + i - prompt_len;
+        let ctx = ProcessorContext { sequences: &history, num_generated: generated, cur_len: t0 + generated };
+        let processed = pipeline.apply(row, &ctx);
+        let processed = if sampling { softmax(processed, 1) } else { processed };
+        out.extend(rows_of(processed));
+    }
+    out
+}
+
+pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mut opts: GenerateOptions<'_, B>,
+) -> Result<GenerationOutput> {
+    if prompts.len() != 1 || config.num_return_sequences != 1 {
+        return Err(ModelError::Input("speculative decoding runs one prompt with one returned sequence".into()));
+    }
+    let Prepared { eos, pad: _, rows: _, batch: _, t0, max_new } = prepare::<B>(model.config(), prompts, config, 1)?;
+    let draft = opts.draft;
+    if let Some(d) = draft {
+        if d.config().vocab_size != model.config().vocab_size {
+            return Err(ModelError::Input(format!(
+                "the draft model's vocabulary has {} tokens, the model's {}: speculative decoding needs the same vocabulary",
+                d.config().vocab_size,
+                model.config().vocab_size
+            )));
+        }
+    }
+    let sampling = config.is_sampling();
+    let mut pipeline = LogitsPipeline::<B>::from_config(config, &eos, t0)?;
+    if let Some(hook) = opts.pipeline_hook {
+        hook(&mut pipeline);
+    }
+    let seed = config.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    });
+    let mut rng = SeqRng::new(seed, 0);
+    let mut draft_rng = SeqRng::new(seed, 1);
+    let ctx_len = model.config().max_position_embeddings;
+    let max_k = config.prompt_lookup_num_tokens.unwrap_or(config.num_assistant_tokens).max(1);
+    let cap = (t0 + max_new + max_k + 1).min(ctx_len);
+    let mut cache = model.new_cache(1, cap)?;
+    let mut draft_cache: Option<KvCache<B>> = match draft {
+        Some(d) => Some(d.new_cache(1, cap.min(d.config().max_position_embeddings))?),
+        None => None,
+    };
+    let mut seq: Vec<u32> = prompts[0].clone();
+    let mut generated: Vec<u32> = vec![];
+    let mut finish = None;
+    let mut k_assist = config.num_assistant_tokens;
+    let (mut draft_tokens, mut accepted_tokens) = (0usize, 0usize);
+    let start = Instant::now();
+
+    // the first token: one ordinary step over the prompt
+    let full = StepInput { tokens: vec![seq.clone()], positions: vec![(0..t0).collect()], key_valid: vec![vec![true; t0]] };
+    let logits = model.forward_last(&full, Some(&mut cache))?;
+    let dist = process_rows(&pipeline, logits, &seq, t0, t0, t0, sampling);
+    let first = if sampling { draw(&dist[0], dist[0].iter().sum(), &mut rng) } else { argmax(&dist[0]) };
+    let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut pending = vec![first];
+
+    loop {
+        // emit the accepted tokens, stopping at EOS / stop strings / the length limit
+        for &t in &pending {
+            seq.push(t);
+            generated.push(t);
+            if let Some(cb) = opts.on_step.as_deref_mut() {
+                cb(&[Some(t)]);
+            }
+            let stop_hit = match opts.stops.as_mut() {
+                Some(s) => s.push(0, t)?,
+                None => false,
+            };
+            if eos.contains(&t) {
+                finish = Some(FinishReason::Eos);
+            } else if stop_hit || opts.stop_check.is_some_and(|f| f(&generated)) {
+                finish = Some(FinishReason::Stop);
+            } else if generated.len() >= max_new {
+                finish = Some(FinishReason::Length);
+            }
+            if finish.is_some() {
+                break;
+            }
+        }
+        if finish.is_some() {
+            break;
+        }
+        // the cache holds seq[..len-1]; the last token is fed with the candidates
+        let len = seq.len();
+        let room = (max_new - generated.len()).saturating_sub(1).min(cap.saturating_sub(len + 1));
+        // candidates, and the draft's distributions for speculative sampling
+        let (cand, q): (Vec<u32>, Option<Vec<Vec<f32>>>) = match (draft, config.prompt_lookup_num_tokens) {
+            (Some(d), _) => {
+                let dc = draft_cache.as_mut().expect("a draft cache with a draft model");
+                let k = k_assist.min(room);
+                let mut cand = vec![];
+                let mut qs = vec![];
+                let mut dseq = seq.clone();
+                for _ in 0..k {
+                    let have = dc.len();
+                    let feed = &dseq[have..];
+                    let n_in = dseq.len();
+                    let input = StepInput {
+                        tokens: vec![feed.to_vec()],
+                        positions: vec![(have..n_in).collect()],
+                        key_valid: vec![vec![true; n_in]],
+                    };
+                    let logits = d.forward_last(&input, Some(dc))?;
+                    let dist = process_rows(&pipeline, logits, &dseq, n_in, t0, t0, sampling);
+                    let t = if sampling { draw(&dist[0], dist[0].iter().sum(), &mut draft_rng) } else { argmax(&dist[0]) };
+                    cand.push(t);
+                    dseq.push(t);
+                    qs.push(dist.into_iter().next().expect("one row"));
+                    if eos.contains(&t) {
+                        break;
+                    }
+                }
+                (cand, sampling.then_some(qs))
+            }
+            (None, Some(n)) => (prompt_lookup(&seq, config.max_matching_ngram_size, n.min(room), &eos), None),
+            (None, None) => unreachable!("dispatched for a draft or prompt lookup"),
+        };
+        let k = cand.len();
+        draft_tokens += k;
+        // verify: one forward over [last token, candidates]
+        let feed: Vec<u32> = std::iter::once(seq[len - 1]).chain(cand.iter().copied()).collect();
+        let input = StepInput {
+            tokens: vec![feed.clone()],
+            positions: vec![(len - 1..len + k).collect()],
+            key_valid: vec![vec![true; len + k]],
+        };
+        let logits = model.forward_all(&input, Some(&mut cache))?;
+        let logits = logits.reshape([k + 1, model.config().vocab_size]);
+        let mut ext = seq.clone();
+        ext.extend_from_slice(&cand);
+        let p = process_rows(&pipeline, logits, &ext, len, t0, t0, sampling);
+        let (n, next) = match (&q, sampling) {
+            (Some(q), true) => speculative_accept(&p, q, &cand, &mut rng),
+            (_, true) => {
+                // prompt lookup with sampling: sample each position, keep the agreeing prefix
+                let mut n = 0;
+                loop {
+                    let t = draw(&p[n], p[n].iter().sum(), &mut rng);
+                    if n < k && t == cand[n] {
+                        n += 1;
+                    } else {
+                        break (n, t);
+                    }
+                }
+            }
+            (_, false) => {
+                let mut n = 0;
+                while n < k && argmax(&p[n]) == cand[n] {
+                    n += 1;
+                }
+                (n, argmax(&p[n]))
+            }
+        };
+        accepted_tokens += n;
+        // roll back what was not accepted: the cache keeps seq + the accepted candidates
+        cache.truncate(len + n)?;
+        if let Some(dc) = draft_cache.as_mut() {
+            let keep = dc.len().min(len + n);
+            dc.truncate(keep)?;
+        }
+        if draft.is_some() {
+            k_assist = if n == k && k > 0 { k_assist + 2 } else { k_assist.saturating_sub(1).max(1) };
+        }
+        pending = cand[..n].to_vec();
+        pending.push(next);
+    }
+    let total_ms = start.elapsed().as_secs_f64() * 1e3;
+    let decode_ms = total_ms - prefill_ms;
+    let n_gen = generated.len();
+    let stats = GenerationStats {
+        prompt_tokens: t0,
+        generated_tokens: n_gen,
+        prefill_ms,
+        decode_ms,
+        decode_tokens_per_s: if decode_ms > 0.0 { n_gen.saturating_sub(1) as f64 / (decode_ms / 1e3) } else { 0.0 },
+        draft_tokens,
+        accepted_tokens,
+        ..Default::default()
+    };
+    Ok(GenerationOutput {
+        lengths: vec![n_gen],
+        tokens: vec![generated],
+        finish_reasons: vec![finish.unwrap_or(FinishReason::Length)],
+        logprobs: None,
+        top_logprobs: None,
+        seed: sampling.then_some(seed),
+        eos_token_ids: eos,
+        sequences_scores: None,
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_lookup_finds_the_continuation_of_the_trailing_ngram() {
+        // "a b c d ... a b" → after "a b" came "c d"
+        let seq = [1, 2, 3, 4, 5, 1, 2];
+        assert_eq!(prompt_lookup(&seq, 2, 3, &[]), vec![3, 4, 5]);
+        assert_eq!(prompt_lookup(&seq, 2, 2, &[]), vec![3, 4]);
+        // cut before an EOS
+        assert_eq!(prompt_lookup(&seq, 2, 3, &[4]), vec![3]);
+        // no earlier occurrence
+        assert!(prompt_lookup(&[1, 2, 3], 2, 3, &[]).is_empty());
+        // falls back to shorter n-grams
+        assert_eq!(prompt_lookup(&[7, 9, 8, 9], 2, 1, &[]), vec![8]);
+    }
+
+    /// χ² of observed counts against expected probabilities.
+    fn chi2(counts: &[usize], p: &[f32]) -> f64 {
+        let n: usize = counts.iter().sum();
+        counts.iter().zip(p).filter(|(_, &q)| q > 0.0).map(|(&c, &q)| (c as f64 - n as f64 * q as f64).powi(2) / (n as f64 * q as f64)).sum()
+    }
+
+    #[test]
+    fn speculative_sampling_keeps_the_model_distribution() {
+        // the first emitted token must follow p[0] whatever the draft q
+        let p = vec![vec![0.5, 0.3, 0.15, 0.05], vec![0.25; 4], vec![0.1, 0.2, 0.3, 0.4]];
+        let q = vec![vec![0.1, 0.1, 0.7, 0.1], vec![0.7, 0.1, 0.1, 0.1]];
+        let (mut counts, mut biased) = (vec![0usize; 4], vec![0usize; 4]);
+        let mut rng = SeqRng::new(7, 0);
+        for _ in 0..20_000 {
+            // the draft proposes from q
+            let c0 = draw(&q[0], 1.0, &mut rng);
+            let c1 = draw(&q[1], 1.0, &mut rng);
+            let (n, next) = speculative_accept(&p, &q, &[c0, c1], &mut rng);
+            let first = if n >= 1 { c0 } else { next };
+            counts[first as usize] += 1;
+            // a deliberately biased rule: accept every candidate
+            biased[c0 as usize] += 1;
+        }
+        // 3 degrees of freedom: χ² > 16.3 has probability 0.001
+        let (good, bad) = (chi2(&counts, &p[0]), chi2(&biased, &p[0]));
+        assert!(good < 16.3, "speculative sampling drifts from p: χ² = {good}");
+        assert!(bad > 16.3, "the test must catch a biased acceptance: χ² = {bad}");
+    }
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""The tiny family checkpoints of tests/fixtures/families/* written as GGUF, the way llama.cpp's
+convert_hf_to_gguf.py writes them (gguf-py 0.19, f32 tensors):
+
+- llama3-rope, mistral -> architecture `llama`: Q/K rows permuted as llama.cpp permutes them;
+  Llama 3 RoPE scaling as the `rope_freqs.weight` factors llama.cpp computes; Mistral's window as
+  `llama.attention.sliding_window`;
+- qwen2 -> `qwen2` (q/k/v biases, no permutation: NEOX RoPE);
+- phi3 -> `phi3` (`attn_qkv`, and gate/up fused in `ffn_up`, no permutation).
+
+usage: python scripts/make_family_ggufs.py tests/fixtures/families
+(the bench venv has gguf and safetensors: target/bench/venv/bin/python)
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+from safetensors.numpy import load_file
+
+import gguf
+
+
+def permute(w, n_head):
+    # llama.cpp's LlamaModel.permute
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_rope_factors(cfg, head_dim):
+    rp = cfg["rope_parameters"]
+    base = rp["rope_theta"]
+    factor, low, high = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"]
+    old = rp["original_max_position_embeddings"]
+    freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    low_wavelen, high_wavelen = old / low, old / high
+    out = []
+    for f in freqs:
+        wavelen = 2 * math.pi / f
+        if wavelen < high_wavelen:
+            out.append(1)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def convert(d, out_path):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    t = load_file(os.path.join(d, "model.safetensors"))
+    family = cfg["architectures"][0]
+    arch = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3"}[family]
+    n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    w = gguf.GGUFWriter(out_path, arch)
+    w.add_name(os.path.basename(d.rstrip("/")))
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_parameters", {}).get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(cfg["vocab_size"])
+    if family == "MistralForCausalLM" and cfg.get("sliding_window"):
+        w.add_sliding_window(cfg["sliding_window"])
+    w.add_bos_token_id(cfg["bos_token_id"])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    w.add_pad_token_id(cfg["pad_token_id"])
+
+    def put(name, x):
+        w.add_tensor(name, np.ascontiguousarray(x.astype(np.float32)))
+
+    put("token_embd.weight", t["model.embed_tokens.weight"])
+    put("output_norm.weight", t["model.norm.weight"])
+    if not cfg.get("tie_word_embeddings", False):
+        put("output.weight", t["lm_head.weight"])
+    if cfg.get("rope_parameters", {}).get("rope_type") == "llama3":
+        put("rope_freqs.weight", llama3_rope_factors(cfg, head_dim))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        put(f"blk.{i}.attn_norm.weight", t[p + "input_layernorm.weight"])
+        put(f"blk.{i}.ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        put(f"blk.{i}.attn_output.weight", t[p + "self_attn.o_proj.weight"])
+        put(f"blk.{i}.ffn_down.weight", t[p + "mlp.down_proj.weight"])
+        if arch == "phi3":
+            put(f"blk.{i}.attn_qkv.weight", t[p + "self_attn.qkv_proj.weight"])
+            put(f"blk.{i}.ffn_up.weight", t[p + "mlp.gate_up_proj.weight"])
+            continue
+        q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
+        if arch == "llama":
+            q, k = permute(q, n_head), permute(k, n_kv)
+        put(f"blk.{i}.attn_q.weight", q)
+        put(f"blk.{i}.attn_k.weight", k)
+        put(f"blk.{i}.attn_v.weight", t[p + "self_attn.v_proj.weight"])
+        for part in ["q", "k", "v"]:
+            if p + f"self_attn.{part}_proj.bias" in t:
+                put(f"blk.{i}.attn_{part}.bias", t[p + f"self_attn.{part}_proj.bias"])
+        put(f"blk.{i}.ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
+        put(f"blk.{i}.ffn_up.weight", t[p + "mlp.up_proj.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    root = sys.argv[1]
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if os.path.isdir(d) and os.path.exists(os.path.join(d, "config.json")):
+            out = os.path.join(d, "model.gguf")
+            convert(d, out)
+            print(out)
+
+
+if __name__ == "__main__":
+    main()

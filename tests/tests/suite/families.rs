@@ -1,0 +1,98 @@
+//! Model families through the one decoder, data-driven over `fixtures/families/*` (tiny random
+//! checkpoints made with transformers 5.24, `golden.json` beside each): every family loaded from
+//! its HF directory and from the GGUF written by `scripts/make_family_ggufs.py` gives
+//! transformers' logits at every prompt position and its greedy continuation (EOS active),
+//! Mistral's prompts running past its sliding window of 8. Unsupported variants are refused by
+//! name.
+use demiurgic_model::{generate, load_model, DecodeOps, GenerateOptions, ModelError, StepInput};
+use demiurgic_sampling::GenerationConfig;
+use demiurgic_tests::{fixture, ids1, json_fixture, max_abs_diff, per_backend, tolerance};
+
+fn families() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fixture("families"))
+        .expect("fixtures/families")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("golden.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    assert!(v.len() >= 4, "families fixtures: {v:?}");
+    v
+}
+
+fn family_goldens<B: DecodeOps>(device: &B::Device) {
+    for fam in families() {
+        let g = json_fixture(&format!("families/{fam}/golden.json"));
+        for (src, path) in [("hf", fixture(&format!("families/{fam}"))), ("gguf", fixture(&format!("families/{fam}/model.gguf")))] {
+            let loaded = load_model::<B>(&path, device).unwrap_or_else(|e| panic!("{fam} ({src}): {e}"));
+            assert_eq!(
+                Some(loaded.architecture.as_str()),
+                demiurgic_model::config::Family::from_name(g["architectures"][0].as_str().unwrap()).map(|f| f.name()),
+                "{fam} ({src}): family"
+            );
+            let m = &loaded.model;
+            let eos = g["eos_token_id"].as_u64().unwrap() as u32;
+            for (ci, case) in g["cases"].as_array().unwrap().iter().enumerate() {
+                let prompt = ids1(&case["prompt"]);
+                let t = prompt.len();
+                let input = StepInput { tokens: vec![prompt.clone()], positions: vec![(0..t).collect()], key_valid: vec![vec![true; t]] };
+                let got: Vec<f32> = m.forward_all(&input, None).unwrap().into_data().iter::<f32>().collect();
+                let want: Vec<f32> = case["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+                let d = max_abs_diff(&got, &want);
+                let tol = tolerance::<B>(device, 1e-4, 5e-3);
+                assert!(d < tol, "{fam} ({src}) case {ci}: logits differ by {d} (tolerance {tol})");
+                // greedy with EOS active, through the cached loop
+                let want = ids1(&case["greedy_16"]);
+                let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![eos]), ..GenerationConfig::greedy() };
+                let out = generate(m, &[prompt], &cfg, GenerateOptions::default()).unwrap();
+                let row = out.row(0);
+                let cut = want.iter().position(|&x| x == eos).map_or(want.len(), |p| p + 1);
+                assert_eq!(row, &want[..cut], "{fam} ({src}) case {ci}: greedy ids");
+            }
+        }
+    }
+}
+
+per_backend!(families_match_transformers, family_goldens);
+
+fn edited(fam: &str, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("demiurgic-family-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture(&format!("families/{fam}/{f}")), d.join(f)).unwrap();
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(d.join("config.json"), v.to_string()).unwrap();
+    d
+}
+
+/// What a family's checkpoint asks for and the decoder does not compute: refused by name.
+#[test]
+fn unsupported_variants_are_refused_by_name() {
+    type B = burn::backend::NdArray;
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (edited("qwen2", "qwen-sw", |v| v["use_sliding_window"] = true.into()), "use_sliding_window"),
+        (edited("phi3", "phi-partial", |v| v["rope_parameters"]["partial_rotary_factor"] = 0.5.into()), "partial_rotary_factor"),
+        (edited("llama3-rope", "yarn", |v| v["rope_parameters"]["rope_type"] = "yarn".into()), "yarn"),
+        (edited("llama3-rope", "gpt2", |v| v["architectures"] = serde_json::json!(["GPT2LMHeadModel"])), "GPT2LMHeadModel"),
+        (edited("llama3-rope", "gelu", |v| v["hidden_act"] = "gelu".into()), "hidden_act"),
+        (edited("llama3-rope", "window", |v| v["sliding_window"] = 4.into()), "sliding_window"),
+        (edited("phi3", "longrope", |v| v["max_position_embeddings"] = 8192.into()), "longrope"),
+    ];
+    for (dir, needle) in cases {
+        let err = match load_model::<B>(&dir, &Default::default()) {
+            Ok(_) => panic!("{needle}: loaded"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, ModelError::Config { .. }), "{needle}: {err}");
+        assert!(err.to_string().contains(needle), "{err} should name {needle}");
+    }
+    // a tensor the model would not use is refused by name (qwen2's biases on a llama config)
+    let dir = edited("qwen2", "qwen-as-llama", |v| {
+        v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        v["model_type"] = "llama".into();
+    });
+    let err = load_model::<B>(&dir, &Default::default()).err().expect("refused").to_string();
+    assert!(err.contains("bias") && err.contains("not used"), "{err}");
+}
