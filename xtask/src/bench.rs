@@ -14,6 +14,7 @@ use crate::{cargo, root, target_dir};
 
 struct Opts {
     profile: bool,
+    speculative: bool,
     quick: bool,
     backends: Vec<String>,
     peers: bool,
@@ -22,12 +23,21 @@ struct Opts {
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
-    let mut o = Opts { profile: false, quick: false, backends: vec![], peers: false, reps: None, model: None };
+    let mut o = Opts {
+        profile: false,
+        speculative: false,
+        quick: false,
+        backends: vec![],
+        peers: false,
+        reps: None,
+        model: None,
+    };
     let mut it = args.iter();
     while let Some(&a) = it.next() {
         match a {
             "--quick" => o.quick = true,
             "--profile" => o.profile = true,
+            "--speculative" => o.speculative = true,
             "--peers" => o.peers = true,
             "--backend" => {
                 let b = it.next().context("--backend needs a value (flex, ndarray, wgpu, cuda)")?;
@@ -40,7 +50,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             }
             "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
             "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --backend B, --peers, --reps N, --model PATH)"),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --backend B, --peers, --reps N, --model PATH)"),
         }
     }
     if o.backends.is_empty() {
@@ -128,6 +138,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         if o.profile {
             c.arg("--profile");
         }
+        if o.speculative {
+            c.arg("--speculative");
+        }
         if let Some(r) = &o.reps {
             c.args(["--reps", r]);
         }
@@ -166,6 +179,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "memory": memory,
         "bandwidth_gbs": per_backend.iter().find_map(|v| v["bandwidth_gbs"].as_f64()),
         "profile": per_backend.iter().filter(|v| !v["profile"].is_null()).map(|v| v["profile"].clone()).collect::<Vec<_>>(),
+        "speculative": cat("speculative"),
         "peers": peers,
     });
     report["ratios"] = Value::Array(ratios(&report));
@@ -407,6 +421,23 @@ fn markdown(r: &Value) -> String {
         }
         let rest = p["decode_ms_per_token"].as_f64().unwrap_or(0.0) - total;
         s += &format!("| (sampling, stopping, host loop) | {rest:.3} | |\n");
+    }
+    let spec = rows("speculative");
+    if !spec.is_empty() {
+        s += "\n## Speculative decoding (greedy, 96 new tokens; output identical to plain greedy)\n\n| backend | task | method | plain tokens/s | tokens/s | speedup | accepted / drafted |\n|---|---|---|---:|---:|---:|---:|\n";
+        for row in &spec {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {}x | {} / {} |\n",
+                row["backend"].as_str().unwrap_or(""),
+                row["task"].as_str().unwrap_or(""),
+                row["method"].as_str().unwrap_or(""),
+                f(&row["plain_tokens_per_s"], 1),
+                f(&row["tokens_per_s"], 1),
+                f(&row["speedup"], 2),
+                row["accepted_tokens"],
+                row["draft_tokens"]
+            );
+        }
     }
     let ratios = rows("ratios");
     if !ratios.is_empty() {

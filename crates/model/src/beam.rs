@@ -57,7 +57,8 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     let mut unsatisfied = vec![true; np];
     let mut key_valid = batch.mask.clone();
     let mut next_pos: Vec<usize> = batch.mask.iter().map(|m| m.iter().filter(|&&x| x).count()).collect();
-    let mut input = StepInput { tokens: batch.tokens.clone(), positions: batch.positions.clone(), key_valid: key_valid.clone() };
+    let mut input =
+        StepInput { tokens: batch.tokens.clone(), positions: batch.positions.clone(), key_valid: key_valid.clone() };
     let start = Instant::now();
     let mut prefill_ms = 0.0;
     let mut step = 0usize;
@@ -67,7 +68,8 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         if step == 0 {
             prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         }
-        let sequences: Vec<Vec<u32>> = rows.iter().zip(&gen).map(|(p, g)| p.iter().chain(g).copied().collect()).collect();
+        let sequences: Vec<Vec<u32>> =
+            rows.iter().zip(&gen).map(|(p, g)| p.iter().chain(g).copied().collect()).collect();
         let ctx = ProcessorContext { sequences: &sequences, num_generated: step, cur_len };
         let logp = pipeline.apply(log_softmax(logits, 1), &ctx);
         let scores = Tensor::<B, 2>::from_data(TensorData::new(running.clone(), [r, 1]), &device);
@@ -127,11 +129,15 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         step += 1;
         // g. the cache rows and the sequences follow their beams
         cache.reorder(&next_src)?;
-        gen = next_src.iter().zip(&next_tok).map(|(&s, &t)| {
-            let mut g = gen[s].clone();
-            g.push(t);
-            g
-        }).collect();
+        gen = next_src
+            .iter()
+            .zip(&next_tok)
+            .map(|(&s, &t)| {
+                let mut g = gen[s].clone();
+                g.push(t);
+                g
+            })
+            .collect();
         running = next_score;
         if let Some(cb) = opts.on_step.as_deref_mut() {
             let first: Vec<Option<u32>> = (0..r).map(|i| Some(next_tok[i])).collect();
@@ -140,14 +146,17 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         // early-stop heuristic per prompt
         let cur_len = t0 + step;
         for p in 0..np {
-            let best_len = if config.early_stopping == EarlyStopping::Never && lp > 0.0 { max_length - t0 } else { cur_len - t0 };
+            let best_len =
+                if config.early_stopping == EarlyStopping::Never && lp > 0.0 { max_length - t0 } else { cur_len - t0 };
             let best_possible = running[p * nb] / (best_len as f32).powf(lp);
             let min_done = done[p].iter().map(|d| d.score).fold(f32::INFINITY, f32::min);
             let beats = done[p].iter().any(|d| best_possible > if d.finished { min_done } else { NEG });
             unsatisfied[p] &= beats;
         }
         let all_finished = done.iter().all(|d| d.iter().all(|x| x.finished));
-        let go_on = unsatisfied.iter().any(|&u| u) && !(all_finished && config.early_stopping == EarlyStopping::True) && !all_hit;
+        let go_on = unsatisfied.iter().any(|&u| u)
+            && !(all_finished && config.early_stopping == EarlyStopping::True)
+            && !all_hit;
         if !go_on || step >= max_new {
             break;
         }
@@ -157,7 +166,8 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         }
         let positions: Vec<Vec<usize>> = next_src.iter().map(|&s| vec![next_pos[s]]).collect();
         next_pos = next_src.iter().map(|&s| next_pos[s] + 1).collect();
-        input = StepInput { tokens: next_tok.iter().map(|&t| vec![t]).collect(), positions, key_valid: key_valid.clone() };
+        input =
+            StepInput { tokens: next_tok.iter().map(|&t| vec![t]).collect(), positions, key_valid: key_valid.clone() };
     }
 
     // the best `num_return_sequences` of each prompt, cut after the first EOS
@@ -189,7 +199,11 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         generated_tokens: lengths.iter().sum(),
         prefill_ms,
         decode_ms: total_ms - prefill_ms,
-        decode_tokens_per_s: if total_ms > prefill_ms { ((step - 1) * r) as f64 / ((total_ms - prefill_ms) / 1e3) } else { 0.0 },
+        decode_tokens_per_s: if total_ms > prefill_ms {
+            ((step - 1) * r) as f64 / ((total_ms - prefill_ms) / 1e3)
+        } else {
+            0.0
+        },
         ..Default::default()
     };
     Ok(GenerationOutput {

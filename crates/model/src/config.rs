@@ -80,9 +80,16 @@ impl Family {
 pub enum RopeScaling {
     None,
     /// `linear`: positions divided by `factor` (inverse frequencies divided by it).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.x: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
     /// llama.cpp's per-dimension frequency divisors (GGUF `rope_freqs.weight`).
     FreqFactors,
 }
@@ -203,10 +210,15 @@ impl HfLlamaConfig {
     /// that changes the computation either implemented or refused by name.
     pub fn to_config(&self, origin: &str) -> Result<LlamaConfig> {
         let family = match (self.architectures.first(), &self.model_type) {
-            (Some(a), _) => Family::from_name(a)
-                .ok_or_else(|| cfg_err(origin, format!("architecture \"{a}\" is not supported (supported: {})", Family::SUPPORTED)))?,
-            (None, Some(mt)) => Family::from_name(mt)
-                .ok_or_else(|| cfg_err(origin, format!("model_type \"{mt}\" is not supported (supported: llama, mistral, qwen2, phi3)")))?,
+            (Some(a), _) => Family::from_name(a).ok_or_else(|| {
+                cfg_err(origin, format!("architecture \"{a}\" is not supported (supported: {})", Family::SUPPORTED))
+            })?,
+            (None, Some(mt)) => Family::from_name(mt).ok_or_else(|| {
+                cfg_err(
+                    origin,
+                    format!("model_type \"{mt}\" is not supported (supported: llama, mistral, qwen2, phi3)"),
+                )
+            })?,
             (None, None) => Family::Llama,
         };
         if let (Some(mt), Some(a)) = (&self.model_type, self.architectures.first()) {
@@ -222,21 +234,29 @@ impl HfLlamaConfig {
         // rope: rope_parameters (transformers 5) or rope_scaling (older), never both differing
         let params: RopeParameters = match (&self.rope_parameters, &self.rope_scaling) {
             (Some(p), _) => p.clone(),
-            (None, Some(v)) if !v.is_null() => serde_json::from_value(v.clone())
-                .map_err(|e| cfg_err(origin, format!("rope_scaling {v}: {e}")))?,
+            (None, Some(v)) if !v.is_null() => {
+                serde_json::from_value(v.clone()).map_err(|e| cfg_err(origin, format!("rope_scaling {v}: {e}")))?
+            }
             _ => RopeParameters::default(),
         };
         let rope_type = params.rope_type.clone().or(params.kind.clone()).unwrap_or_else(|| "default".into());
         let factor = |name: &str| -> Result<f64> {
-            params.factor.filter(|f| *f > 0.0 && f.is_finite()).ok_or_else(|| cfg_err(origin, format!("rope {name} scaling needs a positive `factor`")))
+            params
+                .factor
+                .filter(|f| *f > 0.0 && f.is_finite())
+                .ok_or_else(|| cfg_err(origin, format!("rope {name} scaling needs a positive `factor`")))
         };
         let rope_scaling = match rope_type.as_str() {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear { factor: factor("linear")? },
             "llama3" => RopeScaling::Llama3 {
                 factor: factor("llama3")?,
-                low_freq_factor: params.low_freq_factor.ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `low_freq_factor`"))?,
-                high_freq_factor: params.high_freq_factor.ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `high_freq_factor`"))?,
+                low_freq_factor: params
+                    .low_freq_factor
+                    .ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `low_freq_factor`"))?,
+                high_freq_factor: params
+                    .high_freq_factor
+                    .ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `high_freq_factor`"))?,
                 original_max_position_embeddings: params
                     .original_max_position_embeddings
                     .ok_or_else(|| cfg_err(origin, "rope llama3 scaling needs `original_max_position_embeddings`"))?,
@@ -249,13 +269,16 @@ impl HfLlamaConfig {
             }
         };
         if let RopeScaling::Llama3 { low_freq_factor, high_freq_factor, .. } = rope_scaling {
-            if !(high_freq_factor > low_freq_factor) {
+            if high_freq_factor.partial_cmp(&low_freq_factor) != Some(std::cmp::Ordering::Greater) {
                 return Err(cfg_err(origin, "rope llama3 scaling needs high_freq_factor > low_freq_factor"));
             }
         }
         let partial = params.partial_rotary_factor.or(self.partial_rotary_factor).unwrap_or(1.0);
         if partial != 1.0 {
-            return Err(cfg_err(origin, format!("partial_rotary_factor {partial} is not supported (only full rotary, 1.0)")));
+            return Err(cfg_err(
+                origin,
+                format!("partial_rotary_factor {partial} is not supported (only full rotary, 1.0)"),
+            ));
         }
         let rope_theta = self.rope_theta.or(params.rope_theta);
         // sliding windows: Mistral applies its window in every layer; Qwen2 only with
@@ -264,7 +287,10 @@ impl HfLlamaConfig {
             Family::Mistral => self.sliding_window,
             Family::Qwen2 => {
                 if self.use_sliding_window == Some(true) {
-                    return Err(cfg_err(origin, "use_sliding_window = true is not supported for qwen2 (per-layer windows)"));
+                    return Err(cfg_err(
+                        origin,
+                        "use_sliding_window = true is not supported for qwen2 (per-layer windows)",
+                    ));
                 }
                 None
             }
@@ -276,8 +302,13 @@ impl HfLlamaConfig {
             }
         };
         if let Some(types) = &self.layer_types {
-            if let Some(t) = types.iter().find(|t| t.as_str() != "full_attention" && !(t.as_str() == "sliding_attention" && family == Family::Mistral)) {
-                return Err(cfg_err(origin, format!("layer_types entry \"{t}\" is not supported (only full_attention)")));
+            if let Some(t) = types.iter().find(|t| {
+                t.as_str() != "full_attention" && !(t.as_str() == "sliding_attention" && family == Family::Mistral)
+            }) {
+                return Err(cfg_err(
+                    origin,
+                    format!("layer_types entry \"{t}\" is not supported (only full_attention)"),
+                ));
             }
         }
         if family == Family::Phi3 {
@@ -357,7 +388,13 @@ impl LlamaConfig {
             RopeScaling::None => inv,
             RopeScaling::Linear { factor } => inv.iter().map(|f| f / factor as f32).collect(),
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-                crate::rope::llama3_inv_freq(&inv, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
+                crate::rope::llama3_inv_freq(
+                    &inv,
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                )
             }
             RopeScaling::FreqFactors => match &self.rope_freq_factors {
                 Some(ff) => inv.iter().zip(ff).map(|(f, d)| f / d).collect(),
@@ -426,7 +463,10 @@ impl LlamaConfig {
         }
         if let Some(ff) = &self.rope_freq_factors {
             if ff.len() != self.head_dim / 2 || ff.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
-                return Err(cfg_err(origin, format!("rope frequency factors: {} positive values needed (head_dim / 2)", self.head_dim / 2)));
+                return Err(cfg_err(
+                    origin,
+                    format!("rope frequency factors: {} positive values needed (head_dim / 2)", self.head_dim / 2),
+                ));
             }
         }
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {

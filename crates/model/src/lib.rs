@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod beam;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -14,7 +15,6 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
 pub mod lm;
-pub mod beam;
 pub mod load;
 pub mod mlp;
 pub mod norm;

@@ -38,7 +38,9 @@ pub fn llama3_inv_freq(inv: &[f32], factor: f64, low: f64, high: f64, original: 
             let scaled = if wavelen > low_wavelen { f / factor } else { f };
             let smooth = (old / wavelen - low) / (high - low);
             let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            // as transformers: neither `wavelen < high_wavelen` nor `wavelen > low_wavelen` (NaN stays medium)
+            let medium = wavelen.partial_cmp(&high_wavelen) != Some(std::cmp::Ordering::Less)
+                && wavelen.partial_cmp(&low_wavelen) != Some(std::cmp::Ordering::Greater);
             if medium {
                 smoothed
             } else {

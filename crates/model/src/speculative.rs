@@ -164,12 +164,20 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     let mut seq: Vec<u32> = prompts[0].clone();
     let mut generated: Vec<u32> = vec![];
     let mut finish = None;
-    let mut k_assist = config.num_assistant_tokens;
+    // candidates per step: the draft's (num_assistant_tokens) or prompt lookup's (at most
+    // prompt_lookup_num_tokens), adapted as transformers' "heuristic" schedule adapts the draft's:
+    // +2 after a fully accepted round, −1 otherwise (on a CPU, verifying k tokens costs more
+    // than one step, so unused candidates are not free)
+    let mut k_assist = match config.prompt_lookup_num_tokens {
+        Some(n) if draft.is_none() => n.min(4),
+        _ => config.num_assistant_tokens,
+    };
     let (mut draft_tokens, mut accepted_tokens) = (0usize, 0usize);
     let start = Instant::now();
 
     // the first token: one ordinary step over the prompt
-    let full = StepInput { tokens: vec![seq.clone()], positions: vec![(0..t0).collect()], key_valid: vec![vec![true; t0]] };
+    let full =
+        StepInput { tokens: vec![seq.clone()], positions: vec![(0..t0).collect()], key_valid: vec![vec![true; t0]] };
     let logits = model.forward_last(&full, Some(&mut cache))?;
     let dist = process_rows(&pipeline, logits, &seq, t0, t0, t0, sampling);
     let first = if sampling { draw(&dist[0], dist[0].iter().sum(), &mut rng) } else { argmax(&dist[0]) };
@@ -223,18 +231,29 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
                         key_valid: vec![vec![true; n_in]],
                     };
                     let logits = d.forward_last(&input, Some(dc))?;
-                    let dist = process_rows(&pipeline, logits, &dseq, n_in, t0, t0, sampling);
-                    let t = if sampling { draw(&dist[0], dist[0].iter().sum(), &mut draft_rng) } else { argmax(&dist[0]) };
+                    let t = if !sampling && pipeline.is_empty() {
+                        logits.argmax(1).into_data().iter::<i64>().next().unwrap_or(0) as u32
+                    } else {
+                        let dist = process_rows(&pipeline, logits, &dseq, n_in, t0, t0, sampling);
+                        let t = if sampling {
+                            draw(&dist[0], dist[0].iter().sum(), &mut draft_rng)
+                        } else {
+                            argmax(&dist[0])
+                        };
+                        qs.push(dist.into_iter().next().expect("one row"));
+                        t
+                    };
                     cand.push(t);
                     dseq.push(t);
-                    qs.push(dist.into_iter().next().expect("one row"));
                     if eos.contains(&t) {
                         break;
                     }
                 }
                 (cand, sampling.then_some(qs))
             }
-            (None, Some(n)) => (prompt_lookup(&seq, config.max_matching_ngram_size, n.min(room), &eos), None),
+            (None, Some(n)) => {
+                (prompt_lookup(&seq, config.max_matching_ngram_size, n.min(k_assist).min(room), &eos), None)
+            }
             (None, None) => unreachable!("dispatched for a draft or prompt lookup"),
         };
         let k = cand.len();
@@ -250,6 +269,26 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         let logits = logits.reshape([k + 1, model.config().vocab_size]);
         let mut ext = seq.clone();
         ext.extend_from_slice(&cand);
+        // greedy without processors: the argmax of every row on the device, only ids come back
+        if !sampling && pipeline.is_empty() {
+            let ids: Vec<u32> = logits.argmax(1).into_data().iter::<i64>().map(|x| x as u32).collect();
+            let mut n = 0;
+            while n < k && ids[n] == cand[n] {
+                n += 1;
+            }
+            accepted_tokens += n;
+            cache.truncate(len + n)?;
+            if let Some(dc) = draft_cache.as_mut() {
+                let keep = dc.len().min(len + n);
+                dc.truncate(keep)?;
+            }
+            if k > 0 {
+                k_assist = if n == k { k_assist + 2 } else { k_assist.saturating_sub(1).max(1) };
+            }
+            pending = cand[..n].to_vec();
+            pending.push(ids[n]);
+            continue;
+        }
         let p = process_rows(&pipeline, logits, &ext, len, t0, t0, sampling);
         let (n, next) = match (&q, sampling) {
             (Some(q), true) => speculative_accept(&p, q, &cand, &mut rng),
@@ -280,8 +319,8 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
             let keep = dc.len().min(len + n);
             dc.truncate(keep)?;
         }
-        if draft.is_some() {
-            k_assist = if n == k && k > 0 { k_assist + 2 } else { k_assist.saturating_sub(1).max(1) };
+        if k > 0 {
+            k_assist = if n == k { k_assist + 2 } else { k_assist.saturating_sub(1).max(1) };
         }
         pending = cand[..n].to_vec();
         pending.push(next);
@@ -333,7 +372,12 @@ mod tests {
     /// χ² of observed counts against expected probabilities.
     fn chi2(counts: &[usize], p: &[f32]) -> f64 {
         let n: usize = counts.iter().sum();
-        counts.iter().zip(p).filter(|(_, &q)| q > 0.0).map(|(&c, &q)| (c as f64 - n as f64 * q as f64).powi(2) / (n as f64 * q as f64)).sum()
+        counts
+            .iter()
+            .zip(p)
+            .filter(|(_, &q)| q > 0.0)
+            .map(|(&c, &q)| (c as f64 - n as f64 * q as f64).powi(2) / (n as f64 * q as f64))
+            .sum()
     }
 
     #[test]

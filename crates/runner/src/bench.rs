@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// Also time each decoder operation during batch-1 decode (per-token breakdown).
     #[arg(long)]
     pub profile: bool,
+    /// Also measure speculative decoding: prompt lookup on an input-grounded task and on free
+    /// generation, and a draft pair (the model with f32 weights as target, the same file with
+    /// its native weights and int8 activations as draft).
+    #[arg(long)]
+    pub speculative: bool,
 }
 
 impl BenchArgs {
@@ -77,6 +82,36 @@ impl BenchArgs {
 pub struct BenchJob {
     pub args: BenchArgs,
     pub path: PathBuf,
+}
+
+/// An input-grounded task: the output copies most of the input.
+const GROUNDED: &str = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n    a, b = 0, 1\n    for _ in range(n - 1):\n        a, b = b, a + b\n    return b\n\n\ndef factorial(n):\n    \"\"\"Return n factorial.\"\"\"\n    result = 1\n    for i in range(2, n + 1):\n        result *= i\n    return result\n\n# The same two functions again, with type hints added:\n\ndef fibonacci(n: int) -> int:\n";
+
+/// Decode tokens/s, candidates and accepted ones of one greedy generation (median of `reps`).
+fn spec_run<B: DecodeOps>(
+    model: &Llama<B>,
+    prompt: &[u32],
+    n: usize,
+    lookup: Option<usize>,
+    draft: Option<&Llama<B>>,
+    reps: usize,
+) -> Result<(f64, usize, usize)> {
+    let cfg = GenerationConfig { prompt_lookup_num_tokens: lookup, ..greedy(n) };
+    let run = || -> Result<demiurgic_model::GenerationStats> {
+        let opts =
+            GenerateOptions { draft: draft.map(|d| d as &dyn demiurgic_model::CausalLm<B>), ..Default::default() };
+        Ok(generate(model, &[prompt.to_vec()], &cfg, opts)?.stats)
+    };
+    run()?; // warm-up
+    let mut v = vec![];
+    let mut last = None;
+    for _ in 0..reps {
+        let st = run()?;
+        v.push(st.decode_tokens_per_s);
+        last = Some(st);
+    }
+    let st = last.expect("reps ≥ 1");
+    Ok((median(v), st.draft_tokens, st.accepted_tokens))
 }
 
 /// A fixed English + code passage, tokenized and cycled to any prompt length.
@@ -296,6 +331,45 @@ impl BackendJob for BenchJob {
             b.finish_and_clear();
         }
 
+        // 6. optional: speculative decoding against plain greedy decoding
+        let speculative = if self.args.speculative {
+            let tok = loaded.text_tokenizer()?;
+            let grounded = tok.encode(GROUNDED)?;
+            let free = prompt_of(plan.prompt_len, &base, 0);
+            let n = 96;
+            let mut rows = vec![];
+            for (task, prompt) in [("input-grounded", &grounded), ("free generation", &free)] {
+                let (plain, _, _) = spec_run(model, prompt, n, None, None, plan.reps)?;
+                let (tps, drafted, accepted) = spec_run(model, prompt, n, Some(10), None, plan.reps)?;
+                rows.push(json!({"backend": backend, "task": task, "method": "prompt lookup (≤10)", "plain_tokens_per_s": plain,
+                    "tokens_per_s": tps, "speedup": tps / plain, "draft_tokens": drafted, "accepted_tokens": accepted}));
+            }
+            // the draft pair
+            let target = load_model_with::<B>(
+                &self.path,
+                &device,
+                &demiurgic_model::LoadOptions { weights: demiurgic_model::WeightMode::F32, ..Default::default() },
+            )?;
+            let draft_opts = demiurgic_model::LoadOptions {
+                activations: if B::host_weights() {
+                    demiurgic_model::Activations::Int8
+                } else {
+                    demiurgic_model::Activations::F32
+                },
+                ..Default::default()
+            };
+            let draft = load_model_with::<B>(&self.path, &device, &draft_opts)?;
+            for (task, prompt) in [("input-grounded", &grounded), ("free generation", &free)] {
+                let (plain, _, _) = spec_run(&target.model, prompt, n, None, None, plan.reps)?;
+                let (tps, drafted, accepted) = spec_run(&target.model, prompt, n, None, Some(&draft.model), plan.reps)?;
+                rows.push(json!({"backend": backend, "task": task, "method": "draft model (target f32 weights, draft native + int8)",
+                    "plain_tokens_per_s": plain, "tokens_per_s": tps, "speedup": tps / plain, "draft_tokens": drafted, "accepted_tokens": accepted}));
+            }
+            Some(rows)
+        } else {
+            None
+        };
+
         // 5. optional: where a batch-1 decode step's time goes
         let profile = if self.args.profile {
             let prompts = vec![prompt_of(plan.prompt_len, &base, 0)];
@@ -339,7 +413,7 @@ impl BackendJob for BenchJob {
             "backend": backend, "threads": threads(), "model": self.path.display().to_string(),
             "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,
             "cache_speedup": cache_rows, "decode": decode_rows, "prefill": prefill_rows, "memory": memory,
-            "bandwidth_gbs": bandwidth, "profile": profile,
+            "bandwidth_gbs": bandwidth, "profile": profile, "speculative": speculative,
         });
         let text = serde_json::to_string_pretty(&out)?;
         if let Some(p) = &self.args.json_out {

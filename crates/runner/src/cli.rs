@@ -125,9 +125,28 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable). Escapes \n, \t, \\ and \" are understood.
     #[arg(long, allow_hyphen_values = true)]
     pub stop: Vec<String>,
-    /// Override the model's EOS token ids (repeatable).
+    /// Override the model's EOS token ids (repeatable; every strategy).
     #[arg(long = "eos-token-id", allow_negative_numbers = true)]
     pub eos_token_id: Vec<u32>,
+    /// Beam search with N beams, ≥ 1 (1 = off) [default: 1].
+    #[arg(long = "num-beams", allow_negative_numbers = true)]
+    pub num_beams: Option<usize>,
+    /// Beam scores are divided by length ** F [default: 1.0].
+    #[arg(long = "length-penalty", allow_hyphen_values = true)]
+    pub length_penalty: Option<f64>,
+    /// Beam search stopping rule: true, false or never (transformers' meanings) [default: false].
+    #[arg(long = "early-stopping", allow_hyphen_values = true)]
+    pub early_stopping: Option<String>,
+    /// Speculative decoding with prompt lookup: up to N candidate tokens per step from n-gram
+    /// matches in the text so far (no second model).
+    #[arg(long = "prompt-lookup", allow_negative_numbers = true)]
+    pub prompt_lookup: Option<usize>,
+    /// Longest n-gram prompt lookup matches, ≥ 1 [default: 2].
+    #[arg(long = "max-matching-ngram-size", allow_negative_numbers = true)]
+    pub max_matching_ngram_size: Option<usize>,
+    /// Draft tokens per step with --draft-model, ≥ 1, adapted as it goes [default: 5].
+    #[arg(long = "num-assistant-tokens", allow_negative_numbers = true)]
+    pub num_assistant_tokens: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -173,6 +192,10 @@ pub struct GenerateArgs {
     /// top-k/p…) instead of the processed one.
     #[arg(long = "raw-logprobs")]
     pub raw_logprobs: bool,
+    /// Speculative decoding with a draft model (a .gguf file or checkpoint directory with the
+    /// same vocabulary), loaded with its native weights and int8 activations on flex.
+    #[arg(long = "draft-model")]
+    pub draft_model: Option<PathBuf>,
     #[command(flatten)]
     pub s: SamplingArgs,
 }
@@ -236,6 +259,8 @@ fn allowed(flag: &str) -> &'static str {
         "--frequency-penalty" | "--presence-penalty" => "a number in [-2, 2] (0 = off)",
         "--seed" => "an integer in 0..=18446744073709551615",
         "--top-logprobs" => "an integer in 0..=20",
+        "--num-beams" | "--prompt-lookup" | "--max-matching-ngram-size" | "--num-assistant-tokens" => "an integer ≥ 1",
+        "--length-penalty" => "a finite number",
         "--eos-token-id" => "a token id (an integer ≥ 0)",
         "--ctx" => "an integer ≥ 1",
         "--tokens" | "--per-generation" | "--max-growth-mib" | "--reps" | "--decode-tokens" => "an integer ≥ 1",

@@ -95,6 +95,24 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if !a.eos_token_id.is_empty() {
         c.eos_token_ids = Some(a.eos_token_id.clone());
     }
+    if let Some(n) = a.num_beams {
+        c.num_beams = n;
+    }
+    if let Some(v) = a.length_penalty {
+        c.length_penalty = f32_flag("length-penalty", v, "a finite number")?;
+    }
+    if let Some(e) = &a.early_stopping {
+        c.early_stopping = e.parse().map_err(|e: String| anyhow!(e))?;
+    }
+    if a.prompt_lookup.is_some() {
+        c.prompt_lookup_num_tokens = a.prompt_lookup;
+    }
+    if let Some(n) = a.max_matching_ngram_size {
+        c.max_matching_ngram_size = n;
+    }
+    if let Some(n) = a.num_assistant_tokens {
+        c.num_assistant_tokens = n;
+    }
     if a.greedy {
         c.do_sample = false;
         let ignored: Vec<&str> = [
@@ -129,14 +147,23 @@ fn flag_error(e: SamplingError, a: &SamplingArgs) -> anyhow::Error {
             "frequency_penalty" => a.frequency_penalty.map(typed),
             "presence_penalty" => a.presence_penalty.map(typed),
             "num_return_sequences" => a.num_return_sequences.map(|v| v.to_string()),
+            "length_penalty" => a.length_penalty.map(typed),
             "max_new_tokens" => a.max_new_tokens.map(|v| v.to_string()),
             "min_new_tokens" => a.min_new_tokens.map(|v| v.to_string()),
             "min_length" => a.min_length.map(|v| v.to_string()),
             "max_length" => a.max_length.map(|v| v.to_string()),
+            "num_beams" => a.num_beams.map(|v| v.to_string()),
+            "prompt_lookup_num_tokens" => a.prompt_lookup.map(|v| v.to_string()),
+            "max_matching_ngram_size" => a.max_matching_ngram_size.map(|v| v.to_string()),
+            "num_assistant_tokens" => a.num_assistant_tokens.map(|v| v.to_string()),
             _ => None,
         };
         if let Some(t) = typed {
-            return anyhow!("--{} {t}: {allowed}", field.replace('_', "-"));
+            let flag = match *field {
+                "prompt_lookup_num_tokens" => "prompt-lookup".to_string(),
+                f => f.replace('_', "-"),
+            };
+            return anyhow!("--{flag} {t}: {allowed}");
         }
         let _ = value;
     }
@@ -262,7 +289,7 @@ impl BackendJob for GenerateJob {
             loaded.text_tokenizer().context("--stop needs the model's tokenizer")?;
         }
         let skip_special = !a.keep_special_tokens;
-        let stream = !a.json && prompts.len() == 1 && config.num_return_sequences == 1;
+        let stream = !a.json && prompts.len() == 1 && config.num_return_sequences == 1 && config.num_beams == 1;
         let mut decoder = StreamDecoder::with_skip_special(skip_special);
         let mut stream_err = None;
         let mut echo = shown.first().cloned().flatten();
@@ -281,10 +308,34 @@ impl BackendJob for GenerateJob {
             }
         };
         let stops = tok.filter(|_| !config.stop.is_empty()).map(|t| TextStops::new(t, config.stop.clone()));
+        let draft = match &a.draft_model {
+            Some(p) => {
+                if config.num_beams > 1 {
+                    bail!("--draft-model cannot be combined with --num-beams");
+                }
+                if config.prompt_lookup_num_tokens.is_some() {
+                    bail!("--draft-model and --prompt-lookup both given: choose one source of candidates");
+                }
+                let opts = demiurgic_model::LoadOptions {
+                    activations: if B::host_weights() {
+                        demiurgic_model::Activations::Int8
+                    } else {
+                        demiurgic_model::Activations::F32
+                    },
+                    ..Default::default()
+                };
+                Some(
+                    demiurgic_model::load_model_with::<B>(p, &device, &opts)
+                        .with_context(|| format!("cannot load --draft-model {}", p.display()))?,
+                )
+            }
+            None => None,
+        };
         let opts = GenerateOptions {
             use_cache: !a.no_cache,
             on_step: if stream { Some(&mut on_step) } else { None },
             stops,
+            draft: draft.as_ref().map(|d| &d.model as &dyn demiurgic_model::CausalLm<B>),
             ..Default::default()
         };
         let out = generate(model, &prompts, &config, opts)?;
@@ -317,6 +368,8 @@ impl BackendJob for GenerateJob {
                 "finish_reasons": out.finish_reasons,
                 "config": report,
                 "stats": {
+                    "draft_tokens": out.stats.draft_tokens,
+                    "accepted_tokens": out.stats.accepted_tokens,
                     "prompt_tokens": out.stats.prompt_tokens,
                     "generated_tokens": out.stats.generated_tokens,
                     "load_ms": load_ms,
@@ -327,6 +380,9 @@ impl BackendJob for GenerateJob {
             });
             if let Some(t) = &texts {
                 obj["texts"] = json!(t);
+            }
+            if let Some(sc) = &out.sequences_scores {
+                obj["sequences_scores"] = json!(sc);
             }
             if let Some(lp) = &out.logprobs {
                 obj["logprobs"] = json!(lp);

@@ -58,7 +58,9 @@ impl<'de> Deserialize<'de> for EarlyStopping {
             serde_json::Value::Bool(true) => Ok(EarlyStopping::True),
             serde_json::Value::Bool(false) => Ok(EarlyStopping::False),
             serde_json::Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
-            other => Err(serde::de::Error::custom(format!("early_stopping {other}: expected true, false or \"never\""))),
+            other => {
+                Err(serde::de::Error::custom(format!("early_stopping {other}: expected true, false or \"never\"")))
+            }
         }
     }
 }
@@ -385,7 +387,8 @@ impl GenerationConfig {
                 "num_beams" => c.num_beams = int(k, x)?,
                 "length_penalty" => c.length_penalty = num(k, x)? as f32,
                 "early_stopping" => {
-                    c.early_stopping = serde_json::from_value(x.clone()).map_err(|e| SamplingError::Json(format!("field `early_stopping`: {e}")))?
+                    c.early_stopping = serde_json::from_value(x.clone())
+                        .map_err(|e| SamplingError::Json(format!("field `early_stopping`: {e}")))?
                 }
                 "prompt_lookup_num_tokens" => c.prompt_lookup_num_tokens = Some(int(k, x)?),
                 "max_matching_ngram_size" => c.max_matching_ngram_size = int(k, x)?,
@@ -460,10 +463,18 @@ impl GenerationConfig {
             return Err(invalid("length_penalty", self.length_penalty, "must be a finite number"));
         }
         if self.num_beams > 1 && self.num_return_sequences > self.num_beams {
-            return Err(invalid("num_return_sequences", self.num_return_sequences, "must be ≤ num_beams with beam search"));
+            return Err(invalid(
+                "num_return_sequences",
+                self.num_return_sequences,
+                "must be ≤ num_beams with beam search",
+            ));
         }
         if self.num_beams > 1 && self.prompt_lookup_num_tokens.is_some() {
-            return Err(invalid("prompt_lookup_num_tokens", "set", "speculative decoding cannot be combined with beam search"));
+            return Err(invalid(
+                "prompt_lookup_num_tokens",
+                "set",
+                "speculative decoding cannot be combined with beam search",
+            ));
         }
         if self.prompt_lookup_num_tokens == Some(0) {
             return Err(invalid("prompt_lookup_num_tokens", 0, "must be ≥ 1"));

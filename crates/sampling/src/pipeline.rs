@@ -106,6 +106,11 @@ impl<B: Backend> LogitsPipeline<B> {
         self.user.push(processor);
     }
 
+    /// True when no processor would change the logits.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.user.is_empty() && self.warpers.is_empty()
+    }
+
     /// Names in application order.
     pub fn names(&self) -> Vec<&'static str> {
         self.head.iter().chain(&self.user).chain(&self.warpers).map(|p| p.name()).collect()

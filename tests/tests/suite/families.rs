@@ -23,7 +23,9 @@ fn families() -> Vec<String> {
 fn family_goldens<B: DecodeOps>(device: &B::Device) {
     for fam in families() {
         let g = json_fixture(&format!("families/{fam}/golden.json"));
-        for (src, path) in [("hf", fixture(&format!("families/{fam}"))), ("gguf", fixture(&format!("families/{fam}/model.gguf")))] {
+        for (src, path) in
+            [("hf", fixture(&format!("families/{fam}"))), ("gguf", fixture(&format!("families/{fam}/model.gguf")))]
+        {
             let loaded = load_model::<B>(&path, device).unwrap_or_else(|e| panic!("{fam} ({src}): {e}"));
             assert_eq!(
                 Some(loaded.architecture.as_str()),
@@ -35,15 +37,28 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
             for (ci, case) in g["cases"].as_array().unwrap().iter().enumerate() {
                 let prompt = ids1(&case["prompt"]);
                 let t = prompt.len();
-                let input = StepInput { tokens: vec![prompt.clone()], positions: vec![(0..t).collect()], key_valid: vec![vec![true; t]] };
+                let input = StepInput {
+                    tokens: vec![prompt.clone()],
+                    positions: vec![(0..t).collect()],
+                    key_valid: vec![vec![true; t]],
+                };
                 let got: Vec<f32> = m.forward_all(&input, None).unwrap().into_data().iter::<f32>().collect();
-                let want: Vec<f32> = case["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+                let want: Vec<f32> = case["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+                    .collect();
                 let d = max_abs_diff(&got, &want);
                 let tol = tolerance::<B>(device, 1e-4, 5e-3);
                 assert!(d < tol, "{fam} ({src}) case {ci}: logits differ by {d} (tolerance {tol})");
                 // greedy with EOS active, through the cached loop
                 let want = ids1(&case["greedy_16"]);
-                let cfg = GenerationConfig { max_new_tokens: Some(want.len()), eos_token_ids: Some(vec![eos]), ..GenerationConfig::greedy() };
+                let cfg = GenerationConfig {
+                    max_new_tokens: Some(want.len()),
+                    eos_token_ids: Some(vec![eos]),
+                    ..GenerationConfig::greedy()
+                };
                 let out = generate(m, &[prompt], &cfg, GenerateOptions::default()).unwrap();
                 let row = out.row(0);
                 let cut = want.iter().position(|&x| x == eos).map_or(want.len(), |p| p + 1);
@@ -61,7 +76,8 @@ fn edited(fam: &str, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> s
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture(&format!("families/{fam}/{f}")), d.join(f)).unwrap();
     }
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(d.join("config.json"), v.to_string()).unwrap();
     d
@@ -73,9 +89,15 @@ fn unsupported_variants_are_refused_by_name() {
     type B = burn::backend::NdArray;
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
         (edited("qwen2", "qwen-sw", |v| v["use_sliding_window"] = true.into()), "use_sliding_window"),
-        (edited("phi3", "phi-partial", |v| v["rope_parameters"]["partial_rotary_factor"] = 0.5.into()), "partial_rotary_factor"),
+        (
+            edited("phi3", "phi-partial", |v| v["rope_parameters"]["partial_rotary_factor"] = 0.5.into()),
+            "partial_rotary_factor",
+        ),
         (edited("llama3-rope", "yarn", |v| v["rope_parameters"]["rope_type"] = "yarn".into()), "yarn"),
-        (edited("llama3-rope", "gpt2", |v| v["architectures"] = serde_json::json!(["GPT2LMHeadModel"])), "GPT2LMHeadModel"),
+        (
+            edited("llama3-rope", "gpt2", |v| v["architectures"] = serde_json::json!(["GPT2LMHeadModel"])),
+            "GPT2LMHeadModel",
+        ),
         (edited("llama3-rope", "gelu", |v| v["hidden_act"] = "gelu".into()), "hidden_act"),
         (edited("llama3-rope", "window", |v| v["sliding_window"] = 4.into()), "sliding_window"),
         (edited("phi3", "longrope", |v| v["max_position_embeddings"] = 8192.into()), "longrope"),

@@ -378,7 +378,9 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             let fused_qkv = self.src.get(&self.naming.name(Part::Qkv, i, "weight")).is_some();
             let qkv_specs: Vec<PartSpec> = if fused_qkv {
                 if self.unpermute_qk {
-                    return Err(self.src.error(format!("layer {i}: fused q/k/v rows in llama.cpp's permuted order are not supported")));
+                    return Err(self.src.error(format!(
+                        "layer {i}: fused q/k/v rows in llama.cpp's permuted order are not supported"
+                    )));
                 }
                 vec![self.spec(Part::Qkv, i, (hq + 2 * kv) * hd, None)]
             } else {
@@ -406,7 +408,10 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 Naming::Hf => self.src.get(&self.naming.name(Part::GateUp, i, "weight")).is_some(),
                 Naming::Gguf => {
                     self.src.get(&self.naming.name(Part::Gate, i, "weight")).is_none()
-                        && self.src.get(&self.naming.name(Part::Up, i, "weight")).is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
+                        && self
+                            .src
+                            .get(&self.naming.name(Part::Up, i, "weight"))
+                            .is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
                 }
             };
             let gu_specs: Vec<PartSpec> = if fused_gu {
@@ -418,7 +423,8 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             if c.mlp_bias && gu_bias.is_none() {
                 return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
             }
-            let down_bias = if c.mlp_bias { Some(self.vector(&self.naming.name(Part::Down, i, "bias"), d)?) } else { None };
+            let down_bias =
+                if c.mlp_bias { Some(self.vector(&self.naming.name(Part::Down, i, "bias"), d)?) } else { None };
             layers.push(DecoderLayer {
                 input_layernorm: RmsNorm {
                     gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?,

@@ -47,7 +47,12 @@ pub fn llama_config_from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
         .ok_or_else(|| gerr(g, "metadata general.architecture is missing"))?;
     let family = match Family::from_name(arch) {
         Some(f) => f,
-        None => return Err(gerr(g, format!("architecture \"{arch}\" is not supported (supported: llama, mistral, qwen2, phi3)"))),
+        None => {
+            return Err(gerr(
+                g,
+                format!("architecture \"{arch}\" is not supported (supported: llama, mistral, qwen2, phi3)"),
+            ))
+        }
     };
     let key = |k: &str| format!("{arch}.{k}");
     let mut rope_scaling = RopeScaling::None;
@@ -55,11 +60,14 @@ pub fn llama_config_from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
         match t {
             "none" => {}
             "linear" => {
-                let f = opt_f(g, &key("rope.scaling.factor"))?
-                    .ok_or_else(|| gerr(g, format!("{arch}.rope.scaling.type linear without {arch}.rope.scaling.factor")))?;
+                let f = opt_f(g, &key("rope.scaling.factor"))?.ok_or_else(|| {
+                    gerr(g, format!("{arch}.rope.scaling.type linear without {arch}.rope.scaling.factor"))
+                })?;
                 rope_scaling = RopeScaling::Linear { factor: f };
             }
-            other => return Err(gerr(g, format!("{arch}.rope.scaling.type \"{other}\" is not supported (none, linear)"))),
+            other => {
+                return Err(gerr(g, format!("{arch}.rope.scaling.type \"{other}\" is not supported (none, linear)")))
+            }
         }
     }
     // llama.cpp stores Llama 3's RoPE scaling as per-dimension frequency divisors
@@ -85,7 +93,9 @@ pub fn llama_config_from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
         if rd != head_dim {
             return Err(gerr(
                 g,
-                format!("{arch}.rope.dimension_count {rd} differs from head_dim {head_dim}: partial RoPE is not supported"),
+                format!(
+                    "{arch}.rope.dimension_count {rd} differs from head_dim {head_dim}: partial RoPE is not supported"
+                ),
             ));
         }
     }
