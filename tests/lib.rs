@@ -95,8 +95,8 @@ pub fn smollm2_path() -> PathBuf {
 pub mod processors_fixture {
     use burn::tensor::{backend::Backend, Tensor, TensorData};
     use demiurgic_sampling::{
-        FrequencyPresencePenalty, LogitsProcessor, MinLength, MinNewTokens, MinP, NoRepeatNGram, PenaltyScope,
-        ProcessorContext, RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
+        BannedTokens, FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinLength, MinNewTokens, MinP,
+        NoRepeatNGram, PenaltyScope, ProcessorContext, RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
     };
     use serde_json::Value;
 
@@ -137,6 +137,18 @@ pub mod processors_fixture {
                 .unwrap()
                 .with_scope(PenaltyScope::Generated),
             ),
+            "logit_bias" => Box::new(
+                LogitBias::new(
+                    p["bias"]
+                        .as_object()
+                        .expect("bias: {id: value}")
+                        .iter()
+                        .map(|(k, v)| (k.parse().expect("token id"), v.as_f64().expect("bias value") as f32))
+                        .collect(),
+                )
+                .unwrap(),
+            ),
+            "banned_tokens" => Box::new(BannedTokens::new(crate::ids1(&p["ids"]))),
             other => panic!("processors.json has a processor this test does not know: {other}"),
         }
     }

@@ -560,7 +560,8 @@ mod tests {
             "cache_speedup": [{"backend": "flex", "new_tokens": 50, "no_cache_s": 6.0, "cache_s": 1.0, "speedup": 6.0}],
             "decode": [{"backend": "flex", "batch": 1, "tokens_per_s": 50.0, "ms_per_step": 20.0}],
             "prefill": [{"backend": "flex", "prompt_tokens": 128, "tokens_per_s": 300.0}],
-            "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_f32_bytes": 3145728}},
+            "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_bytes": 3145728}},
+            "speculative": [{"backend": "flex", "task": "input-grounded", "method": "prompt lookup (≤10)", "plain_tokens_per_s": 70.0, "tokens_per_s": 105.0, "speedup": 1.5, "draft_tokens": 40, "accepted_tokens": 30}],
             "peers": [{"name": "llama.cpp",
                 "cache_speedup": [{"new_tokens": 50, "no_cache_s": 3.0, "cache_s": 0.5, "speedup": 6.0}],
                 "decode": [{"batch": 1, "tokens_per_s": 100.0, "ms_per_step": 10.0}],
@@ -589,6 +590,7 @@ mod tests {
             "| flex | 128 | 300.0 |",
             "| flex | 1.0 | 2.0 | 3.0 | 0.50 |",
             "| flex | llama.cpp | decode | batch=1 | 0.50 |",
+            "| flex | input-grounded | prompt lookup (≤10) | 70.0 | 105.0 | 1.50x | 30 / 40 |",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }

@@ -30,5 +30,5 @@ pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats}
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaWeights, StepInput};
 pub use lm::CausalLm;
-pub use load::{load_model, load_model_with, Activations, LoadOptions, LoadedModel, WeightMode};
+pub use load::{load_model, load_model_with, Activations, ChatMessage, LoadOptions, LoadedModel, WeightMode};
 pub use ops::DecodeOps;

@@ -6,13 +6,13 @@
 use std::io::BufRead;
 
 use anyhow::Result;
-use demiurgic_model::load::StreamDecoder;
+use demiurgic_model::load::{ChatMessage, StreamDecoder};
 use demiurgic_model::{generate, DecodeOps, GenerateOptions};
 
 use crate::backends::BackendJob;
 use crate::cli::ChatArgs;
 use crate::gen::build_config;
-use crate::{emit, load, render_chat, Message};
+use crate::{emit, load};
 
 pub struct ChatJob {
     pub args: ChatArgs,
@@ -38,9 +38,9 @@ impl BackendJob for ChatJob {
         }
         let mut cache = model.new_cache(1, ctx)?;
         let mut cached: Vec<u32> = vec![]; // the tokens whose keys/values the cache holds
-        let mut messages: Vec<Message> = vec![];
+        let mut messages: Vec<ChatMessage> = vec![];
         if let Some(s) = &a.system {
-            messages.push(Message { role: "system".into(), content: s.clone() });
+            messages.push(ChatMessage { role: "system".into(), content: s.clone() });
         }
         eprintln!("chat on {backend} ({} positions); /reset forgets the conversation, /exit leaves", ctx);
         let stdin = std::io::stdin();
@@ -61,8 +61,8 @@ impl BackendJob for ChatJob {
                 }
                 _ => {}
             }
-            messages.push(Message { role: "user".into(), content: line.clone() });
-            let text = render_chat(&loaded, &messages, true)?;
+            messages.push(ChatMessage { role: "user".into(), content: line.clone() });
+            let text = loaded.render_chat(&messages, true)?;
             let ids = tok.encode(&text)?;
             // reuse the cache only when the conversation still starts with what it holds
             let reusable = !cached.is_empty() && ids.len() > cached.len() && ids[..cached.len()] == cached[..];
@@ -103,7 +103,7 @@ impl BackendJob for ChatJob {
             cached = ids.clone();
             cached.extend_from_slice(&row[..row.len().saturating_sub(1)]);
             let answer = tok.decode_with(row, true)?;
-            messages.push(Message { role: "assistant".into(), content: answer.trim_end().to_string() });
+            messages.push(ChatMessage { role: "assistant".into(), content: answer.trim_end().to_string() });
             eprintln!(
                 "[{}, {} of them from the cache, decode {:.1} tokens/s]",
                 crate::plural(out.stats.generated_tokens, "token"),

@@ -2,14 +2,14 @@
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Context, Result};
-use demiurgic_model::load::{StreamDecoder, TextStops, TextTokenizer};
+use demiurgic_model::load::{ChatMessage, StreamDecoder, TextStops, TextTokenizer};
 use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
 use demiurgic_sampling::{GenerationConfig, SamplingError};
 use serde_json::json;
 
 use crate::backends::BackendJob;
 use crate::cli::{unescape, GenerateArgs, SamplingArgs};
-use crate::{emit, load, plural, render_chat, Message};
+use crate::{emit, load, plural};
 
 /// A number as a user would type it (`1e40`, not forty digits).
 fn typed(v: f64) -> String {
@@ -266,11 +266,11 @@ impl BackendJob for GenerateJob {
             let text = if a.chat {
                 let mut msgs = vec![];
                 if let Some(s) = &a.system {
-                    msgs.push(Message { role: "system".into(), content: s.clone() });
+                    msgs.push(ChatMessage { role: "system".into(), content: s.clone() });
                 }
-                msgs.push(Message { role: "user".into(), content: p.clone() });
+                msgs.push(ChatMessage { role: "user".into(), content: p.clone() });
                 shown.push(None);
-                render_chat(&loaded, &msgs, true)?
+                loaded.render_chat(&msgs, true)?
             } else if let Some(after) = &a.suffix {
                 shown.push(None);
                 fim_prompt(tok, p, &unescape(after))?

@@ -192,38 +192,6 @@ fn load<B: DecodeOps>(m: &ModelArgs, device: &B::Device) -> Result<(LoadedModel<
 }
 
 /// One chat message.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-/// The model's chat template rendered over `messages` (as transformers' `apply_chat_template`).
-pub fn render_chat<B: DecodeOps>(
-    loaded: &LoadedModel<B>,
-    messages: &[Message],
-    add_generation_prompt: bool,
-) -> Result<String> {
-    let template = loaded.chat_template.as_deref().context("--chat: this model has no chat template")?;
-    let tok = loaded.text_tokenizer()?;
-    let name = |id: Option<u32>| id.map(|i| tok.tokens(&[i]).join("")).unwrap_or_default();
-    let bos = name(loaded.model.config.bos_token_id);
-    let eos = name(loaded.model.config.eos_token_ids.first().copied());
-    let mut env = minijinja::Environment::new();
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_template("chat", template).context("the model's chat template does not parse")?;
-    let out = env
-        .get_template("chat")?
-        .render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos,
-            eos_token => eos,
-        })
-        .context("rendering the chat template failed")?;
-    Ok(out)
-}
-
 struct TokenizeJob {
     args: TokenizeArgs,
 }

@@ -6,11 +6,13 @@ use crate::llama::Llama;
 use crate::ops::DecodeOps;
 
 pub mod builder;
+pub mod chat_template;
 pub mod gguf;
 pub mod safetensors;
 pub mod tokenizer;
 
 pub use builder::{Activations, LoadOptions, WeightMode};
+pub use chat_template::{render_chat_template, ChatMessage};
 pub use tokenizer::{StreamDecoder, TextStops, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Regenerates the transformers-made fixtures the suite relies on, so anyone can add a case.
+
+Each fixture keeps its inputs (prompts, scores, conversations) in the committed JSON; this script
+recomputes every expected value from those inputs with transformers (5.24 / torch 2.15, as the
+shared fixtures were made) and appends the new cases listed below. To add a case: append its
+inputs to the JSON (or to a NEW_* list here) and run the script.
+
+usage (the bench venv has transformers, torch, gguf: `cargo xtask bench --peers` makes it):
+  target/bench/venv/bin/python scripts/make_fixtures.py [--check] [processors|tiny|smollm2|chat|stops|all]
+
+  --check   recompute and compare with the committed files (max difference per fixture),
+            write nothing; exits 1 when a value moved by more than 1e-4.
+
+Fixtures (under tests/fixtures/):
+  processors.json       transformers' logits processors on random scores (+ OpenAI frequency /
+                        presence penalty formula, + logit bias = SequenceBiasLogitsProcessor with
+                        one-token sequences, + banned tokens = NoBadWordsLogitsProcessor)
+  tiny-llama/golden.json  full-prompt logits and greedy continuations (EOS active) of tiny-llama
+  smollm2-golden.json   SmolLM2-135M-Instruct Q4_1 (dequantized by transformers' GGUF loader):
+                        greedy ids/text, top-1/top-2 margins, last-prompt top-5
+  chat-template.json    apply_chat_template of the default model on a few conversations
+  stop-strings.json     where transformers' StopStringCriteria stops on token sequences of the
+                        default model's tokenizer, and where the stop string first appears in
+                        the decoded text
+"""
+import json
+import math
+import os
+import sys
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIX = os.path.join(ROOT, "tests", "fixtures")
+MODEL = os.path.expanduser("~/.cache/demiurgic/SmolLM2-135M-Instruct.Q4_1.gguf")
+CHECK = "--check" in sys.argv
+moved = []
+
+
+def load(name):
+    with open(os.path.join(FIX, name)) as f:
+        return json.load(f)
+
+
+def save(name, data):
+    if CHECK:
+        return
+    with open(os.path.join(FIX, name), "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    print(f"wrote tests/fixtures/{name}")
+
+
+def nums(x):
+    """-inf as null (JSON has no infinities)."""
+    if isinstance(x, list):
+        return [nums(v) for v in x]
+    return None if x == -math.inf else float(x)
+
+
+def diff(a, b):
+    """Max abs difference of two nested number lists (null = -inf must match exactly)."""
+    if isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            return math.inf
+        return max([diff(x, y) for x, y in zip(a, b)] + [0.0])
+    if a is None or b is None:
+        return 0.0 if a is b else math.inf
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b)
+    return 0.0 if a == b else math.inf
+
+
+def compare(name, old, new):
+    d = diff(old, new)
+    print(f"{name}: max difference to the committed file {d:.3g}")
+    if d > 1e-4:
+        moved.append(name)
+
+
+# ---------------------------------------------------------------- processors
+def processor(name, p):
+    import transformers.generation.logits_process as lp
+
+    if name == "repetition_penalty":
+        return lp.RepetitionPenaltyLogitsProcessor(p["penalty"])
+    if name == "temperature":
+        return lp.TemperatureLogitsWarper(p["temperature"])
+    if name == "top_k":
+        return lp.TopKLogitsWarper(p["top_k"])
+    if name == "top_p":
+        return lp.TopPLogitsWarper(p["top_p"])
+    if name == "typical_p":
+        return lp.TypicalLogitsWarper(p["typical_p"])
+    if name == "min_p":
+        return lp.MinPLogitsWarper(p["min_p"])
+    if name == "min_length":
+        return lp.MinLengthLogitsProcessor(p["min_length"], p["eos_token_id"])
+    if name == "min_new_tokens":
+        return lp.MinNewTokensLengthLogitsProcessor(p["prompt_length"], p["min_new_tokens"], p["eos_token_id"])
+    if name == "no_repeat_ngram_size":
+        return lp.NoRepeatNGramLogitsProcessor(p["ngram_size"])
+    if name == "logit_bias":
+        # OpenAI logit_bias: transformers' SequenceBiasLogitsProcessor with one-token sequences
+        return lp.SequenceBiasLogitsProcessor([[[int(t)], float(b)] for t, b in p["bias"].items()])
+    if name == "banned_tokens":
+        return lp.NoBadWordsLogitsProcessor([[t] for t in p["ids"]], eos_token_id=p.get("eos_token_id"))
+    if name == "frequency_presence":
+        # the OpenAI formula (no transformers processor): over generated tokens only
+        def f(ids, scores):
+            out = scores.clone()
+            for r in range(ids.shape[0]):
+                gen = ids[r, p["prompt_length"]:].tolist()
+                for t in set(gen):
+                    c = gen.count(t)
+                    out[r, t] -= p["frequency_penalty"] * c + p["presence_penalty"]
+            return out
+
+        return f
+    raise SystemExit(f"unknown processor {name}")
+
+
+NEW_PROCESSOR_CASES = [
+    ("logit_bias", {"bias": {"3": 5.0, "17": -100.0, "40": 0.5}}, 11),
+    ("logit_bias", {"bias": {"0": -2.5, "63": 30.0}}, 12),
+    ("banned_tokens", {"ids": [5, 9, 31]}, 13),
+    ("banned_tokens", {"ids": [0]}, 14),
+]
+
+
+def processors():
+    f = load("processors.json")
+    have = {(c["processor"], json.dumps(c["params"], sort_keys=True)) for c in f["cases"]}
+    for name, params, seed in NEW_PROCESSOR_CASES:
+        if (name, json.dumps(params, sort_keys=True)) in have:
+            continue
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, 64, (3, 10), generator=g).tolist()
+        scores = (torch.randn(3, 64, generator=g) * 3).tolist()
+        f["cases"].append({"processor": name, "params": params, "input_ids": ids, "scores": scores})
+    for i, c in enumerate(f["cases"]):
+        ids = torch.tensor(c["input_ids"], dtype=torch.long)
+        scores = torch.tensor(c["scores"], dtype=torch.float32)
+        out = processor(c["processor"], c["params"])(ids, scores.clone())
+        new = nums(out.tolist())
+        if "expected" in c:
+            compare(f"processors.json case {i} ({c['processor']})", c["expected"], new)
+        c["expected"] = new
+    save("processors.json", f)
+
+
+# ---------------------------------------------------------------- goldens
+def greedy(model, prompt, n, eos):
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), generation_config=gc, output_scores=True, return_dict_in_generate=True)
+    ids = out.sequences[0, len(prompt):].tolist()
+    margins = []
+    for s in out.scores:
+        top = torch.topk(s[0].float(), 2).values
+        margins.append(float(top[0] - top[1]))
+    return ids, margins
+
+
+def tiny():
+    from transformers import LlamaForCausalLM
+
+    path = os.path.join(FIX, "tiny-llama")
+    f = load("tiny-llama/golden.json")
+    model = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    eos = f["eos_token_id"]
+    for i, c in enumerate(f["cases"]):
+        with torch.no_grad():
+            logits = model(torch.tensor([c["prompt"]])).logits[0].tolist()
+        ids, _ = greedy(model, c["prompt"], len(c.get("greedy_24", [])) or 24, eos)
+        compare(f"tiny-llama case {i} logits", c.get("logits"), logits)
+        compare(f"tiny-llama case {i} greedy", c.get("greedy_24"), ids)
+        c["logits"], c["greedy_24"] = logits, ids
+    b = f["batched_left_padded"]
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(do_sample=False, max_new_tokens=len(b["greedy_16"][0]), eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor(b["input_ids"]), attention_mask=torch.tensor(b["attention_mask"]), generation_config=gc
+        )
+    new = out[:, len(b["input_ids"][0]):].tolist()
+    compare("tiny-llama batched", b["greedy_16"], new)
+    b["greedy_16"] = new
+    save("tiny-llama/golden.json", f)
+
+
+def smollm2_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, name = os.path.dirname(MODEL), os.path.basename(MODEL)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    return tok, d, name
+
+
+def smollm2():
+    from transformers import AutoModelForCausalLM
+
+    tok, d, name = smollm2_model()
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=torch.float32).eval()
+    f = load("smollm2-golden.json")
+    eos = f["eos_token_id"]
+    for i, c in enumerate(f["cases"]):
+        prompt = tok(c["prompt"], add_special_tokens=False).input_ids
+        n = len(c.get("greedy_ids", [])) or 32
+        ids, margins = greedy(model, prompt, n, eos)
+        with torch.no_grad():
+            last = model(torch.tensor([prompt])).logits[0, -1]
+        top = torch.topk(last, 5)
+        new = {
+            "prompt": c["prompt"],
+            "prompt_ids": prompt,
+            "greedy_ids": ids,
+            "greedy_text": tok.decode(ids),
+            "top1_top2_margins": margins,
+            "last_prompt_top5": {"ids": top.indices.tolist(), "logits": top.values.tolist()},
+        }
+        for k in ("prompt_ids", "greedy_ids", "top1_top2_margins"):
+            compare(f"smollm2 case {i} {k}", c.get(k), new[k])
+        compare(f"smollm2 case {i} top5 logits", c["last_prompt_top5"]["logits"], new["last_prompt_top5"]["logits"])
+        f["cases"][i] = new
+    save("smollm2-golden.json", f)
+
+
+# ---------------------------------------------------------------- chat template
+CONVERSATIONS = [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}], "add_generation_prompt": True},
+    {
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": "Name three primes."},
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Hi!"},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "user", "content": "Write a haiku\nabout  rain."},
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "  leading and trailing spaces  "},
+            {"role": "user", "content": "Ünïcödé – «quotes» and emoji 🚀"},
+            {"role": "assistant", "content": "Noted."},
+        ],
+        "add_generation_prompt": False,
+    },
+    {"messages": [{"role": "user", "content": "- a line starting with a dash\n\n\ttab"}], "add_generation_prompt": False},
+]
+
+
+def gguf_template():
+    import gguf
+
+    r = gguf.GGUFReader(MODEL)
+    field = r.fields["tokenizer.chat_template"]
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def chat():
+    tok, _, _ = smollm2_model()
+    template = gguf_template()
+    old = load("chat-template.json") if os.path.exists(os.path.join(FIX, "chat-template.json")) else {"cases": []}
+    cases = old["cases"] or CONVERSATIONS
+    out = []
+    for i, c in enumerate(cases):
+        text = tok.apply_chat_template(
+            c["messages"], chat_template=template, tokenize=False, add_generation_prompt=c["add_generation_prompt"]
+        )
+        ids = tok(text, add_special_tokens=False).input_ids
+        new = {"messages": c["messages"], "add_generation_prompt": c["add_generation_prompt"], "text": text, "ids": ids}
+        if "text" in c:
+            compare(f"chat case {i}", [c["text"], c["ids"]], [text, ids])
+        out.append(new)
+    save(
+        "chat-template.json",
+        {
+            "note": "transformers apply_chat_template(tokenize=False) with the default model's GGUF chat template, "
+            "then the text tokenized without special tokens added",
+            "model": os.path.basename(MODEL),
+            "cases": out,
+        },
+    )
+
+
+# ---------------------------------------------------------------- stop strings
+STOP_CASES = [
+    ("The first paragraph ends here.\n\nThe second one starts.", ["\n\n"]),
+    ("def f(x):\n    return x\n\ndef g(y):\n    return y", ["\ndef "]),
+    ("Answer: 42. END OF ANSWER. More text follows.", ["END"]),
+    ("one, two, three, four, five", ["four", "three"]),
+    ("no stop string appears in this text at all", ["zebra"]),
+    ("<|im_start|>assistant\nSure!<|im_end|> trailing", ["<|im_end|>"]),
+    ("a stopper inside: the word laststopping is one piece", ["stop"]),
+    ("hello world, the end", ["orl"]),
+]
+
+
+def stops():
+    from transformers import StopStringCriteria
+
+    tok, _, _ = smollm2_model()
+    out = []
+    for text, strings in STOP_CASES:
+        ids = tok(text, add_special_tokens=False).input_ids
+        crit = StopStringCriteria(tok, strings)
+        hf = None
+        contains = None
+        for k in range(1, len(ids) + 1):
+            x = torch.tensor([ids[:k]])
+            if hf is None and bool(crit(x, torch.zeros(1, 1))[0]):
+                hf = k
+            if contains is None and any(s in tok.decode(ids[:k]) for s in strings):
+                contains = k
+        out.append({"text": text, "stop": strings, "ids": ids, "hf_stops_after": hf, "first_contained_after": contains})
+    old = load("stop-strings.json") if os.path.exists(os.path.join(FIX, "stop-strings.json")) else None
+    if old and len(old["cases"]) == len(out):
+        compare("stop strings", [[c["hf_stops_after"], c["first_contained_after"]] for c in old["cases"]],
+                [[c["hf_stops_after"], c["first_contained_after"]] for c in out])
+    save(
+        "stop-strings.json",
+        {
+            "note": "hf_stops_after: number of tokens after which transformers' StopStringCriteria first fires; "
+            "first_contained_after: first prefix whose decoded text contains a stop string (null: never).",
+            "cases": out,
+        },
+    )
+
+
+JOBS = {"processors": processors, "tiny": tiny, "smollm2": smollm2, "chat": chat, "stops": stops}
+
+if __name__ == "__main__":
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or ["all"]
+    for n in names:
+        for job in JOBS if n == "all" else [n]:
+            if job not in JOBS:
+                raise SystemExit(f"unknown fixture {job} (allowed: {', '.join(JOBS)}, all)")
+            JOBS[job]()
+    if moved:
+        print("moved by more than 1e-4:", ", ".join(moved))
+        sys.exit(1)
