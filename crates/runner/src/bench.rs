@@ -331,6 +331,9 @@ impl BackendJob for BenchJob {
             b.finish_and_clear();
         }
 
+        // the main measurements' peak, before the optional sections load more models
+        let peak_rss = peak_rss_bytes();
+
         // 6. optional: speculative decoding against plain greedy decoding
         let speculative = if self.args.speculative {
             let tok = loaded.text_tokenizer()?;
@@ -394,7 +397,7 @@ impl BackendJob for BenchJob {
 
         // 4. memory
         let kv_per_1k = 1000 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>();
-        let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss_bytes(),
+        let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss,
             "kv_cache_bytes_per_seq_per_1k_tokens": kv_per_1k,
             "weights_bytes": model.weights.bytes(model.config.tie_word_embeddings),
             "weights_bytes_read_per_token": model.weights.bytes_per_token(),

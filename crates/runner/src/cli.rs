@@ -25,6 +25,9 @@ pub enum Cmd {
     Detokenize(DetokenizeArgs),
     /// Describe a model: family, parameters, context, weight types, tokenizer, chat template, EOS.
     Info(InfoArgs),
+    /// Serve the model over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions,
+    /// /v1/models, /health), streaming included.
+    Serve(crate::serve::ServeArgs),
     /// List the generation presets with their values.
     Presets,
     /// List the compiled-in backends and whether a device is usable.

@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod gen;
 mod load_args;
+mod serve;
 mod soak;
 use demiurgic_runner::fetch;
 
@@ -142,6 +143,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Detokenize(args) => {
             let backend = args.m.backend.clone();
             with_backend(&backend, DetokenizeJob { args })
+        }
+        Cmd::Serve(args) => {
+            let backend = args.m.backend.clone();
+            with_backend(&backend, serve::ServeJob { args })
         }
         Cmd::Info(args) => {
             let backend = args.m.backend.clone();

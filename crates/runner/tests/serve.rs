@@ -1,0 +1,316 @@
+//! `demiurgic serve` over plain HTTP on a free loopback port, with the default model on flex:
+//! the same tokens as the CLI for the same prompt, parameters and seed; streaming chunks that
+//! concatenate to the non-streamed text; n, stop, seeds; every error class as an OpenAI error
+//! object; a busy server answering 429; a short request finishing while a long one runs; a
+//! client that disconnects freeing its slot.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_demiurgic")
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    name: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn model() -> String {
+    let out = Command::new(bin()).arg("fetch-model").output().expect("run demiurgic fetch-model");
+    assert!(out.status.success(), "fetch-model: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn start(extra: &[&str]) -> Server {
+    let m = model();
+    let mut child = Command::new(bin())
+        .args(["serve", "--model", &m, "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start demiurgic serve");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the server exited before listening");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            // keep draining stderr so the server never blocks on it
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            let name = std::path::Path::new(&m).file_name().unwrap().to_string_lossy().to_string();
+            return Server { child, addr, name };
+        }
+    }
+}
+
+const KEY: &str = "test-key";
+
+/// One HTTP/1.1 request: (status, body) with chunked bodies decoded.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = s.split_once("\r\n") else { break };
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn post(srv: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let (st, b) = http(&srv.addr, "POST", path, Some(&body.to_string()), Some(KEY));
+    (st, serde_json::from_str(&b).unwrap_or_else(|e| panic!("not JSON ({e}): {b}")))
+}
+
+/// The `data:` payloads of a server-sent event stream.
+fn events(body: &str) -> Vec<String> {
+    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+fn cli(args: &[&str]) -> Value {
+    let out = Command::new(bin()).args(["generate", "--json"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn assert_error(st: u16, v: &Value, want: u16, param: Option<&str>) {
+    assert_eq!(st, want, "{v}");
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(e["type"].is_string() && e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    if let Some(p) = param {
+        assert_eq!(e["param"], p, "{v}");
+    }
+}
+
+#[test]
+fn openai_api_over_http() {
+    let srv = start(&["--api-key", KEY, "--max-batch", "2"]);
+    let m = model();
+    let (st, b) = http(&srv.addr, "GET", "/health", None, None);
+    assert_eq!((st, b.contains("ok")), (200, true), "{b}");
+    let (st, b) = http(&srv.addr, "GET", "/v1/models", None, Some(KEY));
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["data"][0]["id"], srv.name.as_str());
+
+    // completion, greedy: the CLI's tokens
+    let prompt = "The capital of France is";
+    let (st, v) =
+        post(&srv, "/v1/completions", &json!({"model": srv.name, "prompt": prompt, "max_tokens": 8, "temperature": 0}));
+    assert_eq!(st, 200, "{v}");
+    let want = cli(&["--model", &m, "--prompt", prompt, "--greedy", "--max-new-tokens", "8"]);
+    assert_eq!(v["choices"][0]["text"], want["texts"][0], "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["usage"]["completion_tokens"], want["lengths"][0]);
+    assert_eq!(v["usage"]["prompt_tokens"], want["prompt_ids"][0].as_array().unwrap().len());
+
+    // chat, greedy: the CLI's --chat answer
+    let q = "What is the capital of France?";
+    let req =
+        json!({"model": srv.name, "messages": [{"role": "user", "content": q}], "max_tokens": 12, "temperature": 0});
+    let (st, v) = post(&srv, "/v1/chat/completions", &req);
+    assert_eq!(st, 200, "{v}");
+    let want = cli(&["--model", &m, "--chat", "--prompt", q, "--greedy", "--max-new-tokens", "12"]);
+    assert_eq!(v["choices"][0]["message"]["content"], want["texts"][0]);
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+
+    // streaming: chunks concatenate to the non-streamed text; usage at the end; [DONE]
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let (st, body) = http(&srv.addr, "POST", "/v1/chat/completions", Some(&sreq.to_string()), Some(KEY));
+    assert_eq!(st, 200, "{body}");
+    let ev = events(&body);
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert_eq!(text, v["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"].is_string()));
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], v["usage"]["completion_tokens"]);
+
+    // n = 2 with a seed: reproducible, and the CLI's rows for the same seed
+    let sreq = json!({"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0.9, "n": 2, "seed": 7});
+    let (_, a) = post(&srv, "/v1/completions", &sreq);
+    let (_, b) = post(&srv, "/v1/completions", &sreq);
+    assert_eq!(a["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(a["choices"], b["choices"], "same seed, same text");
+    let want = cli(&[
+        "--model",
+        &m,
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--num-return-sequences",
+        "2",
+        "--seed",
+        "7",
+    ]);
+    for i in 0..2 {
+        assert_eq!(a["choices"][i]["text"], want["texts"][i], "row {i}");
+    }
+    // streamed with n = 2: each choice's chunks concatenate to its text
+    let mut st_req = sreq.clone();
+    st_req["stream"] = json!(true);
+    let (_, body) = http(&srv.addr, "POST", "/v1/completions", Some(&st_req.to_string()), Some(KEY));
+    let mut texts = [String::new(), String::new()];
+    for e in events(&body).iter().filter(|e| *e != "[DONE]") {
+        let c: Value = serde_json::from_str(e).unwrap();
+        let i = c["choices"][0]["index"].as_u64().unwrap() as usize;
+        texts[i] += c["choices"][0]["text"].as_str().unwrap_or("");
+    }
+    for i in 0..2 {
+        assert_eq!(texts[i], a["choices"][i]["text"].as_str().unwrap(), "streamed choice {i}");
+    }
+
+    // stop strings end the text before them, finish_reason "stop"
+    let (_, v) = post(
+        &srv,
+        "/v1/completions",
+        &json!({"prompt": "def f(x):", "max_tokens": 40, "temperature": 0, "stop": ["\n"]}),
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(!v["choices"][0]["text"].as_str().unwrap().contains('\n'));
+    // logprobs
+    let (_, v) =
+        post(&srv, "/v1/completions", &json!({"prompt": "2 + 2 =", "max_tokens": 3, "temperature": 0, "logprobs": 2}));
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2, "{v}");
+
+    // errors, as OpenAI error objects
+    let (st, b) = http(&srv.addr, "GET", "/v1/models", None, None);
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 401, None);
+    let (st, b) = http(&srv.addr, "GET", "/v1/models", None, Some("wrong"));
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 401, None);
+    let (st, b) = http(&srv.addr, "GET", "/v2/nothing", None, Some(KEY));
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 404, None);
+    let (st, v) = post(&srv, "/v1/completions", &json!({"model": "gpt-4", "prompt": "hi"}));
+    assert_error(st, &v, 404, Some("model"));
+    for (bad, param) in [
+        (json!({"prompt": "hi", "temperature": 3}), "temperature"),
+        (json!({"prompt": "hi", "top_p": 0}), "top_p"),
+        (json!({"prompt": "hi", "n": 0}), "n"),
+        (json!({"prompt": "hi", "max_tokens": "ten"}), "max_tokens"),
+        (json!({"prompt": "hi", "presence_penalty": 2.5}), "presence_penalty"),
+        (json!({"prompt": "hi", "logit_bias": {"abc": 1}}), "logit_bias"),
+        (json!({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}), "stop"),
+        (json!({"prompt": [999999999]}), "prompt"),
+        (json!({"temperature": 1}), "prompt"),
+        (json!({"messages": []}), "messages"),
+    ] {
+        let path = if bad.get("messages").is_some() { "/v1/chat/completions" } else { "/v1/completions" };
+        let (st, v) = post(&srv, path, &bad);
+        assert_error(st, &v, 400, Some(param));
+    }
+    let (st, b) = http(&srv.addr, "POST", "/v1/completions", Some("{not json"), Some(KEY));
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 400, None);
+    let (st, v) = post(&srv, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 100000}));
+    assert_error(st, &v, 400, Some("prompt"));
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let big = json!({"prompt": "x".repeat(2 << 20)}).to_string();
+    let (st, b) = http(&srv.addr, "POST", "/v1/completions", Some(&big), Some(KEY));
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 413, None);
+
+    // a short request finishes while a long one runs
+    let addr = srv.addr.clone();
+    let long = std::thread::spawn(move || {
+        let t = Instant::now();
+        let body = json!({"prompt": "Write a long story.", "max_tokens": 200, "temperature": 0}).to_string();
+        let (st, _) = http(&addr, "POST", "/v1/completions", Some(&body), Some(KEY));
+        (st, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (st, _) = post(&srv, "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0}));
+    let short = t.elapsed();
+    let (lst, long_t) = long.join().unwrap();
+    assert_eq!((st, lst), (200, 200));
+    assert!(short < long_t, "short request took {short:?}, the long one {long_t:?}");
+}
+
+#[test]
+fn busy_server_answers_429_and_a_disconnected_client_frees_its_slot() {
+    let srv = start(&["--max-batch", "1", "--max-queue", "0"]);
+    // a long streaming request holds the only slot
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    let body =
+        json!({"prompt": "Tell me everything.", "max_tokens": 2000, "temperature": 0, "stream": true}).to_string();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let (st, b) = http(&srv.addr, "POST", "/v1/completions", Some(r#"{"prompt": "hi", "max_tokens": 2}"#), None);
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_error(st, &v, 429, None);
+    // the client goes away: its generation stops at the next step and the slot frees
+    drop(s);
+    let t = Instant::now();
+    loop {
+        let (st, _) = http(&srv.addr, "POST", "/v1/completions", Some(r#"{"prompt": "hi", "max_tokens": 2}"#), None);
+        if st == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the slot was not freed after the client left");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
