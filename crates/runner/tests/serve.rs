@@ -33,6 +33,8 @@ fn model() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+// the child is killed and waited for by `Server`'s Drop
+#[allow(clippy::zombie_processes)]
 fn start(extra: &[&str]) -> Server {
     let m = model();
     let mut child = Command::new(bin())
@@ -47,6 +49,8 @@ fn start(extra: &[&str]) -> Server {
     loop {
         line.clear();
         if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
             panic!("the server exited before listening");
         }
         if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -90,14 +94,13 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>, key: Option<&s
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = s.split_once("\r\n") else { break };
+    while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
         }
         out.push_str(&rest[..n]);
-        s = &rest[n..].trim_start_matches("\r\n");
+        s = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
@@ -313,4 +316,122 @@ fn busy_server_answers_429_and_a_disconnected_client_frees_its_slot() {
         assert!(t.elapsed() < Duration::from_secs(20), "the slot was not freed after the client left");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A venv under target/ with the official `openai` package (pinned), made when absent.
+fn openai_python() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let venv = target.join("serve-venv");
+    let py = venv.join("bin/python");
+    let ready =
+        py.exists() && Command::new(&py).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
+    if !ready {
+        let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3");
+        assert!(st.success(), "cannot create a venv at {} (install python3-venv)", venv.display());
+        let st = Command::new(&py).args(["-m", "pip", "install", "--quiet", "openai==3.57.0"]).status().expect("pip");
+        assert!(st.success(), "pip install openai==3.57.0 failed");
+    }
+    py
+}
+
+#[test]
+fn the_official_openai_client_works_unchanged() {
+    let py = openai_python();
+    let srv = start(&["--api-key", KEY]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai_client_check.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args([&format!("http://{}/v1", srv.addr), KEY, &srv.name])
+        .output()
+        .expect("run the openai client check");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 32 concurrent clients × 4 requests (mixed lengths, streaming or not, some cancelled mid-way):
+/// every request completes with its own prompt's tokens (greedy: the same as alone) or is
+/// cancelled cleanly, and the server's resident memory comes back to its level.
+#[test]
+fn load_of_32_clients_keeps_every_answer_its_own() {
+    let srv = start(&["--max-batch", "4"]);
+    let prompts =
+        ["The sky is", "My favourite food is", "def add(a, b):", "Paris is the capital of", "1, 2, 3,", "Dear diary,"];
+    let lengths = [3usize, 8, 16];
+    // the answer of each (prompt, length) alone
+    let mut alone = std::collections::HashMap::new();
+    for p in prompts {
+        for n in lengths {
+            let (st, v) = post(&srv, "/v1/completions", &json!({"prompt": p, "max_tokens": n, "temperature": 0}));
+            assert_eq!(st, 200, "{v}");
+            alone.insert((p, n), v["choices"][0]["text"].as_str().unwrap().to_string());
+        }
+    }
+    let before = rss_kib(srv.child.id());
+    let alone = std::sync::Arc::new(alone);
+    let addr = srv.addr.clone();
+    let clients: Vec<_> = (0..32)
+        .map(|c| {
+            let (alone, addr) = (alone.clone(), addr.clone());
+            std::thread::spawn(move || {
+                let mut done = (0, 0);
+                for k in 0..4 {
+                    let i = c * 4 + k;
+                    let (p, n) = (prompts[i % prompts.len()], lengths[(i / prompts.len()) % lengths.len()]);
+                    let stream = i % 3 == 0;
+                    let body = json!({"prompt": p, "max_tokens": n, "temperature": 0, "stream": stream}).to_string();
+                    if i % 7 == 0 {
+                        // cancelled mid-way: read the start of the answer, then hang up
+                        let mut s = TcpStream::connect(&addr).unwrap();
+                        write!(s, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+                        let mut buf = [0u8; 64];
+                        let n = s.read(&mut buf).unwrap();
+                        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 "), "request {i}");
+                        done.1 += 1;
+                        continue;
+                    }
+                    let (st, b) = http(&addr, "POST", "/v1/completions", Some(&body), None);
+                    assert_eq!(st, 200, "request {i}: {b}");
+                    let text = if stream {
+                        let ev = events(&b);
+                        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "request {i}");
+                        ev[..ev.len() - 1]
+                            .iter()
+                            .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_string())
+                            .collect::<String>()
+                    } else {
+                        serde_json::from_str::<Value>(&b).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()
+                    };
+                    assert_eq!(&text, &alone[&(p, n)], "request {i} ({p:?}, {n} tokens, stream {stream}) got another answer");
+                    done.0 += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let (mut ok, mut cancelled) = (0, 0);
+    for c in clients {
+        let (a, b) = c.join().expect("a client failed");
+        ok += a;
+        cancelled += b;
+    }
+    assert_eq!(ok + cancelled, 128);
+    assert!(cancelled > 0 && ok > 100);
+    // the server still answers, and its memory is back near where it was
+    let (st, _) = post(&srv, "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0}));
+    assert_eq!(st, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(srv.child.id());
+    assert!(after <= before + 64 * 1024, "resident memory grew from {before} KiB to {after} KiB");
+    eprintln!("load: {ok} completed, {cancelled} cancelled; RSS {before} KiB before, {after} KiB after");
 }
