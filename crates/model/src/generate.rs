@@ -12,6 +12,7 @@ use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::load::TextStops;
 use crate::ops::DecodeOps;
+use burn::tensor::Tensor;
 
 /// Options of one [`generate`] call that are not sampling parameters.
 pub struct GenerateOptions<'a, B: DecodeOps> {
@@ -218,6 +219,163 @@ pub fn generate<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     sample(model, prompts, config, opts)
 }
 
+/// The per-row state of greedy / multinomial decoding: the logits pipeline, the sampler and what
+/// each row has generated. [`sample`] and the batching [`crate::engine::Engine`] both advance it,
+/// so a row gets the same tokens whichever drives it.
+pub(crate) struct SampleState<B: DecodeOps> {
+    config: GenerationConfig,
+    pub eos: Vec<u32>,
+    pub pad: u32,
+    pub t0: usize,
+    pub max_new: usize,
+    pipeline: LogitsPipeline<B>,
+    sampler: Sampler,
+    seed_used: Option<u64>,
+    sequences: Vec<Vec<u32>>,
+    out_tokens: Vec<Vec<u32>>,
+    lengths: Vec<usize>,
+    finished: Vec<Option<FinishReason>>,
+    logprobs: Option<Vec<Vec<f32>>>,
+    top: Option<Vec<Vec<Vec<TopLogprob>>>>,
+    pub step: usize,
+}
+
+impl<B: DecodeOps> SampleState<B> {
+    pub(crate) fn new(
+        config: &GenerationConfig,
+        prep: &Prepared,
+        seeds: Option<&Vec<u64>>,
+        hook: Option<&dyn Fn(&mut LogitsPipeline<B>)>,
+    ) -> Result<Self> {
+        let b = prep.rows.len();
+        let mut pipeline = LogitsPipeline::<B>::from_config(config, &prep.eos, prep.t0)?;
+        if let Some(hook) = hook {
+            hook(&mut pipeline);
+        }
+        let mut seed_used = None;
+        let sampler = if config.is_sampling() {
+            match seeds {
+                Some(s) if s.len() == b => Sampler::multinomial_seeds(s),
+                Some(s) => {
+                    return Err(ModelError::Input(format!("{} seeds given for {b} sequences", s.len())));
+                }
+                None => {
+                    let seed = config.seed.unwrap_or_else(seed_from_time);
+                    seed_used = Some(seed);
+                    Sampler::multinomial(seed, b)
+                }
+            }
+        } else {
+            Sampler::Greedy
+        };
+        Ok(Self {
+            config: config.clone(),
+            eos: prep.eos.clone(),
+            pad: prep.pad,
+            t0: prep.t0,
+            max_new: prep.max_new,
+            pipeline,
+            sampler,
+            seed_used,
+            sequences: prep.rows.clone(),
+            out_tokens: vec![Vec::with_capacity(prep.max_new); b],
+            lengths: vec![0; b],
+            finished: vec![None; b],
+            logprobs: config.logprobs.then(|| vec![Vec::new(); b]),
+            top: (config.top_logprobs > 0).then(|| vec![Vec::new(); b]),
+            step: 0,
+        })
+    }
+
+    /// One step from the model's raw logits of every row (`[rows, vocab]`): processors, sampling,
+    /// logprobs, EOS / stop / length checks. Returns each row's new token (None once finished).
+    pub(crate) fn advance(
+        &mut self,
+        raw: Tensor<B, 2>,
+        mut stops: Option<&mut TextStops<'_>>,
+        stop_check: Option<&dyn Fn(&[u32]) -> bool>,
+    ) -> Result<Vec<Option<u32>>> {
+        let config = &self.config;
+        let want_lp = config.logprobs || config.top_logprobs > 0;
+        let ctx =
+            ProcessorContext { sequences: &self.sequences, num_generated: self.step, cur_len: self.t0 + self.step };
+        let raw_for_lp = (want_lp && config.raw_logprobs).then(|| raw.clone());
+        let logits = self.pipeline.apply(raw, &ctx);
+        let ids_dev = self.sampler.sample_device(logits.clone());
+        let lp_logits = if want_lp { Some(raw_for_lp.unwrap_or_else(|| logits.clone())) } else { None };
+        let lp = match (&lp_logits, config.logprobs) {
+            (Some(l), true) => Some(logprobs_of(l.clone(), ids_dev.clone())),
+            _ => None,
+        };
+        let tl = match (&lp_logits, config.top_logprobs) {
+            (Some(l), k) if k > 0 => Some(top_logprobs_of(l.clone(), k)),
+            _ => None,
+        };
+        let ids = ids_to_host(ids_dev);
+        self.step += 1;
+        let b = self.out_tokens.len();
+        let mut emitted = vec![None; b];
+        for i in 0..b {
+            if self.finished[i].is_some() {
+                self.out_tokens[i].push(self.pad);
+                continue;
+            }
+            let id = ids[i];
+            self.out_tokens[i].push(id);
+            self.lengths[i] += 1;
+            self.sequences[i].push(id);
+            emitted[i] = Some(id);
+            if let (Some(all), Some(lp)) = (self.logprobs.as_mut(), lp.as_ref()) {
+                all[i].push(lp[i]);
+            }
+            if let (Some(all), Some(tl)) = (self.top.as_mut(), tl.as_ref()) {
+                all[i].push(tl[i].clone());
+            }
+            let stop_hit = match stops.as_deref_mut() {
+                Some(s) => s.push(i, id)?,
+                None => false,
+            };
+            if self.eos.contains(&id) {
+                self.finished[i] = Some(FinishReason::Eos);
+            } else if stop_hit || stop_check.is_some_and(|f| f(&self.out_tokens[i][..self.lengths[i]])) {
+                self.finished[i] = Some(FinishReason::Stop);
+            } else if self.step >= self.max_new {
+                self.finished[i] = Some(FinishReason::Length);
+            }
+        }
+        Ok(emitted)
+    }
+
+    /// Every row has finished (or the length limit is reached).
+    pub(crate) fn done(&self) -> bool {
+        self.finished.iter().all(Option::is_some) || self.step >= self.max_new
+    }
+
+    /// The token each row feeds to the next step (the pad id once a row has finished).
+    pub(crate) fn last_tokens(&self) -> Vec<u32> {
+        self.out_tokens.iter().map(|r| *r.last().expect("one token per step")).collect()
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.out_tokens.len()
+    }
+
+    pub(crate) fn into_output(self, mut stats: GenerationStats) -> GenerationOutput {
+        stats.generated_tokens = self.lengths.iter().sum();
+        GenerationOutput {
+            finish_reasons: self.finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect(),
+            tokens: self.out_tokens,
+            lengths: self.lengths,
+            logprobs: self.logprobs,
+            top_logprobs: self.top,
+            seed: self.seed_used.or(self.config.seed.filter(|_| self.config.is_sampling())),
+            eos_token_ids: self.eos,
+            sequences_scores: None,
+            stats,
+        }
+    }
+}
+
 /// Greedy or multinomial decoding, one token per row per step.
 fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     model: &M,
@@ -226,7 +384,8 @@ fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     mut opts: GenerateOptions<'_, B>,
 ) -> Result<GenerationOutput> {
     let n = config.num_return_sequences;
-    let Prepared { eos, pad, rows, batch, t0, max_new } = prepare::<B>(model.config(), prompts, config, n)?;
+    let prep = prepare::<B>(model.config(), prompts, config, n)?;
+    let (batch, t0, max_new) = (&prep.batch, prep.t0, prep.max_new);
     let b = batch.batch_size();
 
     // A cache passed in: one row whose cached prefix the prompt extends.
@@ -242,40 +401,13 @@ fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         }
         c.check_room(t0 - reuse + max_new - 1)?;
     }
-
-    let mut pipeline = LogitsPipeline::<B>::from_config(config, &eos, t0)?;
-    if let Some(hook) = opts.pipeline_hook {
-        hook(&mut pipeline);
-    }
-    let mut seed_used = None;
-    let mut sampler = if config.is_sampling() {
-        match &opts.seeds {
-            Some(s) if s.len() == b => Sampler::multinomial_seeds(s),
-            Some(s) => {
-                return Err(ModelError::Input(format!("{} seeds given for {b} sequences", s.len())));
-            }
-            None => {
-                let seed = config.seed.unwrap_or_else(seed_from_time);
-                seed_used = Some(seed);
-                Sampler::multinomial(seed, b)
-            }
-        }
-    } else {
-        Sampler::Greedy
-    };
+    let mut state = SampleState::<B>::new(config, &prep, opts.seeds.as_ref(), opts.pipeline_hook)?;
 
     let mut own_cache: Option<KvCache<B>> =
         if opts.use_cache && opts.cache.is_none() { Some(model.new_cache(b, t0 + max_new)?) } else { None };
-    let mut sequences: Vec<Vec<u32>> = rows.clone();
     let mut all_tokens = batch.tokens.clone(); // padded, grows (no-cache path)
     let mut key_valid = batch.mask.clone();
     let mut next_pos: Vec<usize> = batch.mask.iter().map(|m| m.iter().filter(|&&x| x).count()).collect();
-    let mut out_tokens: Vec<Vec<u32>> = vec![Vec::with_capacity(max_new); b];
-    let mut lengths = vec![0usize; b];
-    let mut finished: Vec<Option<FinishReason>> = vec![None; b];
-    let want_lp = config.logprobs || config.top_logprobs > 0;
-    let mut logprobs: Option<Vec<Vec<f32>>> = config.logprobs.then(|| vec![Vec::new(); b]);
-    let mut top: Option<Vec<Vec<Vec<TopLogprob>>>> = (config.top_logprobs > 0).then(|| vec![Vec::new(); b]);
 
     let mut input = if reuse > 0 {
         let p = &batch.tokens[0];
@@ -289,67 +421,23 @@ fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     };
     let start = Instant::now();
     let mut prefill_ms = 0.0;
-    let mut step = 0usize;
     loop {
         let cache = match opts.cache.as_deref_mut() {
             Some(c) => Some(c),
             None => own_cache.as_mut(),
         };
         let raw = model.forward_last(&input, cache)?;
-        let ctx = ProcessorContext { sequences: &sequences, num_generated: step, cur_len: t0 + step };
-        let raw_for_lp = (want_lp && config.raw_logprobs).then(|| raw.clone());
-        let logits = pipeline.apply(raw, &ctx);
-        let ids_dev = sampler.sample_device(logits.clone());
-        let lp_logits = if want_lp { Some(raw_for_lp.unwrap_or_else(|| logits.clone())) } else { None };
-        let lp = match (&lp_logits, config.logprobs) {
-            (Some(l), true) => Some(logprobs_of(l.clone(), ids_dev.clone())),
-            _ => None,
-        };
-        let tl = match (&lp_logits, config.top_logprobs) {
-            (Some(l), k) if k > 0 => Some(top_logprobs_of(l.clone(), k)),
-            _ => None,
-        };
-        let ids = ids_to_host(ids_dev);
-        if step == 0 {
+        let emitted = state.advance(raw, opts.stops.as_mut(), opts.stop_check)?;
+        if state.step == 1 {
             prefill_ms = start.elapsed().as_secs_f64() * 1e3;
-        }
-        step += 1;
-        let mut emitted = vec![None; b];
-        for i in 0..b {
-            if finished[i].is_some() {
-                out_tokens[i].push(pad);
-                continue;
-            }
-            let id = ids[i];
-            out_tokens[i].push(id);
-            lengths[i] += 1;
-            sequences[i].push(id);
-            emitted[i] = Some(id);
-            if let (Some(all), Some(lp)) = (logprobs.as_mut(), lp.as_ref()) {
-                all[i].push(lp[i]);
-            }
-            if let (Some(all), Some(tl)) = (top.as_mut(), tl.as_ref()) {
-                all[i].push(tl[i].clone());
-            }
-            let stop_hit = match opts.stops.as_mut() {
-                Some(s) => s.push(i, id)?,
-                None => false,
-            };
-            if eos.contains(&id) {
-                finished[i] = Some(FinishReason::Eos);
-            } else if stop_hit || opts.stop_check.is_some_and(|f| f(&out_tokens[i][..lengths[i]])) {
-                finished[i] = Some(FinishReason::Stop);
-            } else if step >= max_new {
-                finished[i] = Some(FinishReason::Length);
-            }
         }
         if let Some(cb) = opts.on_step.as_deref_mut() {
             cb(&emitted);
         }
-        if finished.iter().all(Option::is_some) || step >= max_new {
+        if state.done() {
             break;
         }
-        let step_tokens: Vec<u32> = (0..b).map(|i| *out_tokens[i].last().expect("one token per step")).collect();
+        let step_tokens = state.last_tokens();
         for (i, kv) in key_valid.iter_mut().enumerate() {
             kv.push(true);
             all_tokens[i].push(step_tokens[i]);
@@ -367,31 +455,18 @@ fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
             StepInput { tokens: all_tokens.clone(), positions, key_valid: key_valid.clone() }
         };
     }
-    let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
     let decode_ms = total_ms - prefill_ms;
-    let decode_steps = step.saturating_sub(1);
+    let decode_steps = state.step.saturating_sub(1);
     let stats = GenerationStats {
-        prompt_tokens: rows.iter().map(Vec::len).sum(),
+        prompt_tokens: prep.rows.iter().map(Vec::len).sum(),
         cached_prompt_tokens: reuse,
-        draft_tokens: 0,
-        accepted_tokens: 0,
-        generated_tokens: lengths.iter().sum(),
         prefill_ms,
         decode_ms,
         decode_tokens_per_s: if decode_ms > 0.0 { (decode_steps * b) as f64 / (decode_ms / 1e3) } else { 0.0 },
+        ..Default::default()
     };
-    Ok(GenerationOutput {
-        tokens: out_tokens,
-        lengths,
-        finish_reasons,
-        logprobs,
-        top_logprobs: top,
-        seed: seed_used.or(config.seed.filter(|_| config.is_sampling())),
-        eos_token_ids: eos,
-        sequences_scores: None,
-        stats,
-    })
+    Ok(state.into_output(stats))
 }
 
 fn seed_from_time() -> u64 {

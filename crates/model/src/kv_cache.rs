@@ -130,6 +130,68 @@ impl<B: Backend> KvCache<B> {
         &mut self.layers[i]
     }
 
+    /// A cache of `capacity` positions holding `src`'s first `n` positions (all its rows).
+    pub fn from_prefix(config: &LlamaConfig, src: &KvCache<B>, n: usize, capacity: usize) -> Result<Self> {
+        if n > src.len {
+            return Err(ModelError::Input(format!("the source cache holds {} positions, not {n}", src.len)));
+        }
+        let device = src.layers[0].k.device();
+        let mut c = Self::new(config, src.batch, capacity, &device)?;
+        c.check_room(n)?;
+        for (l, s) in c.layers.iter_mut().zip(&src.layers) {
+            l.k.inplace(|t| t.slice_assign(s![.., .., 0..n, ..], s.k.clone().slice(s![.., .., 0..n, ..])));
+            l.v.inplace(|t| t.slice_assign(s![.., .., 0..n, ..], s.v.clone().slice(s![.., .., 0..n, ..])));
+        }
+        c.len = n;
+        Ok(c)
+    }
+
+    /// Move positions `from..len` of every row to start at `to` (continuous batching: make room
+    /// at the end, or right-align rows so a longer prompt fits); the cache then holds
+    /// `to + len - from` positions. What lies outside the moved range is zero.
+    pub fn shift(&mut self, from: usize, to: usize) -> Result<()> {
+        if from > self.len {
+            return Err(ModelError::Input(format!("cannot shift from {from}: the cache holds {}", self.len)));
+        }
+        let n = self.len - from;
+        if to + n > self.capacity {
+            return Err(ModelError::CacheOverflow { have: to, adding: n, capacity: self.capacity });
+        }
+        if from != to {
+            for l in &mut self.layers {
+                for t in [&mut l.k, &mut l.v] {
+                    let part = t.clone().slice(s![.., .., from..from + n, ..]);
+                    *t = Tensor::zeros(t.shape(), &t.device()).slice_assign(s![.., .., to..to + n, ..], part);
+                }
+            }
+        }
+        self.len = to + n;
+        Ok(())
+    }
+
+    /// Add `src`'s rows (its first `n` positions) as new rows whose positions end where this
+    /// cache's end: they land at `len - n..len`. Needs `n ≤ len` (shift first).
+    pub fn append_rows(&mut self, src: &KvCache<B>, n: usize) -> Result<()> {
+        if n > self.len || n > src.len {
+            return Err(ModelError::Input(format!(
+                "cannot append {n} positions to a cache of {} from one of {}",
+                self.len, src.len
+            )));
+        }
+        let (a, b) = (self.len - n, self.len);
+        for (l, sl) in self.layers.iter_mut().zip(&src.layers) {
+            for (t, st) in [(&mut l.k, &sl.k), (&mut l.v, &sl.v)] {
+                let [_, h, cap, d] = t.dims();
+                let rows = st.dims()[0];
+                let add = Tensor::zeros([rows, h, cap, d], &t.device())
+                    .slice_assign(s![.., .., a..b, ..], st.clone().slice(s![.., .., 0..n, ..]));
+                *t = Tensor::cat(vec![t.clone(), add], 0);
+            }
+        }
+        self.batch += src.batch;
+        Ok(())
+    }
+
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
     }

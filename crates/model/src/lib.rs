@@ -9,6 +9,7 @@ pub mod attention;
 pub mod batch;
 pub mod beam;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod kernels;
@@ -25,6 +26,7 @@ pub mod speculative;
 
 pub use batch::Batch;
 pub use config::{HfLlamaConfig, LlamaConfig};
+pub use engine::{Engine, EngineStep};
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats};
 pub use kv_cache::KvCache;

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use demiurgic_model::load::{ChatMessage, LoadedModel, StreamDecoder, TextStops};
-use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
+use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
 use demiurgic_sampling::{FinishReason, GenerationConfig, SamplingError};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Semaphore};
@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Requests waiting for a free slot before new ones are answered 429 (0–100000).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub max_queue: u32,
+    /// Most positions (prompt + new tokens) one request may use; the engine's KV cache holds this
+    /// many per running row (16–1048576; capped at the model's context).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub max_context: u32,
     /// Require `Authorization: Bearer KEY` on every /v1 route.
     #[arg(long)]
     pub api_key: Option<String>,
@@ -69,6 +73,147 @@ struct App<B: DecodeOps> {
     max_queue: usize,
     created: u64,
     counter: AtomicU64,
+    engine: std::sync::mpsc::Sender<Submission>,
+    /// Largest prompt + new tokens one request may need (the engine's cache positions).
+    max_context: usize,
+}
+
+/// One prompt of a request, for the engine thread.
+struct Submission {
+    prompt: Vec<u32>,
+    config: GenerationConfig,
+    /// Which prompt of its request.
+    index: usize,
+    events: std::sync::mpsc::Sender<EngineMsg>,
+    cancelled: Arc<AtomicBool>,
+}
+
+enum EngineMsg {
+    Tokens { index: usize, tokens: Vec<Option<u32>> },
+    Done { index: usize, output: GenerationOutput },
+    Error(demiurgic_model::ModelError),
+}
+
+/// The engine thread: owns the batching engine, admits submissions between steps, steps every
+/// running row at once, drops requests whose client went away.
+fn engine_loop<B: DecodeOps>(
+    loaded: &'static LoadedModel<B>,
+    capacity: usize,
+    rx: std::sync::mpsc::Receiver<Submission>,
+) {
+    let mut engine = match Engine::new(&loaded.model, capacity) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot start the engine: {e}");
+            return;
+        }
+    };
+    let tok = loaded.tokenizer.as_ref();
+    let mut running: std::collections::HashMap<u64, Submission> = Default::default();
+    let mut next_id = 0u64;
+    let send = |sub: &Submission, m: EngineMsg| sub.events.send(m).is_ok();
+    loop {
+        let mut incoming = vec![];
+        if engine.is_idle() {
+            release_free_memory();
+            match rx.recv() {
+                Ok(s) => incoming.push(s),
+                Err(_) => return, // the server has stopped
+            }
+        }
+        while let Ok(s) = rx.try_recv() {
+            incoming.push(s);
+        }
+        for sub in incoming {
+            if sub.cancelled.load(Ordering::Relaxed) {
+                continue;
+            }
+            let id = next_id;
+            next_id += 1;
+            let stops = tok.filter(|_| !sub.config.stop.is_empty()).map(|t| TextStops::new(t, sub.config.stop.clone()));
+            match engine.add(id, sub.prompt.clone(), &sub.config, stops) {
+                Ok(step) => {
+                    send(&sub, EngineMsg::Tokens { index: sub.index, tokens: step.tokens });
+                    match step.output {
+                        Some(output) => {
+                            send(&sub, EngineMsg::Done { index: sub.index, output });
+                        }
+                        None => {
+                            running.insert(id, sub);
+                        }
+                    }
+                }
+                Err(e) => {
+                    send(&sub, EngineMsg::Error(e));
+                }
+            }
+        }
+        let gone: Vec<u64> =
+            running.iter().filter(|(_, s)| s.cancelled.load(Ordering::Relaxed)).map(|(&id, _)| id).collect();
+        for id in gone {
+            running.remove(&id);
+            if let Err(e) = engine.cancel(id) {
+                eprintln!("error: engine: {e}");
+            }
+        }
+        match engine.step() {
+            Ok(steps) => {
+                for st in steps {
+                    let Some(sub) = running.get(&st.id) else { continue };
+                    let alive = send(sub, EngineMsg::Tokens { index: sub.index, tokens: st.tokens });
+                    if let Some(output) = st.output {
+                        let sub = running.remove(&st.id).expect("running");
+                        send(&sub, EngineMsg::Done { index: sub.index, output });
+                    } else if !alive {
+                        sub.cancelled.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(e) => {
+                // a failed step fails every running request; the engine starts over
+                let msg = e.to_string();
+                for (_, sub) in running.drain() {
+                    send(
+                        &sub,
+                        EngineMsg::Error(demiurgic_model::ModelError::Input(format!("generation failed: {msg}"))),
+                    );
+                }
+                engine = match Engine::new(&loaded.model, capacity) {
+                    Ok(e) => e,
+                    Err(_) => return,
+                };
+            }
+        }
+    }
+}
+
+/// Give freed memory back to the OS when the engine goes idle: glibc keeps large freed blocks
+/// (the batch's KV cache) in its heap once its mmap threshold has grown, so resident memory would
+/// stay at its peak after a burst of requests.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The outputs of a request's prompts as one (rows in prompt order).
+fn merge(outs: Vec<GenerationOutput>) -> GenerationOutput {
+    let mut it = outs.into_iter();
+    let mut a = it.next().expect("at least one prompt");
+    for b in it {
+        a.tokens.extend(b.tokens);
+        a.lengths.extend(b.lengths);
+        a.finish_reasons.extend(b.finish_reasons);
+        if let (Some(x), Some(y)) = (a.logprobs.as_mut(), b.logprobs) {
+            x.extend(y);
+        }
+        if let (Some(x), Some(y)) = (a.top_logprobs.as_mut(), b.top_logprobs) {
+            x.extend(y);
+        }
+    }
+    a
 }
 
 impl BackendJob for ServeJob {
@@ -80,7 +225,15 @@ impl BackendJob for ServeJob {
         });
         // the server lives as long as the process: the model is shared by every request thread
         let loaded: &'static LoadedModel<B> = Box::leak(Box::new(loaded));
+        let max_context = (a.max_context as usize).min(loaded.model.config.max_position_embeddings);
+        let (etx, erx) = std::sync::mpsc::channel::<Submission>();
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || engine_loop(loaded, max_context, erx))
+            .context("cannot start the engine thread")?;
         let app = Arc::new(App {
+            engine: etx,
+            max_context,
             loaded,
             name: name.clone(),
             api_key: a.api_key.clone(),
@@ -497,7 +650,7 @@ fn parse<B: DecodeOps>(app: &App<B>, body: &Value, kind: Kind) -> Result<Job, Ap
         }
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let ctx = mc.max_position_embeddings;
+    let ctx = app.max_context;
     let max_tokens = match integer(body, "max_completion_tokens", 1, i64::MAX)? {
         Some(x) => Some(x),
         None => integer(body, "max_tokens", 1, i64::MAX)?,
@@ -511,7 +664,7 @@ fn parse<B: DecodeOps>(app: &App<B>, body: &Value, kind: Kind) -> Result<Job, Ap
         return Err(ApiError::bad(
             if kind == Kind::Chat { "messages" } else { "prompt" },
             format!(
-                "this model's maximum context length is {ctx} tokens; the request needs {} ({longest} in the prompt, {max_tokens} to generate)",
+                "this server's maximum context length is {ctx} tokens (--max-context, at most the model's); the request needs {} ({longest} in the prompt, {max_tokens} to generate)",
                 longest + max_tokens
             ),
         )
@@ -645,7 +798,7 @@ fn run<B: DecodeOps>(
     app: &App<B>,
     job: &Job,
     tx: Option<mpsc::Sender<String>>,
-    cancelled: &AtomicBool,
+    cancelled: &Arc<AtomicBool>,
 ) -> Result<Value, ApiError> {
     let loaded = app.loaded;
     let tok = loaded.tokenizer.as_ref();
@@ -704,18 +857,48 @@ fn run<B: DecodeOps>(
             }
         }
     };
-    let stop_check = |_: &[u32]| cancelled.load(Ordering::Relaxed);
-    let stops = tok.filter(|_| !c.stop.is_empty()).map(|t| TextStops::new(t, c.stop.clone()));
-    let opts = GenerateOptions {
-        on_step: if tx.is_some() { Some(&mut on_step) } else { None },
-        stop_check: Some(&stop_check),
-        stops,
-        ..Default::default()
-    };
-    let out = generate(&loaded.model, &job.prompts, c, opts).map_err(|e| match e {
-        demiurgic_model::ModelError::Sampling(s) => ApiError::from(s),
-        e => ApiError::bad("body", e.to_string()),
-    })?;
+    // each prompt is one request of the batching engine; its rows are `n` consecutive choices
+    let n = c.num_return_sequences;
+    let (etx, erx) = std::sync::mpsc::channel::<EngineMsg>();
+    for (pi, p) in job.prompts.iter().enumerate() {
+        let sub = Submission {
+            prompt: p.clone(),
+            config: c.clone(),
+            index: pi,
+            events: etx.clone(),
+            cancelled: cancelled.clone(),
+        };
+        app.engine.send(sub).map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped"))?;
+    }
+    drop(etx);
+    let mut outs: Vec<Option<GenerationOutput>> = vec![None; job.prompts.len()];
+    while let Ok(msg) = erx.recv() {
+        match msg {
+            EngineMsg::Tokens { index, tokens } => {
+                if tx.is_some() {
+                    let mut all = vec![None; rows];
+                    all[index * n..index * n + tokens.len()].copy_from_slice(&tokens);
+                    on_step(&all);
+                }
+            }
+            EngineMsg::Done { index, output } => outs[index] = Some(output),
+            EngineMsg::Error(e) => {
+                cancelled.store(true, Ordering::Relaxed);
+                return Err(match e {
+                    demiurgic_model::ModelError::Sampling(s) => ApiError::from(s),
+                    e => ApiError::bad("body", e.to_string()),
+                });
+            }
+        }
+    }
+    if cancelled.load(Ordering::Relaxed) {
+        return Ok(Value::Null);
+    }
+    let out = merge(
+        outs.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the engine dropped a request"))?,
+    );
     let finals: Vec<String> = (0..rows).map(|i| final_text(tok, &out, i, &c.stop)).collect::<Result<_, _>>()?;
     let completion_tokens: usize = out.lengths.iter().sum();
     let prompt_tokens: usize = job.prompts.iter().map(Vec::len).sum();

@@ -3,6 +3,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs, clippy::type_complexity)]
 mod chat_template;
 mod cross_backend;
+mod engine;
 mod families;
 mod fuzz_regressions;
 mod generation;

@@ -1,0 +1,248 @@
+//! Continuous batching: requests join a running batch at a step boundary and leave when done.
+//!
+//! One [`KvCache`] holds every running row. A request's prompt is prefilled on its own (exactly as
+//! [`crate::generate`] prefills it), then its rows are appended to the shared cache with their keys
+//! right-aligned to its end, so every row writes its next key at the same cache position; each
+//! row's own positions (RoPE) and its valid keys (the mask) keep it independent of the others. The
+//! decode step runs all rows in one forward pass; each request's rows then go through that
+//! request's own pipeline and sampler ([`crate::generate::SampleState`], shared with `generate`),
+//! so a request gets the tokens `generate` gives it alone, whatever runs beside it. When the
+//! cache's end reaches its capacity the rows are shifted left over positions no row uses.
+use std::time::Instant;
+
+use burn::tensor::s;
+use demiurgic_sampling::GenerationConfig;
+
+use crate::error::{ModelError, Result};
+use crate::generate::{prepare, GenerationOutput, GenerationStats, SampleState};
+use crate::kv_cache::KvCache;
+use crate::llama::{Llama, StepInput};
+use crate::load::TextStops;
+use crate::ops::DecodeOps;
+
+/// What one request did in one step: each of its rows' new token (None once the row finished),
+/// and its output when the request has finished.
+pub struct EngineStep {
+    pub id: u64,
+    pub tokens: Vec<Option<u32>>,
+    pub output: Option<GenerationOutput>,
+}
+
+struct Active<'m, B: DecodeOps> {
+    id: u64,
+    state: SampleState<B>,
+    stops: Option<TextStops<'m>>,
+    /// First cache position holding this request's keys.
+    start: usize,
+    /// Position id of the next token its rows feed.
+    next_pos: usize,
+    t_start: Instant,
+    prefill_ms: f64,
+}
+
+impl<B: DecodeOps> Active<'_, B> {
+    fn finish(self) -> GenerationOutput {
+        let total = self.t_start.elapsed().as_secs_f64() * 1e3;
+        let decode_ms = total - self.prefill_ms;
+        let rows = self.state.rows();
+        let steps = self.state.step.saturating_sub(1);
+        let stats = GenerationStats {
+            prompt_tokens: self.state.t0 * rows,
+            prefill_ms: self.prefill_ms,
+            decode_ms,
+            decode_tokens_per_s: if decode_ms > 0.0 { (steps * rows) as f64 / (decode_ms / 1e3) } else { 0.0 },
+            ..Default::default()
+        };
+        self.state.into_output(stats)
+    }
+}
+
+/// A running batch of requests over one model.
+pub struct Engine<'m, B: DecodeOps> {
+    model: &'m Llama<B>,
+    capacity: usize,
+    cache: Option<KvCache<B>>,
+    active: Vec<Active<'m, B>>,
+}
+
+impl<'m, B: DecodeOps> Engine<'m, B> {
+    /// An engine whose shared cache holds `capacity` positions (at most the model's context): a
+    /// request's prompt + new tokens must fit in it.
+    pub fn new(model: &'m Llama<B>, capacity: usize) -> Result<Self> {
+        let ctx = model.config.max_position_embeddings;
+        if capacity == 0 || capacity > ctx {
+            return Err(ModelError::Input(format!(
+                "engine cache size {capacity} must be between 1 and the model's context ({ctx})"
+            )));
+        }
+        Ok(Self { model, capacity, cache: None, active: vec![] })
+    }
+
+    /// Rows running now.
+    pub fn rows(&self) -> usize {
+        self.active.iter().map(|a| a.state.rows()).sum()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Start request `id` (one prompt, `config.num_return_sequences` rows): validate, prefill,
+    /// draw the first token of each row. The returned step holds those tokens (and the output if
+    /// the request is already done); otherwise the request runs in the following [`Self::step`]s.
+    pub fn add(
+        &mut self,
+        id: u64,
+        prompt: Vec<u32>,
+        config: &GenerationConfig,
+        mut stops: Option<TextStops<'m>>,
+    ) -> Result<EngineStep> {
+        config.validate()?;
+        if config.num_beams > 1 || config.prompt_lookup_num_tokens.is_some() {
+            return Err(ModelError::Input(
+                "the batching engine runs greedy and sampling requests (not beam search or speculative decoding)"
+                    .into(),
+            ));
+        }
+        let n = config.num_return_sequences;
+        let prep = prepare::<B>(&self.model.config, &[prompt], config, n)?;
+        let t0 = prep.t0;
+        if t0 + prep.max_new > self.capacity {
+            return Err(ModelError::Input(format!(
+                "prompt ({t0} tokens) + max_new_tokens ({}) exceed the server's cache of {} positions",
+                prep.max_new, self.capacity
+            )));
+        }
+        let t_start = Instant::now();
+        let mut state = SampleState::<B>::new(config, &prep, None, None)?;
+        let mut tmp = self.model.new_cache(n, t0)?;
+        let input = StepInput {
+            tokens: prep.batch.tokens.clone(),
+            positions: prep.batch.positions.clone(),
+            key_valid: prep.batch.mask.clone(),
+        };
+        let raw = self.model.forward_last(&input, Some(&mut tmp))?;
+        let tokens = state.advance(raw, stops.as_mut(), None)?;
+        let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        let mut a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };
+        if a.state.done() {
+            return Ok(EngineStep { id, tokens, output: Some(a.finish()) });
+        }
+        match self.cache.as_mut() {
+            None => {
+                self.cache = Some(KvCache::from_prefix(&self.model.config, &tmp, t0, self.capacity)?);
+                a.start = 0;
+            }
+            Some(cache) => {
+                let len = cache.len();
+                if len < t0 {
+                    // right-align the running rows so the new prompt fits before the end
+                    let d = t0 - len;
+                    cache.shift(0, d)?;
+                    for r in &mut self.active {
+                        r.start += d;
+                    }
+                }
+                cache.append_rows(&tmp, t0)?;
+                a.start = cache.len() - t0;
+            }
+        }
+        self.active.push(a);
+        Ok(EngineStep { id, tokens, output: None })
+    }
+
+    /// Make sure `extra` more positions fit after the cache's end, shifting every row left over
+    /// the positions no row uses.
+    fn make_room(&mut self, extra: usize) -> Result<()> {
+        let Some(cache) = self.cache.as_mut() else { return Ok(()) };
+        if cache.len() + extra <= self.capacity {
+            return Ok(());
+        }
+        let unused = self.active.iter().map(|a| a.start).min().unwrap_or(0);
+        if unused > 0 {
+            cache.shift(unused, 0)?;
+            for a in &mut self.active {
+                a.start -= unused;
+            }
+        }
+        cache.check_room(extra)
+    }
+
+    /// Drop request `id` (its client went away); its rows leave the batch.
+    pub fn cancel(&mut self, id: u64) -> Result<()> {
+        let keep: Vec<bool> = self.active.iter().map(|a| a.id != id).collect();
+        self.retain(&keep)?;
+        Ok(())
+    }
+
+    /// Keep the requests flagged true (and their cache rows).
+    fn retain(&mut self, keep: &[bool]) -> Result<Vec<Active<'m, B>>> {
+        if keep.iter().all(|&k| k) {
+            return Ok(vec![]);
+        }
+        let mut rows = vec![];
+        let mut r = 0;
+        for (a, &k) in self.active.iter().zip(keep) {
+            let n = a.state.rows();
+            if k {
+                rows.extend(r..r + n);
+            }
+            r += n;
+        }
+        let mut gone = vec![];
+        let mut kept = vec![];
+        for (a, &k) in std::mem::take(&mut self.active).into_iter().zip(keep) {
+            if k {
+                kept.push(a);
+            } else {
+                gone.push(a);
+            }
+        }
+        self.active = kept;
+        if rows.is_empty() {
+            self.cache = None;
+        } else if let Some(c) = self.cache.as_mut() {
+            c.reorder(&rows)?;
+        }
+        Ok(gone)
+    }
+
+    /// One decode step for every running row.
+    pub fn step(&mut self) -> Result<Vec<EngineStep>> {
+        if self.active.is_empty() {
+            return Ok(vec![]);
+        }
+        self.make_room(1)?;
+        let cache = self.cache.as_mut().expect("rows run on a cache");
+        let len = cache.len();
+        let mut input = StepInput { tokens: vec![], positions: vec![], key_valid: vec![] };
+        for a in &self.active {
+            let valid: Vec<bool> = (0..=len).map(|p| p >= a.start).collect();
+            for t in a.state.last_tokens() {
+                input.tokens.push(vec![t]);
+                input.positions.push(vec![a.next_pos]);
+                input.key_valid.push(valid.clone());
+            }
+        }
+        let raw = self.model.forward_last(&input, Some(cache))?;
+        let mut out = vec![];
+        let mut keep = vec![];
+        let mut r = 0;
+        for a in &mut self.active {
+            let n = a.state.rows();
+            let rows = raw.clone().slice(s![r..r + n, ..]);
+            r += n;
+            let tokens = a.state.advance(rows, a.stops.as_mut(), None)?;
+            a.next_pos += 1;
+            keep.push(!a.state.done());
+            out.push(EngineStep { id: a.id, tokens, output: None });
+        }
+        for a in self.retain(&keep)? {
+            let id = a.id;
+            if let Some(s) = out.iter_mut().find(|s| s.id == id) {
+                s.output = Some(a.finish());
+            }
+        }
+        Ok(out)
+    }
+}

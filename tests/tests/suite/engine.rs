@@ -1,0 +1,103 @@
+//! The continuous-batching engine gives each request what `generate` gives it alone: requests
+//! with different prompts, lengths, greedy or seeded sampling, `n` > 1, EOS, joining at
+//! different steps — including a prompt longer than the running cache (rows right-aligned) and a
+//! cache small enough that rows are shifted left while they run.
+use std::collections::HashMap;
+
+use demiurgic_model::{generate, load_model, DecodeOps, Engine, GenerateOptions, GenerationOutput};
+use demiurgic_sampling::GenerationConfig;
+use demiurgic_tests::{fixture, per_backend};
+
+fn greedy(n: usize) -> GenerationConfig {
+    GenerationConfig { max_new_tokens: Some(n), logprobs: true, ..GenerationConfig::greedy() }
+}
+
+fn sampled(n: usize, seed: u64, rows: usize) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens: Some(n),
+        seed: Some(seed),
+        temperature: 1.2,
+        top_k: 0,
+        top_p: 0.95,
+        num_return_sequences: rows,
+        logprobs: true,
+        ..Default::default()
+    }
+}
+
+fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
+    let m = load_model::<B>(&fixture("tiny-llama"), d).unwrap().model;
+    let long: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % 250 + 3).collect();
+    // (prompt, config, step at which it joins)
+    let reqs: Vec<(Vec<u32>, GenerationConfig, usize)> = vec![
+        (vec![173, 54, 249, 30, 165, 234, 93], greedy(20), 0),
+        (vec![29, 227, 38, 202, 119, 225, 43, 7, 221, 149, 200, 145], greedy(10), 0), // ends with EOS
+        (vec![146, 71, 26], sampled(14, 5, 2), 2),
+        (long.clone(), sampled(8, 9, 1), 4), // longer than the running cache: rows right-aligned
+        (vec![1, 2, 3], greedy(30), 6),
+        (vec![9, 8, 7, 6], sampled(25, 3, 3), 9),
+    ];
+    // 48 positions: long runs outgrow it and are shifted left while they run
+    let mut eng = Engine::new(&m, 48).unwrap();
+    let mut outs: HashMap<u64, GenerationOutput> = HashMap::new();
+    let (mut step, mut next, mut max_rows) = (0, 0, 0);
+    loop {
+        while next < reqs.len() && reqs[next].2 <= step {
+            let (p, c, _) = &reqs[next];
+            let s = eng.add(next as u64, p.clone(), c, None).unwrap();
+            assert_eq!(s.tokens.len(), c.num_return_sequences);
+            if let Some(o) = s.output {
+                outs.insert(s.id, o);
+            }
+            next += 1;
+        }
+        if eng.is_idle() && next == reqs.len() {
+            break;
+        }
+        max_rows = max_rows.max(eng.rows());
+        for s in eng.step().unwrap() {
+            if let Some(o) = s.output {
+                assert!(outs.insert(s.id, o).is_none(), "request {} finished twice", s.id);
+            }
+        }
+        step += 1;
+        assert!(step < 500, "the engine does not finish");
+    }
+    assert!(max_rows >= 5, "requests ran side by side ({max_rows} rows at most)");
+    for (i, (p, c, _)) in reqs.iter().enumerate() {
+        let want = generate(&m, &[p.clone()], c, GenerateOptions::default()).unwrap();
+        let got = outs.get(&(i as u64)).unwrap_or_else(|| panic!("request {i} never finished"));
+        assert_eq!(got.tokens, want.tokens, "request {i}: tokens");
+        assert_eq!(got.lengths, want.lengths, "request {i}: lengths");
+        assert_eq!(got.finish_reasons, want.finish_reasons, "request {i}: finish reasons");
+        let (g, w) = (got.logprobs.as_ref().unwrap(), want.logprobs.as_ref().unwrap());
+        for (r, (g, w)) in g.iter().zip(w).enumerate() {
+            assert_eq!(g.len(), w.len());
+            for (k, (a, b)) in g.iter().zip(w).enumerate() {
+                assert!((a - b).abs() < 1e-4, "request {i} row {r} step {k}: logprob {a} vs {b}");
+            }
+        }
+    }
+    // cancelling drops a request's rows; the rest go on
+    let mut eng = Engine::new(&m, 48).unwrap();
+    eng.add(1, vec![5, 6, 7], &greedy(10), None).unwrap();
+    eng.add(2, vec![8, 9], &greedy(10), None).unwrap();
+    eng.step().unwrap();
+    eng.cancel(1).unwrap();
+    assert_eq!(eng.rows(), 1);
+    let mut last = None;
+    while !eng.is_idle() {
+        for s in eng.step().unwrap() {
+            assert_eq!(s.id, 2);
+            last = s.output.or(last);
+        }
+    }
+    let want = generate(&m, &[vec![8, 9]], &greedy(10), GenerateOptions::default()).unwrap();
+    assert_eq!(last.unwrap().tokens, want.tokens);
+    // a request that does not fit the engine's cache is refused with the numbers
+    let e =
+        Engine::new(&m, 16).unwrap().add(3, long, &greedy(8), None).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("16"), "{e}");
+}
+
+per_backend!(engine_gives_each_request_what_generate_gives_it_alone, engine_matches_generate);
