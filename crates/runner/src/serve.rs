@@ -50,7 +50,7 @@ pub struct ServeArgs {
     pub max_queue: u32,
     /// Most positions (prompt + new tokens) one request may use; the engine's KV cache holds this
     /// many per running row (16–1048576; capped at the model's context).
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_context: u32,
     /// Require `Authorization: Bearer KEY` on every /v1 route.
     #[arg(long)]
