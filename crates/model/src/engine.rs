@@ -7,7 +7,8 @@
 //! decode step runs all rows in one forward pass; each request's rows then go through that
 //! request's own pipeline and sampler ([`crate::generate::SampleState`], shared with `generate`),
 //! so a request gets the tokens `generate` gives it alone, whatever runs beside it. When the
-//! cache's end reaches its capacity the rows are shifted left over positions no row uses.
+//! cache's end reaches its size the cache grows (doubling, up to the engine's limit), then the
+//! rows are shifted left over positions no row uses.
 use std::time::Instant;
 
 use burn::tensor::s;
@@ -83,6 +84,11 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         self.active.iter().map(|a| a.state.rows()).sum()
     }
 
+    /// Positions the shared cache holds now (None while idle).
+    pub fn cache_size(&self) -> Option<usize> {
+        self.cache.as_ref().map(KvCache::capacity)
+    }
+
     pub fn is_idle(&self) -> bool {
         self.active.is_empty()
     }
@@ -130,11 +136,14 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         }
         match self.cache.as_mut() {
             None => {
-                self.cache = Some(KvCache::from_prefix(&self.model.config, &tmp, t0, self.capacity)?);
+                let cap = self.sized(t0 + 1);
+                self.cache = Some(KvCache::from_prefix(&self.model.config, &tmp, t0, cap)?);
                 a.start = 0;
             }
             Some(cache) => {
                 let len = cache.len();
+                let cap = (self.capacity).min((len.max(t0) + 1).next_power_of_two().max(64));
+                cache.grow(cap)?;
                 if len < t0 {
                     // right-align the running rows so the new prompt fits before the end
                     let d = t0 - len;
@@ -151,12 +160,22 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         Ok(EngineStep { id, tokens, output: None })
     }
 
+    /// A cache size for `need` positions: a power of two (at least 64), at most the engine's limit.
+    fn sized(&self, need: usize) -> usize {
+        need.next_power_of_two().max(64).min(self.capacity)
+    }
+
     /// Make sure `extra` more positions fit after the cache's end, shifting every row left over
     /// the positions no row uses.
     fn make_room(&mut self, extra: usize) -> Result<()> {
         let Some(cache) = self.cache.as_mut() else { return Ok(()) };
-        if cache.len() + extra <= self.capacity {
+        if cache.len() + extra <= cache.capacity() {
             return Ok(());
+        }
+        // grow (doubling, up to the engine's limit) before shifting rows
+        let want = (cache.len() + extra).next_power_of_two().max(64).min(self.capacity);
+        if want >= cache.len() + extra {
+            return cache.grow(want);
         }
         let unused = self.active.iter().map(|a| a.start).min().unwrap_or(0);
         if unused > 0 {

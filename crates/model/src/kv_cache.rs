@@ -146,6 +146,24 @@ impl<B: Backend> KvCache<B> {
         Ok(c)
     }
 
+    /// Grow to `capacity` positions (the held positions are kept; continuous batching sizes the
+    /// shared cache to what its rows need).
+    pub fn grow(&mut self, capacity: usize) -> Result<()> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        let n = self.len;
+        for l in &mut self.layers {
+            for t in [&mut l.k, &mut l.v] {
+                let [b, h, _, d] = t.dims();
+                let part = t.clone().slice(s![.., .., 0..n, ..]);
+                *t = Tensor::zeros([b, h, capacity, d], &t.device()).slice_assign(s![.., .., 0..n, ..], part);
+            }
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
     /// Move positions `from..len` of every row to start at `to` (continuous batching: make room
     /// at the end, or right-align rows so a longer prompt fits); the cache then holds
     /// `to + len - from` positions. What lies outside the moved range is zero.

@@ -29,7 +29,7 @@ fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
     let m = load_model::<B>(&fixture("tiny-llama"), d).unwrap().model;
     let long: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % 250 + 3).collect();
     // (prompt, config, step at which it joins)
-    let reqs: Vec<(Vec<u32>, GenerationConfig, usize)> = vec![
+    let base: Vec<(Vec<u32>, GenerationConfig, usize)> = vec![
         (vec![173, 54, 249, 30, 165, 234, 93], greedy(20), 0),
         (vec![29, 227, 38, 202, 119, 225, 43, 7, 221, 149, 200, 145], greedy(10), 0), // ends with EOS
         (vec![146, 71, 26], sampled(14, 5, 2), 2),
@@ -37,44 +37,60 @@ fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
         (vec![1, 2, 3], greedy(30), 6),
         (vec![9, 8, 7, 6], sampled(25, 3, 3), 9),
     ];
-    // 48 positions: long runs outgrow it and are shifted left while they run
-    let mut eng = Engine::new(&m, 48).unwrap();
-    let mut outs: HashMap<u64, GenerationOutput> = HashMap::new();
-    let (mut step, mut next, mut max_rows) = (0, 0, 0);
-    loop {
-        while next < reqs.len() && reqs[next].2 <= step {
-            let (p, c, _) = &reqs[next];
-            let s = eng.add(next as u64, p.clone(), c, None).unwrap();
-            assert_eq!(s.tokens.len(), c.num_return_sequences);
-            if let Some(o) = s.output {
-                outs.insert(s.id, o);
+    // 48 positions: long runs outgrow it and are shifted left while they run; 128: the cache
+    // starts at 64 positions and grows
+    for cap in [48, 128] {
+        let mut reqs = base.clone();
+        if cap == 128 {
+            reqs.push((vec![4, 5], greedy(100), 1)); // runs past 64 positions: the cache grows
+        }
+        let mut sizes = vec![];
+        let mut eng = Engine::new(&m, cap).unwrap();
+        let mut outs: HashMap<u64, GenerationOutput> = HashMap::new();
+        let (mut step, mut next, mut max_rows) = (0, 0, 0);
+        loop {
+            while next < reqs.len() && reqs[next].2 <= step {
+                let (p, c, _) = &reqs[next];
+                let s = eng.add(next as u64, p.clone(), c, None).unwrap();
+                assert_eq!(s.tokens.len(), c.num_return_sequences);
+                if let Some(o) = s.output {
+                    outs.insert(s.id, o);
+                }
+                next += 1;
             }
-            next += 1;
-        }
-        if eng.is_idle() && next == reqs.len() {
-            break;
-        }
-        max_rows = max_rows.max(eng.rows());
-        for s in eng.step().unwrap() {
-            if let Some(o) = s.output {
-                assert!(outs.insert(s.id, o).is_none(), "request {} finished twice", s.id);
+            if eng.is_idle() && next == reqs.len() {
+                break;
             }
+            max_rows = max_rows.max(eng.rows());
+            sizes.extend(eng.cache_size());
+            for s in eng.step().unwrap() {
+                if let Some(o) = s.output {
+                    assert!(outs.insert(s.id, o).is_none(), "request {} finished twice", s.id);
+                }
+            }
+            step += 1;
+            assert!(step < 500, "the engine does not finish");
         }
-        step += 1;
-        assert!(step < 500, "the engine does not finish");
-    }
-    assert!(max_rows >= 5, "requests ran side by side ({max_rows} rows at most)");
-    for (i, (p, c, _)) in reqs.iter().enumerate() {
-        let want = generate(&m, &[p.clone()], c, GenerateOptions::default()).unwrap();
-        let got = outs.get(&(i as u64)).unwrap_or_else(|| panic!("request {i} never finished"));
-        assert_eq!(got.tokens, want.tokens, "request {i}: tokens");
-        assert_eq!(got.lengths, want.lengths, "request {i}: lengths");
-        assert_eq!(got.finish_reasons, want.finish_reasons, "request {i}: finish reasons");
-        let (g, w) = (got.logprobs.as_ref().unwrap(), want.logprobs.as_ref().unwrap());
-        for (r, (g, w)) in g.iter().zip(w).enumerate() {
-            assert_eq!(g.len(), w.len());
-            for (k, (a, b)) in g.iter().zip(w).enumerate() {
-                assert!((a - b).abs() < 1e-4, "request {i} row {r} step {k}: logprob {a} vs {b}");
+        assert!(max_rows >= 5, "requests ran side by side ({max_rows} rows at most)");
+        if cap == 128 {
+            assert_eq!(
+                (sizes.first(), sizes.iter().max()),
+                (Some(&64), Some(&128)),
+                "the cache starts small and grows"
+            );
+        }
+        for (i, (p, c, _)) in reqs.iter().enumerate() {
+            let want = generate(&m, &[p.clone()], c, GenerateOptions::default()).unwrap();
+            let got = outs.get(&(i as u64)).unwrap_or_else(|| panic!("request {i} never finished"));
+            assert_eq!(got.tokens, want.tokens, "request {i} (cache {cap}): tokens");
+            assert_eq!(got.lengths, want.lengths, "request {i}: lengths");
+            assert_eq!(got.finish_reasons, want.finish_reasons, "request {i}: finish reasons");
+            let (g, w) = (got.logprobs.as_ref().unwrap(), want.logprobs.as_ref().unwrap());
+            for (r, (g, w)) in g.iter().zip(w).enumerate() {
+                assert_eq!(g.len(), w.len());
+                for (k, (a, b)) in g.iter().zip(w).enumerate() {
+                    assert!((a - b).abs() < 1e-4, "request {i} row {r} step {k}: logprob {a} vs {b}");
+                }
             }
         }
     }
