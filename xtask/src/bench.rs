@@ -15,6 +15,7 @@ use crate::{cargo, root, target_dir};
 struct Opts {
     profile: bool,
     speculative: bool,
+    serve: bool,
     quick: bool,
     backends: Vec<String>,
     peers: bool,
@@ -26,6 +27,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
     let mut o = Opts {
         profile: false,
         speculative: false,
+        serve: false,
         quick: false,
         backends: vec![],
         peers: false,
@@ -38,6 +40,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--quick" => o.quick = true,
             "--profile" => o.profile = true,
             "--speculative" => o.speculative = true,
+            "--serve" => o.serve = true,
             "--peers" => o.peers = true,
             "--backend" => {
                 let b = it.next().context("--backend needs a value (flex, ndarray, wgpu, cuda)")?;
@@ -50,7 +53,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             }
             "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
             "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --backend B, --peers, --reps N, --model PATH)"),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --reps N, --model PATH)"),
         }
     }
     if o.backends.is_empty() {
@@ -155,6 +158,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let threads = per_backend.first().and_then(|v| v["threads"].as_u64()).unwrap_or(0);
 
     let peers = if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref())? } else { vec![] };
+    let serve = if o.serve { run_serve(&bin, &model, o.peers)? } else { vec![] };
 
     let cat = |k: &str| -> Vec<Value> {
         per_backend.iter().flat_map(|v| v[k].as_array().cloned().unwrap_or_default()).collect()
@@ -180,6 +184,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "bandwidth_gbs": per_backend.iter().find_map(|v| v["bandwidth_gbs"].as_f64()),
         "profile": per_backend.iter().filter(|v| !v["profile"].is_null()).map(|v| v["profile"].clone()).collect::<Vec<_>>(),
         "speculative": cat("speculative"),
+        "serve": serve,
         "peers": peers,
     });
     report["ratios"] = Value::Array(ratios(&report));
@@ -227,6 +232,74 @@ fn llama_cpp_cmake_args() -> String {
         args.push(format!("-D{opt}={}", if has(flag) { "ON" } else { "OFF" }));
     }
     args.join(" ")
+}
+
+/// The server load test (`scripts/bench_serve.py`: 1, 8 and 32 clients) against `demiurgic serve`
+/// and, with `--peers`, against llama-cpp-python's server on the same file (one after the other).
+fn run_serve(bin: &Path, model: &str, peers: bool) -> Result<Vec<Value>> {
+    use std::io::BufRead;
+    let script = root().join("scripts/bench_serve.py");
+    let out = target_dir().join("bench");
+    let load = |url: &str, name: &str, served: &str| -> Result<Vec<Value>> {
+        let json_out = out.join(format!("serve-{name}.json"));
+        let st = Command::new("python3")
+            .arg(&script)
+            .args(["--url", url, "--model", served, "--name", name, "--json-out"])
+            .arg(&json_out)
+            .status()?;
+        if !st.success() {
+            bail!("scripts/bench_serve.py against {name} failed ({st})");
+        }
+        Ok(serde_json::from_str::<Value>(&std::fs::read_to_string(&json_out)?)?.as_array().cloned().unwrap_or_default())
+    };
+    eprintln!("+ demiurgic serve --port 0 --max-batch 8");
+    let mut child = Command::new(bin)
+        .args(["serve", "--model", model, "--port", "0", "--max-batch", "8", "--served-model-name", "bench"])
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut err = std::io::BufReader::new(child.stderr.take().context("server stderr")?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if err.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            bail!("demiurgic serve exited before listening");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap_or_default().to_string();
+        }
+    };
+    let ours = load(&format!("http://{addr}"), "demiurgic", "bench");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut rows = ours?;
+    if peers {
+        let py = target_dir().join("bench/venv/bin/python");
+        // the server's dependencies are pinned in scripts/bench-peers-requirements.txt (installed
+        // by the peers step above)
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+        eprintln!("+ python -m llama_cpp.server --port {port} --interrupt_requests False");
+        let mut child = Command::new(&py)
+            .args(["-m", "llama_cpp.server", "--model", model, "--n_threads", "2", "--n_threads_batch", "2"])
+            .args(["--n_ctx", "4096", "--model_alias", "bench", "--interrupt_requests", "False", "--port", &port])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>()?)).is_err() {
+            if t.elapsed().as_secs() > 120 {
+                let _ = child.kill();
+                bail!("llama-cpp-python's server did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let theirs = load(&url, "llama.cpp", "bench");
+        let _ = child.kill();
+        let _ = child.wait();
+        rows.extend(theirs?);
+    }
+    Ok(rows)
 }
 
 /// transformers and llama.cpp on the same model, thread count and shapes, in a venv under target/.
@@ -439,6 +512,23 @@ fn markdown(r: &Value) -> String {
             );
         }
     }
+    let serve = rows("serve");
+    if !serve.is_empty() {
+        s += "\n## Server load (streamed completions, 64 tokens, 4 per client)\n\n| server | clients | requests/s | tokens/s | latency p50 (s) | latency p99 (s) | TTFT p50 (s) | TTFT p99 (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        for row in &serve {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                row["server"].as_str().unwrap_or(""),
+                row["concurrency"],
+                f(&row["requests_per_s"], 2),
+                f(&row["tokens_per_s"], 1),
+                f(&row["latency_p50_s"], 2),
+                f(&row["latency_p99_s"], 2),
+                f(&row["ttft_p50_s"], 3),
+                f(&row["ttft_p99_s"], 3)
+            );
+        }
+    }
     let ratios = rows("ratios");
     if !ratios.is_empty() {
         s += "\n## Ours / peer (speed ratio, > 1 means Demiurgic is faster)\n\n| backend | peer | measure | at | ratio |\n|---|---|---|---:|---:|\n";
@@ -561,6 +651,7 @@ mod tests {
             "decode": [{"backend": "flex", "batch": 1, "tokens_per_s": 50.0, "ms_per_step": 20.0}],
             "prefill": [{"backend": "flex", "prompt_tokens": 128, "tokens_per_s": 300.0}],
             "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_bytes": 3145728}},
+            "serve": [{"server": "demiurgic", "concurrency": 8, "requests_per_s": 3.3, "tokens_per_s": 211.6, "latency_p50_s": 2.3, "latency_p99_s": 2.9, "ttft_p50_s": 0.139, "ttft_p99_s": 0.5}],
             "speculative": [{"backend": "flex", "task": "input-grounded", "method": "prompt lookup (≤10)", "plain_tokens_per_s": 70.0, "tokens_per_s": 105.0, "speedup": 1.5, "draft_tokens": 40, "accepted_tokens": 30}],
             "peers": [{"name": "llama.cpp",
                 "cache_speedup": [{"new_tokens": 50, "no_cache_s": 3.0, "cache_s": 0.5, "speedup": 6.0}],
@@ -591,6 +682,7 @@ mod tests {
             "| flex | 1.0 | 2.0 | 3.0 | 0.50 |",
             "| flex | llama.cpp | decode | batch=1 | 0.50 |",
             "| flex | input-grounded | prompt lookup (≤10) | 70.0 | 105.0 | 1.50x | 30 / 40 |",
+            "| demiurgic | 8 | 3.30 | 211.6 | 2.30 | 2.90 | 0.139 | 0.500 |",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
