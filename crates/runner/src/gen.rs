@@ -460,7 +460,7 @@ fn token_text(tok: Option<&TextTokenizer>, id: u32) -> String {
 }
 
 /// The text of row `i`: special tokens skipped unless kept, cut before a stop string that ended it.
-fn row_text(
+pub(crate) fn row_text(
     t: &TextTokenizer,
     out: &GenerationOutput,
     i: usize,
@@ -469,7 +469,7 @@ fn row_text(
 ) -> Result<String> {
     let mut text = t.decode_with(out.row(i), skip_special)?;
     if out.finish_reasons[i] == demiurgic_sampling::FinishReason::Stop {
-        if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(at) = demiurgic_sampling::first_stop(stops, &text) {
             text.truncate(at);
         }
     }

@@ -772,7 +772,7 @@ fn now() -> u64 {
 /// How much of `text` may be sent: up to the first stop string, and never a tail that could be
 /// the start of one.
 fn safe_len(text: &str, stops: &[String]) -> usize {
-    if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+    if let Some(at) = demiurgic_sampling::first_stop(stops, text) {
         return at;
     }
     let mut hold = 0;
@@ -955,15 +955,8 @@ fn final_text(
     let Some(t) = tok else {
         return Ok(out.row(i).iter().map(|id| format!("{id} ")).collect());
     };
-    let mut text = t
-        .decode_with(out.row(i), true)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode: {e}")))?;
-    if out.finish_reasons[i] == FinishReason::Stop {
-        if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
-            text.truncate(at);
-        }
-    }
-    Ok(text)
+    crate::gen::row_text(t, out, i, stops, true)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode: {e:#}")))
 }
 
 fn token_str(tok: Option<&demiurgic_model::load::TextTokenizer>, id: u32) -> String {

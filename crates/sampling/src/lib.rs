@@ -48,7 +48,7 @@ pub use pipeline::{LogitsPipeline, LogitsProcessor, ProcessorContext};
 pub use repetition::RepetitionPenalty;
 pub use rng::SeqRng;
 pub use sampler::Sampler;
-pub use stopping::{FinishReason, StopStrings};
+pub use stopping::{first_stop, FinishReason, StopStrings};
 pub use temperature::Temperature;
 pub use top_k::TopK;
 pub use top_p::TopP;

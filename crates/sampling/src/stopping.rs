@@ -30,6 +30,11 @@ impl StopStrings {
 
     /// The byte offset where the first stop string begins in `text`, if any.
     pub fn find(&self, text: &str) -> Option<usize> {
-        self.strings.iter().filter_map(|s| text.find(s.as_str())).min()
+        first_stop(&self.strings, text)
     }
+}
+
+/// The byte offset where the earliest of `strings` begins in `text`, if any.
+pub fn first_stop(strings: &[String], text: &str) -> Option<usize> {
+    strings.iter().filter_map(|s| text.find(s.as_str())).min()
 }

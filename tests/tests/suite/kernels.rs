@@ -263,28 +263,7 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(max_abs_diff(&host(kb.clone()), &host(kn.clone())) < tol, "rope k");
         assert!(max_abs_diff(&host(vb.clone()), &host(vn.clone())) < tol, "split v");
         // a cache pre-filled with the same random past on both
-        let cfg = demiurgic_model::LlamaConfig {
-            vocab_size: 10,
-            hidden_size: 32,
-            intermediate_size: 8,
-            num_layers: 1,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 8,
-            max_position_embeddings: 64,
-            rms_norm_eps: 1e-5,
-            rope_theta: 1e4,
-            tie_word_embeddings: true,
-            attention_bias: false,
-            mlp_bias: false,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-            pad_token_id: None,
-            sliding_window: None,
-            family: demiurgic_model::config::Family::Llama,
-            rope_scaling: demiurgic_model::config::RopeScaling::None,
-            rope_freq_factors: None,
-        };
+        let cfg = cache_config(32, 4, 2, 8, 64);
         let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 16, device).unwrap();
         let mut cn = demiurgic_model::KvCache::<NdArray>::new(&cfg, b, 16, &nd).unwrap();
         let old = rng.vec(b * 2 * past.max(1) * 8);
@@ -302,18 +281,23 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
 
 demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match_ndarray);
 
-/// The KV cache written step by step (prefill of 3, then 1, then 1) reads back exactly what was
-/// written, on every backend (fusion backends queue the writes lazily).
-fn cache_appends_read_back<B: DecodeOps>(device: &B::Device) {
-    let cfg = demiurgic_model::LlamaConfig {
+/// A one-layer config for cache and attention tests (only the attention shapes matter).
+fn cache_config(
+    hidden_size: usize,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    max_position_embeddings: usize,
+) -> demiurgic_model::LlamaConfig {
+    demiurgic_model::LlamaConfig {
         vocab_size: 10,
-        hidden_size: 8,
+        hidden_size,
         intermediate_size: 8,
         num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 1,
-        head_dim: 4,
-        max_position_embeddings: 16,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        max_position_embeddings,
         rms_norm_eps: 1e-5,
         rope_theta: 1e4,
         tie_word_embeddings: true,
@@ -326,7 +310,13 @@ fn cache_appends_read_back<B: DecodeOps>(device: &B::Device) {
         family: demiurgic_model::config::Family::Llama,
         rope_scaling: demiurgic_model::config::RopeScaling::None,
         rope_freq_factors: None,
-    };
+    }
+}
+
+/// The KV cache written step by step (prefill of 3, then 1, then 1) reads back exactly what was
+/// written, on every backend (fusion backends queue the writes lazily).
+fn cache_appends_read_back<B: DecodeOps>(device: &B::Device) {
+    let cfg = cache_config(8, 2, 1, 4, 16);
     let mut cache = demiurgic_model::KvCache::<B>::new(&cfg, 1, 8, device).unwrap();
     let mut want: Vec<f32> = vec![];
     for (start, len) in [(0usize, 3usize), (3, 1), (4, 1), (5, 2)] {
