@@ -43,7 +43,7 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     let lp = config.length_penalty;
     // beams are chosen by score, never drawn: the pipeline without the sampling warpers
     let greedy_cfg = GenerationConfig { do_sample: false, ..config.clone() };
-    let mut pipeline = LogitsPipeline::<B>::from_config(&greedy_cfg, &eos, t0)?;
+    let mut pipeline = LogitsPipeline::<B>::from_config_with(&greedy_cfg, &eos, t0, opts.grammar)?;
     if let Some(hook) = opts.pipeline_hook {
         hook(&mut pipeline);
     }

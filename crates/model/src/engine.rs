@@ -64,6 +64,7 @@ pub struct Engine<'m, B: DecodeOps> {
     capacity: usize,
     cache: Option<KvCache<B>>,
     active: Vec<Active<'m, B>>,
+    grammar: Option<std::sync::Arc<demiurgic_sampling::GrammarCompiler>>,
 }
 
 impl<'m, B: DecodeOps> Engine<'m, B> {
@@ -76,7 +77,14 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
                 "engine cache size {capacity} must be between 1 and the model's context ({ctx})"
             )));
         }
-        Ok(Self { model, capacity, cache: None, active: vec![] })
+        Ok(Self { model, capacity, cache: None, active: vec![], grammar: None })
+    }
+
+    /// Let requests carry a `constraint` (structured generation) compiled with this tokenizer's
+    /// compiler ([`crate::load::TextTokenizer::grammar_compiler`]).
+    pub fn with_grammar(mut self, grammar: std::sync::Arc<demiurgic_sampling::GrammarCompiler>) -> Self {
+        self.grammar = Some(grammar);
+        self
     }
 
     /// Rows running now.
@@ -120,7 +128,7 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
             )));
         }
         let t_start = Instant::now();
-        let mut state = SampleState::<B>::new(config, &prep, None, None)?;
+        let mut state = SampleState::<B>::new(config, &prep, None, None, self.grammar.as_deref())?;
         let mut tmp = self.model.new_cache(n, t0)?;
         let input = StepInput {
             tokens: prep.batch.tokens.clone(),

@@ -34,6 +34,9 @@ pub struct GenerateOptions<'a, B: DecodeOps> {
     pub cache: Option<&'a mut KvCache<B>>,
     /// A draft model for speculative decoding (same vocabulary).
     pub draft: Option<&'a dyn CausalLm<B>>,
+    /// The tokenizer's grammar compiler ([`crate::load::TextTokenizer::grammar_compiler`]), needed when
+    /// the config has a `constraint` (structured generation).
+    pub grammar: Option<&'a demiurgic_sampling::GrammarCompiler>,
 }
 
 impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
@@ -47,6 +50,7 @@ impl<B: DecodeOps> Default for GenerateOptions<'_, B> {
             seeds: None,
             cache: None,
             draft: None,
+            grammar: None,
         }
     }
 }
@@ -246,9 +250,10 @@ impl<B: DecodeOps> SampleState<B> {
         prep: &Prepared,
         seeds: Option<&Vec<u64>>,
         hook: Option<&dyn Fn(&mut LogitsPipeline<B>)>,
+        grammar: Option<&demiurgic_sampling::GrammarCompiler>,
     ) -> Result<Self> {
         let b = prep.rows.len();
-        let mut pipeline = LogitsPipeline::<B>::from_config(config, &prep.eos, prep.t0)?;
+        let mut pipeline = LogitsPipeline::<B>::from_config_with(config, &prep.eos, prep.t0, grammar)?;
         if let Some(hook) = hook {
             hook(&mut pipeline);
         }
@@ -401,7 +406,7 @@ fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         }
         c.check_room(t0 - reuse + max_new - 1)?;
     }
-    let mut state = SampleState::<B>::new(config, &prep, opts.seeds.as_ref(), opts.pipeline_hook)?;
+    let mut state = SampleState::<B>::new(config, &prep, opts.seeds.as_ref(), opts.pipeline_hook, opts.grammar)?;
 
     let mut own_cache: Option<KvCache<B>> =
         if opts.use_cache && opts.cache.is_none() { Some(model.new_cache(b, t0 + max_new)?) } else { None };

@@ -144,7 +144,7 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         }
     }
     let sampling = config.is_sampling();
-    let mut pipeline = LogitsPipeline::<B>::from_config(config, &eos, t0)?;
+    let mut pipeline = LogitsPipeline::<B>::from_config_with(config, &eos, t0, opts.grammar)?;
     if let Some(hook) = opts.pipeline_hook {
         hook(&mut pipeline);
     }

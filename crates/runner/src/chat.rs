@@ -31,6 +31,10 @@ impl BackendJob for ChatJob {
         if loaded.chat_template.is_none() {
             anyhow::bail!("this model has no chat template: use `demiurgic generate` for plain completion");
         }
+        let grammar = match config.constraint {
+            Some(_) => Some(loaded.grammar_compiler()?),
+            None => None,
+        };
         let model = &loaded.model;
         let ctx = a.ctx.unwrap_or(4096).min(model.config.max_position_embeddings);
         if ctx == 0 {
@@ -88,7 +92,12 @@ impl BackendJob for ChatJob {
                 }
             };
             // an empty cache (first turn, after a reset) is filled by the whole prompt
-            let opts = GenerateOptions { on_step: Some(&mut on_step), cache: Some(&mut cache), ..Default::default() };
+            let opts = GenerateOptions {
+                on_step: Some(&mut on_step),
+                cache: Some(&mut cache),
+                grammar: grammar.as_deref(),
+                ..Default::default()
+            };
             let out = match generate(model, &[ids.clone()], &cfg, opts) {
                 Ok(o) => o,
                 Err(e) => {

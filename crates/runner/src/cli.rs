@@ -150,6 +150,22 @@ pub struct SamplingArgs {
     /// Draft tokens per step with --draft-model, ≥ 1, adapted as it goes [default: 5].
     #[arg(long = "num-assistant-tokens", allow_negative_numbers = true)]
     pub num_assistant_tokens: Option<usize>,
+    /// Structured output: JSON valid under this JSON schema (a file, or the schema itself when
+    /// it starts with `{`).
+    #[arg(long = "json-schema", allow_hyphen_values = true)]
+    pub json_schema: Option<String>,
+    /// Structured output: any JSON object.
+    #[arg(long = "json-object")]
+    pub json_object: bool,
+    /// Structured output: text the regular expression (Rust regex syntax) matches in full.
+    #[arg(long, allow_hyphen_values = true)]
+    pub regex: Option<String>,
+    /// Structured output: text of this Lark grammar (llguidance's dialect; a file).
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
+    /// Structured output: exactly one of these strings (repeat the flag for each choice).
+    #[arg(long, allow_hyphen_values = true)]
+    pub choice: Vec<String>,
 }
 
 #[derive(Args, Clone)]

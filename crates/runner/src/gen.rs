@@ -4,7 +4,7 @@ use std::io::Read;
 use anyhow::{anyhow, bail, Context, Result};
 use demiurgic_model::load::{ChatMessage, StreamDecoder, TextStops, TextTokenizer};
 use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
-use demiurgic_sampling::{GenerationConfig, SamplingError};
+use demiurgic_sampling::{Constraint, GenerationConfig, SamplingError};
 use serde_json::json;
 
 use crate::backends::BackendJob;
@@ -113,6 +113,9 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if let Some(n) = a.num_assistant_tokens {
         c.num_assistant_tokens = n;
     }
+    if let Some(k) = constraint_flag(a)? {
+        c.constraint = Some(k);
+    }
     if a.greedy {
         c.do_sample = false;
         let ignored: Vec<&str> = [
@@ -133,6 +136,45 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     }
     c.validate().map_err(|e| flag_error(e, a))?;
     Ok(c)
+}
+
+/// The structured-output flag given (at most one of them).
+fn constraint_flag(a: &SamplingArgs) -> Result<Option<Constraint>> {
+    let given: Vec<&str> = [
+        ("--json-schema", a.json_schema.is_some()),
+        ("--json-object", a.json_object),
+        ("--regex", a.regex.is_some()),
+        ("--grammar", a.grammar.is_some()),
+        ("--choice", !a.choice.is_empty()),
+    ]
+    .iter()
+    .filter(|(_, g)| *g)
+    .map(|(f, _)| *f)
+    .collect();
+    if given.len() > 1 {
+        bail!("{} given: choose one structured-output constraint", given.join(" and "));
+    }
+    Ok(if let Some(s) = &a.json_schema {
+        let text = if s.trim_start().starts_with('{') {
+            s.clone()
+        } else {
+            std::fs::read_to_string(s).with_context(|| format!("cannot read --json-schema {s}"))?
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("--json-schema {s}: not JSON"))?;
+        Some(Constraint::JsonSchema(v))
+    } else if a.json_object {
+        Some(Constraint::JsonObject)
+    } else if let Some(r) = &a.regex {
+        Some(Constraint::Regex(r.clone()))
+    } else if let Some(g) = &a.grammar {
+        let text = std::fs::read_to_string(g).with_context(|| format!("cannot read --grammar {}", g.display()))?;
+        Some(Constraint::Grammar(text))
+    } else if !a.choice.is_empty() {
+        Some(Constraint::Choice(a.choice.iter().map(|c| unescape(c)).collect()))
+    } else {
+        None
+    })
 }
 
 /// A validation error of a field the user set with a flag, in the flag's words.
@@ -331,11 +373,16 @@ impl BackendJob for GenerateJob {
             }
             None => None,
         };
+        let grammar = match &config.constraint {
+            Some(c) => Some(loaded.grammar_compiler().with_context(|| format!("--{}", c.kind().replace('_', "-")))?),
+            None => None,
+        };
         let opts = GenerateOptions {
             use_cache: !a.no_cache,
             on_step: if stream { Some(&mut on_step) } else { None },
             stops,
             draft: draft.as_ref().map(|d| &d.model as &dyn demiurgic_model::CausalLm<B>),
+            grammar: grammar.as_deref(),
             ..Default::default()
         };
         let out = generate(model, &prompts, &config, opts)?;

@@ -129,6 +129,9 @@ pub struct GenerationConfig {
     /// Draft-model speculative decoding: draft tokens per step (adapted as transformers'
     /// "heuristic" schedule: +2 after a fully accepted round, −1 otherwise).
     pub num_assistant_tokens: usize,
+    /// Structured generation: the output must match this (JSON schema, JSON object, regex, Lark
+    /// grammar or choice). Needs the tokenizer's [`crate::GrammarCompiler`].
+    pub constraint: Option<crate::Constraint>,
 }
 
 impl Default for GenerationConfig {
@@ -166,6 +169,7 @@ impl Default for GenerationConfig {
             prompt_lookup_num_tokens: None,
             max_matching_ngram_size: 2,
             num_assistant_tokens: 5,
+            constraint: None,
         }
     }
 }
@@ -455,6 +459,9 @@ impl GenerationConfig {
         }
         if let Some(s) = self.stop.iter().find(|s| s.is_empty()) {
             return Err(invalid("stop", format!("{s:?}"), "stop strings must not be empty"));
+        }
+        if let Some(c) = &self.constraint {
+            c.validate()?;
         }
         if self.num_beams == 0 {
             return Err(invalid("num_beams", 0, "must be ≥ 1 (1 = no beam search)"));

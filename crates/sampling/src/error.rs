@@ -7,6 +7,10 @@ pub enum SamplingError {
     UnknownPreset(String),
     #[error("invalid generation config JSON: {0}")]
     Json(String),
+    /// A constraint (JSON schema, regex, grammar, choice) that does not compile, or a constraint
+    /// where no tokenizer is at hand to compile it.
+    #[error("invalid constraint: {0}")]
+    Grammar(String),
 }
 
 pub(crate) fn invalid(field: &'static str, value: impl ToString, allowed: &'static str) -> SamplingError {

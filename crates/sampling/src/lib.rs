@@ -8,6 +8,7 @@
 //! 2. `no_repeat_ngram_size`
 //! 3. `min_length`, `min_new_tokens` (EOS masked until reached)
 //! 4. logit bias, banned token ids
+//! 4b. the structured-generation constraint ([`Constraint`]: JSON schema, regex, grammar, choice)
 //! 5. user processors ([`LogitsPipeline::push`])
 //! 6. warpers, only when sampling: temperature → top-k → top-p → min-p → typical-p
 //!
@@ -21,6 +22,7 @@
 //! Both can be switched with [`PenaltyScope`].
 mod bias;
 mod config;
+mod constraint;
 mod error;
 mod frequency_presence;
 mod min_length;
@@ -39,6 +41,7 @@ mod util;
 
 pub use bias::{BannedTokens, LogitBias};
 pub use config::{EarlyStopping, GenerationConfig, PenaltyScope, Preset, PRESETS};
+pub use constraint::{Constraint, GrammarCompiler, GrammarConstraint, SharedGrammarCompiler, Tokenize};
 pub use error::SamplingError;
 pub use frequency_presence::FrequencyPresencePenalty;
 pub use min_length::{MinLength, MinNewTokens};

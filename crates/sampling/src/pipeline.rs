@@ -4,8 +4,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::config::GenerationConfig;
 use crate::error::SamplingError;
 use crate::{
-    BannedTokens, FrequencyPresencePenalty, LogitBias, MinLength, MinNewTokens, MinP, NoRepeatNGram, RepetitionPenalty,
-    Temperature, TopK, TopP, TypicalP,
+    BannedTokens, FrequencyPresencePenalty, GrammarCompiler, GrammarConstraint, LogitBias, MinLength, MinNewTokens,
+    MinP, NoRepeatNGram, RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
 };
 
 /// What a processor may look at besides the logits.
@@ -55,6 +55,17 @@ impl<B: Backend> LogitsPipeline<B> {
     /// The pipeline a [`GenerationConfig`] describes (validated first). `eos` are the ids masked
     /// by `min_length`/`min_new_tokens`; `prompt_len` is the padded prompt length.
     pub fn from_config(cfg: &GenerationConfig, eos: &[u32], prompt_len: usize) -> Result<Self, SamplingError> {
+        Self::from_config_with(cfg, eos, prompt_len, None)
+    }
+
+    /// [`Self::from_config`] with the tokenizer's grammar compiler, which a config with a
+    /// `constraint` needs (the constraint is compiled here: a bad one fails before any step).
+    pub fn from_config_with(
+        cfg: &GenerationConfig,
+        eos: &[u32],
+        prompt_len: usize,
+        grammar: Option<&GrammarCompiler>,
+    ) -> Result<Self, SamplingError> {
         cfg.validate()?;
         let mut p = Self::default();
         if cfg.repetition_penalty != 1.0 {
@@ -80,6 +91,15 @@ impl<B: Backend> LogitsPipeline<B> {
         }
         if !cfg.banned_token_ids.is_empty() {
             p.head.push(Box::new(BannedTokens::new(cfg.banned_token_ids.clone())));
+        }
+        if let Some(c) = &cfg.constraint {
+            let g = grammar.ok_or_else(|| {
+                SamplingError::Grammar(format!(
+                    "a {} constraint needs the tokenizer's grammar compiler (none was given)",
+                    c.kind()
+                ))
+            })?;
+            p.head.push(Box::new(GrammarConstraint::new(g, c, eos)?));
         }
         if cfg.is_sampling() {
             if cfg.temperature != 1.0 {

@@ -16,5 +16,6 @@ mod smollm2_golden;
 mod soak;
 mod stop_strings;
 mod strategies;
+mod structured;
 mod tiny_llama_golden;
 mod tokenizer;

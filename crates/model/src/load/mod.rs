@@ -41,6 +41,17 @@ impl<B: DecodeOps> LoadedModel<B> {
             }
         }
     }
+
+    /// The grammar compiler a constrained generation needs ([`GenerateOptions::grammar`]),
+    /// built from the tokenizer on first use (the EOS ids are the model's).
+    ///
+    /// [`GenerateOptions::grammar`]: crate::GenerateOptions
+    pub fn grammar_compiler(&self) -> Result<std::sync::Arc<demiurgic_sampling::GrammarCompiler>> {
+        let c = &self.model.config;
+        self.text_tokenizer()
+            .map_err(|e| ModelError::Tokenizer(format!("structured generation needs the tokenizer: {e}")))?
+            .grammar_compiler(c.vocab_size, &c.eos_token_ids)
+    }
 }
 
 /// Load a `.gguf` file or an HF checkpoint directory with default options.

@@ -82,5 +82,5 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<TextTokenizer> {
         spec.to_string().parse().map_err(|e| terr(g, format!("cannot build the BPE tokenizer: {e}")))?;
     let add_bos = g.meta("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
     let bos_id = g.meta("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(|x| x as u32);
-    Ok(TextTokenizer { inner, add_bos, bos_id })
+    Ok(TextTokenizer { inner, add_bos, bos_id, grammar: Default::default() })
 }
