@@ -106,6 +106,96 @@ def processor(name, p):
         return lp.SequenceBiasLogitsProcessor([[[int(t)], float(b)] for t, b in p["bias"].items()])
     if name == "banned_tokens":
         return lp.NoBadWordsLogitsProcessor([[t] for t in p["ids"]], eos_token_id=p.get("eos_token_id"))
+    if name == "epsilon_cutoff":
+        return lp.EpsilonLogitsWarper(p["epsilon"])
+    if name == "eta_cutoff":
+        return lp.EtaLogitsWarper(p["eta"])
+    if name == "exponential_decay_length_penalty":
+        return lp.ExponentialDecayLengthPenalty((p["start_index"], p["decay_factor"]), p["eos_token_id"], p["prompt_length"])
+    if name == "sequence_bias":
+        return lp.SequenceBiasLogitsProcessor([[s, float(b)] for s, b in p["sequences"]])
+    if name == "suppress_tokens":
+        return lp.SuppressTokensLogitsProcessor(p["ids"])
+    if name == "begin_suppress_tokens":
+        return lp.SuppressTokensAtBeginLogitsProcessor(p["ids"], p["begin_index"])
+    # llama.cpp's samplers (no transformers processor): the published algorithms, written out
+    # here from llama.cpp's src/llama-sampling.cpp, naively (the Rust side is vectorised / uses
+    # the Z-algorithm)
+    if name == "top_n_sigma":
+        def f(ids, scores):
+            out = scores.clone()
+            for r in range(scores.shape[0]):
+                row = scores[r].double()
+                fin = row[torch.isfinite(row)]
+                mx, mean = fin.max(), fin.mean()
+                std = ((fin - mean) ** 2).mean().sqrt()
+                out[r][row < mx - p["n"] * std] = -math.inf
+            return out
+        return f
+    if name == "dynamic_temperature":
+        def f(ids, scores):
+            out = scores.clone()
+            t, rng, ex = p["temperature"], p["range"], p["exponent"]
+            lo, hi = max(0.0, t - rng), t + rng
+            for r in range(scores.shape[0]):
+                row = scores[r].double()
+                n = int(torch.isfinite(row).sum())
+                if n <= 1:
+                    continue
+                pr = torch.softmax(row, 0)
+                h = -sum(float(q) * math.log(float(q)) for q in pr if q > 0)
+                dyn = lo + (hi - lo) * (h / math.log(n)) ** ex
+                out[r] = (row / dyn).float()
+            return out
+        return f
+    if name == "xtc":
+        assert p["probability"] == 1.0, "the fixture uses probability 1 (no draw)"
+        def f(ids, scores):
+            out = scores.clone()
+            for r in range(scores.shape[0]):
+                pr = torch.softmax(scores[r].double(), 0)
+                order = sorted(range(len(pr)), key=lambda i: -float(pr[i]))
+                pos_last = 0
+                for k, i in enumerate(order):
+                    if pr[i] >= p["threshold"]:
+                        pos_last = k
+                    else:
+                        break
+                if pos_last > 0:
+                    for i in order[:pos_last]:
+                        out[r][i] = -math.inf
+            return out
+        return f
+    if name == "dry":
+        def f(ids, scores):
+            out = scores.clone()
+            for r in range(ids.shape[0]):
+                ctx = ids[r].tolist()
+                if p["last_n"] > 0:
+                    ctx = ctx[-p["last_n"]:]
+                n = len(ctx)
+                if n <= p["allowed_length"]:
+                    continue
+                rep_limit = n
+                for i in range(n):
+                    if ctx[n - 1 - i] in p["breakers"]:
+                        rep_limit = i
+                        break
+                if rep_limit < p["allowed_length"]:
+                    continue
+                best = {}
+                for q in range(n - 1):
+                    length = 0
+                    while length <= q and ctx[q - length] == ctx[n - 1 - length]:
+                        length += 1
+                    length = min(length, rep_limit)
+                    if length >= p["allowed_length"]:
+                        best[ctx[q + 1]] = max(best.get(ctx[q + 1], 0), length)
+                for t, length in best.items():
+                    if t not in p["breakers"]:
+                        out[r][t] -= p["multiplier"] * p["base"] ** (length - p["allowed_length"])
+            return out
+        return f
     if name == "frequency_presence":
         # the OpenAI formula (no transformers processor): over generated tokens only
         def f(ids, scores):
@@ -126,7 +216,39 @@ NEW_PROCESSOR_CASES = [
     ("logit_bias", {"bias": {"0": -2.5, "63": 30.0}}, 12),
     ("banned_tokens", {"ids": [5, 9, 31]}, 13),
     ("banned_tokens", {"ids": [0]}, 14),
+    ("epsilon_cutoff", {"epsilon": 0.02}, 15),
+    ("epsilon_cutoff", {"epsilon": 0.3}, 16),
+    ("eta_cutoff", {"eta": 0.01}, 17),
+    ("eta_cutoff", {"eta": 0.2}, 18),
+    ("exponential_decay_length_penalty", {"start_index": 2, "decay_factor": 1.5, "eos_token_id": 3, "prompt_length": 6}, 19),
+    ("exponential_decay_length_penalty", {"start_index": 1, "decay_factor": 0.8, "eos_token_id": 7, "prompt_length": 4}, 20),
+    ("exponential_decay_length_penalty", {"start_index": 5, "decay_factor": 2.0, "eos_token_id": 3, "prompt_length": 6}, 21),
+    ("sequence_bias", {"sequences": [[[5, 6, 9], 2.0], [[6, 9], -1.5], [[9], 0.7], [[6, 12], 4.0], [[3, 3, 3, 12], 5.0]]}, 22),
+    ("suppress_tokens", {"ids": [1, 2, 60]}, 23),
+    ("begin_suppress_tokens", {"ids": [4, 8], "begin_index": 10}, 24),
+    ("begin_suppress_tokens", {"ids": [4, 8], "begin_index": 9}, 25),
+    ("top_n_sigma", {"n": 1.0}, 26),
+    ("top_n_sigma", {"n": 0.4}, 27),
+    ("dynamic_temperature", {"temperature": 0.8, "range": 0.5, "exponent": 1.0}, 28),
+    ("dynamic_temperature", {"temperature": 1.2, "range": 1.0, "exponent": 2.0}, 29),
+    ("xtc", {"probability": 1.0, "threshold": 0.05}, 30),
+    ("xtc", {"probability": 1.0, "threshold": 0.1}, 31),
+    ("dry", {"multiplier": 0.8, "base": 1.75, "allowed_length": 2, "last_n": 0, "breakers": [11]}, 32),
+    ("dry", {"multiplier": 1.5, "base": 2.0, "allowed_length": 1, "last_n": 7, "breakers": []}, 33),
 ]
+
+# inputs that make a case meaningful (repetitions for DRY, tails for sequence bias)
+def shape_inputs(name, ids, scores):
+    if name == "sequence_bias":
+        ids[0][-2:] = [5, 6]
+        ids[1][-1] = 6
+    if name == "dry":
+        ids[0] = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2]
+        ids[1] = [5, 6, 7, 11, 5, 6, 7, 11, 5, 6]
+        ids[2] = [9, 9, 9, 9, 9, 9, 9, 9, 9, 9]
+    if name in ("top_n_sigma", "dynamic_temperature", "xtc"):
+        scores[2][:60] = [-math.inf] * 60  # a row with few candidates
+
 
 
 def processors():
@@ -138,10 +260,11 @@ def processors():
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, 64, (3, 10), generator=g).tolist()
         scores = (torch.randn(3, 64, generator=g) * 3).tolist()
-        f["cases"].append({"processor": name, "params": params, "input_ids": ids, "scores": scores})
+        shape_inputs(name, ids, scores)
+        f["cases"].append({"processor": name, "params": params, "input_ids": ids, "scores": nums(scores)})
     for i, c in enumerate(f["cases"]):
         ids = torch.tensor(c["input_ids"], dtype=torch.long)
-        scores = torch.tensor(c["scores"], dtype=torch.float32)
+        scores = torch.tensor([[(-math.inf if x is None else x) for x in r] for r in c["scores"]], dtype=torch.float32)
         out = processor(c["processor"], c["params"])(ids, scores.clone())
         new = nums(out.tolist())
         if "expected" in c:

@@ -95,8 +95,10 @@ pub fn smollm2_path() -> PathBuf {
 pub mod processors_fixture {
     use burn::tensor::{backend::Backend, Tensor, TensorData};
     use demiurgic_sampling::{
-        BannedTokens, FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinLength, MinNewTokens, MinP,
-        NoRepeatNGram, PenaltyScope, ProcessorContext, RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
+        BannedTokens, Dry, DynamicTemperature, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty,
+        FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinLength, MinNewTokens, MinP, NoRepeatNGram,
+        PenaltyScope, ProcessorContext, RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin,
+        Temperature, TopK, TopNSigma, TopP, TypicalP, Xtc,
     };
     use serde_json::Value;
 
@@ -149,6 +151,52 @@ pub mod processors_fixture {
                 .unwrap(),
             ),
             "banned_tokens" => Box::new(BannedTokens::new(crate::ids1(&p["ids"]))),
+            "epsilon_cutoff" => Box::new(EpsilonCutoff::new(param(p, "epsilon") as f32).unwrap()),
+            "eta_cutoff" => Box::new(EtaCutoff::new(param(p, "eta") as f32).unwrap()),
+            "exponential_decay_length_penalty" => Box::new(
+                ExponentialDecayLengthPenalty::new(
+                    param(p, "start_index") as usize,
+                    param(p, "decay_factor") as f32,
+                    vec![param(p, "eos_token_id") as u32],
+                    param(p, "prompt_length") as usize,
+                )
+                .unwrap(),
+            ),
+            "sequence_bias" => Box::new(
+                SequenceBias::new(
+                    p["sequences"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (crate::ids1(&e[0]), e[1].as_f64().unwrap() as f32))
+                        .collect(),
+                )
+                .unwrap(),
+            ),
+            "suppress_tokens" => Box::new(SuppressTokens::new(crate::ids1(&p["ids"]))),
+            "begin_suppress_tokens" => {
+                Box::new(SuppressTokensAtBegin::new(crate::ids1(&p["ids"]), param(p, "begin_index") as usize))
+            }
+            "top_n_sigma" => Box::new(TopNSigma::new(param(p, "n") as f32).unwrap()),
+            "dynamic_temperature" => Box::new(
+                DynamicTemperature::new(
+                    param(p, "temperature") as f32,
+                    param(p, "range") as f32,
+                    param(p, "exponent") as f32,
+                )
+                .unwrap(),
+            ),
+            "xtc" => Box::new(Xtc::new(param(p, "probability") as f32, param(p, "threshold") as f32, 0).unwrap()),
+            "dry" => Box::new(
+                Dry::new(
+                    param(p, "multiplier") as f32,
+                    param(p, "base") as f32,
+                    param(p, "allowed_length") as usize,
+                    param(p, "last_n") as usize,
+                    crate::ids1(&p["breakers"]),
+                )
+                .unwrap(),
+            ),
             other => panic!("processors.json has a processor this test does not know: {other}"),
         }
     }

@@ -184,6 +184,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "bandwidth_gbs": per_backend.iter().find_map(|v| v["bandwidth_gbs"].as_f64()),
         "profile": per_backend.iter().filter(|v| !v["profile"].is_null()).map(|v| v["profile"].clone()).collect::<Vec<_>>(),
         "speculative": cat("speculative"),
+        "structured": cat("structured"),
         "serve": serve,
         "peers": peers,
     });
@@ -509,6 +510,21 @@ fn markdown(r: &Value) -> String {
                 f(&row["speedup"], 2),
                 row["accepted_tokens"],
                 row["draft_tokens"]
+            );
+        }
+    }
+    let st = rows("structured");
+    if !st.is_empty() {
+        s += "\n## Structured generation (greedy, the same prompt; target: constrained ≥ 0.9x plain)\n\n| backend | constraint | new tokens | plain tokens/s | constrained tokens/s | ratio |\n|---|---|---:|---:|---:|---:|\n";
+        for row in &st {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {}x |\n",
+                row["backend"].as_str().unwrap_or(""),
+                row["constraint"].as_str().unwrap_or(""),
+                row["new_tokens"],
+                f(&row["plain_tokens_per_s"], 1),
+                f(&row["constrained_tokens_per_s"], 1),
+                f(&row["ratio"], 2)
             );
         }
     }

@@ -87,6 +87,16 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         self
     }
 
+    /// [`Self::with_grammar`] on a running engine.
+    pub fn set_grammar(&mut self, grammar: std::sync::Arc<demiurgic_sampling::GrammarCompiler>) {
+        self.grammar = Some(grammar);
+    }
+
+    /// Whether a grammar compiler is set.
+    pub fn has_grammar(&self) -> bool {
+        self.grammar.is_some()
+    }
+
     /// Rows running now.
     pub fn rows(&self) -> usize {
         self.active.iter().map(|a| a.state.rows()).sum()

@@ -114,6 +114,9 @@ fn spec_run<B: DecodeOps>(
     Ok((median(v), st.draft_tokens, st.accepted_tokens))
 }
 
+/// The structured-generation bench prompt (the same for both runs).
+const STRUCTURED_PROMPT: &str = "List 64 records as JSON, each with an integer id and a boolean flag ok:\n";
+
 /// A fixed English + code passage, tokenized and cycled to any prompt length.
 const PASSAGE: &str = "The quick brown fox jumps over the lazy dog. In computer science, a linked list is a \
 linear collection of data elements whose order is not given by their physical placement in memory. \
@@ -334,6 +337,40 @@ impl BackendJob for BenchJob {
         // the main measurements' peak, before the optional sections load more models
         let peak_rss = peak_rss_bytes();
 
+        // 7. structured generation: a JSON schema against the same greedy run unconstrained
+        let structured = {
+            let tok = loaded.text_tokenizer()?;
+            let grammar = loaded.grammar_compiler()?;
+            let prompt = tok.encode(STRUCTURED_PROMPT)?;
+            let schema = json!({"type": "array", "minItems": 64, "maxItems": 64,
+                "items": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 999},
+                "ok": {"type": "boolean"}}, "required": ["id", "ok"], "additionalProperties": false}});
+            let n = 96;
+            let run = |c: &GenerationConfig| -> Result<f64> {
+                let opts = GenerateOptions { grammar: Some(&grammar), ..Default::default() };
+                let out = generate(model, &[prompt.clone()], c, opts)?;
+                if out.lengths[0] != n {
+                    bail!("the structured bench run stopped after {} of {n} tokens", out.lengths[0]);
+                }
+                Ok(out.stats.decode_tokens_per_s)
+            };
+            let plain = greedy(n);
+            let constrained =
+                GenerationConfig { constraint: Some(demiurgic_sampling::Constraint::JsonSchema(schema)), ..greedy(n) };
+            run(&plain)?;
+            run(&constrained)?;
+            let (mut a, mut c) = (vec![], vec![]);
+            for _ in 0..plan.reps {
+                a.push(run(&plain)?);
+                c.push(run(&constrained)?);
+            }
+            let (a, c) = (median(a), median(c));
+            vec![
+                json!({"backend": backend, "constraint": "JSON schema (array of 64 {id, ok} objects)", "new_tokens": n,
+                "plain_tokens_per_s": a, "constrained_tokens_per_s": c, "ratio": c / a}),
+            ]
+        };
+
         // 6. optional: speculative decoding against plain greedy decoding
         let speculative = if self.args.speculative {
             let tok = loaded.text_tokenizer()?;
@@ -417,6 +454,7 @@ impl BackendJob for BenchJob {
             "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,
             "cache_speedup": cache_rows, "decode": decode_rows, "prefill": prefill_rows, "memory": memory,
             "bandwidth_gbs": bandwidth, "profile": profile, "speculative": speculative,
+            "structured": structured,
         });
         let text = serde_json::to_string_pretty(&out)?;
         if let Some(p) = &self.args.json_out {

@@ -31,10 +31,7 @@ impl BackendJob for ChatJob {
         if loaded.chat_template.is_none() {
             anyhow::bail!("this model has no chat template: use `demiurgic generate` for plain completion");
         }
-        let grammar = match config.constraint {
-            Some(_) => Some(loaded.grammar_compiler()?),
-            None => None,
-        };
+        let grammar = if config.needs_vocabulary() { Some(loaded.grammar_compiler()?) } else { None };
         let model = &loaded.model;
         let ctx = a.ctx.unwrap_or(4096).min(model.config.max_position_embeddings);
         if ctx == 0 {

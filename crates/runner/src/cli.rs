@@ -166,6 +166,64 @@ pub struct SamplingArgs {
     /// Structured output: exactly one of these strings (repeat the flag for each choice).
     #[arg(long, allow_hyphen_values = true)]
     pub choice: Vec<String>,
+    /// Epsilon sampling: drop tokens below this probability, in (0, 1) (0 = off) [default: 0].
+    #[arg(long = "epsilon-cutoff", allow_hyphen_values = true)]
+    pub epsilon_cutoff: Option<f64>,
+    /// Eta sampling cutoff, in (0, 1) (0 = off) [default: 0].
+    #[arg(long = "eta-cutoff", allow_hyphen_values = true)]
+    pub eta_cutoff: Option<f64>,
+    /// START,FACTOR: after START new tokens, EOS logits grow by |logit|·(FACTOR^n − 1).
+    #[arg(long = "exponential-decay-length-penalty", allow_hyphen_values = true)]
+    pub exponential_decay_length_penalty: Option<String>,
+    /// IDS=BIAS: add BIAS to the last id of the comma-separated token ids when the text ends
+    /// with the others (repeatable), e.g. `--sequence-bias 1234,56=-5`.
+    #[arg(long = "sequence-bias", allow_hyphen_values = true)]
+    pub sequence_bias: Vec<String>,
+    /// Never generate this token id (repeatable).
+    #[arg(long = "suppress-token", allow_negative_numbers = true)]
+    pub suppress_tokens: Vec<u32>,
+    /// Do not start the output with this token id (repeatable).
+    #[arg(long = "begin-suppress-token", allow_negative_numbers = true)]
+    pub begin_suppress_tokens: Vec<u32>,
+    /// DRY repetition penalty multiplier, ≥ 0 (0 = off) [default: 0].
+    #[arg(long = "dry-multiplier", allow_hyphen_values = true)]
+    pub dry_multiplier: Option<f64>,
+    /// DRY base, ≥ 1 [default: 1.75].
+    #[arg(long = "dry-base", allow_hyphen_values = true)]
+    pub dry_base: Option<f64>,
+    /// DRY: repetitions longer than this are penalised, ≥ 1 [default: 2].
+    #[arg(long = "dry-allowed-length", allow_negative_numbers = true)]
+    pub dry_allowed_length: Option<usize>,
+    /// DRY: look at the last N tokens (-1 = the whole context, 0 = off) [default: -1].
+    #[arg(long = "dry-penalty-last-n", allow_negative_numbers = true)]
+    pub dry_penalty_last_n: Option<i64>,
+    /// DRY sequence breaker (repeatable; replaces the default "\n", ":", "\"", "*").
+    #[arg(long = "dry-sequence-breaker", allow_hyphen_values = true)]
+    pub dry_sequence_breakers: Vec<String>,
+    /// XTC: probability per step of removing the top choices, in [0, 1] (0 = off) [default: 0].
+    #[arg(long = "xtc-probability", allow_hyphen_values = true)]
+    pub xtc_probability: Option<f64>,
+    /// XTC: the tokens at or above this probability are the top choices [default: 0.1].
+    #[arg(long = "xtc-threshold", allow_hyphen_values = true)]
+    pub xtc_threshold: Option<f64>,
+    /// Top-nσ: keep logits within N standard deviations of the top, > 0 (0 = off) [default: 0].
+    #[arg(long = "top-n-sigma", allow_hyphen_values = true)]
+    pub top_n_sigma: Option<f64>,
+    /// Mirostat: 0 = off, 2 = Mirostat 2.0 (top-k/p and other truncations are then not used).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mirostat: Option<u8>,
+    /// Mirostat target entropy (tau) [default: 5.0].
+    #[arg(long = "mirostat-ent", allow_hyphen_values = true)]
+    pub mirostat_ent: Option<f64>,
+    /// Mirostat learning rate (eta) [default: 0.1].
+    #[arg(long = "mirostat-lr", allow_hyphen_values = true)]
+    pub mirostat_lr: Option<f64>,
+    /// Dynamic temperature: ± range around --temperature, by entropy (0 = off) [default: 0].
+    #[arg(long = "dynatemp-range", allow_hyphen_values = true)]
+    pub dynatemp_range: Option<f64>,
+    /// Dynamic temperature exponent [default: 1.0].
+    #[arg(long = "dynatemp-exp", allow_hyphen_values = true)]
+    pub dynatemp_exp: Option<f64>,
 }
 
 #[derive(Args, Clone)]

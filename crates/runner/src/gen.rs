@@ -113,6 +113,7 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if let Some(n) = a.num_assistant_tokens {
         c.num_assistant_tokens = n;
     }
+    set_extra_samplers(a, &mut c)?;
     if let Some(k) = constraint_flag(a)? {
         c.constraint = Some(k);
     }
@@ -136,6 +137,62 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     }
     c.validate().map_err(|e| flag_error(e, a))?;
     Ok(c)
+}
+
+/// The samplers from transformers (epsilon, eta, length decay, sequence bias, suppression) and
+/// llama.cpp (DRY, XTC, top-nσ, mirostat, dynamic temperature).
+fn set_extra_samplers(a: &SamplingArgs, c: &mut GenerationConfig) -> Result<()> {
+    macro_rules! set_f32 {
+        ($($flag:literal => $arg:ident => $field:ident),* $(,)?) => {
+            $( if let Some(v) = a.$arg { c.$field = f32_flag($flag, v, "a finite number")?; } )*
+        };
+    }
+    set_f32!(
+        "epsilon-cutoff" => epsilon_cutoff => epsilon_cutoff,
+        "eta-cutoff" => eta_cutoff => eta_cutoff,
+        "dry-multiplier" => dry_multiplier => dry_multiplier,
+        "dry-base" => dry_base => dry_base,
+        "xtc-probability" => xtc_probability => xtc_probability,
+        "xtc-threshold" => xtc_threshold => xtc_threshold,
+        "top-n-sigma" => top_n_sigma => top_n_sigma,
+        "mirostat-ent" => mirostat_ent => mirostat_tau,
+        "mirostat-lr" => mirostat_lr => mirostat_eta,
+        "dynatemp-range" => dynatemp_range => dynatemp_range,
+        "dynatemp-exp" => dynatemp_exp => dynatemp_exponent,
+    );
+    if let Some(v) = a.dry_allowed_length {
+        c.dry_allowed_length = v;
+    }
+    if let Some(v) = a.dry_penalty_last_n {
+        c.dry_penalty_last_n = v;
+    }
+    if !a.dry_sequence_breakers.is_empty() {
+        c.dry_sequence_breakers = a.dry_sequence_breakers.iter().map(|s| unescape(s)).collect();
+    }
+    if let Some(m) = a.mirostat {
+        c.mirostat = m;
+    }
+    if !a.suppress_tokens.is_empty() {
+        c.suppress_tokens = a.suppress_tokens.clone();
+    }
+    if !a.begin_suppress_tokens.is_empty() {
+        c.begin_suppress_tokens = a.begin_suppress_tokens.clone();
+    }
+    if let Some(s) = &a.exponential_decay_length_penalty {
+        let bad = || {
+            anyhow!("--exponential-decay-length-penalty {s}: expected START,FACTOR (an integer ≥ 0 and a number > 0)")
+        };
+        let (start, factor) = s.split_once(',').ok_or_else(bad)?;
+        c.exponential_decay_length_penalty =
+            Some((start.trim().parse().map_err(|_| bad())?, factor.trim().parse().map_err(|_| bad())?));
+    }
+    for sb in &a.sequence_bias {
+        let bad = || anyhow!("--sequence-bias {sb}: expected IDS=BIAS, e.g. 1234,56=-5 (comma-separated token ids)");
+        let (ids, bias) = sb.rsplit_once('=').ok_or_else(bad)?;
+        let ids: Vec<u32> = ids.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+        c.sequence_bias.push((ids, bias.trim().parse().map_err(|_| bad())?));
+    }
+    Ok(())
 }
 
 /// The structured-output flag given (at most one of them).
@@ -375,6 +432,9 @@ impl BackendJob for GenerateJob {
         };
         let grammar = match &config.constraint {
             Some(c) => Some(loaded.grammar_compiler().with_context(|| format!("--{}", c.kind().replace('_', "-")))?),
+            None if config.needs_vocabulary() => {
+                Some(loaded.grammar_compiler().context("--dry-sequence-breaker needs the model's tokenizer")?)
+            }
             None => None,
         };
         let opts = GenerateOptions {

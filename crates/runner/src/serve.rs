@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use demiurgic_model::load::{ChatMessage, LoadedModel, StreamDecoder, TextStops};
 use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
-use demiurgic_sampling::{FinishReason, GenerationConfig, SamplingError};
+use demiurgic_sampling::{Constraint, FinishReason, GenerationConfig, SamplingError};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -131,6 +131,15 @@ fn engine_loop<B: DecodeOps>(
             let id = next_id;
             next_id += 1;
             let stops = tok.filter(|_| !sub.config.stop.is_empty()).map(|t| TextStops::new(t, sub.config.stop.clone()));
+            if sub.config.needs_vocabulary() && !engine.has_grammar() {
+                match loaded.grammar_compiler() {
+                    Ok(g) => engine.set_grammar(g),
+                    Err(e) => {
+                        send(&sub, EngineMsg::Error(e));
+                        continue;
+                    }
+                }
+            }
             match engine.add(id, sub.prompt.clone(), &sub.config, stops) {
                 Ok(step) => {
                     send(&sub, EngineMsg::Tokens { index: sub.index, tokens: step.tokens });
@@ -182,9 +191,67 @@ fn engine_loop<B: DecodeOps>(
                     Ok(e) => e,
                     Err(_) => return,
                 };
+                if let Some(g) = loaded.tokenizer.as_ref().and_then(|t| t.grammar.get()) {
+                    engine.set_grammar(g.clone());
+                }
             }
         }
     }
+}
+
+/// The structured-output request: OpenAI's `response_format` (`json_object`, `json_schema`), or
+/// vLLM's `guided_json` / `guided_regex` / `guided_choice` / `guided_grammar`. At most one.
+fn request_constraint(body: &Value) -> Result<Option<(&'static str, Constraint)>, ApiError> {
+    let mut found: Vec<(&'static str, Constraint)> = vec![];
+    if let Some(rf) = field(body, "response_format") {
+        match rf["type"].as_str() {
+            Some("text") => {}
+            Some("json_object") => found.push(("response_format", Constraint::JsonObject)),
+            Some("json_schema") => {
+                let schema = rf["json_schema"]["schema"].clone();
+                if !schema.is_object() {
+                    return Err(ApiError::bad(
+                        "response_format",
+                        "response_format json_schema needs `json_schema.schema` (a JSON schema object)",
+                    ));
+                }
+                found.push(("response_format", Constraint::JsonSchema(schema)));
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    "response_format",
+                    format!("unknown response_format {rf} (text, json_object or json_schema)"),
+                ))
+            }
+        }
+    }
+    if let Some(v) = field(body, "guided_json") {
+        let schema = match v {
+            Value::String(s) => serde_json::from_str(s)
+                .map_err(|e| ApiError::bad("guided_json", format!("guided_json is not JSON: {e}")))?,
+            other => other.clone(),
+        };
+        found.push(("guided_json", Constraint::JsonSchema(schema)));
+    }
+    if let Some(v) = field(body, "guided_regex") {
+        let r = v.as_str().ok_or_else(|| ApiError::bad("guided_regex", "guided_regex must be a string"))?;
+        found.push(("guided_regex", Constraint::Regex(r.to_string())));
+    }
+    if let Some(v) = field(body, "guided_choice") {
+        let list: Option<Vec<String>> =
+            v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+        let list = list.ok_or_else(|| ApiError::bad("guided_choice", "guided_choice must be a list of strings"))?;
+        found.push(("guided_choice", Constraint::Choice(list)));
+    }
+    if let Some(v) = field(body, "guided_grammar") {
+        let g = v.as_str().ok_or_else(|| ApiError::bad("guided_grammar", "guided_grammar must be a string (Lark)"))?;
+        found.push(("guided_grammar", Constraint::Grammar(g.to_string())));
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|(n, _)| *n).collect();
+        return Err(ApiError::bad(found[1].0, format!("{} given: choose one constraint", names.join(" and "))));
+    }
+    Ok(found.pop())
 }
 
 /// Give freed memory back to the OS when the engine goes idle: glibc keeps large freed blocks
@@ -637,18 +704,7 @@ fn parse<B: DecodeOps>(app: &App<B>, body: &Value, kind: Kind) -> Result<Job, Ap
             vec![tok.encode(&text).map_err(|e| ApiError::bad("messages", format!("cannot tokenize: {e}")))?]
         }
     };
-    if let Some(rf) = field(body, "response_format") {
-        match rf["type"].as_str() {
-            Some("text") => {}
-            Some(t @ ("json_object" | "json_schema")) => {
-                return Err(ApiError::bad(
-                    "response_format",
-                    format!("response_format {t} needs structured generation, which this server does not have yet"),
-                ))
-            }
-            _ => return Err(ApiError::bad("response_format", format!("unknown response_format {rf}"))),
-        }
-    }
+    let constraint = request_constraint(body)?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let ctx = app.max_context;
     let max_tokens = match integer(body, "max_completion_tokens", 1, i64::MAX)? {
@@ -693,6 +749,12 @@ fn parse<B: DecodeOps>(app: &App<B>, body: &Value, kind: Kind) -> Result<Job, Ap
         seed: integer(body, "seed", i64::MIN, i64::MAX)?.map(|s| s as u64),
         ..GenerationConfig::default()
     };
+    if let Some((field_name, k)) = constraint {
+        // compiled here so a bad schema is a 400 naming it, before the request is queued
+        let g = loaded.grammar_compiler().map_err(|e| ApiError::bad(field_name, e.to_string()))?;
+        g.compile(&k).map_err(|e| ApiError::bad(field_name, e.to_string()))?;
+        c.constraint = Some(k);
+    }
     c.top_k = c.top_k.min(mc.vocab_size);
     c.stop = match field(body, "stop") {
         None => vec![],

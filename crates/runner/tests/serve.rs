@@ -255,6 +255,14 @@ fn openai_api_over_http() {
         (json!({"prompt": [999999999]}), "prompt"),
         (json!({"temperature": 1}), "prompt"),
         (json!({"messages": []}), "messages"),
+        (
+            json!({"prompt": "hi", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "foo"}}}}),
+            "response_format",
+        ),
+        (json!({"prompt": "hi", "response_format": {"type": "yaml"}}), "response_format"),
+        (json!({"prompt": "hi", "guided_regex": "[0-9"}), "guided_regex"),
+        (json!({"prompt": "hi", "guided_choice": "yes"}), "guided_choice"),
+        (json!({"prompt": "hi", "guided_regex": "a", "guided_choice": ["a"]}), "guided_choice"),
     ] {
         let path = if bad.get("messages").is_some() { "/v1/chat/completions" } else { "/v1/completions" };
         let (st, v) = post(&srv, path, &bad);
@@ -284,6 +292,59 @@ fn openai_api_over_http() {
     let (lst, long_t) = long.join().unwrap();
     assert_eq!((st, lst), (200, 200));
     assert!(short < long_t, "short request took {short:?}, the long one {long_t:?}");
+}
+
+/// Structured output through the API: `response_format` json_schema / json_object and vLLM's
+/// `guided_*` fields, streamed and not, several seeds at once (`n`) — every answer validates.
+#[test]
+fn structured_output_over_http() {
+    let srv = start(&["--api-key", KEY, "--max-batch", "4"]);
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 16}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let msgs = json!([{"role": "user", "content": "Describe a person as JSON."}]);
+    let body = json!({"messages": msgs, "max_tokens": 64, "n": 3, "seed": 5,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}});
+    let (st, v) = post(&srv, "/v1/chat/completions", &body);
+    assert_eq!(st, 200, "{v}");
+    for c in v["choices"].as_array().unwrap() {
+        let text = c["message"]["content"].as_str().unwrap();
+        let doc: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "age"], "{text}");
+        assert!(doc["name"].as_str().unwrap().chars().count() <= 16 && doc["age"].as_u64().unwrap() <= 120, "{text}");
+        assert_eq!(c["finish_reason"], "stop", "{v}");
+    }
+    // streamed json_object: the chunks concatenate to one JSON object
+    let body = json!({"messages": msgs, "max_tokens": 96, "stream": true, "seed": 1, "response_format": {"type": "json_object"}});
+    let (st, b) = http(&srv.addr, "POST", "/v1/chat/completions", Some(&body.to_string()), Some(KEY));
+    assert_eq!(st, 200, "{b}");
+    let text: String = events(&b)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert!(serde_json::from_str::<Value>(&text).is_ok_and(|d| d.is_object()), "{text:?}");
+    // vLLM's guided fields on the completions endpoint
+    let (st, v) = post(
+        &srv,
+        "/v1/completions",
+        &json!({"prompt": "The answer is", "max_tokens": 8, "guided_choice": ["yes", "no"]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(["yes", "no"].contains(&v["choices"][0]["text"].as_str().unwrap()), "{v}");
+    let (st, v) = post(
+        &srv,
+        "/v1/completions",
+        &json!({"prompt": "Date:", "max_tokens": 16, "guided_regex": "20[0-9]{2}-[01][0-9]-[0-3][0-9]"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let t = v["choices"][0]["text"].as_str().unwrap();
+    assert!(t.len() == 10 && t.starts_with("20") && t.as_bytes()[4] == b'-', "{t:?}");
 }
 
 #[test]

@@ -132,6 +132,43 @@ pub struct GenerationConfig {
     /// Structured generation: the output must match this (JSON schema, JSON object, regex, Lark
     /// grammar or choice). Needs the tokenizer's [`crate::GrammarCompiler`].
     pub constraint: Option<crate::Constraint>,
+    /// transformers' epsilon sampling: drop tokens below this probability (0 = off).
+    pub epsilon_cutoff: f32,
+    /// transformers' eta sampling (0 = off).
+    pub eta_cutoff: f32,
+    /// transformers' `(start_index, decay_factor)`: after `start_index` new tokens the EOS logits
+    /// grow by `|logit| · (factor^n − 1)`.
+    pub exponential_decay_length_penalty: Option<(usize, f32)>,
+    /// transformers' `sequence_bias`: `[[token ids], bias]` pairs; the last token of a sequence
+    /// gets the bias when the text ends with the rest of it.
+    pub sequence_bias: Vec<(Vec<u32>, f32)>,
+    /// transformers' `suppress_tokens`: never generated.
+    pub suppress_tokens: Vec<u32>,
+    /// transformers' `begin_suppress_tokens`: not the first generated token.
+    pub begin_suppress_tokens: Vec<u32>,
+    /// llama.cpp's DRY repetition penalty: multiplier (0 = off), base, allowed length, the last
+    /// N tokens looked at (-1 = the whole context), and the texts that break a repetition.
+    pub dry_multiplier: f32,
+    pub dry_base: f32,
+    pub dry_allowed_length: usize,
+    pub dry_penalty_last_n: i64,
+    pub dry_sequence_breakers: Vec<String>,
+    /// llama.cpp's XTC: with this probability per step (0 = off) remove the tokens above
+    /// `xtc_threshold` but the least likely of them.
+    pub xtc_probability: f32,
+    pub xtc_threshold: f32,
+    /// llama.cpp's top-nσ: keep logits within n standard deviations of the top (0 = off).
+    pub top_n_sigma: f32,
+    /// llama.cpp's mirostat: 0 = off, 2 = Mirostat 2.0 (target surprise `mirostat_tau`, learning
+    /// rate `mirostat_eta`). With it, top-k/top-p/min-p/typical/epsilon/eta/XTC are not applied
+    /// (as llama.cpp).
+    pub mirostat: u8,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+    /// llama.cpp's dynamic temperature: the temperature moves within ± this range with the
+    /// distribution's entropy (0 = off), shaped by `dynatemp_exponent`.
+    pub dynatemp_range: f32,
+    pub dynatemp_exponent: f32,
 }
 
 impl Default for GenerationConfig {
@@ -170,6 +207,25 @@ impl Default for GenerationConfig {
             max_matching_ngram_size: 2,
             num_assistant_tokens: 5,
             constraint: None,
+            epsilon_cutoff: 0.0,
+            eta_cutoff: 0.0,
+            exponential_decay_length_penalty: None,
+            sequence_bias: vec![],
+            suppress_tokens: vec![],
+            begin_suppress_tokens: vec![],
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: -1,
+            dry_sequence_breakers: ["\n", ":", "\"", "*"].map(String::from).to_vec(),
+            xtc_probability: 0.0,
+            xtc_threshold: 0.1,
+            top_n_sigma: 0.0,
+            mirostat: 0,
+            mirostat_tau: 5.0,
+            mirostat_eta: 0.1,
+            dynatemp_range: 0.0,
+            dynatemp_exponent: 1.0,
         }
     }
 }
@@ -405,6 +461,93 @@ impl GenerationConfig {
         Ok((c, warnings))
     }
 
+    /// Whether building the pipeline needs the tokenizer's vocabulary (a constraint, DRY's text
+    /// sequence breakers): pass a [`crate::GrammarCompiler`].
+    pub fn needs_vocabulary(&self) -> bool {
+        self.constraint.is_some() || (self.dry_multiplier != 0.0 && !self.dry_sequence_breakers.is_empty())
+    }
+
+    fn validate_extra_samplers(&self) -> Result<(), SamplingError> {
+        let open01 = |f: &'static str, x: f32| {
+            if x != 0.0 && !(x > 0.0 && x < 1.0) {
+                return Err(invalid(f, x, "must be in (0, 1) (0 = off)"));
+            }
+            Ok(())
+        };
+        open01("epsilon_cutoff", self.epsilon_cutoff)?;
+        open01("eta_cutoff", self.eta_cutoff)?;
+        if let Some((_, f)) = self.exponential_decay_length_penalty {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(invalid(
+                    "exponential_decay_length_penalty",
+                    f,
+                    "the decay factor must be a finite number > 0",
+                ));
+            }
+        }
+        if let Some((s, _)) = self.sequence_bias.iter().find(|(s, _)| s.is_empty()) {
+            return Err(invalid("sequence_bias", format!("{s:?}"), "each sequence needs at least one token id"));
+        }
+        if let Some((_, b)) = self.sequence_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(invalid("sequence_bias", b, "biases must be finite numbers"));
+        }
+        if !(self.dry_multiplier >= 0.0 && self.dry_multiplier.is_finite()) {
+            return Err(invalid("dry_multiplier", self.dry_multiplier, "must be a finite number ≥ 0 (0 = off)"));
+        }
+        if !(self.dry_base >= 1.0 && self.dry_base.is_finite()) {
+            return Err(invalid("dry_base", self.dry_base, "must be a finite number ≥ 1"));
+        }
+        if self.dry_allowed_length == 0 {
+            return Err(invalid("dry_allowed_length", 0, "must be ≥ 1"));
+        }
+        if self.dry_penalty_last_n < -1 {
+            return Err(invalid(
+                "dry_penalty_last_n",
+                self.dry_penalty_last_n,
+                "must be ≥ -1 (-1 = the whole context, 0 = off)",
+            ));
+        }
+        if let Some(b) = self.dry_sequence_breakers.iter().find(|b| b.is_empty()) {
+            return Err(invalid("dry_sequence_breakers", format!("{b:?}"), "breakers must not be empty strings"));
+        }
+        if !(0.0..=1.0).contains(&self.xtc_probability) {
+            return Err(invalid("xtc_probability", self.xtc_probability, "must be in [0, 1] (0 = off)"));
+        }
+        if !(0.0..=1.0).contains(&self.xtc_threshold) {
+            return Err(invalid("xtc_threshold", self.xtc_threshold, "must be in [0, 1]"));
+        }
+        if !(self.top_n_sigma >= 0.0 && self.top_n_sigma.is_finite()) {
+            return Err(invalid("top_n_sigma", self.top_n_sigma, "must be a finite number ≥ 0 (0 = off)"));
+        }
+        match self.mirostat {
+            0 | 2 => {}
+            1 => return Err(invalid("mirostat", 1, "Mirostat 1 is not implemented: use 2 (Mirostat 2.0) or 0")),
+            m => return Err(invalid("mirostat", m, "must be 0 (off) or 2 (Mirostat 2.0)")),
+        }
+        if self.mirostat == 2 {
+            if !(self.mirostat_tau > 0.0 && self.mirostat_tau.is_finite()) {
+                return Err(invalid("mirostat_tau", self.mirostat_tau, "must be a finite number > 0"));
+            }
+            if !(self.mirostat_eta > 0.0 && self.mirostat_eta <= 1.0) {
+                return Err(invalid("mirostat_eta", self.mirostat_eta, "must be in (0, 1]"));
+            }
+            if self.prompt_lookup_num_tokens.is_some() {
+                return Err(invalid(
+                    "mirostat",
+                    2,
+                    "does not combine with speculative decoding (prompt_lookup_num_tokens)",
+                ));
+            }
+        }
+        if !(self.dynatemp_range >= 0.0 && self.dynatemp_range.is_finite()) {
+            return Err(invalid("dynatemp_range", self.dynatemp_range, "must be a finite number ≥ 0 (0 = off)"));
+        }
+        if !(self.dynatemp_exponent >= 0.0 && self.dynatemp_exponent.is_finite()) {
+            return Err(invalid("dynatemp_exponent", self.dynatemp_exponent, "must be a finite number ≥ 0"));
+        }
+        Ok(())
+    }
+
     /// Check every field; the error names the field, the value and the allowed range.
     pub fn validate(&self) -> Result<(), SamplingError> {
         let t = self.temperature;
@@ -463,6 +606,7 @@ impl GenerationConfig {
         if let Some(c) = &self.constraint {
             c.validate()?;
         }
+        self.validate_extra_samplers()?;
         if self.num_beams == 0 {
             return Err(invalid("num_beams", 0, "must be ≥ 1 (1 = no beam search)"));
         }
@@ -580,6 +724,31 @@ mod tests {
             (GenerationConfig { max_length: Some(5), min_length: 9, ..d() }, "min_length"),
             (GenerationConfig { max_new_tokens: Some(0), ..d() }, "max_new_tokens"),
             (GenerationConfig { stop: vec![String::new()], ..d() }, "stop"),
+            (GenerationConfig { epsilon_cutoff: 1.0, ..d() }, "epsilon_cutoff"),
+            (GenerationConfig { eta_cutoff: -0.1, ..d() }, "eta_cutoff"),
+            (
+                GenerationConfig { exponential_decay_length_penalty: Some((3, 0.0)), ..d() },
+                "exponential_decay_length_penalty",
+            ),
+            (GenerationConfig { sequence_bias: vec![(vec![], 1.0)], ..d() }, "sequence_bias"),
+            (GenerationConfig { sequence_bias: vec![(vec![1], f32::NAN)], ..d() }, "sequence_bias"),
+            (GenerationConfig { dry_multiplier: -1.0, ..d() }, "dry_multiplier"),
+            (GenerationConfig { dry_base: 0.9, ..d() }, "dry_base"),
+            (GenerationConfig { dry_allowed_length: 0, ..d() }, "dry_allowed_length"),
+            (GenerationConfig { dry_penalty_last_n: -2, ..d() }, "dry_penalty_last_n"),
+            (GenerationConfig { dry_sequence_breakers: vec![String::new()], ..d() }, "dry_sequence_breakers"),
+            (GenerationConfig { xtc_probability: 1.5, ..d() }, "xtc_probability"),
+            (GenerationConfig { xtc_threshold: -0.5, ..d() }, "xtc_threshold"),
+            (GenerationConfig { top_n_sigma: -1.0, ..d() }, "top_n_sigma"),
+            (GenerationConfig { mirostat: 1, ..d() }, "mirostat"),
+            (GenerationConfig { mirostat: 3, ..d() }, "mirostat"),
+            (GenerationConfig { mirostat: 2, mirostat_tau: 0.0, ..d() }, "mirostat_tau"),
+            (GenerationConfig { mirostat: 2, mirostat_eta: 1.5, ..d() }, "mirostat_eta"),
+            (GenerationConfig { mirostat: 2, prompt_lookup_num_tokens: Some(3), ..d() }, "mirostat"),
+            (GenerationConfig { dynatemp_range: -0.5, ..d() }, "dynatemp_range"),
+            (GenerationConfig { dynatemp_exponent: f32::INFINITY, ..d() }, "dynatemp_exponent"),
+            (GenerationConfig { constraint: Some(crate::Constraint::Choice(vec![])), ..d() }, "constraint"),
+            (GenerationConfig { constraint: Some(crate::Constraint::Regex(String::new())), ..d() }, "constraint"),
         ];
         for (c, field) in cases {
             let e = c.validate().unwrap_err().to_string();

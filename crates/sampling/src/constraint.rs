@@ -179,6 +179,19 @@ impl GrammarCompiler {
         &self.eos
     }
 
+    /// Every token whose text (bytes) contains one of `texts` (DRY's sequence breakers).
+    pub fn tokens_containing(&self, texts: &[String]) -> Vec<u32> {
+        let trie = self.factory.tok_env().tok_trie();
+        (0..trie.vocab_size() as u32)
+            .filter(|&t| {
+                let bytes = trie.token(t);
+                !bytes.is_empty()
+                    && bytes.first() != Some(&TokTrie::SPECIAL_TOKEN_MARKER)
+                    && texts.iter().any(|x| bytes.windows(x.len()).any(|w| w == x.as_bytes()))
+            })
+            .collect()
+    }
+
     /// Compile `c` into a fresh parser, or say what is wrong with it.
     pub fn compile(&self, c: &Constraint) -> Result<Matcher, SamplingError> {
         c.validate()?;

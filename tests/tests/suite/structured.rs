@@ -1,7 +1,8 @@
 //! Structured generation on SmolLM2, data-driven over `fixtures/structured.json` (JSON schemas
 //! with nested objects, arrays, enums, numbers, patterns and optional fields; JSON object;
 //! regexes for dates, emails, identifiers; an arithmetic grammar; choices): through the chat
-//! template, greedy and with several seeds (rows batched, per-row seeds), every output validates
+//! template, greedy (every backend) and with several seeds (flex; rows batched, per-row seeds),
+//! every output validates
 //! with an independent checker (the `jsonschema` crate, the `regex` crate, an arithmetic parser,
 //! string equality) and ends with EOS: 100%. The same prompt unconstrained does not validate
 //! (so the check can fail). Beam search, prompt-lookup speculative decoding and a left-padded
@@ -108,6 +109,10 @@ fn check_rows<B: DecodeOps>(loaded: &LoadedModel<B>, case: &Value, c: &Constrain
 }
 
 fn structured_outputs_validate<B: DecodeOps>(d: &B::Device) {
+    // greedy on every backend; the seeded sampled rows on flex (the fast CPU backend) only: the
+    // constraint is host code plus one mask upload and masked fill, which greedy exercises
+    // equally, and ndarray / lavapipe decode SmolLM2 too slowly for every case × seed in CI
+    let sampled_here = std::any::type_name::<B>().contains("Flex");
     let loaded = load_model::<B>(&smollm2_path(), d).unwrap();
     let table = json_fixture("structured.json");
     let cases = table["cases"].as_array().unwrap();
@@ -124,6 +129,9 @@ fn structured_outputs_validate<B: DecodeOps>(d: &B::Device) {
         let out = run(&loaded, &[prompt.clone()], &greedy, None).unwrap();
         check_rows(&loaded, case, &c, &out, "greedy");
 
+        if !sampled_here {
+            continue;
+        }
         // three sampled rows in one batch, each with its own seed (the CLI's sampling defaults)
         let sampled = GenerationConfig { num_return_sequences: 3, ..base.clone() };
         let out = run(&loaded, &[prompt.clone()], &sampled, Some(vec![1, 2, 3])).unwrap();

@@ -1,0 +1,53 @@
+//! transformers' `SequenceBiasLogitsProcessor`: a bias on the last token of each token sequence,
+//! applied when the row's tokens end with the rest of the sequence (one-token sequences always).
+use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
+
+use crate::error::{invalid, SamplingError};
+use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::util::row_index;
+
+#[derive(Debug, Clone)]
+pub struct SequenceBias {
+    seqs: Vec<(Vec<u32>, f32)>,
+}
+
+impl SequenceBias {
+    pub fn new(seqs: Vec<(Vec<u32>, f32)>) -> Result<Self, SamplingError> {
+        if let Some((s, _)) = seqs.iter().find(|(s, _)| s.is_empty()) {
+            return Err(invalid("sequence_bias", format!("{s:?}"), "each sequence needs at least one token id"));
+        }
+        if let Some((_, b)) = seqs.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(invalid("sequence_bias", b, "biases must be finite numbers"));
+        }
+        Ok(Self { seqs })
+    }
+}
+
+impl<B: Backend> LogitsProcessor<B> for SequenceBias {
+    fn name(&self) -> &'static str {
+        "sequence_bias"
+    }
+
+    fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
+        let v = logits.dims()[1];
+        let rows: Vec<Vec<(u32, f32)>> = ctx
+            .sequences
+            .iter()
+            .map(|seq| {
+                let mut acc: Vec<(u32, f32)> = vec![];
+                for (s, bias) in &self.seqs {
+                    let (prefix, last) = s.split_at(s.len() - 1);
+                    if (last[0] as usize) < v && seq.ends_with(prefix) {
+                        match acc.iter_mut().find(|(t, _)| *t == last[0]) {
+                            Some(e) => e.1 += bias,
+                            None => acc.push((last[0], *bias)),
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+        let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
+        logits.scatter(1, ri.idx, ri.values.mul(ri.valid), IndexingUpdateOp::Add)
+    }
+}
