@@ -336,7 +336,7 @@ impl<B: Backend> LogitsProcessor<B> for GrammarConstraint {
                 self.row_mask(st)
             })
             .collect();
-        *self.states.lock().expect("constraint state") = states.drain(..).collect();
+        *self.states.lock().expect("constraint state") = std::mem::take(&mut states);
         if masks.iter().all(Option::is_none) {
             return logits;
         }

@@ -4,13 +4,14 @@
 //! [`LogitsProcessor`] over `Tensor<B, 2>` (`[batch, vocab]`), so it runs on the device of the
 //! model. [`LogitsPipeline::from_config`] applies them in transformers' order:
 //!
-//! 1. penalties: repetition (CTRL), frequency/presence (OpenAI)
+//! 1. penalties: repetition (CTRL), frequency/presence (OpenAI), DRY (llama.cpp)
 //! 2. `no_repeat_ngram_size`
-//! 3. `min_length`, `min_new_tokens` (EOS masked until reached)
-//! 4. logit bias, banned token ids
-//! 4b. the structured-generation constraint ([`Constraint`]: JSON schema, regex, grammar, choice)
-//! 5. user processors ([`LogitsPipeline::push`])
-//! 6. warpers, only when sampling: temperature → top-k → top-p → min-p → typical-p
+//! 3. `min_length`, `min_new_tokens` (EOS masked until reached), exponential decay length penalty
+//! 4. sequence bias, logit bias, banned / suppressed token ids
+//! 5. the structured-generation constraint ([`Constraint`]: JSON schema, regex, grammar, choice)
+//! 6. user processors ([`LogitsPipeline::push`])
+//! 7. warpers, only when sampling: temperature (or dynamic temperature) → Mirostat 2.0 (which
+//!    then ends the list) → top-nσ → top-k → top-p → min-p → typical-p → epsilon → eta → XTC
 //!
 //! Then a [`Sampler`] picks the next ids (argmax, or multinomial with one seeded RNG stream per
 //! sequence), copying only `[batch]` ids to the host.
