@@ -5,6 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod eval;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -246,6 +247,7 @@ fn main() -> Result<()> {
             demiurgic(&["fetch-model"])
         }
         Some("bench") => bench::run(&rest),
+        Some("eval") => eval::run(&rest),
         Some("fuzz") => fuzz(&rest),
         Some("gpu-check") => {
             let st = Command::new("bash").arg(root().join("scripts/gpu-check.sh")).args(&rest).current_dir(root()).status()?;
@@ -256,7 +258,8 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <test [--no-wgpu] [cargo test args] | fetch-model | \
-             bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH] | gpu-check [--prebuilt DIR] | fuzz [--seconds N] [--target T]>"
+             bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH] | \
+             eval [--quick] [--presets LIST] [--samples N] [--limit P] [--backend B] | gpu-check [--prebuilt DIR] | fuzz [--seconds N] [--target T]>"
         ),
     }
 }

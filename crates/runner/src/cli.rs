@@ -39,6 +39,9 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// Generate many tokens (default 10,000) in one process and check resident memory stays flat.
     Soak(soak::SoakArgs),
+    /// HumanEval: score completions in a sandbox (`eval score`), or generate and score them with
+    /// each preset (`eval run`, what `cargo xtask eval` drives).
+    Eval(crate::eval::EvalArgs),
 }
 
 #[derive(Args, Clone)]

