@@ -173,10 +173,24 @@ pub fn run_sandboxed(code: &str, timeout: Duration, iso: Isolation) -> Result<(b
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("demiurgic-eval-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run_in(&dir, code, timeout, iso);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    // The sandbox itself can fail to start while another program (a fork loop) holds nobody's
+    // process quota: that is not the program's failure, so it is retried (up to ~10 s).
+    let mut attempt = 0;
+    loop {
+        std::fs::create_dir_all(&dir)?;
+        let result = run_in(&dir, code, timeout, iso);
+        let _ = std::fs::remove_dir_all(&dir);
+        let transient = match &result {
+            Ok((false, r)) => r.starts_with("failed: bwrap:"),
+            Err(e) => e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            _ => false,
+        };
+        attempt += 1;
+        if !transient || attempt >= 100 {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(bool, String)> {
@@ -193,9 +207,10 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(
             let d = dir.to_str().context("temporary directory path is not UTF-8")?;
             let mut c = Command::new("bwrap");
             c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
-                .args(["--bind", d, "/sandbox", "--chdir", "/sandbox"])
+                // (after the private /tmp: the program's directory, under it, is bound in again)
+                .args(["--bind", d, d, "--chdir", d])
                 .args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"])
-                .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/sandbox"])
+                .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", d])
                 .args(python);
             c
         }
@@ -242,7 +257,7 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(
             });
         }
     }
-    let mut child = cmd.spawn().context("cannot start python3 for the sandboxed program")?;
+    let mut child = cmd.spawn()?;
     let mut stderr = child.stderr.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();

