@@ -27,15 +27,16 @@ pub fn run(args: &[&str]) -> Result<()> {
             other => bail!("unknown eval argument {other:?} (allowed: --quick, --presets LIST, --samples N, --limit P, --backend B, --batch N, --model PATH)"),
         }
     }
-    let has = |k: &str| pass.iter().any(|a| a == k);
+    let has_limit = pass.iter().any(|a| a == "--limit");
+    let has_samples = pass.iter().any(|a| a == "--samples");
     if quick {
-        if !has("--limit") {
+        if !has_limit {
             pass.extend(["--limit".into(), "30".into()]);
         }
-        if !has("--samples") {
+        if !has_samples {
             pass.extend(["--samples".into(), "1".into()]);
         }
-    } else if !has("--samples") {
+    } else if !has_samples {
         pass.extend(["--samples".into(), "5".into()]);
     }
     let backend = pass.iter().position(|a| a == "--backend").map(|i| pass[i + 1].clone());

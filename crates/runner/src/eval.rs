@@ -89,7 +89,6 @@ pub struct Problem {
     pub prompt: String,
     pub test: String,
     pub entry_point: String,
-    pub canonical_solution: Option<String>,
 }
 
 /// Read a `.jsonl` or `.jsonl.gz` problems file.
@@ -117,7 +116,6 @@ pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
             prompt: s("prompt")?,
             test: s("test")?,
             entry_point: s("entry_point")?,
-            canonical_solution: v["canonical_solution"].as_str().map(String::from),
         });
     }
     if out.is_empty() {
