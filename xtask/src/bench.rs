@@ -70,7 +70,7 @@ pub(crate) fn capture(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -96,7 +96,7 @@ fn burn_version() -> String {
     "unknown".into()
 }
 
-fn commit() -> String {
+pub(crate) fn commit() -> String {
     let rev = capture(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()))
         .unwrap_or_else(|_| "unknown".into());
     let dirty = Command::new("git")

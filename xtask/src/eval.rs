@@ -61,16 +61,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         bail!("demiurgic eval run failed ({})", out.status);
     }
     let mut report: Value = serde_json::from_slice(&out.stdout).context("eval run printed no JSON")?;
-    let commit = capture(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()))
-        .unwrap_or_else(|_| "unknown".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let commit = crate::bench::commit();
+    let cpu = crate::bench::machine();
     let date = capture(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     report["commit"] = json!(commit);
     report["cpu"] = json!(cpu);

@@ -55,14 +55,7 @@ impl<B: Backend> LogitsProcessor<B> for BannedTokens {
         "banned_tokens"
     }
 
-    fn process(&self, mut logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let v = logits.dims()[1];
-        for &id in &self.ids {
-            let i = id as usize;
-            if i < v {
-                logits = logits.slice_fill(s![.., i..i + 1], f32::NEG_INFINITY);
-            }
-        }
-        logits
+    fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
+        crate::util::fill_columns(logits, &self.ids, f32::NEG_INFINITY)
     }
 }

@@ -1,18 +1,11 @@
 //! transformers' `SuppressTokensLogitsProcessor` (never these ids) and
 //! `SuppressTokensAtBeginLogitsProcessor` (not these ids as the first generated token).
-use burn::tensor::{backend::Backend, s, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 
-fn suppress<B: Backend>(mut logits: Tensor<B, 2>, ids: &[u32]) -> Tensor<B, 2> {
-    let v = logits.dims()[1];
-    for &id in ids {
-        let i = id as usize;
-        if i < v {
-            logits = logits.slice_fill(s![.., i..i + 1], f32::NEG_INFINITY);
-        }
-    }
-    logits
+fn suppress<B: Backend>(logits: Tensor<B, 2>, ids: &[u32]) -> Tensor<B, 2> {
+    crate::util::fill_columns(logits, ids, f32::NEG_INFINITY)
 }
 
 #[derive(Debug, Clone)]

@@ -84,3 +84,15 @@ pub(crate) fn counts(ids: &[u32]) -> Vec<(u32, f32)> {
     }
     out
 }
+
+/// `logits[.., id] = value` for every id inside the vocabulary (banned / suppressed tokens).
+pub(crate) fn fill_columns<B: Backend>(mut logits: Tensor<B, 2>, ids: &[u32], value: f32) -> Tensor<B, 2> {
+    let v = logits.dims()[1];
+    for &id in ids {
+        let i = id as usize;
+        if i < v {
+            logits = logits.slice_fill(burn::tensor::s![.., i..i + 1], value);
+        }
+    }
+    logits
+}
