@@ -139,13 +139,18 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         }
         let t_start = Instant::now();
         let mut state = SampleState::<B>::new(config, &prep, None, None, self.grammar.as_deref())?;
-        let mut tmp = self.model.new_cache(n, t0)?;
+        // the n rows share one prompt: prefill it once, then copy its cache row and logits
+        let mut tmp = self.model.new_cache(1, t0)?;
         let input = StepInput {
-            tokens: prep.batch.tokens.clone(),
-            positions: prep.batch.positions.clone(),
-            key_valid: prep.batch.mask.clone(),
+            tokens: prep.batch.tokens[..1].to_vec(),
+            positions: prep.batch.positions[..1].to_vec(),
+            key_valid: prep.batch.mask[..1].to_vec(),
         };
-        let raw = self.model.forward_last(&input, Some(&mut tmp))?;
+        let mut raw = self.model.forward_last(&input, Some(&mut tmp))?;
+        if n > 1 {
+            tmp.reorder(&vec![0; n])?;
+            raw = raw.repeat_dim(0, n);
+        }
         let tokens = state.advance(raw, stops.as_mut(), None)?;
         let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
         let mut a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use demiurgic_model::load::TextStops;
-use demiurgic_model::{generate, DecodeOps, GenerateOptions};
+use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::{json, Value};
 
@@ -65,7 +65,7 @@ pub struct RunArgs {
     /// The first P problems only.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Prompts per generate call.
+    /// Rows decoded together (continuous batching: a problem joins as soon as its samples fit).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     #[arg(long = "max-new-tokens", default_value_t = 384)]
@@ -445,42 +445,60 @@ impl BackendJob for RunJob {
         let (loaded, _, _) = crate::load::<B>(&a.m, &device)?;
         let tok = loaded.text_tokenizer()?;
         let stops: Vec<String> = STOPS.iter().map(|s| s.to_string()).collect();
+        let prompts: Vec<Vec<u32>> = problems.iter().map(|p| tok.encode(&p.prompt)).collect::<Result<_, _>>()?;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let capacity = (longest + a.max_new_tokens).min(loaded.model.config.max_position_embeddings);
         let mut report = vec![];
         for (name, base) in &configs {
             let n = if base.is_sampling() { a.samples } else { 1 };
-            let mut samples: Vec<(String, String)> = vec![];
-            let mut ids_of: Vec<Vec<u32>> = vec![];
-            let (mut secs, mut tokens) = (0.0f64, 0usize);
-            for s in 0..n {
-                for chunk in problems.chunks(a.batch) {
-                    let prompts: Vec<Vec<u32>> =
-                        chunk.iter().map(|p| tok.encode(&p.prompt)).collect::<Result<_, _>>()?;
+            // continuous batching: one engine request per problem (its n samples are its rows,
+            // prefilled once), a new problem joins as soon as rows are free
+            let mut done: Vec<Option<GenerationOutput>> = (0..problems.len()).map(|_| None).collect();
+            let (mut tokens, mut next) = (0usize, 0usize);
+            let t = Instant::now();
+            let mut engine = Engine::new(&loaded.model, capacity)?;
+            loop {
+                while next < problems.len() && (engine.is_idle() || engine.rows() + n <= a.batch) {
                     let cfg = GenerationConfig {
                         max_new_tokens: Some(a.max_new_tokens),
                         max_length: None,
-                        num_return_sequences: 1,
+                        num_return_sequences: n,
                         stop: stops.clone(),
-                        seed: Some(1000 + s as u64),
+                        seed: Some(1000 + next as u64),
                         ..base.clone()
                     };
-                    let stops_rt = TextStops::new(tok, stops.clone());
-                    let t = Instant::now();
-                    let out = generate(
-                        &loaded.model,
-                        &prompts,
+                    let step = engine.add(
+                        next as u64,
+                        prompts[next].clone(),
                         &cfg,
-                        GenerateOptions { stops: Some(stops_rt), ..Default::default() },
+                        Some(TextStops::new(tok, stops.clone())),
                     )?;
-                    secs += t.elapsed().as_secs_f64();
-                    for (i, p) in chunk.iter().enumerate() {
-                        let text = crate::gen::row_text(tok, &out, i, &stops, true)?;
-                        tokens += out.lengths[i];
-                        ids_of.push(out.row(i).to_vec());
-                        samples.push((p.task_id.clone(), text));
+                    if let Some(o) = step.output {
+                        done[next] = Some(o);
+                    }
+                    next += 1;
+                }
+                if engine.is_idle() {
+                    break;
+                }
+                for step in engine.step()? {
+                    if let Some(o) = step.output {
+                        done[step.id as usize] = Some(o);
                     }
                 }
-                eprintln!("{name}: sample {}/{n} generated", s + 1);
             }
+            let secs = t.elapsed().as_secs_f64();
+            let mut samples: Vec<(String, String)> = vec![];
+            let mut ids_of: Vec<Vec<u32>> = vec![];
+            for (p, out) in problems.iter().zip(&done) {
+                let out = out.as_ref().context("the engine finished without a problem's output")?;
+                for i in 0..n {
+                    samples.push((p.task_id.clone(), crate::gen::row_text(tok, out, i, &stops, true)?));
+                    tokens += out.lengths[i];
+                    ids_of.push(out.row(i).to_vec());
+                }
+            }
+            eprintln!("{name}: {n} sample(s) of {} problems generated in {secs:.0} s", problems.len());
             if let Some(dir) = &a.completions_dir {
                 std::fs::create_dir_all(dir)?;
                 let mut f = std::fs::File::create(dir.join(format!("{name}.jsonl")))?;
