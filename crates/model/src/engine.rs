@@ -1,7 +1,7 @@
 //! Continuous batching: requests join a running batch at a step boundary and leave when done.
 //!
-//! One [`KvCache`] holds every running row. A request's prompt is prefilled on its own (exactly as
-//! [`crate::generate`] prefills it), then its rows are appended to the shared cache with their keys
+//! One [`KvCache`] holds every running row. A request's prompt is prefilled on its own, once for
+//! all its rows (and for the requests added with it by [`Engine::add_shared`]), then its rows are appended to the shared cache with their keys
 //! right-aligned to its end, so every row writes its next key at the same cache position; each
 //! row's own positions (RoPE) and its valid keys (the mask) keep it independent of the others. The
 //! decode step runs all rows in one forward pass; each request's rows then go through that
@@ -119,49 +119,75 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         id: u64,
         prompt: Vec<u32>,
         config: &GenerationConfig,
-        mut stops: Option<TextStops<'m>>,
+        stops: Option<TextStops<'m>>,
     ) -> Result<EngineStep> {
-        config.validate()?;
-        if config.num_beams > 1 || config.prompt_lookup_num_tokens.is_some() {
-            return Err(ModelError::Input(
-                "the batching engine runs greedy and sampling requests (not beam search or speculative decoding)"
-                    .into(),
-            ));
+        let mut steps = self.add_shared(prompt, vec![(id, config.clone(), stops)])?;
+        Ok(steps.remove(0))
+    }
+
+    /// Start several requests on one prompt (e.g. independent samples of it, each with its own
+    /// seed): the prompt is prefilled once and its cache row copied to every request's rows; each
+    /// request then runs and leaves the batch on its own, exactly as if added alone with
+    /// [`Self::add`]. One step per request, in order.
+    pub fn add_shared(
+        &mut self,
+        prompt: Vec<u32>,
+        requests: Vec<(u64, GenerationConfig, Option<TextStops<'m>>)>,
+    ) -> Result<Vec<EngineStep>> {
+        let mut preps = Vec::with_capacity(requests.len());
+        for (_, config, _) in &requests {
+            config.validate()?;
+            if config.num_beams > 1 || config.prompt_lookup_num_tokens.is_some() {
+                return Err(ModelError::Input(
+                    "the batching engine runs greedy and sampling requests (not beam search or speculative decoding)"
+                        .into(),
+                ));
+            }
+            let n = config.num_return_sequences;
+            let prep = prepare::<B>(&self.model.config, std::slice::from_ref(&prompt), config, n)?;
+            if prep.t0 + prep.max_new > self.capacity {
+                return Err(ModelError::Input(format!(
+                    "prompt ({} tokens) + max_new_tokens ({}) exceed the server's cache of {} positions",
+                    prep.t0, prep.max_new, self.capacity
+                )));
+            }
+            preps.push(prep);
         }
-        let n = config.num_return_sequences;
-        let prep = prepare::<B>(&self.model.config, &[prompt], config, n)?;
-        let t0 = prep.t0;
-        if t0 + prep.max_new > self.capacity {
-            return Err(ModelError::Input(format!(
-                "prompt ({t0} tokens) + max_new_tokens ({}) exceed the server's cache of {} positions",
-                prep.max_new, self.capacity
-            )));
-        }
+        let Some(first) = preps.first() else { return Ok(vec![]) };
+        let t0 = first.t0;
         let t_start = Instant::now();
-        let mut state = SampleState::<B>::new(config, &prep, None, None, self.grammar.as_deref())?;
-        // the n rows share one prompt: prefill it once, then copy its cache row and logits
+        // prefill the prompt once (one row; every row of every request holds the same prompt)
         let mut tmp = self.model.new_cache(1, t0)?;
         let input = StepInput {
-            tokens: prep.batch.tokens[..1].to_vec(),
-            positions: prep.batch.positions[..1].to_vec(),
-            key_valid: prep.batch.mask[..1].to_vec(),
+            tokens: first.batch.tokens[..1].to_vec(),
+            positions: first.batch.positions[..1].to_vec(),
+            key_valid: first.batch.mask[..1].to_vec(),
         };
-        let mut raw = self.model.forward_last(&input, Some(&mut tmp))?;
-        if n > 1 {
-            tmp.reorder(&vec![0; n])?;
-            raw = raw.repeat_dim(0, n);
+        let raw = self.model.forward_last(&input, Some(&mut tmp))?;
+        let mut steps = vec![];
+        let mut joining = vec![];
+        for ((id, config, mut stops), prep) in requests.into_iter().zip(&preps) {
+            let n = config.num_return_sequences;
+            let mut state = SampleState::<B>::new(&config, prep, None, None, self.grammar.as_deref())?;
+            let tokens = state.advance(raw.clone().repeat_dim(0, n), stops.as_mut(), None)?;
+            let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
+            let a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };
+            if a.state.done() {
+                steps.push(EngineStep { id, tokens, output: Some(a.finish()) });
+            } else {
+                steps.push(EngineStep { id, tokens, output: None });
+                joining.push(a);
+            }
         }
-        let tokens = state.advance(raw, stops.as_mut(), None)?;
-        let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
-        let mut a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };
-        if a.state.done() {
-            return Ok(EngineStep { id, tokens, output: Some(a.finish()) });
+        let rows: usize = joining.iter().map(|a| a.state.rows()).sum();
+        if rows == 0 {
+            return Ok(steps);
         }
+        tmp.reorder(&vec![0; rows])?;
         match self.cache.as_mut() {
             None => {
                 let cap = self.sized(t0 + 1);
                 self.cache = Some(KvCache::from_prefix(&self.model.config, &tmp, t0, cap)?);
-                a.start = 0;
             }
             Some(cache) => {
                 let len = cache.len();
@@ -176,11 +202,14 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
                     }
                 }
                 cache.append_rows(&tmp, t0)?;
-                a.start = cache.len() - t0;
             }
         }
-        self.active.push(a);
-        Ok(EngineStep { id, tokens, output: None })
+        let start = self.cache.as_ref().map_or(0, |c| c.len() - t0);
+        for mut a in joining {
+            a.start = start;
+            self.active.push(a);
+        }
+        Ok(steps)
     }
 
     /// A cache size for `need` positions: a power of two (at least 64), at most the engine's limit.

@@ -66,7 +66,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Rows decoded together (continuous batching: a problem joins as soon as its samples fit).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
     #[arg(long = "max-new-tokens", default_value_t = 384)]
     pub max_new_tokens: usize,
@@ -451,30 +451,32 @@ impl BackendJob for RunJob {
         let mut report = vec![];
         for (name, base) in &configs {
             let n = if base.is_sampling() { a.samples } else { 1 };
-            // continuous batching: one engine request per problem (its n samples are its rows,
-            // prefilled once), a new problem joins as soon as rows are free
-            let mut done: Vec<Option<GenerationOutput>> = (0..problems.len()).map(|_| None).collect();
+            // continuous batching: each sample is an engine request (its own seed) and leaves the
+            // batch when it stops; a problem's samples share one prefill and join together as soon
+            // as they fit
+            let mut done: Vec<Option<GenerationOutput>> = (0..problems.len() * n).map(|_| None).collect();
             let (mut tokens, mut next) = (0usize, 0usize);
             let t = Instant::now();
             let mut engine = Engine::new(&loaded.model, capacity)?;
             loop {
                 while next < problems.len() && (engine.is_idle() || engine.rows() + n <= a.batch) {
-                    let cfg = GenerationConfig {
-                        max_new_tokens: Some(a.max_new_tokens),
-                        max_length: None,
-                        num_return_sequences: n,
-                        stop: stops.clone(),
-                        seed: Some(1000 + next as u64),
-                        ..base.clone()
-                    };
-                    let step = engine.add(
-                        next as u64,
-                        prompts[next].clone(),
-                        &cfg,
-                        Some(TextStops::new(tok, stops.clone())),
-                    )?;
-                    if let Some(o) = step.output {
-                        done[next] = Some(o);
+                    let requests = (0..n)
+                        .map(|s| {
+                            let cfg = GenerationConfig {
+                                max_new_tokens: Some(a.max_new_tokens),
+                                max_length: None,
+                                num_return_sequences: 1,
+                                stop: stops.clone(),
+                                seed: Some(1000 + s as u64),
+                                ..base.clone()
+                            };
+                            ((next * n + s) as u64, cfg, Some(TextStops::new(tok, stops.clone())))
+                        })
+                        .collect();
+                    for step in engine.add_shared(prompts[next].clone(), requests)? {
+                        if let Some(o) = step.output {
+                            done[step.id as usize] = Some(o);
+                        }
                     }
                     next += 1;
                 }
@@ -490,13 +492,12 @@ impl BackendJob for RunJob {
             let secs = t.elapsed().as_secs_f64();
             let mut samples: Vec<(String, String)> = vec![];
             let mut ids_of: Vec<Vec<u32>> = vec![];
-            for (p, out) in problems.iter().zip(&done) {
-                let out = out.as_ref().context("the engine finished without a problem's output")?;
-                for i in 0..n {
-                    samples.push((p.task_id.clone(), crate::gen::row_text(tok, out, i, &stops, true)?));
-                    tokens += out.lengths[i];
-                    ids_of.push(out.row(i).to_vec());
-                }
+            for (i, out) in done.iter().enumerate() {
+                let out = out.as_ref().context("the engine finished without a sample's output")?;
+                let text = crate::gen::row_text(tok, out, 0, &stops, true)?;
+                samples.push((problems[i / n].task_id.clone(), text));
+                tokens += out.lengths[0];
+                ids_of.push(out.row(0).to_vec());
             }
             eprintln!("{name}: {n} sample(s) of {} problems generated in {secs:.0} s", problems.len());
             if let Some(dir) = &a.completions_dir {
