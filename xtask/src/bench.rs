@@ -566,7 +566,7 @@ fn markdown(r: &Value) -> String {
     s
 }
 
-fn font() -> Result<&'static [u8]> {
+pub(crate) fn font() -> Result<&'static [u8]> {
     for p in [
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
         "/usr/share/fonts/TTF/DejaVuSans.ttf",

@@ -19,12 +19,20 @@ pub fn run(args: &[&str]) -> Result<()> {
     while let Some(&a) = it.next() {
         match a {
             "--quick" => quick = true,
+            "--render" => {
+                // redraw latest.md / latest.png (to DIR) from a saved report, without running
+                let f = it.next().context("--render needs a saved report (latest.json)")?;
+                let report: Value = serde_json::from_str(&std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?)
+                    .with_context(|| format!("{f} is not a JSON report"))?;
+                let dir = std::path::Path::new(f).parent().unwrap_or(std::path::Path::new("."));
+                return write_outputs(&report, dir);
+            }
             "--presets" | "--samples" | "--limit" | "--backend" | "--batch" | "--model" => {
                 let v = it.next().with_context(|| format!("{a} needs a value"))?;
                 pass.push(a.to_string());
                 pass.push(v.to_string());
             }
-            other => bail!("unknown eval argument {other:?} (allowed: --quick, --presets LIST, --samples N, --limit P, --backend B, --batch N, --model PATH)"),
+            other => bail!("unknown eval argument {other:?} (allowed: --quick, --render FILE, --presets LIST, --samples N, --limit P, --backend B, --batch N, --model PATH)"),
         }
     }
     let has_limit = pass.iter().any(|a| a == "--limit");
@@ -69,8 +77,13 @@ pub fn run(args: &[&str]) -> Result<()> {
     report["date"] = json!(date);
     report["quick"] = json!(quick);
     std::fs::write(out_dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
-    let md = markdown(&report);
-    std::fs::write(out_dir.join("latest.md"), &md)?;
+    write_outputs(&report, &out_dir)
+}
+
+/// `latest.md` (also printed) and `latest.png` of a report, into `dir`.
+fn write_outputs(report: &Value, dir: &std::path::Path) -> Result<()> {
+    let md = markdown(report);
+    std::fs::write(dir.join("latest.md"), &md)?;
     let bars: Vec<(String, f64)> = report["presets"]
         .as_array()
         .map(|a| {
@@ -79,9 +92,16 @@ pub fn run(args: &[&str]) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    write_png(&out_dir.join("latest.png"), &bars)?;
+    let title = format!(
+        "HumanEval pass@1, {} problems · {}",
+        report["presets"][0]["problems"],
+        report["model"].as_str().unwrap_or("?").rsplit('/').next().unwrap_or("?")
+    );
+    if let Err(e) = write_png(&dir.join("latest.png"), &bars, &title) {
+        eprintln!("no latest.png: {e}");
+    }
     println!("{md}");
-    eprintln!("wrote {}/latest.{{json,md,png}}", out_dir.display());
+    eprintln!("wrote {}/latest.{{md,png}}", dir.display());
     Ok(())
 }
 
@@ -136,67 +156,66 @@ fn markdown(r: &Value) -> String {
 }
 
 /// A bar chart of pass@1 per preset as an 8-bit grey PNG (stored deflate, no dependency).
-fn write_png(path: &std::path::Path, bars: &[(String, f64)]) -> Result<()> {
-    let (w, h) = (80 * bars.len().max(1) + 40, 240usize);
-    let mut px = vec![255u8; w * h];
-    // axis and 25% grid lines
-    for q in 0..=4 {
-        let y = h - 20 - q * (h - 40) / 4;
-        for x in 20..w - 20 {
-            px[y * w + x] = if q == 0 { 0 } else { 200 };
-        }
-    }
-    for (i, (_, v)) in bars.iter().enumerate() {
-        let bh = ((h - 40) as f64 * v.clamp(0.0, 1.0)).round() as usize;
-        let x0 = 40 + i * 80;
-        for y in (h - 20 - bh)..(h - 20) {
-            for x in x0..x0 + 48 {
-                px[y * w + x] = 60 + (i as u8 % 4) * 40;
+/// pass@1 per preset as labelled bars, the seed's own figure (another model) beside ours.
+fn write_png(path: &std::path::Path, bars: &[(String, f64)], title: &str) -> Result<()> {
+    use plotters::prelude::*;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, crate::bench::font()?)
+        .map_err(|_| anyhow::anyhow!("font does not load"))?;
+    let root = BitMapBackend::new(path, (200 + 170 * bars.len() as u32, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let names: Vec<&str> = bars.iter().map(|b| b.0.as_str()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..bars.len().max(1) as f64, 0.0..100.0)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(WHITE)
+        .x_labels(bars.len().max(1) * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 1e-6 {
+                names.get(i).map(|n| n.to_string()).unwrap_or_default()
+            } else {
+                String::new()
             }
+        })
+        .y_desc("pass@1 (%)")
+        .draw()?;
+    let ours = RGBColor(31, 119, 180);
+    let seed = RGBColor(170, 170, 170);
+    let seed_of = |n: &str| SEED.iter().find(|s| s.0 == n).and_then(|s| s.1.trim_end_matches('%').parse::<f64>().ok());
+    chart
+        .draw_series(
+            bars.iter().enumerate().map(|(i, (_, v))| {
+                Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.48, v * 100.0)], ours.filled())
+            }),
+        )?
+        .label("ours (this model)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], ours.filled()));
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, (n, _))| {
+            seed_of(n).map(|v| Rectangle::new([(i as f64 + 0.52, 0.0), (i as f64 + 0.85, v)], seed.filled()))
+        }))?
+        .label("the seed's table (another, larger model)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], seed.filled()));
+    chart.draw_series(bars.iter().enumerate().flat_map(|(i, (n, v))| {
+        let mut t =
+            vec![Text::new(format!("{:.1}%", v * 100.0), (i as f64 + 0.17, v * 100.0 + 5.0), ("sans-serif", 15))];
+        if let Some(sv) = seed_of(n) {
+            t.push(Text::new(format!("{sv:.0}%"), (i as f64 + 0.56, sv + 5.0), ("sans-serif", 15)));
         }
-    }
-    let mut raw = Vec::with_capacity((w + 1) * h);
-    for row in px.chunks(w) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = vec![0x78, 0x01];
-    let mut chunks = raw.chunks(65535).peekable();
-    while let Some(c) = chunks.next() {
-        z.push(chunks.peek().is_none() as u8);
-        z.extend_from_slice(&(c.len() as u16).to_le_bytes());
-        z.extend_from_slice(&(!(c.len() as u16)).to_le_bytes());
-        z.extend_from_slice(c);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + x as u32) % 65521;
-        b = (b + a) % 65521;
-    }
-    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit greyscale
-    for (kind, data) in [(*b"IHDR", ihdr), (*b"IDAT", z), (*b"IEND", vec![])] {
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc_in = kind.to_vec();
-        crc_in.extend_from_slice(&data);
-        png.extend_from_slice(&crc_in);
-        png.extend_from_slice(&crc32(&crc_in).to_be_bytes());
-    }
-    std::fs::write(path, png)?;
+        t
+    }))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
     Ok(())
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    !c
 }

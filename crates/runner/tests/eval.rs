@@ -107,3 +107,64 @@ fn hostile_completions_fail_inside_the_sandbox() {
     std::fs::remove_dir_all(&outside).unwrap();
     assert!(v["isolation"].as_str().unwrap().contains("cleared environment"), "{v}");
 }
+
+/// `demiurgic eval run` (what `cargo xtask eval` drives) on three problems with the default
+/// model: every preset reports every metric, greedy takes one sample and the sampling preset N,
+/// the completions file holds them in the harness's format, and a rerun with the same seeds gives
+/// the same completions.
+#[test]
+fn eval_run_reports_every_metric_for_each_preset() {
+    let (_, ps) = problems();
+    let dir = std::env::temp_dir().join(format!("demiurgic-eval-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = dir.join("problems.jsonl");
+    let lines: Vec<String> = ps[..3].iter().map(Value::to_string).collect();
+    std::fs::write(&small, lines.join("\n")).unwrap();
+    let model = demiurgic_runner::fetch::default_model(false).expect("the default model");
+    let run = |out: &str| -> (Value, Vec<Value>) {
+        let comp = dir.join(out);
+        let o = Command::new(env!("CARGO_BIN_EXE_demiurgic"))
+            .args(["eval", "run", "--presets", "greedy,baseline", "--samples", "3", "--max-new-tokens", "24"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--problems")
+            .arg(&small)
+            .arg("--completions-dir")
+            .arg(&comp)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let text = std::fs::read_to_string(comp.join("baseline.jsonl")).unwrap();
+        (v, text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    };
+    let (v, baseline) = run("a");
+    let presets = v["presets"].as_array().unwrap();
+    assert_eq!(presets.len(), 2);
+    for (p, (name, n)) in presets.iter().zip([("greedy", 1), ("baseline", 3)]) {
+        assert_eq!(p["preset"], name);
+        assert_eq!(p["samples_per_problem"], n, "{name}");
+        assert_eq!(p["problems"], 3, "{name}");
+        let pass = p["pass@1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&pass), "{name}: pass@1 {pass}");
+        let unique = p["unique_solutions"].as_f64().unwrap();
+        assert!((1.0..=n as f64).contains(&unique), "{name}: unique {unique}");
+        let rep = p["repetition_score"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&rep), "{name}: repetition {rep}");
+        assert!(p["seconds_per_completion"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(p["isolation"].as_str().is_some_and(|s| !s.is_empty()), "{name}");
+    }
+    // 3 samples per problem, in problem order, each problem's own task id
+    assert_eq!(baseline.len(), 9);
+    for (i, c) in baseline.iter().enumerate() {
+        assert_eq!(c["task_id"], ps[i / 3]["task_id"], "sample {i}");
+        assert!(c["completion"].is_string());
+    }
+    let distinct = |c: &[Value]| {
+        c.iter().map(|c| c["completion"].as_str().unwrap().to_string()).collect::<std::collections::HashSet<_>>().len()
+    };
+    assert!((0..3).any(|p| distinct(&baseline[p * 3..p * 3 + 3]) > 1), "a problem's samples differ: {baseline:?}");
+    let (_, again) = run("b");
+    assert_eq!(baseline, again, "seeded samples repeat");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

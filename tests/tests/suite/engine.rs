@@ -117,3 +117,67 @@ fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
 }
 
 per_backend!(engine_gives_each_request_what_generate_gives_it_alone, engine_matches_generate);
+
+/// Requests started together on one prompt (`add_shared`: one prefill) each get what `generate`
+/// gives them alone, finish at their own step and leave the batch on their own — beside a request
+/// already running.
+fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
+    let m = load_model::<B>(&fixture("tiny-llama"), d).unwrap().model;
+    let prompt = vec![146, 71, 26, 90, 12];
+    let group: Vec<(u64, GenerationConfig)> = vec![
+        (10, sampled(6, 1, 1)),
+        (11, sampled(18, 2, 1)),
+        (12, greedy(12)),
+        (13, sampled(9, 3, 2)),
+        (14, GenerationConfig { max_new_tokens: Some(1), ..greedy(1) }), // done at its first token
+    ];
+    let mut eng = Engine::new(&m, 64).unwrap();
+    let mut outs: HashMap<u64, GenerationOutput> = HashMap::new();
+    eng.add(1, vec![5, 6, 7, 8, 9, 10, 11], &greedy(15), None).unwrap();
+    eng.step().unwrap();
+    let before = eng.rows();
+    let steps = eng.add_shared(prompt.clone(), group.iter().map(|(id, c)| (*id, c.clone(), None)).collect()).unwrap();
+    assert_eq!(steps.iter().map(|s| s.id).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    let mut running = 0;
+    for (s, (_, c)) in steps.into_iter().zip(&group) {
+        assert_eq!(s.tokens.len(), c.num_return_sequences);
+        match s.output {
+            Some(o) => {
+                outs.insert(s.id, o);
+            }
+            None => running += c.num_return_sequences,
+        }
+    }
+    assert!(outs.contains_key(&14), "a one-token request finishes when added");
+    assert_eq!(eng.rows(), before + running, "the running rows and the group's unfinished rows");
+    let mut rows_seen = vec![];
+    while !eng.is_idle() {
+        for s in eng.step().unwrap() {
+            if let Some(o) = s.output {
+                assert!(outs.insert(s.id, o).is_none(), "request {} finished twice", s.id);
+            }
+        }
+        rows_seen.push(eng.rows());
+    }
+    assert!(rows_seen.windows(2).any(|w| w[1] < w[0] && w[1] > 0), "requests leave one by one: {rows_seen:?}");
+    for (id, c) in &group {
+        let want = generate(&m, &[prompt.clone()], c, GenerateOptions::default()).unwrap();
+        let got = &outs[id];
+        assert_eq!(got.tokens, want.tokens, "request {id}: tokens");
+        assert_eq!(got.finish_reasons, want.finish_reasons, "request {id}: finish reasons");
+        for (g, w) in got.logprobs.as_ref().unwrap().iter().zip(want.logprobs.as_ref().unwrap()) {
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() < 1e-4, "request {id}: logprob {a} vs {b}");
+            }
+        }
+    }
+    let want = generate(&m, &[vec![5, 6, 7, 8, 9, 10, 11]], &greedy(15), GenerateOptions::default()).unwrap();
+    assert_eq!(outs[&1].tokens, want.tokens, "the request already running");
+    // a bad request in the group refuses the whole group, naming the value
+    let bad = GenerationConfig { temperature: -1.0, ..sampled(4, 1, 1) };
+    let e = eng.add_shared(prompt, vec![(20, greedy(4), None), (21, bad, None)]).err().map(|e| e.to_string());
+    assert!(e.as_deref().is_some_and(|e| e.contains("temperature")), "{e:?}");
+    assert!(eng.is_idle(), "nothing of a refused group runs");
+}
+
+per_backend!(engine_shared_prefill_requests_match_generate_alone, shared_prefill_matches_generate);
