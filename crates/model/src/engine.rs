@@ -1,14 +1,15 @@
 //! Continuous batching: requests join a running batch at a step boundary and leave when done.
 //!
 //! One [`KvCache`] holds every running row. A request's prompt is prefilled on its own, once for
-//! all its rows (and for the requests added with it by [`Engine::add_shared`]), then its rows are appended to the shared cache with their keys
-//! right-aligned to its end, so every row writes its next key at the same cache position; each
-//! row's own positions (RoPE) and its valid keys (the mask) keep it independent of the others. The
-//! decode step runs all rows in one forward pass; each request's rows then go through that
-//! request's own pipeline and sampler ([`crate::generate::SampleState`], shared with `generate`),
-//! so a request gets the tokens `generate` gives it alone, whatever runs beside it. When the
-//! cache's end reaches its size the cache grows (doubling, up to the engine's limit), then the
-//! rows are shifted left over positions no row uses.
+//! all its rows (and for the requests added with it by [`Engine::add_shared`]), then its rows are
+//! appended to the shared cache with their keys right-aligned to its end, so every row writes its
+//! next key at the same cache position; each row's own positions (RoPE) and its valid keys (the
+//! mask) keep it independent of the others. The decode step runs all rows in one forward pass;
+//! each request's rows then go through that request's own pipeline and sampler
+//! (`SampleState`, shared with `generate`), so a request gets the tokens
+//! `generate` gives it alone, whatever runs beside it. When the cache's end reaches its size the
+//! cache grows (doubling, up to the engine's limit), then the rows are shifted left over
+//! positions no row uses.
 use std::time::Instant;
 
 use burn::tensor::s;

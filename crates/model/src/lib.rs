@@ -2,7 +2,7 @@
 //!
 //! A Llama-family decoder written once over Burn's [`Backend`](burn::tensor::backend::Backend):
 //! model ([`Llama`]), preallocated [`KvCache`], ragged [`Batch`]es, loaders for HF checkpoints
-//! (safetensors) and GGUF files, tokenizers, and the [`generate`] loop.
+//! (safetensors) and GGUF files, tokenizers, and the [`generate()`] loop.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::type_complexity)]
 
 pub mod attention;

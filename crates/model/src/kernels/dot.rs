@@ -4,7 +4,7 @@
 //! Every block type contributes `scale · Σ q·x + offset · Σ x` per sub-block, so the activation
 //! sums per 32 (and per 16, for Q6_K) are computed once per activation row (`XSums`) and the
 //! inner loops are plain 16-lane multiply-adds on small integers. The loops are written for the
-//! compiler to vectorise; [`dispatch`] compiles them three times (AVX-512, AVX2+FMA+F16C,
+//! compiler to vectorise; `dispatch!` compiles them three times (AVX-512, AVX2+FMA+F16C,
 //! portable) and picks one at run time from the CPU's features.
 use half::f16;
 
