@@ -56,6 +56,41 @@ macro_rules! per_backend {
     };
 }
 
+/// Whether the full real-model matrix runs: `cargo xtask test --full` (and `cargo xtask gpu-check`)
+/// set `DEMIURGIC_FULL=1`. Without it, [`real_model_cases`] keeps one case on the slow backends.
+pub fn full() -> bool {
+    std::env::var_os("DEMIURGIC_FULL").is_some_and(|v| v == "1")
+}
+
+/// Whether `B` is the flex backend (the fast CPU backend: every real-model case runs there).
+pub fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Flex>()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
+}
+
+/// The cases of an expensive real-model test that backend `B` runs: every case on flex or under
+/// [`full`]; the first case elsewhere (ndarray decodes SmolLM2 at ~5 tokens/s and lavapipe, CI's
+/// software Vulkan, at ~1: every case on them is `cargo xtask test --full`). Panics on an empty
+/// list (a data-driven test must test something), and says on stderr what it left out.
+pub fn real_model_cases<B: burn::tensor::backend::Backend, T>(what: &str, mut cases: Vec<T>) -> Vec<T> {
+    assert!(!cases.is_empty(), "{what}: the fixture has no case");
+    if !(full() || is_flex::<B>()) && cases.len() > 1 {
+        eprintln!(
+            "{what} on {}: the first of {} cases (all of them on flex and with `cargo xtask test --full`)",
+            std::any::type_name::<B>(),
+            cases.len()
+        );
+        cases.truncate(1);
+    }
+    cases
+}
+
 /// Max absolute difference; NaN (in either input) is infinitely different, so it fails every
 /// tolerance (`f32::max` alone would drop it).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -1,4 +1,4 @@
-//! `cargo xtask test | fetch-model`: orchestration only.
+//! `cargo xtask test | soak | fetch-model | bench | eval | fuzz | gpu-check`: orchestration only.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod eval;
+mod test;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -18,44 +19,6 @@ fn cargo(args: &[&str]) -> Result<()> {
         bail!("cargo {} failed ({st})", args.join(" "));
     }
     Ok(())
-}
-
-/// Run `cargo test`, echo its output, and return (passed, failed) counted from its summaries.
-fn cargo_test_counted(args: &[&str]) -> Result<(u64, u64)> {
-    use std::io::{BufRead, BufReader};
-    eprintln!("+ cargo {}", args.join(" "));
-    let mut child = Command::new(env!("CARGO"))
-        .args(args)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut w = part.split_whitespace().rev();
-                let (kind, n) = (w.next(), w.next());
-                if let Some(n) =
-                    n.and_then(|n| n.trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok())
-                {
-                    match kind {
-                        Some("passed") => passed += n,
-                        Some("failed") => failed += n,
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    let st = child.wait()?;
-    if !st.success() {
-        println!("tests: {passed} passed, {failed} failed (cargo {} failed)", args.join(" "));
-        bail!("cargo {} failed ({st})", args.join(" "));
-    }
-    Ok((passed, failed))
 }
 
 fn target_dir() -> PathBuf {
@@ -201,7 +164,8 @@ fn main() -> Result<()> {
         Some("test") => {
             // wgpu (on lavapipe where no GPU exists) is tested unless --no-wgpu
             let wgpu = !rest.contains(&"--no-wgpu");
-            rest.retain(|a| *a != "--no-wgpu");
+            let full = rest.contains(&"--full");
+            rest.retain(|a| *a != "--no-wgpu" && *a != "--full");
             if wgpu {
                 ensure_vulkan()?;
                 // lavapipe warns on every device creation without it
@@ -209,38 +173,17 @@ fn main() -> Result<()> {
                     std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
                 }
             }
-            // fetch first so a missing model fails loudly, once
-            let mut build = vec!["build", "--release", "-p", "demiurgic-runner"];
-            if wgpu {
-                build.extend(["--features", "wgpu"]);
-            }
-            cargo(&build)?;
-            demiurgic(&["fetch-model"])?;
-            // Two runs: `--workspace --features member/feat` does not reach the runner's own test
-            // targets, so the runner (CLI tests) is tested on its own with its features.
-            let mut a = vec!["test", "--release", "--workspace", "--exclude", "demiurgic-runner"];
-            if wgpu {
-                a.extend(["--features", "demiurgic-tests/wgpu"]);
-            }
-            let mut r = vec!["test", "--release", "-p", "demiurgic-runner"];
-            if wgpu {
-                r.extend(["--features", "wgpu"]);
-            }
-            let filtered = !rest.is_empty();
-            a.extend(&rest);
-            r.extend(&rest);
-            let (p1, f1) = cargo_test_counted(&a)?;
-            let (p2, f2) = cargo_test_counted(&r)?;
-            let (passed, failed) = (p1 + p2, f1 + f2);
-            println!("tests: {passed} passed, {failed} failed");
-            if passed == 0 {
-                bail!("no test ran");
-            }
-            if !filtered {
-                // long run on the real model: 10,000 tokens, resident memory flat (bound in MiB)
-                demiurgic(&["soak", "--backend", "flex", "--tokens", "10000", "--max-growth-mib", "64"])?;
-            }
-            Ok(())
+            test::run(&root(), wgpu, full, &rest)
+        }
+        Some("soak") => {
+            // long run on the real model: N tokens (10,000 by default), resident memory flat
+            let tokens = match rest.as_slice() {
+                [] => "10000",
+                ["--tokens", n] if n.parse::<u64>().is_ok_and(|n| n > 0) => n,
+                other => bail!("soak takes --tokens N (a positive integer), got {other:?}"),
+            };
+            cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
+            demiurgic(&["soak", "--backend", "flex", "--tokens", tokens, "--max-growth-mib", "64"])
         }
         Some("fetch-model") => {
             cargo(&["build", "--release", "-p", "demiurgic-runner"])?;
@@ -257,7 +200,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cargo xtask <test [--no-wgpu] [cargo test args] | fetch-model | \
+            "usage: cargo xtask <test [--full] [--no-wgpu] [test name filters] | soak [--tokens N] | fetch-model | \
              bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH] | \
              eval [--quick] [--presets LIST] [--samples N] [--limit P] [--backend B] | gpu-check [--prebuilt DIR] | fuzz [--seconds N] [--target T]>"
         ),

@@ -33,6 +33,7 @@ mod tests {
         let ms = (1.0f32 + 4.0 + 9.0 + 0.25) / 4.0;
         let r = 1.0 / (ms + 1e-5).sqrt();
         let want = [1.0 * r, -2.0 * r * 2.0, 3.0 * r * 0.5, -(0.5 * r)];
+        assert_eq!(y.len(), want.len());
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }

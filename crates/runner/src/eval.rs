@@ -49,6 +49,10 @@ pub struct ScoreArgs {
     /// Print the whole result as JSON (otherwise a summary).
     #[arg(long)]
     pub json: bool,
+    /// Run the programs even where neither Landlock nor bubblewrap can isolate them (plain
+    /// processes with resource limits only; refused otherwise).
+    #[arg(long)]
+    pub allow_unsandboxed: bool,
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +83,9 @@ pub struct RunArgs {
     /// Also write each preset's completions (`<DIR>/<preset>.jsonl`, the harness's format).
     #[arg(long = "completions-dir")]
     pub completions_dir: Option<PathBuf>,
+    /// Run the programs even where neither Landlock nor bubblewrap can isolate them.
+    #[arg(long)]
+    pub allow_unsandboxed: bool,
 }
 
 /// HumanEval's stop strings (the Codex paper's).
@@ -129,41 +136,64 @@ pub fn program(p: &Problem, completion: &str) -> String {
     format!("{}{}\n{}\ncheck({})\n", p.prompt, completion, p.test, p.entry_point)
 }
 
-/// How generated code is isolated.
+/// How generated code is isolated: Landlock (`sandbox.rs`: file system read-only outside the
+/// program's directory, no TCP bind or connect) and bubblewrap (no network, read-only system,
+/// private /tmp, PID namespace) on top where each works, always with the process limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Isolation {
-    /// bubblewrap: no network, read-only system, private /tmp and PID namespace, plus the limits.
-    Bwrap,
-    /// A separate process with the limits, a cleared environment and an empty working directory.
-    Process,
+pub struct Isolation {
+    pub bwrap: bool,
+    pub landlock: bool,
 }
 
 impl Isolation {
-    /// Bubblewrap when a trivial program runs under it exactly as the programs will (same
-    /// limits, same user): a container without user namespaces falls back to a plain process.
+    /// Each layer that runs a trivial program exactly as the programs will run (same limits, same
+    /// user): Landlock needs a kernel with ABI 4 (Linux 6.7+); bubblewrap needs the package and
+    /// user namespaces (a container may lack them).
     pub fn detect() -> Self {
         let dir = std::env::temp_dir().join(format!("demiurgic-eval-probe-{}", std::process::id()));
-        let ok = std::fs::create_dir_all(&dir).is_ok()
-            && matches!(run_in(&dir, "pass\n", Duration::from_secs(20), Isolation::Bwrap), Ok((true, _)));
+        let works = |iso: Isolation| {
+            std::fs::create_dir_all(&dir).is_ok()
+                && matches!(run_in(&dir, "pass\n", Duration::from_secs(20), iso), Ok((true, _)))
+        };
+        let landlock = works(Isolation { bwrap: false, landlock: true });
+        let bwrap = works(Isolation { bwrap: true, landlock });
         let _ = std::fs::remove_dir_all(&dir);
-        if ok {
-            Isolation::Bwrap
-        } else {
-            Isolation::Process
-        }
+        Isolation { bwrap, landlock }
+    }
+
+    /// Whether the programs run in a sandbox at all.
+    pub fn sandboxed(&self) -> bool {
+        self.bwrap || self.landlock
     }
 
     pub fn describe(&self) -> String {
         let limits = "own process group, CPU time, 2 GiB address space, 64 processes, 16 MiB files, cleared environment, empty temporary directory, run as nobody when started as root";
-        match self {
-            Isolation::Bwrap => {
-                format!("bubblewrap (no network, read-only system, private /tmp, PID namespace) + {limits}")
-            }
-            Isolation::Process => {
-                format!("process only (bubblewrap not available: apt-get install bubblewrap) + {limits}")
-            }
+        let landlock = "Landlock (file system read-only outside the program's directory, no TCP bind or connect)";
+        let bwrap = "bubblewrap (no network, read-only system, private /tmp, PID namespace)";
+        match (self.bwrap, self.landlock) {
+            (true, true) => format!("{bwrap} + {landlock} + {limits}"),
+            (true, false) => format!("{bwrap} (Landlock not available: needs Linux 6.7 or newer) + {limits}"),
+            (false, true) => format!("{landlock} (bubblewrap not available: apt-get install bubblewrap) + {limits}"),
+            (false, false) => format!(
+                "UNSANDBOXED process (neither Landlock nor bubblewrap available; --allow-unsandboxed) + {limits}"
+            ),
         }
     }
+}
+
+/// The isolation to score with: refused by name when there is no sandbox, unless allowed.
+pub fn isolation(allow_unsandboxed: bool) -> Result<Isolation> {
+    let iso = Isolation::detect();
+    if !iso.sandboxed() && !allow_unsandboxed {
+        bail!(
+            "no sandbox for the generated programs: Landlock is not available (needs Linux 6.7 or newer) and \
+             bubblewrap does not run here (apt-get install bubblewrap); pass --allow-unsandboxed to run them as \
+             plain processes with only the resource limits"
+        );
+    }
+    // said on the terminal, whatever the output format
+    eprintln!("isolation: {}", iso.describe());
+    Ok(iso)
 }
 
 /// Run one untrusted Python program: (passed, result text).
@@ -179,7 +209,7 @@ pub fn run_sandboxed(code: &str, timeout: Duration, iso: Isolation) -> Result<(b
         let result = run_in(&dir, code, timeout, iso);
         let _ = std::fs::remove_dir_all(&dir);
         let transient = match &result {
-            Ok((false, r)) => r.starts_with("failed: bwrap:"),
+            Ok((false, r)) => r.starts_with("failed: bwrap:") || r.starts_with("failed: sandbox:"),
             Err(e) => e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
             _ => false,
         };
@@ -199,28 +229,29 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(
         // the program runs as nobody when we are root: it may write only here
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
     }
-    let python = ["python3", "-I", "-B", "program.py"];
-    let mut cmd = match iso {
-        Isolation::Bwrap => {
-            let d = dir.to_str().context("temporary directory path is not UTF-8")?;
-            let mut c = Command::new("bwrap");
-            c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
-                // (after the private /tmp: the program's directory, under it, is bound in again)
-                .args(["--bind", d, d, "--chdir", d])
-                .args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"])
-                .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", d])
-                .args(python);
-            c
-        }
-        Isolation::Process => {
-            let mut c = Command::new(python[0]);
-            c.args(&python[1..])
-                .current_dir(dir)
-                .env_clear()
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                .env("HOME", dir);
-            c
-        }
+    let d = dir.to_str().context("temporary directory path is not UTF-8")?;
+    // the program, behind the Landlock helper (this binary, re-executed) when Landlock is on
+    let mut program: Vec<String> = vec![];
+    if iso.landlock {
+        let me = std::env::current_exe().context("cannot find this program's path for the Landlock helper")?;
+        program.push(me.to_str().context("this program's path is not UTF-8")?.to_string());
+        program.extend([crate::sandbox::HELPER_ARG.to_string(), d.to_string()]);
+    }
+    program.extend(["python3", "-I", "-B", "program.py"].map(String::from));
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    let mut cmd = if iso.bwrap {
+        let mut c = Command::new("bwrap");
+        c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
+            // (after the private /tmp: the program's directory, under it, is bound in again)
+            .args(["--bind", d, d, "--chdir", d])
+            .args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"])
+            .args(["--setenv", "PATH", path, "--setenv", "HOME", d, "--setenv", "TMPDIR", d])
+            .args(&program);
+        c
+    } else {
+        let mut c = Command::new(&program[0]);
+        c.args(&program[1..]).current_dir(dir).env_clear().env("PATH", path).env("HOME", dir).env("TMPDIR", dir);
+        c
     };
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let cpu = timeout.as_secs() + 2;
@@ -308,14 +339,13 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
 }
 
 /// Score `(task_id, completion)` pairs: per sample (passed, result) and the summary.
-pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration) -> Result<Value> {
+pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration, iso: Isolation) -> Result<Value> {
     let by_id: BTreeMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
     for (id, _) in samples {
         if !by_id.contains_key(id.as_str()) {
             bail!("completion for unknown task_id {id:?} (not in the problems file)");
         }
     }
-    let iso = Isolation::detect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<std::sync::Mutex<Option<(bool, String)>>> = samples.iter().map(|_| Default::default()).collect();
@@ -373,7 +403,7 @@ fn read_completions(path: &Path) -> Result<Vec<(String, String)>> {
 fn problems_file(p: &Option<PathBuf>) -> Result<PathBuf> {
     match p {
         Some(p) => Ok(p.clone()),
-        None => demiurgic_runner::fetch::human_eval(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        None => crate::fetch::human_eval(std::io::IsTerminal::is_terminal(&std::io::stderr())),
     }
 }
 
@@ -387,7 +417,8 @@ fn timeout_of(s: f64) -> Result<Duration> {
 pub fn score_cmd(a: &ScoreArgs) -> Result<()> {
     let problems = read_problems(&problems_file(&a.problems)?)?;
     let samples = read_completions(&a.completions)?;
-    let v = score(&problems, &samples, timeout_of(a.timeout)?)?;
+    let iso = isolation(a.allow_unsandboxed)?;
+    let v = score(&problems, &samples, timeout_of(a.timeout)?, iso)?;
     if a.json {
         emit(&format!("{}\n", serde_json::to_string(&v)?));
     } else {
@@ -433,6 +464,8 @@ impl BackendJob for RunJob {
             bail!("--samples, --batch and --max-new-tokens must be ≥ 1");
         }
         let timeout = timeout_of(a.timeout)?;
+        // before the model loads: a machine that cannot sandbox learns it at once
+        let iso = isolation(a.allow_unsandboxed)?;
         let mut problems = read_problems(&problems_file(&a.problems)?)?;
         if let Some(l) = a.limit {
             if l == 0 {
@@ -507,7 +540,7 @@ impl BackendJob for RunJob {
                     writeln!(f, "{}", json!({"task_id": id, "completion": c}))?;
                 }
             }
-            let scored = score(&problems, &samples, timeout)?;
+            let scored = score(&problems, &samples, timeout, iso)?;
             // distinct completions per problem (whitespace normalised), averaged
             let mut distinct: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
             for (id, c) in &samples {

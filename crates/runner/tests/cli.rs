@@ -98,6 +98,8 @@ fn generate_json_matches_transformers_alone_and_batched() {
         let want: Vec<Vec<u64>> = b["greedy_16"].as_array().unwrap().iter().map(ids).collect();
         let eos = ids(&j["config"]["eos_token_ids"]);
         let lengths = ids(&j["lengths"]);
+        assert_eq!(got.len(), want.len(), "{backend}: one row per prompt");
+        assert_eq!(lengths.len(), want.len(), "{backend}: one length per row");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             // each row holds its real tokens: transformers' row up to its EOS (padding after it)
             assert_eq!(g.as_slice(), &w[..g.len()], "{backend} row {i}");

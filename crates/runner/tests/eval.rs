@@ -1,8 +1,9 @@
 //! `demiurgic eval score` on HumanEval: every canonical solution passes (pass@1 = 1.0, as the
 //! official harness gives on the same file), wrong completions fail, and hostile completions
 //! (an infinite loop, a huge allocation, a fork loop, writing and deleting outside the sandbox,
-//! reading the environment) each count as a failure while the eval goes on and nothing outside
-//! the sandbox changes.
+//! reading the environment, connecting out, binding a port) each count as a failure while the
+//! eval goes on and nothing outside the sandbox changes: with bubblewrap and Landlock, and with
+//! Landlock alone (bubblewrap off the PATH).
 use std::io::Read;
 use std::process::Command;
 
@@ -21,8 +22,16 @@ fn problems() -> (std::path::PathBuf, Vec<Value>) {
     (path, v)
 }
 
-fn score(problems: &std::path::Path, completions: &[(String, String)], envs: &[(&str, &str)]) -> Value {
-    let dir = std::env::temp_dir().join(format!("demiurgic-eval-test-{}-{}", std::process::id(), completions.len()));
+/// `demiurgic eval score --json` on `completions` with `envs` and `extra` arguments: the output.
+fn score_output(
+    problems: &std::path::Path,
+    completions: &[(String, String)],
+    envs: &[(&str, &str)],
+    extra: &[&str],
+) -> std::process::Output {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("demiurgic-eval-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("completions.jsonl");
     let lines: Vec<String> =
@@ -33,12 +42,29 @@ fn score(problems: &std::path::Path, completions: &[(String, String)], envs: &[(
         .arg(problems)
         .arg("--completions")
         .arg(&file)
+        .args(extra)
         .envs(envs.iter().copied())
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+fn score(problems: &std::path::Path, completions: &[(String, String)], envs: &[(&str, &str)]) -> Value {
+    let out = score_output(problems, completions, envs, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Exit code and standard error of a scoring run.
+fn score_status(
+    problems: &std::path::Path,
+    completions: &[(String, String)],
+    envs: &[(&str, &str)],
+    extra: &[&str],
+) -> (i32, String) {
+    let out = score_output(problems, completions, envs, extra);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -63,24 +89,29 @@ fn canonical_solutions_pass_and_wrong_ones_fail() {
     assert!((v["pass@1"].as_f64().unwrap() - want).abs() < 1e-9, "{v:?}");
 }
 
-#[test]
-fn hostile_completions_fail_inside_the_sandbox() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let (path, ps) = problems();
-    let p0 = &ps[0];
-    let canonical = p0["canonical_solution"].as_str().unwrap();
-    let outside = std::env::temp_dir().join(format!("demiurgic-eval-outside-{}", std::process::id()));
+/// The hostile set, scored with the environment `envs`: each completion fails, the eval goes on,
+/// nothing outside the sandbox changed, nothing connected out. Returns the isolation reported.
+fn hostile_run(path: &std::path::Path, ps: &[Value], envs: &[(&str, &str)], tag: &str) -> String {
+    let canonical = ps[0]["canonical_solution"].as_str().unwrap();
+    let outside = std::env::temp_dir().join(format!("demiurgic-eval-outside-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&outside).unwrap();
+    // world-writable, as /tmp is: only the sandbox keeps a program running as nobody out of it
+    #[cfg(unix)]
+    std::fs::set_permissions(&outside, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let keep = outside.join("keep.txt");
     std::fs::write(&keep, "precious").unwrap();
     let planted = outside.join("planted.txt");
+    let tmp_file = std::path::PathBuf::from("/tmp").join(format!("demiurgic-pwned-{}-{tag}", std::process::id()));
     let home_file = std::path::PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join("demiurgic-pwned");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     // each body passes the tests only if its attack worked (then the canonical solution runs)
-    let hostile: Vec<(&str, String)> = vec![
+    let mut hostile: Vec<(&str, String)> = vec![
         ("infinite loop", "    while True:\n        pass\n".into()),
         ("huge allocation", format!("    x = bytearray(1 << 36)\n    x[-1] = 1\n{canonical}")),
         ("fork loop", format!("    import os\n    for _ in range(100000):\n        os.fork()\n{canonical}")),
         ("write outside", format!("    open({:?}, 'w').write('x')\n{canonical}", planted.display().to_string())),
+        ("write /tmp", format!("    open({:?}, 'w').write('x')\n{canonical}", tmp_file.display().to_string())),
         ("write home", format!("    open({:?}, 'w').write('x')\n{canonical}", home_file.display().to_string())),
         (
             "delete outside",
@@ -90,22 +121,75 @@ fn hostile_completions_fail_inside_the_sandbox() {
             "read the environment",
             format!("    import os\n    assert os.environ['DEMIURGIC_EVAL_SECRET'] == 'hunter2'\n{canonical}"),
         ),
+        (
+            "connect out",
+            format!("    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n{canonical}"),
+        ),
     ];
+    let bind = format!(
+        "    import socket\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n    s.listen(1)\n{canonical}"
+    );
+    hostile.push(("bind a port", bind));
     let mut comps: Vec<(String, String)> =
         hostile.iter().map(|(_, c)| ("HumanEval/0".to_string(), c.clone())).collect();
     comps.push(("HumanEval/0".into(), canonical.to_string())); // the eval goes on
-    let t = std::time::Instant::now();
-    let v = score(&path, &comps, &[("DEMIURGIC_EVAL_SECRET", "hunter2")]);
+    let mut envs = envs.to_vec();
+    envs.push(("DEMIURGIC_EVAL_SECRET", "hunter2"));
+    let v = score(path, &comps, &envs);
+    let iso = v["isolation"].as_str().unwrap().to_string();
     let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), comps.len(), "{tag}: one result per completion: {v}");
     for ((name, _), r) in hostile.iter().zip(results) {
-        assert_eq!(r["passed"], false, "{name}: {r} ({})", v["isolation"]);
+        // binding a port inside bubblewrap's own network namespace is harmless: only Landlock
+        // refuses it, and only Landlock is asked to
+        if *name == "bind a port" && !iso.contains("Landlock (") {
+            continue;
+        }
+        assert_eq!(r["passed"], false, "{tag}: {name}: {r} ({iso})");
     }
-    assert_eq!(results.last().unwrap()["passed"], true, "{v}");
-    assert!(t.elapsed().as_secs() < 60, "the hostile programs were stopped by their timeouts");
-    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious", "a file outside the sandbox changed");
-    assert!(!planted.exists() && !home_file.exists(), "a program wrote outside its sandbox");
+    // the infinite loop was stopped by its timeout (not by another failure)
+    assert_eq!(results[0]["result"], "timed out", "{tag}: {v}");
+    assert_eq!(results.last().unwrap()["passed"], true, "{tag}: {v}");
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious", "{tag}: a file outside the sandbox changed");
+    assert!(
+        !planted.exists() && !tmp_file.exists() && !home_file.exists(),
+        "{tag}: a program wrote outside its sandbox ({iso})"
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "{tag}: a program connected to the host's port {port} ({iso})");
     std::fs::remove_dir_all(&outside).unwrap();
-    assert!(v["isolation"].as_str().unwrap().contains("cleared environment"), "{v}");
+    assert!(iso.contains("cleared environment"), "{v}");
+    iso
+}
+
+#[test]
+fn hostile_completions_fail_inside_the_sandbox() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let (path, ps) = problems();
+    // with bubblewrap (CI and `cargo xtask test` install it): both layers where the kernel has
+    // Landlock (ABI 4, Linux 6.7+)
+    let has_bwrap = Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(has_bwrap, "bubblewrap is missing: apt-get install bubblewrap (cargo xtask test installs it as root)");
+    let iso = hostile_run(&path, &ps, &[], "bwrap");
+    assert!(iso.starts_with("bubblewrap ("), "{iso}");
+    let landlock = iso.contains("+ Landlock (");
+    // without bubblewrap (not on PATH): Landlock alone keeps every attack in, or, on a kernel
+    // without Landlock, scoring is refused unless --allow-unsandboxed
+    let no_bwrap = [("PATH", "/nonexistent")];
+    if landlock {
+        let iso = hostile_run(&path, &ps, &no_bwrap, "landlock");
+        assert!(iso.starts_with("Landlock (") && iso.contains("bubblewrap not available"), "{iso}");
+    } else {
+        let (code, err) = score_status(&path, &[("HumanEval/0".into(), "    return []\n".into())], &no_bwrap, &[]);
+        assert!(code == 1 && err.contains("--allow-unsandboxed"), "{err}");
+        let (code, err) = score_status(
+            &path,
+            &[("HumanEval/0".into(), "    return []\n".into())],
+            &no_bwrap,
+            &["--allow-unsandboxed"],
+        );
+        assert!(code == 0 && err.contains("UNSANDBOXED"), "{err}");
+    }
 }
 
 /// `demiurgic eval run` (what `cargo xtask eval` drives) on three problems with the default

@@ -86,6 +86,7 @@ fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
             assert_eq!(got.lengths, want.lengths, "request {i}: lengths");
             assert_eq!(got.finish_reasons, want.finish_reasons, "request {i}: finish reasons");
             let (g, w) = (got.logprobs.as_ref().unwrap(), want.logprobs.as_ref().unwrap());
+            assert_eq!(g.len(), w.len(), "request {i}: logprob rows");
             for (r, (g, w)) in g.iter().zip(w).enumerate() {
                 assert_eq!(g.len(), w.len());
                 for (k, (a, b)) in g.iter().zip(w).enumerate() {
@@ -138,6 +139,7 @@ fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
     let before = eng.rows();
     let steps = eng.add_shared(prompt.clone(), group.iter().map(|(id, c)| (*id, c.clone(), None)).collect()).unwrap();
     assert_eq!(steps.iter().map(|s| s.id).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(steps.len(), group.len());
     let mut running = 0;
     for (s, (_, c)) in steps.into_iter().zip(&group) {
         assert_eq!(s.tokens.len(), c.num_return_sequences);
@@ -165,7 +167,10 @@ fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
         let got = &outs[id];
         assert_eq!(got.tokens, want.tokens, "request {id}: tokens");
         assert_eq!(got.finish_reasons, want.finish_reasons, "request {id}: finish reasons");
-        for (g, w) in got.logprobs.as_ref().unwrap().iter().zip(want.logprobs.as_ref().unwrap()) {
+        let (g, w) = (got.logprobs.as_ref().unwrap(), want.logprobs.as_ref().unwrap());
+        assert_eq!(g.len(), w.len(), "request {id}: logprob rows");
+        for (g, w) in g.iter().zip(w) {
+            assert_eq!(g.len(), w.len(), "request {id}: logprobs per row");
             for (a, b) in g.iter().zip(w) {
                 assert!((a - b).abs() < 1e-4, "request {id}: logprob {a} vs {b}");
             }

@@ -34,7 +34,9 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
             );
             let m = &loaded.model;
             let eos = g["eos_token_id"].as_u64().unwrap() as u32;
-            for (ci, case) in g["cases"].as_array().unwrap().iter().enumerate() {
+            let cases = g["cases"].as_array().unwrap();
+            assert!(!cases.is_empty(), "{fam}: golden.json has no case");
+            for (ci, case) in cases.iter().enumerate() {
                 let prompt = ids1(&case["prompt"]);
                 let t = prompt.len();
                 let input = StepInput {

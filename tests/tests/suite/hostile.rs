@@ -371,37 +371,22 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
     }
 }
 
-/// The `demiurgic` binary beside this test binary, built first (once per test run, with the
-/// backends this suite tests) so a test never runs a stale binary.
+/// The `demiurgic` binary beside this test binary (`target/<profile>/demiurgic`), which the same
+/// `cargo test --workspace` build (one feature set: `cargo xtask test`) links with this suite.
 pub fn demiurgic_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
             let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
-            let mut feats = vec![];
-            if cfg!(feature = "wgpu") {
-                feats.push("wgpu");
-            }
-            if cfg!(feature = "cuda") {
-                feats.push("cuda");
-            }
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--quiet", "-p", "demiurgic-runner"]);
-            if profile == "release" {
-                cmd.arg("--release");
-            }
-            if !feats.is_empty() {
-                cmd.args(["--features", &feats.join(",")]);
-            }
-            // a prebuilt suite run away from its source tree (gpu-check --prebuilt) has no cargo
-            if std::env::var_os("DEMIURGIC_FIXTURES").is_none() {
-                let st = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
-                assert!(st.success(), "building demiurgic failed");
-            }
+            // built beside this test binary by the same `cargo test --workspace` (as `cargo xtask
+            // test` runs it); a test never runs cargo itself
             let p = dir.join("demiurgic");
-            assert!(p.exists(), "{} missing", p.display());
+            assert!(
+                p.exists(),
+                "{} missing: run the suite with `cargo xtask test` (or `cargo test --workspace`, {profile}), which builds it",
+                p.display()
+            );
             p
         })
         .clone()

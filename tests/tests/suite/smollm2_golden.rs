@@ -4,7 +4,7 @@
 use demiurgic_model::DecodeOps;
 use demiurgic_model::{generate, load_model, Batch, GenerateOptions, StepInput};
 use demiurgic_sampling::GenerationConfig;
-use demiurgic_tests::{ids1, json_fixture, near_tie_margin, per_backend, smollm2_path, tolerance};
+use demiurgic_tests::{ids1, json_fixture, near_tie_margin, per_backend, real_model_cases, smollm2_path, tolerance};
 
 /// Compare greedy ids up to (excluding) the first step whose reference top-1/top-2 margin is
 /// below `min_margin` (0.01 in f32; see `near_tie_margin`).
@@ -17,8 +17,7 @@ fn golden<B: DecodeOps>(device: &B::Device) {
     let loaded = load_model::<B>(&smollm2_path(), device).expect("load SmolLM2");
     let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
     let cases = g["cases"].as_array().expect("cases");
-    assert!(!cases.is_empty());
-    for (ci, case) in cases.iter().enumerate() {
+    for (ci, case) in real_model_cases::<B, _>("smollm2 golden", cases.iter().enumerate().collect()) {
         let prompt = case["prompt"].as_str().unwrap();
         let want_ids = ids1(&case["prompt_ids"]);
         let ids = tok.encode(prompt).unwrap();

@@ -6,7 +6,9 @@
 //!   SmolLM2 goldens, and against plain decoding on the tiny model.
 use demiurgic_model::{generate, load_model, load_model_with, Activations, DecodeOps, GenerateOptions, LoadOptions};
 use demiurgic_sampling::{EarlyStopping, GenerationConfig};
-use demiurgic_tests::{fixture, ids1, json_fixture, near_tie_margin, per_backend, smollm2_path, tolerance};
+use demiurgic_tests::{
+    fixture, ids1, json_fixture, near_tie_margin, per_backend, real_model_cases, smollm2_path, tolerance,
+};
 
 fn beam_config(case: &serde_json::Value) -> GenerationConfig {
     let es = match &case["early_stopping"] {
@@ -41,11 +43,15 @@ fn check_beams(name: &str, got_rows: &[Vec<u32>], got_scores: &[f32], case: &ser
     }
 }
 
-fn beam_fixture<B: DecodeOps>(device: &B::Device, file: &str, model: &std::path::Path, tol: f32) {
+/// Every case of `file` alone, then batched by configuration; `real_model`: the real-model subset
+/// rule ([`real_model_cases`]) applies.
+fn beam_fixture<B: DecodeOps>(device: &B::Device, file: &str, model: &std::path::Path, tol: f32, real_model: bool) {
     let f = json_fixture(file);
     let loaded = load_model::<B>(model, device).unwrap();
-    let cases = f["cases"].as_array().unwrap();
-    assert!(!cases.is_empty());
+    let all = f["cases"].as_array().unwrap();
+    assert!(!all.is_empty(), "{file}: no case");
+    let cases: Vec<serde_json::Value> =
+        if real_model { real_model_cases::<B, _>(file, all.clone()) } else { all.clone() };
     for (ci, case) in cases.iter().enumerate() {
         let cfg = beam_config(case);
         let out = generate(&loaded.model, &[ids1(&case["prompt"])], &cfg, GenerateOptions::default()).unwrap();
@@ -54,7 +60,7 @@ fn beam_fixture<B: DecodeOps>(device: &B::Device, file: &str, model: &std::path:
     }
     // batched: for each configuration, every prompt the fixture has it for, in one call
     let mut configs: Vec<GenerationConfig> = vec![];
-    for c in cases {
+    for c in &cases {
         let cfg = beam_config(c);
         if !configs.contains(&cfg) {
             configs.push(cfg);
@@ -82,11 +88,17 @@ fn beam_fixture<B: DecodeOps>(device: &B::Device, file: &str, model: &std::path:
 }
 
 fn tiny_beams<B: DecodeOps>(device: &B::Device) {
-    beam_fixture::<B>(device, "beam/tiny-llama-beam.json", &fixture("tiny-llama"), tolerance::<B>(device, 1e-4, 5e-3));
+    beam_fixture::<B>(
+        device,
+        "beam/tiny-llama-beam.json",
+        &fixture("tiny-llama"),
+        tolerance::<B>(device, 1e-4, 5e-3),
+        false,
+    );
 }
 
 fn smollm2_beams<B: DecodeOps>(device: &B::Device) {
-    beam_fixture::<B>(device, "beam/smollm2-beam.json", &smollm2_path(), tolerance::<B>(device, 1e-3, 5e-2));
+    beam_fixture::<B>(device, "beam/smollm2-beam.json", &smollm2_path(), tolerance::<B>(device, 1e-3, 5e-2), true);
 }
 
 per_backend!(beam_search_matches_transformers_tiny, tiny_beams);
@@ -106,7 +118,8 @@ fn speculative_greedy<B: DecodeOps>(device: &B::Device) {
     };
     let draft = load_model_with::<B>(&smollm2_path(), device, &draft_opts).unwrap();
     let tok = target.tokenizer.as_ref().unwrap();
-    for (ci, case) in g["cases"].as_array().unwrap().iter().enumerate() {
+    let cases = g["cases"].as_array().unwrap();
+    for (ci, case) in real_model_cases::<B, _>("speculative on smollm2", cases.iter().enumerate().collect()) {
         let ids = tok.encode(case["prompt"].as_str().unwrap()).unwrap();
         let want = ids1(&case["greedy_ids"]);
         let margins: Vec<f64> =

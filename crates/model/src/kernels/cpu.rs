@@ -558,6 +558,7 @@ mod tests {
                 let x = lcg(7 + m as u64, m * k);
                 let got = linear(&q, &x, m, None);
                 let want = reference(&wd, &x, m, n, k);
+                assert_eq!(got.len(), want.len(), "{ty:?} m={m}: output length");
                 for (a, b) in got.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{ty:?} m={m}: {a} vs {b}");
                 }
@@ -577,6 +578,7 @@ mod tests {
                 let exact = linear(&q, &x, m, None);
                 let approx = linear(&q8, &x, m, None);
                 let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+                assert_eq!(approx.len(), exact.len(), "{ty:?} m={m}: output length");
                 for (a, b) in approx.iter().zip(&exact) {
                     assert!((a - b).abs() < 0.02 * scale, "{ty:?}: {a} vs {b}");
                 }
@@ -601,6 +603,7 @@ mod tests {
                     .collect();
                 for &level in &super::super::dot::available_levels() {
                     let got = linear_at(level, &q16, &x, m, None);
+                    assert_eq!((got.len(), mags.len()), (want.len(), want.len()), "{ty:?} m={m}: output length");
                     for ((a, b), mag) in got.iter().zip(&want).zip(&mags) {
                         assert!((a - b).abs() < 1e-4 * mag, "{ty:?} m={m} {level:?}: {a} vs {b} (scale {mag})");
                     }

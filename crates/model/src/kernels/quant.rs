@@ -446,6 +446,7 @@ mod tests {
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::F16, GgmlType::F32] {
             let q = QuantMatrix::quantize(ty, 3, 64, &w).unwrap();
             let back = q.dequantize();
+            assert_eq!(back.len(), w.len(), "{ty:?}: dequantized length");
             for (blk_w, blk_b) in w.chunks(32).zip(back.chunks(32)) {
                 let amax = blk_w.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let step = match ty {
