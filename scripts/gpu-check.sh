@@ -3,7 +3,8 @@
 #   1. builds the runner and the cross-backend suite with `--features cuda` (needs cargo + the
 #      CUDA driver; NVRTC is loaded at run time), or takes prebuilt binaries (--prebuilt DIR);
 #   2. lists the backends (`demiurgic backends`: is a CUDA device found?);
-#   3. runs the cross-backend suite for cuda against ndarray (tiny-llama logits and greedy,
+#   3. runs the cross-backend suite for cuda against ndarray with DEMIURGIC_FULL=1 (every
+#      real-model case, as `cargo xtask test --full`; tiny-llama logits and greedy,
 #      every processors.json case, SmolLM2 12 greedy tokens);
 #   4. generates with SmolLM2 on cuda and runs the quick bench on cuda (and flex, for scale),
 # printing every figure. Exit status non-zero when any step fails.
@@ -57,7 +58,7 @@ step "test suite on cuda: cross-backend (against ndarray) and every golden test"
 N_CUDA=$("$SUITE" --list 2>/dev/null | grep -c '::cuda: test$' || true)
 echo "cuda tests in the suite: $N_CUDA"
 [ "$N_CUDA" -ge 1 ] || fail "the suite has no cuda test (built without --features cuda?)"
-"$SUITE" --test-threads 1 --nocapture cuda || fail "cross-backend suite"
+DEMIURGIC_FULL=1 "$SUITE" --test-threads 1 --nocapture cuda || fail "cross-backend suite"
 
 step "generate on cuda"
 "$BIN" generate --backend cuda --model "$MODEL" --prompt "def fibonacci(n):" --greedy --max-new-tokens 48 --json || fail "generate"

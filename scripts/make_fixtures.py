@@ -6,8 +6,11 @@ recomputes every expected value from those inputs with transformers (5.24 / torc
 shared fixtures were made) and appends the new cases listed below. To add a case: append its
 inputs to the JSON (or to a NEW_* list here) and run the script.
 
-usage (the bench venv has transformers, torch, gguf: `cargo xtask bench --peers` makes it):
-  target/bench/venv/bin/python scripts/make_fixtures.py [--check] [processors|tiny|smollm2|chat|stops|all]
+usage (the bench venv has transformers, torch, gguf: `cargo xtask bench --peers` makes it, with
+the versions pinned in scripts/bench-peers-requirements.txt):
+  target/bench/venv/bin/python scripts/make_fixtures.py [--check] \
+      [processors|tiny|smollm2|chat|stops|families|beam|tokenizer|all]
+  target/bench/venv/bin/python scripts/make_fixtures.py new-family NAME CONFIG.json
 
   --check   recompute and compare with the committed files (max difference per fixture),
             write nothing; exits 1 when a value moved by more than 1e-4.
@@ -23,6 +26,17 @@ Fixtures (under tests/fixtures/):
   stop-strings.json     where transformers' StopStringCriteria stops on token sequences of the
                         default model's tokenizer, and where the stop string first appears in
                         the decoded text
+  families/*/golden.json  each tiny random family checkpoint (config.json + model.safetensors, as
+                        transformers saved them): full-prompt logits and greedy 16 (EOS active)
+                        for every case's prompt. `new-family NAME CONFIG.json` makes a new
+                        checkpoint (seeded random init, saved by transformers) with the qwen2
+                        cases' prompts; then run `families` to fill its golden.json, and
+                        scripts/make_family_ggufs.py for its GGUF
+  beam/*.json           transformers generate(num_beams=...) on tiny-llama and SmolLM2 for every
+                        case's prompt and options: sequences (cut after the first EOS) and
+                        sequences_scores
+  tokenizer.json        the default model's tokenizer (transformers' GGUF loader): ids of varied
+                        texts (CJK, emoji, accents, code, digits, special tokens)
 """
 import json
 import math
@@ -461,10 +475,166 @@ def stops():
     )
 
 
-JOBS = {"processors": processors, "tiny": tiny, "smollm2": smollm2, "chat": chat, "stops": stops}
+# ---------------------------------------------------------------- families
+def family_dirs():
+    root = os.path.join(FIX, "families")
+    return sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "config.json")))
+
+
+def families():
+    from transformers import AutoModelForCausalLM
+
+    names = family_dirs()
+    assert names, "no family checkpoints under tests/fixtures/families"
+    for fam in names:
+        path = os.path.join(FIX, "families", fam)
+        name = f"families/{fam}/golden.json"
+        f = load(name)
+        # eager attention: the reference formula (sliding windows and softcaps included)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+        eos = f["eos_token_id"]
+        assert f["cases"], f"{name}: no cases"
+        for i, c in enumerate(f["cases"]):
+            with torch.no_grad():
+                logits = model(torch.tensor([c["prompt"]])).logits[0].tolist()
+            ids, _ = greedy(model, c["prompt"], len(c.get("greedy_16", [])) or 16, eos)
+            compare(f"{fam} case {i} logits", c.get("logits"), logits)
+            compare(f"{fam} case {i} greedy", c.get("greedy_16"), ids)
+            c["logits"], c["greedy_16"] = logits, ids
+        f["transformers"] = __import__("transformers").__version__
+        save(name, f)
+
+
+def new_family(name, config_path):
+    """A tiny random checkpoint of a new family: seeded init, saved by transformers."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with open(config_path) as fh:
+        cfg = AutoConfig.for_model(**json.load(fh))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    path = os.path.join(FIX, "families", name)
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    prompts = [c["prompt"] for c in load("families/qwen2/golden.json")["cases"]]
+    vocab = cfg.vocab_size
+    save(
+        f"families/{name}/golden.json",
+        {
+            "family": name,
+            "architectures": cfg.architectures or [type(model).__name__],
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+            "transformers": __import__("transformers").__version__,
+            "cases": [{"prompt": [t % vocab for t in p]} for p in prompts],
+        },
+    )
+    print(f"made tests/fixtures/families/{name}; now run: make_fixtures.py families")
+
+
+# ---------------------------------------------------------------- beam search
+def beam():
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    models = {
+        "tiny-llama-beam.json": lambda: LlamaForCausalLM.from_pretrained(os.path.join(FIX, "tiny-llama"), dtype=torch.float32),
+        "smollm2-beam.json": lambda: __import__("transformers").AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(MODEL), gguf_file=os.path.basename(MODEL), dtype=torch.float32
+        ),
+    }
+    for file, make in models.items():
+        name = f"beam/{file}"
+        f = load(name)
+        assert f["cases"], f"{name}: no cases"
+        model = make().eval()
+        for i, c in enumerate(f["cases"]):
+            gc = GenerationConfig(
+                do_sample=False,
+                num_beams=c["num_beams"],
+                length_penalty=c["length_penalty"],
+                early_stopping=c["early_stopping"],
+                num_return_sequences=c["num_return_sequences"],
+                max_new_tokens=c["max_new_tokens"],
+                eos_token_id=c["eos_token_id"],
+                pad_token_id=c["pad_token_id"],
+            )
+            with torch.no_grad():
+                out = model.generate(
+                    torch.tensor([c["prompt"]]), generation_config=gc, output_scores=True, return_dict_in_generate=True
+                )
+            seqs = []
+            for row in out.sequences[:, len(c["prompt"]):].tolist():
+                if c["eos_token_id"] in row:
+                    row = row[: row.index(c["eos_token_id"]) + 1]
+                seqs.append(row)
+            scores = out.sequences_scores.tolist()
+            compare(f"{file} case {i} sequences", c.get("sequences"), seqs)
+            compare(f"{file} case {i} scores", c.get("sequences_scores"), scores)
+            c["sequences"], c["sequences_scores"] = seqs, scores
+        f["transformers"] = __import__("transformers").__version__
+        save(name, f)
+
+
+# ---------------------------------------------------------------- tokenizer ids
+TOKENIZER_TEXTS = [
+    "Hello, world!",
+    "def f(x):\n\treturn x  # tab-indented\n",
+    "  leading spaces and trailing   ",
+    "Accents: café, naïve, über, élève",
+    "CJK: 你好，世界。日本語のテキスト",
+    "한국어 텍스트와 中文混合 text",
+    "Emoji: 🦀🔥👩‍💻 done",
+    "flags 🇫🇷🇯🇵 and skin tones 👍🏽",
+    "digits 1234567890 and 3.14159",
+    "<|im_start|>user\nHi<|im_end|>",
+    "Ünïcödé – «quotes» and emoji 🚀",
+    "math: ∑ᵢ xᵢ² ≤ ∞, arrows → ⇒",
+]
+
+
+def tokenizer():
+    tok, _, _ = smollm2_model()
+    old = load("tokenizer.json") if os.path.exists(os.path.join(FIX, "tokenizer.json")) else {"cases": []}
+    texts = [c["text"] for c in old["cases"]] or TOKENIZER_TEXTS
+    texts += [t for t in TOKENIZER_TEXTS if t not in texts]
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False).input_ids
+        prev = next((c["ids"] for c in old["cases"] if c["text"] == t), None)
+        if prev is not None:
+            compare(f"tokenizer {t!r}", prev, ids)
+        out.append({"text": t, "ids": ids})
+    save(
+        "tokenizer.json",
+        {
+            "note": "transformers' tokenizer of the default model (AutoTokenizer from the GGUF), "
+            "text encoded without special tokens added",
+            "model": os.path.basename(MODEL),
+            "transformers": __import__("transformers").__version__,
+            "cases": out,
+        },
+    )
+
+
+JOBS = {
+    "processors": processors,
+    "tiny": tiny,
+    "smollm2": smollm2,
+    "chat": chat,
+    "stops": stops,
+    "families": families,
+    "beam": beam,
+    "tokenizer": tokenizer,
+}
 
 if __name__ == "__main__":
-    names = [a for a in sys.argv[1:] if not a.startswith("--")] or ["all"]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if args and args[0] == "new-family":
+        if len(args) != 3:
+            raise SystemExit("usage: make_fixtures.py new-family NAME CONFIG.json")
+        new_family(args[1], args[2])
+        sys.exit(0)
+    names = args or ["all"]
     for n in names:
         for job in JOBS if n == "all" else [n]:
             if job not in JOBS:

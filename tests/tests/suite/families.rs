@@ -72,6 +72,42 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
 
 per_backend!(families_match_transformers, family_goldens);
 
+/// The family GGUFs (our converter's files) against llama.cpp on the same files
+/// (`families/*/llamacpp.json`, made by `scripts/llamacpp_crosscheck.py families`): full-prompt
+/// logits, so a file our loader and transformers agree on but llama.cpp reads differently (tensor
+/// layout, metadata keys, RoPE style) is caught.
+fn family_ggufs_against_llamacpp<B: DecodeOps>(device: &B::Device) {
+    let mut checked = 0;
+    for fam in families() {
+        let rel = format!("families/{fam}/llamacpp.json");
+        assert!(fixture(&rel).exists(), "{rel} missing: run scripts/llamacpp_crosscheck.py families");
+        let r = json_fixture(&rel);
+        let loaded = load_model::<B>(&fixture(&format!("families/{fam}/model.gguf")), device)
+            .unwrap_or_else(|e| panic!("{fam} (gguf): {e}"));
+        let cases = r["cases"].as_array().expect("cases");
+        assert!(!cases.is_empty(), "{rel}: no case");
+        for (ci, case) in cases.iter().enumerate() {
+            let prompt = ids1(&case["prompt"]);
+            let t = prompt.len();
+            let input =
+                StepInput { tokens: vec![prompt], positions: vec![(0..t).collect()], key_valid: vec![vec![true; t]] };
+            let got: Vec<f32> = loaded.model.forward_all(&input, None).unwrap().into_data().iter::<f32>().collect();
+            let rows = case["logits"].as_array().unwrap();
+            assert_eq!(rows.len(), t, "{rel} case {ci}: one row per prompt position");
+            let want: Vec<f32> =
+                rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+            assert_eq!(got.len(), want.len(), "{rel} case {ci}: logits length");
+            let d = max_abs_diff(&got, &want);
+            let tol = tolerance::<B>(device, 1e-3, 5e-3);
+            assert!(d < tol, "{fam} (gguf) case {ci}: logits differ from llama.cpp's by {d} (tolerance {tol})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
+
+per_backend!(family_ggufs_match_llamacpp, family_ggufs_against_llamacpp);
+
 fn edited(fam: &str, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("demiurgic-family-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

@@ -371,26 +371,7 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
     }
 }
 
-/// The `demiurgic` binary beside this test binary (`target/<profile>/demiurgic`), which the same
-/// `cargo test --workspace` build (one feature set: `cargo xtask test`) links with this suite.
-pub fn demiurgic_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
-            // built beside this test binary by the same `cargo test --workspace` (as `cargo xtask
-            // test` runs it); a test never runs cargo itself
-            let p = dir.join("demiurgic");
-            assert!(
-                p.exists(),
-                "{} missing: run the suite with `cargo xtask test` (or `cargo test --workspace`, {profile}), which builds it",
-                p.display()
-            );
-            p
-        })
-        .clone()
-}
+pub use demiurgic_tests::demiurgic_bin;
 
 #[test]
 fn cli_exits_1_with_one_line_on_every_hostile_file() {

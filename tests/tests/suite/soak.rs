@@ -1,6 +1,6 @@
 //! Long run: 10,000 tokens in one process (`demiurgic soak`, a separate process so other tests do
 //! not share its resident set), resident memory after the first generation may not grow by more
-//! than the stated bound. `cargo xtask test` also soaks the real model (SmolLM2 on flex).
+//! than the stated bound. The real model (SmolLM2 on flex, 10,000 tokens) soaks in `cargo xtask soak`.
 use std::process::Command;
 
 use demiurgic_tests::fixture;

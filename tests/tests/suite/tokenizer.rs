@@ -36,3 +36,22 @@ fn round_trips_and_streams_without_splitting_characters() {
     assert_eq!(tok.encode("2024").unwrap().len(), 4);
     assert_eq!(tok.encode("<|im_start|>").unwrap().len(), 1);
 }
+
+/// Ids of varied text (CJK, Hangul, emoji with ZWJ/flags/skin tones, accents, code, specials)
+/// equal transformers' tokenizer of the same file (`fixtures/tokenizer.json`, made by
+/// `scripts/make_fixtures.py tokenizer`), and decode back to the text.
+#[test]
+fn ids_match_transformers() {
+    let f = demiurgic_tests::json_fixture("tokenizer.json");
+    let cases = f["cases"].as_array().expect("tokenizer.json cases");
+    assert!(!cases.is_empty(), "tokenizer.json has no cases");
+    let g = GgufFile::open(&smollm2_path()).unwrap();
+    let tok = tokenizer_from_gguf(&g).unwrap();
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "ids of {text:?} differ from transformers'");
+        assert_eq!(tok.decode(&ids).unwrap(), text, "decode of transformers' ids for {text:?}");
+    }
+}
