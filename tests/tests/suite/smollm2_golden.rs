@@ -132,3 +132,66 @@ fn smollm2_integer_activations_against_transformers() {
         eprintln!("{act:?}: largest top-5 logit difference from transformers {worst:.5}");
     }
 }
+
+/// The int8-activation path on flex against llama.cpp's own arithmetic on the same file
+/// (`smollm2-llamacpp.json`, made by `scripts/llamacpp_crosscheck.py int8`: llama.cpp's CPU
+/// backend quantizes activations to q8_1 for its Q4_1 dot products, as our int8 path does): the
+/// prompt ids (llama.cpp's tokenizer), the top-20 logits of the last prompt position within 0.05
+/// (a twelfth of what the transformers comparison allows int8), the same top-1 token, and greedy
+/// ids equal up to the first step whose llama.cpp margin is below 0.05.
+#[cfg(feature = "flex")]
+#[test]
+fn smollm2_int8_activations_against_llamacpp() {
+    use demiurgic_model::{load_model_with, Activations, LoadOptions};
+    type B = burn::backend::Flex;
+    const LOGIT_TOL: f64 = 0.05;
+    const MARGIN: f64 = 0.05;
+    let device = Default::default();
+    let g = json_fixture("smollm2-llamacpp.json");
+    let opts = LoadOptions { activations: Activations::Int8, ..Default::default() };
+    let loaded = load_model_with::<B>(&smollm2_path(), &device, &opts).expect("load SmolLM2");
+    let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
+    let cases = g["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 6, "smollm2-llamacpp.json: {} cases", cases.len());
+    let mut worst = 0f64;
+    for (ci, case) in cases.iter().enumerate() {
+        let ids = ids1(&case["prompt_ids"]);
+        assert_eq!(
+            tok.encode(case["prompt"].as_str().unwrap()).unwrap(),
+            ids,
+            "case {ci}: prompt ids differ from llama.cpp's"
+        );
+        let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
+        let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
+        let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
+        let top_ids = ids1(&case["last_prompt_top20"]["ids"]);
+        let top_logits: Vec<f64> =
+            case["last_prompt_top20"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(top_ids.len(), top_logits.len(), "case {ci}: top-20 ids and logits");
+        let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+        assert_eq!(argmax as u32, top_ids[0], "case {ci}: top-1");
+        for (id, want) in top_ids.iter().zip(&top_logits) {
+            let d = (logits[*id as usize] as f64 - want).abs();
+            worst = worst.max(d);
+            assert!(d < LOGIT_TOL, "case {ci}: logit of {id}: {} vs llama.cpp {want} (diff {d})", logits[*id as usize]);
+        }
+        let want = ids1(&case["greedy_ids"]);
+        let margins: Vec<f64> =
+            case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(want.len(), margins.len(), "case {ci}: one margin per greedy step");
+        let n = comparable_prefix(&margins, MARGIN);
+        let cfg = GenerationConfig {
+            max_new_tokens: Some(want.len()),
+            eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]),
+            ..GenerationConfig::greedy()
+        };
+        let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
+        let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
+        eprintln!("case {ci}: greedy ids equal to llama.cpp's for {same} of {} steps (comparable: {n})", want.len());
+        assert!(
+            same >= n,
+            "case {ci}: greedy ids differ at step {same}, before llama.cpp's first margin < {MARGIN} (step {n})"
+        );
+    }
+    eprintln!("int8 vs llama.cpp: largest top-20 logit difference {worst:.5}");
+}
