@@ -118,13 +118,14 @@ def sampler_case(c):
         elif name == "dry":
             if p["breakers"]:
                 return None, "llama.cpp's DRY breakers are strings tokenized with a vocabulary; the case's are token ids"
-            # llama.cpp: penalty_last_n -1 = the whole context, 0 = DRY off; ours: 0 = the whole context
-            last_n = p["last_n"] if p["last_n"] > 0 else -1
-            smpl = llama_cpp.llama_sampler_init_dry(None, 4096, p["multiplier"], p["base"], p["allowed_length"], last_n, None, 0)
+            # ours: last_n 0 = the whole context; llama.cpp: 0 = DRY off (-1 = its context size, which
+            # needs a context): the whole history is passed as its length
+            last_n = p["last_n"] if p["last_n"] > 0 else len(ids)
+            smpl = llama_cpp.llama_sampler_init_dry(None, p["multiplier"], p["base"], p["allowed_length"], last_n, None, 0)
             out = apply_sampler(smpl, row, ids)
         elif name == "frequency_presence":
             gen = ids[p["prompt_length"]:]
-            smpl = llama_cpp.llama_sampler_init_penalties(len(gen), 1.0, p["frequency_penalty"], p["presence_penalty"])
+            smpl = llama_cpp.llama_sampler_init_penalties(len(row), len(gen), 1.0, p["frequency_penalty"], p["presence_penalty"])
             out = apply_sampler(smpl, row, gen)
         else:
             raise SystemExit(f"no llama.cpp sampler for {name}")
@@ -220,10 +221,17 @@ def with_placeholder_vocab(src, dst, vocab):
             w.add_array(name, [field.parts[i].tolist()[0] for i in field.data])
         else:
             w.add_key_value(name, field.parts[field.data[0]].tolist()[0], t)
+    # <unk> <s> </s>, then byte tokens (llama.cpp's SPM loader looks up <0x0A>), then plain ones
+    names = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(3, min(vocab, 256))] + [f"<t{i}>" for i in range(256, vocab)]
+    types = [2 if i == 0 else 3 if i in (1, 2) else 6 if i < 256 else 1 for i in range(vocab)]
+    if arch == "phi3":
+        # llama.cpp's Phi-3 vocabulary setup looks these up by text
+        names[vocab - 2], names[vocab - 1] = "<|endoftext|>", "<|end|>"
+        types[vocab - 2] = types[vocab - 1] = 3
     w.add_tokenizer_model("llama")
-    w.add_token_list([f"<t{i}>" for i in range(vocab)])
+    w.add_token_list(names[:vocab])
     w.add_token_scores([0.0] * vocab)
-    w.add_token_types([2 if i == 0 else 3 if i in (1, 2) else 1 for i in range(vocab)])
+    w.add_token_types(types)
     for t in r.tensors:
         w.add_tensor(t.name, np.array(t.data).reshape([int(x) for x in reversed(t.shape)]), raw_dtype=t.tensor_type)
     w.write_header_to_file()
@@ -249,15 +257,25 @@ def families():
             name = f"families/{fam}/llamacpp.json"
             old = load(name) if os.path.exists(os.path.join(FIX, name)) else {"cases": []}
             cases = []
+            # llama.cpp's `llama` architecture has no sliding window (Mistral's GGUF carries it as
+            # llama.attention.sliding_window, which llama.cpp does not read): past the window its
+            # logits are full attention's, so only the positions inside it are comparable
+            window = cfg.get("sliding_window") if cfg.get("model_type") == "mistral" else None
             for i, c in enumerate(g["cases"]):
                 llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
                 decode(ctx, c["prompt"], 0, True)
-                logits = [logits_at(ctx, k, nv) for k in range(len(c["prompt"]))]
-                d = diff(c["logits"], logits)
-                print(f"{fam} case {i}: llama.cpp vs transformers: {d:.3g}")
+                n = len(c["prompt"]) if window is None else min(len(c["prompt"]), window)
+                logits = [logits_at(ctx, k, nv) for k in range(n)]
+                d = diff(c["logits"][:n], logits)
+                print(f"{fam} case {i}: llama.cpp vs transformers on {n} of {len(c['prompt'])} positions: {d:.3g}")
                 if i < len(old["cases"]):
                     compare(f"{fam} case {i} llama.cpp logits", old["cases"][i]["logits"], logits)
-                cases.append({"prompt": c["prompt"], "logits": logits})
+                case = {"prompt": c["prompt"], "logits": logits}
+                if n < len(c["prompt"]):
+                    case["positions_note"] = (
+                        f"first {n} positions: llama.cpp's llama architecture ignores the sliding window of {window}"
+                    )
+                cases.append(case)
             llama_cpp.llama_free(ctx)
             llama_cpp.llama_model_free(model)
             save(

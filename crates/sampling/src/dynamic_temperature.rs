@@ -44,8 +44,6 @@ impl<B: Backend> LogitsProcessor<B> for DynamicTemperature {
         let t = ratio.powf_scalar(self.exponent).mul_scalar(self.max - self.min).add_scalar(self.min);
         // a temperature of 0 (min 0 at zero entropy) would divide by zero: argmax-like instead
         let t = t.clamp_min(1e-3).mask_fill(single, 1.0);
-        // times the reciprocal, not a tensor division: burn-ndarray's SIMD division (reciprocal with
-        // a refinement step) turns -inf / t into NaN, so a masked token would come back as NaN
-        logits * t.recip().expand([b, v])
+        logits / t.expand([b, v])
     }
 }

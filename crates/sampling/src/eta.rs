@@ -25,11 +25,15 @@ impl EtaCutoff {
     }
 }
 
-/// Entropy per row (`[b, 1]`), -inf logits contributing 0.
+/// Entropy per row (`[b, 1]`), -inf logits contributing 0. No infinity enters the arithmetic:
+/// masked logits become -1e30 (probability 0 after the softmax, `p·log p` = -0) and their terms
+/// are zeroed, because backends disagree on `exp(-inf)` and `0·(-inf)` (burn-ndarray's SIMD paths
+/// gave NaN where flex gives 0).
 pub(crate) fn entropy<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
-    let logp = log_softmax(logits, 1);
+    let masked = logits.clone().is_inf();
+    let logp = log_softmax(logits.mask_fill(masked.clone(), -1e30), 1);
     let plogp = logp.clone().exp() * logp;
-    plogp.clone().mask_fill(plogp.is_nan(), 0.0).sum_dim(1).neg()
+    plogp.mask_fill(masked, 0.0).sum_dim(1).neg()
 }
 
 impl<B: Backend> LogitsProcessor<B> for EtaCutoff {

@@ -93,11 +93,21 @@ fn family_ggufs_against_llamacpp<B: DecodeOps>(device: &B::Device) {
                 StepInput { tokens: vec![prompt], positions: vec![(0..t).collect()], key_valid: vec![vec![true; t]] };
             let got: Vec<f32> = loaded.model.forward_all(&input, None).unwrap().into_data().iter::<f32>().collect();
             let rows = case["logits"].as_array().unwrap();
-            assert_eq!(rows.len(), t, "{rel} case {ci}: one row per prompt position");
+            // every position, or (said in positions_note: Mistral's window, which llama.cpp's
+            // llama architecture ignores) the first ones
+            if rows.len() != t {
+                assert!(
+                    rows.len() < t && case["positions_note"].as_str().is_some_and(|n| !n.is_empty()),
+                    "{rel} case {ci}: {} rows for {t} positions without a positions_note",
+                    rows.len()
+                );
+            }
             let want: Vec<f32> =
                 rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+            assert_eq!(got.len() % t, 0, "{rel} case {ci}: logits length");
+            let got = &got[..rows.len() * (got.len() / t)];
             assert_eq!(got.len(), want.len(), "{rel} case {ci}: logits length");
-            let d = max_abs_diff(&got, &want);
+            let d = max_abs_diff(got, &want);
             let tol = tolerance::<B>(device, 1e-3, 5e-3);
             assert!(d < tol, "{fam} (gguf) case {ci}: logits differ from llama.cpp's by {d} (tolerance {tol})");
             checked += 1;
