@@ -138,8 +138,8 @@ fn smollm2_integer_activations_against_transformers() {
 /// CPU backend quantizes activations to q8_1 for its Q4_1 dot products): the prompt ids (llama.cpp's
 /// tokenizer), the top-20 logits of the last prompt position within the bound the transformers
 /// comparison states for int8 (0.6), the same top-1 token, and greedy ids equal up to the first
-/// step whose llama.cpp margin is below 0.5. Measured (2026-12-02): the largest difference is
-/// 0.18, so our int8 arithmetic is close to llama.cpp's but not the same.
+/// step whose llama.cpp margin is below 0.5. Measured (2026-12-02): 0.18 on the first prompt's
+/// top logit, so our int8 arithmetic is close to llama.cpp's but not the same.
 #[cfg(feature = "flex")]
 #[test]
 fn smollm2_int8_activations_against_llamacpp() {
