@@ -36,48 +36,9 @@ import numpy as np
 
 import llama_cpp
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FIX = os.path.join(ROOT, "tests", "fixtures")
-MODEL = os.path.expanduser(os.path.join(os.environ.get("DEMIURGIC_HOME", "~/.cache/demiurgic"), "SmolLM2-135M-Instruct.Q4_1.gguf"))
-CHECK = "--check" in sys.argv
-moved = []
+from fixture_io import FIX, MODEL, compare, diff, load, load_or, run, save
 
 llama_cpp.llama_backend_init()
-
-
-def load(name):
-    with open(os.path.join(FIX, name)) as f:
-        return json.load(f)
-
-
-def save(name, data):
-    if CHECK:
-        return
-    with open(os.path.join(FIX, name), "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    print(f"wrote tests/fixtures/{name}")
-
-
-def diff(a, b):
-    if isinstance(a, list):
-        if not isinstance(b, list) or len(a) != len(b):
-            return math.inf
-        return max([diff(x, y) for x, y in zip(a, b)] + [0.0])
-    if a is None or b is None:
-        return 0.0 if a is b else math.inf
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(a - b)
-    return 0.0 if a == b else math.inf
-
-
-def compare(name, old, new):
-    if old is None:
-        return
-    d = diff(old, new)
-    print(f"{name}: max difference to the committed file {d:.3g}")
-    if d > 1e-4:
-        moved.append(name)
 
 
 # ---------------------------------------------------------------- samplers
@@ -255,7 +216,7 @@ def families():
             nv = n_vocab(model)
             assert nv == cfg["vocab_size"], (nv, cfg["vocab_size"])
             name = f"families/{fam}/llamacpp.json"
-            old = load(name) if os.path.exists(os.path.join(FIX, name)) else {"cases": []}
+            old = load_or(name, {"cases": []})
             cases = []
             # llama.cpp's `llama` architecture has no sliding window (Mistral's GGUF carries it as
             # llama.attention.sliding_window, which llama.cpp does not read): past the window its
@@ -307,7 +268,7 @@ def int8():
     nv = n_vocab(model)
     eos = 2
     name = "smollm2-llamacpp.json"
-    old = load(name) if os.path.exists(os.path.join(FIX, name)) else {"cases": []}
+    old = load_or(name, {"cases": []})
     prompts = [c["prompt"] for c in old["cases"]] or INT8_PROMPTS
     prompts += [p for p in INT8_PROMPTS if p not in prompts]
     cases = []
@@ -360,12 +321,4 @@ def int8():
 JOBS = {"samplers": samplers, "families": families, "int8": int8}
 
 if __name__ == "__main__":
-    names = [a for a in sys.argv[1:] if not a.startswith("--")] or ["all"]
-    for n in names:
-        for job in JOBS if n == "all" else [n]:
-            if job not in JOBS:
-                raise SystemExit(f"unknown job {job} (allowed: {', '.join(JOBS)}, all)")
-            JOBS[job]()
-    if moved:
-        print("moved by more than 1e-4:", ", ".join(moved))
-        sys.exit(1)
+    run(JOBS, [a for a in sys.argv[1:] if not a.startswith("--")], "job")

@@ -45,25 +45,7 @@ import sys
 
 import torch
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FIX = os.path.join(ROOT, "tests", "fixtures")
-MODEL = os.path.expanduser("~/.cache/demiurgic/SmolLM2-135M-Instruct.Q4_1.gguf")
-CHECK = "--check" in sys.argv
-moved = []
-
-
-def load(name):
-    with open(os.path.join(FIX, name)) as f:
-        return json.load(f)
-
-
-def save(name, data):
-    if CHECK:
-        return
-    with open(os.path.join(FIX, name), "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    print(f"wrote tests/fixtures/{name}")
+from fixture_io import FIX, MODEL, compare, load, load_or, run, save
 
 
 def nums(x):
@@ -71,26 +53,6 @@ def nums(x):
     if isinstance(x, list):
         return [nums(v) for v in x]
     return None if x == -math.inf else float(x)
-
-
-def diff(a, b):
-    """Max abs difference of two nested number lists (null = -inf must match exactly)."""
-    if isinstance(a, list):
-        if not isinstance(b, list) or len(a) != len(b):
-            return math.inf
-        return max([diff(x, y) for x, y in zip(a, b)] + [0.0])
-    if a is None or b is None:
-        return 0.0 if a is b else math.inf
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(a - b)
-    return 0.0 if a == b else math.inf
-
-
-def compare(name, old, new):
-    d = diff(old, new)
-    print(f"{name}: max difference to the committed file {d:.3g}")
-    if d > 1e-4:
-        moved.append(name)
 
 
 # ---------------------------------------------------------------- processors
@@ -302,6 +264,18 @@ def greedy(model, prompt, n, eos):
     return ids, margins
 
 
+def logits_and_greedy(model, cases, key, n, eos, label):
+    """Each case's full-prompt logits and greedy continuation (`key`, n tokens unless the case
+    already has some; EOS active), compared with the committed values and stored in the case."""
+    for i, c in enumerate(cases):
+        with torch.no_grad():
+            logits = model(torch.tensor([c["prompt"]])).logits[0].tolist()
+        ids, _ = greedy(model, c["prompt"], len(c.get(key, [])) or n, eos)
+        compare(f"{label} case {i} logits", c.get("logits"), logits)
+        compare(f"{label} case {i} greedy", c.get(key), ids)
+        c["logits"], c[key] = logits, ids
+
+
 def tiny():
     from transformers import LlamaForCausalLM
 
@@ -309,13 +283,7 @@ def tiny():
     f = load("tiny-llama/golden.json")
     model = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
     eos = f["eos_token_id"]
-    for i, c in enumerate(f["cases"]):
-        with torch.no_grad():
-            logits = model(torch.tensor([c["prompt"]])).logits[0].tolist()
-        ids, _ = greedy(model, c["prompt"], len(c.get("greedy_24", [])) or 24, eos)
-        compare(f"tiny-llama case {i} logits", c.get("logits"), logits)
-        compare(f"tiny-llama case {i} greedy", c.get("greedy_24"), ids)
-        c["logits"], c["greedy_24"] = logits, ids
+    logits_and_greedy(model, f["cases"], "greedy_24", 24, eos, "tiny-llama")
     b = f["batched_left_padded"]
     from transformers import GenerationConfig
 
@@ -408,7 +376,7 @@ def gguf_template():
 def chat():
     tok, _, _ = smollm2_model()
     template = gguf_template()
-    old = load("chat-template.json") if os.path.exists(os.path.join(FIX, "chat-template.json")) else {"cases": []}
+    old = load_or("chat-template.json", {"cases": []})
     cases = old["cases"] or CONVERSATIONS
     out = []
     for i, c in enumerate(cases):
@@ -461,7 +429,7 @@ def stops():
             if contains is None and any(s in tok.decode(ids[:k]) for s in strings):
                 contains = k
         out.append({"text": text, "stop": strings, "ids": ids, "hf_stops_after": hf, "first_contained_after": contains})
-    old = load("stop-strings.json") if os.path.exists(os.path.join(FIX, "stop-strings.json")) else None
+    old = load_or("stop-strings.json", None)
     if old and len(old["cases"]) == len(out):
         compare("stop strings", [[c["hf_stops_after"], c["first_contained_after"]] for c in old["cases"]],
                 [[c["hf_stops_after"], c["first_contained_after"]] for c in out])
@@ -492,15 +460,8 @@ def families():
         f = load(name)
         # eager attention: the reference formula (sliding windows and softcaps included)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-        eos = f["eos_token_id"]
         assert f["cases"], f"{name}: no cases"
-        for i, c in enumerate(f["cases"]):
-            with torch.no_grad():
-                logits = model(torch.tensor([c["prompt"]])).logits[0].tolist()
-            ids, _ = greedy(model, c["prompt"], len(c.get("greedy_16", [])) or 16, eos)
-            compare(f"{fam} case {i} logits", c.get("logits"), logits)
-            compare(f"{fam} case {i} greedy", c.get("greedy_16"), ids)
-            c["logits"], c["greedy_16"] = logits, ids
+        logits_and_greedy(model, f["cases"], "greedy_16", 16, f["eos_token_id"], fam)
         f["transformers"] = __import__("transformers").__version__
         save(name, f)
 
@@ -594,7 +555,7 @@ TOKENIZER_TEXTS = [
 
 def tokenizer():
     tok, _, _ = smollm2_model()
-    old = load("tokenizer.json") if os.path.exists(os.path.join(FIX, "tokenizer.json")) else {"cases": []}
+    old = load_or("tokenizer.json", {"cases": []})
     texts = [c["text"] for c in old["cases"]] or TOKENIZER_TEXTS
     texts += [t for t in TOKENIZER_TEXTS if t not in texts]
     out = []
@@ -634,12 +595,4 @@ if __name__ == "__main__":
             raise SystemExit("usage: make_fixtures.py new-family NAME CONFIG.json")
         new_family(args[1], args[2])
         sys.exit(0)
-    names = args or ["all"]
-    for n in names:
-        for job in JOBS if n == "all" else [n]:
-            if job not in JOBS:
-                raise SystemExit(f"unknown fixture {job} (allowed: {', '.join(JOBS)}, all)")
-            JOBS[job]()
-    if moved:
-        print("moved by more than 1e-4:", ", ".join(moved))
-        sys.exit(1)
+    run(JOBS, args)

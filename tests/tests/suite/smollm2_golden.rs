@@ -76,6 +76,52 @@ fn comparable_prefix_stops_at_first_near_tie() {
     assert_eq!(comparable_prefix(&[1.0, 0.05, 2.0], 0.1), 1);
 }
 
+/// One reference case on `model`: the top-1 token of the last prompt position is `top_ids[0]`,
+/// the logits of `top_ids` are within `logit_tol` of `top_logits`, and greedy decoding (EOS
+/// active) gives `greedy` up to the first step whose reference margin is below `margin`. Returns
+/// the largest logit difference.
+#[cfg(feature = "flex")]
+#[allow(clippy::too_many_arguments)]
+fn check_reference_case<B: DecodeOps>(
+    model: &demiurgic_model::Llama<B>,
+    ids: Vec<u32>,
+    top_ids: &[u32],
+    top_logits: &[f64],
+    greedy: &[u32],
+    margins: &[f64],
+    eos: u32,
+    (logit_tol, margin): (f64, f64),
+    label: &str,
+) -> f64 {
+    let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
+    let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
+    let logits: Vec<f32> = model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
+    let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+    assert_eq!(argmax as u32, top_ids[0], "{label}: top-1");
+    let mut worst = 0f64;
+    for (id, want) in top_ids.iter().zip(top_logits) {
+        let d = (logits[*id as usize] as f64 - want).abs();
+        worst = worst.max(d);
+        assert!(d < logit_tol, "{label}: logit of {id}: {} vs {want} (diff {d})", logits[*id as usize]);
+    }
+    let n = comparable_prefix(margins, margin);
+    let cfg = GenerationConfig {
+        max_new_tokens: Some(greedy.len()),
+        eos_token_ids: Some(vec![eos]),
+        ..GenerationConfig::greedy()
+    };
+    let out = generate(model, &[ids], &cfg, GenerateOptions::default()).unwrap();
+    let same = out.row(0).iter().zip(greedy).take_while(|(a, b)| a == b).count();
+    eprintln!("{label}: greedy ids equal for {same} of {} steps (comparable: {n})", greedy.len());
+    assert!(same >= n, "{label}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})");
+    worst
+}
+
+#[cfg(feature = "flex")]
+fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
 /// The integer-activation kernels on flex against the same transformers reference, one row per
 /// mode: int16 (flex's default for GGUF files) stays within float noise — the same tolerance and
 /// near-tie rule as the exact path; int8 (llama.cpp's arithmetic) is not exact, so its row states
@@ -94,40 +140,18 @@ fn smollm2_integer_activations_against_transformers() {
         let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
         let mut worst = 0f64;
         for (ci, case) in g["cases"].as_array().expect("cases").iter().enumerate() {
-            let ids = tok.encode(case["prompt"].as_str().unwrap()).unwrap();
-            let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
-            let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
-            let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
-            let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
-            let top5_logits: Vec<f64> =
-                case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-            let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
-            assert_eq!(argmax as u32, top5_ids[0], "{act:?} case {ci}: top-1");
-            for (id, want) in top5_ids.iter().zip(&top5_logits) {
-                let d = (logits[*id as usize] as f64 - want).abs();
-                worst = worst.max(d);
-                assert!(
-                    d < logit_tol,
-                    "{act:?} case {ci}: logit of {id}: {} vs {want} (diff {d})",
-                    logits[*id as usize]
-                );
-            }
-            let want = ids1(&case["greedy_ids"]);
-            let margins: Vec<f64> =
-                case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-            let n = comparable_prefix(&margins, margin);
-            let cfg = GenerationConfig {
-                max_new_tokens: Some(want.len()),
-                eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]),
-                ..GenerationConfig::greedy()
-            };
-            let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
-            let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
-            eprintln!("{act:?} case {ci}: greedy ids equal for {same} of {} steps (comparable: {n})", want.len());
-            assert!(
-                same >= n,
-                "{act:?} case {ci}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})"
+            let d = check_reference_case(
+                &loaded.model,
+                tok.encode(case["prompt"].as_str().unwrap()).unwrap(),
+                &ids1(&case["last_prompt_top5"]["ids"]),
+                &f64s(&case["last_prompt_top5"]["logits"]),
+                &ids1(&case["greedy_ids"]),
+                &f64s(&case["top1_top2_margins"]),
+                g["eos_token_id"].as_u64().unwrap() as u32,
+                (logit_tol, margin),
+                &format!("{act:?} case {ci}"),
             );
+            worst = worst.max(d);
         }
         eprintln!("{act:?}: largest top-5 logit difference from transformers {worst:.5}");
     }
@@ -162,37 +186,24 @@ fn smollm2_int8_activations_against_llamacpp() {
             ids,
             "case {ci}: prompt ids differ from llama.cpp's"
         );
-        let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
-        let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
-        let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
         let top_ids = ids1(&case["last_prompt_top20"]["ids"]);
-        let top_logits: Vec<f64> =
-            case["last_prompt_top20"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let top_logits = f64s(&case["last_prompt_top20"]["logits"]);
         assert_eq!(top_ids.len(), top_logits.len(), "case {ci}: top-20 ids and logits");
-        let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
-        assert_eq!(argmax as u32, top_ids[0], "case {ci}: top-1");
-        for (id, want) in top_ids.iter().zip(&top_logits) {
-            let d = (logits[*id as usize] as f64 - want).abs();
-            worst = worst.max(d);
-            assert!(d < LOGIT_TOL, "case {ci}: logit of {id}: {} vs llama.cpp {want} (diff {d})", logits[*id as usize]);
-        }
         let want = ids1(&case["greedy_ids"]);
-        let margins: Vec<f64> =
-            case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let margins = f64s(&case["top1_top2_margins"]);
         assert_eq!(want.len(), margins.len(), "case {ci}: one margin per greedy step");
-        let n = comparable_prefix(&margins, MARGIN);
-        let cfg = GenerationConfig {
-            max_new_tokens: Some(want.len()),
-            eos_token_ids: Some(vec![g["eos_token_id"].as_u64().unwrap() as u32]),
-            ..GenerationConfig::greedy()
-        };
-        let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
-        let same = out.row(0).iter().zip(&want).take_while(|(a, b)| a == b).count();
-        eprintln!("case {ci}: greedy ids equal to llama.cpp's for {same} of {} steps (comparable: {n})", want.len());
-        assert!(
-            same >= n,
-            "case {ci}: greedy ids differ at step {same}, before llama.cpp's first margin < {MARGIN} (step {n})"
+        let d = check_reference_case(
+            &loaded.model,
+            ids,
+            &top_ids,
+            &top_logits,
+            &want,
+            &margins,
+            g["eos_token_id"].as_u64().unwrap() as u32,
+            (LOGIT_TOL, MARGIN),
+            &format!("case {ci}"),
         );
+        worst = worst.max(d);
     }
     eprintln!("int8 vs llama.cpp: largest top-20 logit difference {worst:.5}");
 }
