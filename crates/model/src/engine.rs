@@ -16,7 +16,7 @@ use burn::tensor::s;
 use demiurgic_sampling::GenerationConfig;
 
 use crate::error::{ModelError, Result};
-use crate::generate::{prepare, GenerationOutput, GenerationStats, SampleState};
+use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
 use crate::kv_cache::KvCache;
 use crate::llama::{Llama, StepInput};
 use crate::load::TextStops;
@@ -138,11 +138,16 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         let mut preps = Vec::with_capacity(requests.len());
         for (_, config, _) in &requests {
             config.validate()?;
-            if config.num_beams > 1 || config.prompt_lookup_num_tokens.is_some() {
-                return Err(ModelError::Input(
-                    "the batching engine runs greedy and sampling requests (not beam search or speculative decoding)"
-                        .into(),
-                ));
+            // the engine advances every request one token per step: greedy and sampling only
+            let refused = if config.num_beams > 1 {
+                Some(("num_beams", "beam search is not run by the batching engine"))
+            } else if config.prompt_lookup_num_tokens.is_some() {
+                Some(("prompt_lookup_num_tokens", "speculative decoding is not run by the batching engine"))
+            } else {
+                None
+            };
+            if let Some((option, reason)) = refused {
+                return Err(ModelError::Unsupported { strategy: "the batching engine", option, reason });
             }
             let n = config.num_return_sequences;
             let prep = prepare::<B>(&self.model.config, std::slice::from_ref(&prompt), config, n)?;

@@ -29,6 +29,9 @@ pub enum ModelError {
     /// Invalid input to the model or the generation loop (ids, shapes, lengths).
     #[error("invalid input: {0}")]
     Input(String),
+    /// An option the chosen decoding strategy cannot honour (refused before any work).
+    #[error("{strategy} does not support `{option}`: {reason}")]
+    Unsupported { strategy: &'static str, option: &'static str, reason: &'static str },
     /// Invalid generation parameters.
     #[error(transparent)]
     Sampling(#[from] demiurgic_sampling::SamplingError),

@@ -7,7 +7,6 @@
 
 pub mod attention;
 pub mod batch;
-pub mod beam;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -22,13 +21,14 @@ pub mod norm;
 pub mod ops;
 pub mod profile;
 pub mod rope;
-pub mod speculative;
+pub mod strategy;
 
 pub use batch::Batch;
 pub use config::{HfLlamaConfig, LlamaConfig};
 pub use engine::{Engine, EngineStep};
 pub use error::{ModelError, Result};
-pub use generate::{generate, GenerateOptions, GenerationOutput, GenerationStats};
+pub use generate::generate;
+pub use strategy::{GenOption, GenerateOptions, GenerationOutput, GenerationStats};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaWeights, StepInput};
 pub use lm::CausalLm;

@@ -7,11 +7,11 @@ use std::io::BufRead;
 
 use anyhow::Result;
 use demiurgic_model::load::{ChatMessage, StreamDecoder};
-use demiurgic_model::{generate, DecodeOps, GenerateOptions};
+use demiurgic_model::{generate, DecodeOps, GenOption, GenerateOptions, ModelError};
 
 use crate::backends::BackendJob;
 use crate::cli::ChatArgs;
-use crate::gen::build_config;
+use crate::gen::{build_config, in_flag_words};
 use crate::{emit, load};
 
 pub struct ChatJob {
@@ -25,6 +25,15 @@ impl BackendJob for ChatJob {
         let config = build_config(&a.s, &mut warnings)?;
         for w in &warnings {
             eprintln!("warning: {w}");
+        }
+        // every turn streams and continues the conversation's cache: a strategy that cannot is
+        // refused before the model loads
+        let kind = demiurgic_model::generate::choose::<B>(&config, &GenerateOptions::default())?;
+        for o in [GenOption::Cache, GenOption::Streaming] {
+            if let Some(reason) = kind.refusal(o) {
+                let e = ModelError::Unsupported { strategy: kind.name(), option: o.field(), reason };
+                return Err(in_flag_words(e));
+            }
         }
         let (loaded, _, _) = load::<B>(&a.m, &device)?;
         let tok = loaded.text_tokenizer()?;

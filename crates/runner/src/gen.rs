@@ -269,6 +269,29 @@ fn flag_error(e: SamplingError, a: &SamplingArgs) -> anyhow::Error {
     e.into()
 }
 
+/// A strategy's refusal of an option, in the words of the flag that set it.
+pub(crate) fn in_flag_words(e: demiurgic_model::ModelError) -> anyhow::Error {
+    if let demiurgic_model::ModelError::Unsupported { option, .. } = &e {
+        let flag = match *option {
+            "do_sample" => "--do-sample",
+            "mirostat" => "--mirostat",
+            "logprobs" => "--logprobs",
+            "top_logprobs" => "--top-logprobs",
+            "raw_logprobs" => "--raw-logprobs",
+            "stop" => "--stop",
+            "num_return_sequences" => "--num-return-sequences",
+            "prompts" => "several prompts",
+            "use_cache" => "--no-cache",
+            "constraint" => "--json-schema / --json-object / --regex / --grammar / --choice",
+            "cache" => "a conversation continued on its cache (chat)",
+            "on_step" => "streaming",
+            other => other,
+        };
+        return anyhow!("{flag}: {e}");
+    }
+    e.into()
+}
+
 /// Prompt texts of `--prompt` (`-` = standard input) and `--prompt-file`.
 fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>> {
     let mut out = vec![];
@@ -451,7 +474,7 @@ impl BackendJob for GenerateJob {
             grammar: grammar.as_deref(),
             ..Default::default()
         };
-        let out = generate(model, &prompts, &config, opts)?;
+        let out = generate(model, &prompts, &config, opts).map_err(in_flag_words)?;
         if let Some(e) = stream_err {
             return Err(e.into());
         }

@@ -91,7 +91,10 @@ struct Submission {
 enum EngineMsg {
     Tokens { index: usize, tokens: Vec<Option<u32>> },
     Done { index: usize, output: GenerationOutput },
+    /// The request was refused (its fault: a 400).
     Error(demiurgic_model::ModelError),
+    /// A step of the engine failed (the server's fault: a 500).
+    Failed(String),
 }
 
 /// The engine thread: owns the batching engine, admits submissions between steps, steps every
@@ -182,10 +185,7 @@ fn engine_loop<B: DecodeOps>(
                 // a failed step fails every running request; the engine starts over
                 let msg = e.to_string();
                 for (_, sub) in running.drain() {
-                    send(
-                        &sub,
-                        EngineMsg::Error(demiurgic_model::ModelError::Input(format!("generation failed: {msg}"))),
-                    );
+                    send(&sub, EngineMsg::Failed(format!("generation failed: {msg}")));
                 }
                 engine = match Engine::new(&loaded.model, capacity) {
                     Ok(e) => e,
@@ -398,6 +398,20 @@ impl From<SamplingError> for ApiError {
             _ => "body".into(),
         };
         ApiError::bad(&param, e.to_string())
+    }
+}
+
+impl From<demiurgic_model::ModelError> for ApiError {
+    /// What a request got wrong is a 400 naming the field where one is known; anything else
+    /// (reading files, the model's own failures) is the server's: a 500.
+    fn from(e: demiurgic_model::ModelError) -> Self {
+        use demiurgic_model::ModelError as E;
+        match e {
+            E::Sampling(s) => ApiError::from(s),
+            E::Unsupported { option, .. } => ApiError::bad(openai_name(option), e.to_string()),
+            E::Input(_) | E::CacheOverflow { .. } | E::Tokenizer(_) => ApiError::bad("body", e.to_string()),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
     }
 }
 
@@ -946,10 +960,11 @@ fn run<B: DecodeOps>(
             EngineMsg::Done { index, output } => outs[index] = Some(output),
             EngineMsg::Error(e) => {
                 cancelled.store(true, Ordering::Relaxed);
-                return Err(match e {
-                    demiurgic_model::ModelError::Sampling(s) => ApiError::from(s),
-                    e => ApiError::bad("body", e.to_string()),
-                });
+                return Err(ApiError::from(e));
+            }
+            EngineMsg::Failed(msg) => {
+                cancelled.store(true, Ordering::Relaxed);
+                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg));
             }
         }
     }

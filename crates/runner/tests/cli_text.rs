@@ -403,3 +403,54 @@ fn structured_output_flags() {
         assert!(err.contains(needle) && out.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// The strategies through the CLI: beam search ends candidates on a stop string and returns
+/// logprobs; prompt lookup returns plain greedy's tokens and logprobs; what a strategy cannot
+/// honour is refused in the flag's words (exit 1).
+#[test]
+fn strategies_honour_stop_and_logprobs_or_refuse_by_flag() {
+    let m = model();
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--max-new-tokens", "24", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    // beam search with a stop string: no returned text runs past it; logprobs per token
+    let j = gen(&["--num-beams", "3", "--num-return-sequences", "2", "--stop", "\\n", "--logprobs"]);
+    let texts = j["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 2, "{j}");
+    for (i, t) in texts.iter().enumerate() {
+        assert!(!t.as_str().unwrap().contains('\n'), "beam row {i} runs past the stop: {j}");
+        assert_eq!(
+            j["logprobs"][i].as_array().unwrap().len(),
+            j["lengths"][i].as_u64().unwrap() as usize,
+            "beam row {i}: one logprob per token"
+        );
+    }
+    assert!(j["finish_reasons"].as_array().unwrap().iter().any(|r| r == "stop"), "a beam ends on the stop: {j}");
+    // prompt lookup: plain greedy's tokens and logprobs
+    let plain = gen(&["--greedy", "--logprobs"]);
+    let lookup = gen(&["--greedy", "--prompt-lookup", "4", "--logprobs"]);
+    assert_eq!(lookup["generated_ids"], plain["generated_ids"]);
+    let (a, b) = (plain["logprobs"][0].as_array().unwrap(), lookup["logprobs"][0].as_array().unwrap());
+    assert_eq!(a.len(), b.len(), "{lookup}");
+    assert!(!a.is_empty());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+        assert!((x - y).abs() < 1e-3, "step {i}: prompt lookup logprob {y} vs greedy {x}");
+    }
+    // refused by flag
+    for (extra, flag) in [
+        (&["--num-beams", "2", "--do-sample", "--seed", "1"][..], "--do-sample"),
+        (&["--num-beams", "2", "--no-cache"][..], "--no-cache"),
+        (&["--prompt-lookup", "3", "--no-cache"][..], "--no-cache"),
+    ] {
+        let mut args = vec!["generate", "--model", &m, "--prompt", "x", "--max-new-tokens", "4"];
+        args.extend_from_slice(extra);
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 1, "{extra:?} must be refused: {err}");
+        assert!(err.contains(flag), "{extra:?}: the refusal names {flag}: {err}");
+    }
+}

@@ -531,13 +531,6 @@ impl GenerationConfig {
             if !(self.mirostat_eta > 0.0 && self.mirostat_eta <= 1.0) {
                 return Err(invalid("mirostat_eta", self.mirostat_eta, "must be in (0, 1]"));
             }
-            if self.prompt_lookup_num_tokens.is_some() {
-                return Err(invalid(
-                    "mirostat",
-                    2,
-                    "does not combine with speculative decoding (prompt_lookup_num_tokens)",
-                ));
-            }
         }
         if !(self.dynatemp_range >= 0.0 && self.dynatemp_range.is_finite()) {
             return Err(invalid("dynatemp_range", self.dynatemp_range, "must be a finite number ≥ 0 (0 = off)"));
@@ -744,7 +737,6 @@ mod tests {
             (GenerationConfig { mirostat: 3, ..d() }, "mirostat"),
             (GenerationConfig { mirostat: 2, mirostat_tau: 0.0, ..d() }, "mirostat_tau"),
             (GenerationConfig { mirostat: 2, mirostat_eta: 1.5, ..d() }, "mirostat_eta"),
-            (GenerationConfig { mirostat: 2, prompt_lookup_num_tokens: Some(3), ..d() }, "mirostat"),
             (GenerationConfig { dynatemp_range: -0.5, ..d() }, "dynatemp_range"),
             (GenerationConfig { dynatemp_exponent: f32::INFINITY, ..d() }, "dynatemp_exponent"),
             (GenerationConfig { constraint: Some(crate::Constraint::Choice(vec![])), ..d() }, "constraint"),

@@ -69,7 +69,7 @@ pub use repetition::RepetitionPenalty;
 pub use rng::SeqRng;
 pub use sampler::Sampler;
 pub use sequence_bias::SequenceBias;
-pub use stopping::{first_stop, FinishReason, StopStrings};
+pub use stopping::{first_stop, FinishReason};
 pub use suppress::{SuppressTokens, SuppressTokensAtBegin};
 pub use temperature::Temperature;
 pub use top_k::TopK;

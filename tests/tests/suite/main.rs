@@ -16,6 +16,7 @@ mod smollm2_golden;
 mod soak;
 mod stop_strings;
 mod strategies;
+mod strategy_matrix;
 mod structured;
 mod tiny_llama_golden;
 mod tokenizer;

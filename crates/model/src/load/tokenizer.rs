@@ -137,15 +137,42 @@ impl<'a> TextStops<'a> {
     /// Feed row `row`'s new token; true when a stop string has appeared.
     pub fn push(&mut self, row: usize, id: u32) -> Result<bool> {
         if self.rows.len() <= row {
-            self.rows.resize_with(row + 1, || (StreamDecoder::with_skip_special(false), String::new()));
+            self.rows.resize_with(row + 1, Self::fresh);
         }
         let (dec, tail) = &mut self.rows[row];
-        let Some(piece) = dec.push(self.tok, id)? else { return Ok(false) };
+        Self::feed(self.tok, &self.strings, self.longest, dec, tail, id)
+    }
+
+    /// Whether row `row` followed by `id` would stop, leaving the row as it is (beam search
+    /// checks every candidate continuation of a beam).
+    pub fn probe(&self, row: usize, id: u32) -> Result<bool> {
+        let (mut dec, mut tail) = self.rows.get(row).cloned().unwrap_or_else(Self::fresh);
+        Self::feed(self.tok, &self.strings, self.longest, &mut dec, &mut tail, id)
+    }
+
+    /// Rows follow their sources: new row `i` continues old row `src[i]` (beams reordered).
+    pub fn reorder(&mut self, src: &[usize]) {
+        self.rows = src.iter().map(|&s| self.rows.get(s).cloned().unwrap_or_else(Self::fresh)).collect();
+    }
+
+    fn fresh() -> (StreamDecoder, String) {
+        (StreamDecoder::with_skip_special(false), String::new())
+    }
+
+    fn feed(
+        tok: &TextTokenizer,
+        strings: &[String],
+        longest: usize,
+        dec: &mut StreamDecoder,
+        tail: &mut String,
+        id: u32,
+    ) -> Result<bool> {
+        let Some(piece) = dec.push(tok, id)? else { return Ok(false) };
         tail.push_str(&piece);
-        let hit = self.strings.iter().any(|s| tail.contains(s.as_str()));
+        let hit = strings.iter().any(|s| tail.contains(s.as_str()));
         // keep only what a future match could still start in
-        if tail.len() > self.longest {
-            let mut cut = tail.len() - self.longest;
+        if tail.len() > longest {
+            let mut cut = tail.len() - longest;
             while !tail.is_char_boundary(cut) {
                 cut -= 1;
             }

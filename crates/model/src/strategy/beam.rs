@@ -4,30 +4,81 @@
 //! those that end (EOS or the length limit) among the first `num_beams` become finished
 //! candidates scored `sum / length ** length_penalty`, the best unfinished ones run on (the KV
 //! cache rows reordered on the device), until `early_stopping`'s rule says no better candidate
-//! can come.
+//! can come. A candidate also ends on a stop string or the user's stopping criterion, as
+//! transformers applies its stopping criteria (`StopStringCriteria` included) to every
+//! candidate; the log-probabilities of each returned row's tokens are those of the beam it
+//! grew from (`output_scores`).
 use std::time::Instant;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
+use demiurgic_sampling::sampler::top_logprobs_of;
 use demiurgic_sampling::{EarlyStopping, FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext};
 
+use super::common::{finish_after, prepare, stats, Prepared};
+use super::contract::{GenOption, Strategy};
+use super::types::{GenerateOptions, GenerationOutput, TopLogprob};
 use crate::error::Result;
-use crate::generate::{prepare, GenerateOptions, GenerationOutput, GenerationStats, Prepared};
 use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
 
 const NEG: f32 = -1.0e9;
 
+/// Beam search (`num_beams` > 1).
+pub struct Beam;
+
+impl Strategy for Beam {
+    const NAME: &'static str = "beam search";
+    const REFUSES: &'static [(GenOption, &'static str)] = &[
+        (GenOption::Mirostat, "beam sampling is not implemented: set do_sample false, or num_beams 1 to sample"),
+        (GenOption::Sampling, "beam sampling is not implemented: set do_sample false, or num_beams 1 to sample"),
+        (GenOption::Seeds, "beam search draws nothing: there is no use for seeds"),
+        (GenOption::Cache, "beam search starts from the prompt: a cache passed in cannot be continued"),
+        (GenOption::NoCache, "beam search runs on its KV cache (rows reordered every step)"),
+        (GenOption::Streaming, "beam tokens are only final when the search ends: nothing can be streamed"),
+    ];
+
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+        model: &M,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+        opts: GenerateOptions<'_, B>,
+    ) -> Result<GenerationOutput> {
+        beam_search(model, prompts, config, opts)
+    }
+}
+
+/// What a beam (running or finished) has generated.
+#[derive(Clone, Default)]
+struct Grown {
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    top: Vec<Vec<TopLogprob>>,
+}
+
+impl Grown {
+    fn then(&self, tok: u32, lp: Option<(f32, Vec<TopLogprob>)>) -> Self {
+        let mut g = self.clone();
+        g.tokens.push(tok);
+        if let Some((l, t)) = lp {
+            g.logprobs.push(l);
+            g.top.push(t);
+        }
+        g
+    }
+}
+
 /// A finished candidate of one prompt.
 #[derive(Clone)]
 struct Done {
     score: f32,
-    tokens: Vec<u32>,
+    grown: Grown,
     finished: bool,
+    reason: Option<FinishReason>,
 }
 
-pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     model: &M,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
@@ -50,10 +101,12 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     let device = model.device().clone();
     let mut cache = model.new_cache(r, max_length)?;
 
-    // running beams: generated tokens and scores per row (row = prompt · nb + beam)
-    let mut gen: Vec<Vec<u32>> = vec![vec![]; r];
+    let want_lp = config.logprobs || config.top_logprobs > 0;
+    // running beams: what each has generated, and its score (row = prompt · nb + beam)
+    let mut gen: Vec<Grown> = vec![Grown::default(); r];
     let mut running: Vec<f32> = (0..r).map(|i| if i % nb == 0 { 0.0 } else { NEG }).collect();
-    let mut done: Vec<Vec<Done>> = vec![vec![Done { score: NEG, tokens: vec![], finished: false }; nb]; np];
+    let placeholder = Done { score: NEG, grown: Grown::default(), finished: false, reason: None };
+    let mut done: Vec<Vec<Done>> = vec![vec![placeholder; nb]; np];
     let mut unsatisfied = vec![true; np];
     let mut key_valid = batch.mask.clone();
     let mut next_pos: Vec<usize> = batch.mask.iter().map(|m| m.iter().filter(|&&x| x).count()).collect();
@@ -69,29 +122,50 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
             prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         }
         let sequences: Vec<Vec<u32>> =
-            rows.iter().zip(&gen).map(|(p, g)| p.iter().chain(g).copied().collect()).collect();
+            rows.iter().zip(&gen).map(|(p, g)| p.iter().chain(&g.tokens).copied().collect()).collect();
         let ctx = ProcessorContext { sequences: &sequences, num_generated: step, cur_len };
-        let logp = pipeline.apply(log_softmax(logits, 1), &ctx);
+        let base = log_softmax(logits, 1);
+        let logp = pipeline.apply(base.clone(), &ctx);
+        // the distribution logprobs report: the processed one (renormalised), or the raw one
+        let lp_src = want_lp.then(|| log_softmax(if config.raw_logprobs { base } else { logp.clone() }, 1));
         let scores = Tensor::<B, 2>::from_data(TensorData::new(running.clone(), [r, 1]), &device);
         let acc = (logp + scores).reshape([np, nb * vocab]);
-        let (vals, idx) = acc.topk_with_indices(k, 1);
+        let (vals, idx_dev) = acc.topk_with_indices(k, 1);
         let vals: Vec<f32> = vals.into_data().iter::<f32>().collect();
-        let idx: Vec<i64> = idx.into_data().iter::<i64>().collect();
+        // per candidate: its log-probability under its beam's row; per row: the best alternatives
+        let (cand_lp, row_top): (Vec<f32>, Vec<Vec<TopLogprob>>) = match &lp_src {
+            Some(l) => {
+                let lp = l.clone().reshape([np, nb * vocab]).gather(1, idx_dev.clone()).into_data().iter::<f32>().collect();
+                let top = if config.top_logprobs > 0 { top_logprobs_of(l.clone(), config.top_logprobs) } else { vec![vec![]; r] };
+                (lp, top)
+            }
+            None => (vec![], vec![]),
+        };
+        let idx: Vec<i64> = idx_dev.into_data().iter::<i64>().collect();
+        let lp_of = |p: usize, j: usize, src: usize| want_lp.then(|| (cand_lp[p * k + j], row_top[src].clone()));
 
         let mut next_src = Vec::with_capacity(r); // global source row of each new running beam
         let mut next_tok = Vec::with_capacity(r);
         let mut next_score = Vec::with_capacity(r);
+        let mut next_lp = Vec::with_capacity(r);
         let mut all_hit = true;
         let all_finished_before: Vec<bool> = done.iter().map(|d| d.iter().all(|x| x.finished)).collect();
         for p in 0..np {
-            let cand: Vec<(f32, usize, u32, bool)> = (0..k)
-                .map(|j| {
-                    let (v, i) = (vals[p * k + j], idx[p * k + j] as usize);
-                    let tok = (i % vocab) as u32;
-                    let hit = eos.contains(&tok) || cur_len + 1 >= max_length;
-                    (v, i / vocab, tok, hit)
-                })
-                .collect();
+            // (score, source beam, token, the candidate ends here, why)
+            let mut cand: Vec<(f32, usize, u32, bool, Option<FinishReason>)> = Vec::with_capacity(k);
+            for j in 0..k {
+                let (v, i) = (vals[p * k + j], idx[p * k + j] as usize);
+                let (src, tok) = (i / vocab, (i % vocab) as u32);
+                let row = p * nb + src;
+                let stop_hit = match opts.stops.as_ref() {
+                    Some(s) => s.probe(row, tok)?,
+                    None => false,
+                };
+                let mut g = gen[row].tokens.clone();
+                g.push(tok);
+                let reason = finish_after(&eos, stop_hit, opts.stop_check, &g, max_length - t0);
+                cand.push((v, src, tok, reason.is_some(), reason));
+            }
             all_hit &= cand.iter().all(|c| c.3);
             // e. the best unfinished continuations run on
             let mut order: Vec<usize> = (0..k).collect();
@@ -101,6 +175,7 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
                 next_src.push(p * nb + cand[j].1);
                 next_tok.push(cand[j].2);
                 next_score.push(masked(j));
+                next_lp.push(lp_of(p, j, p * nb + cand[j].1));
             }
             // f. finished candidates among the first `nb`, merged with the earlier ones
             let penalty = ((cur_len + 1 - t0) as f32).powf(lp);
@@ -118,9 +193,8 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
                 if !just {
                     s += NEG;
                 }
-                let mut tokens = gen[p * nb + c.1].clone();
-                tokens.push(c.2);
-                merged.push(Done { score: s, tokens, finished: just });
+                let grown = gen[p * nb + c.1].then(c.2, lp_of(p, j, p * nb + c.1));
+                merged.push(Done { score: s, grown, finished: just, reason: c.4 });
             }
             merged.sort_by(|a, b| b.score.total_cmp(&a.score));
             merged.truncate(nb);
@@ -129,20 +203,14 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         step += 1;
         // g. the cache rows and the sequences follow their beams
         cache.reorder(&next_src)?;
-        gen = next_src
-            .iter()
-            .zip(&next_tok)
-            .map(|(&s, &t)| {
-                let mut g = gen[s].clone();
-                g.push(t);
-                g
-            })
-            .collect();
-        running = next_score;
-        if let Some(cb) = opts.on_step.as_deref_mut() {
-            let first: Vec<Option<u32>> = (0..r).map(|i| Some(next_tok[i])).collect();
-            cb(&first);
+        gen = (0..r).map(|i| gen[next_src[i]].then(next_tok[i], next_lp[i].take())).collect();
+        if let Some(s) = opts.stops.as_mut() {
+            s.reorder(&next_src);
+            for (i, &t) in next_tok.iter().enumerate() {
+                s.push(i, t)?;
+            }
         }
+        running = next_score;
         // early-stop heuristic per prompt
         let cur_len = t0 + step;
         for p in 0..np {
@@ -173,20 +241,26 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     // the best `num_return_sequences` of each prompt, cut after the first EOS
     let n = config.num_return_sequences;
     let (mut tokens, mut lengths, mut reasons, mut scores) = (vec![], vec![], vec![], vec![]);
+    let (mut logprobs, mut top) = (vec![], vec![]);
     for d in &done {
         for cand in d.iter().take(n) {
-            let mut t = cand.tokens.clone();
-            let reason = match t.iter().position(|x| eos.contains(x)) {
-                Some(e) => {
-                    t.truncate(e + 1);
+            let mut g = cand.grown.clone();
+            let reason = match (cand.reason, g.tokens.iter().position(|x| eos.contains(x))) {
+                (Some(r), _) => r,
+                (None, Some(e)) => {
+                    g.tokens.truncate(e + 1);
                     FinishReason::Eos
                 }
-                None => FinishReason::Length,
+                (None, None) => FinishReason::Length,
             };
-            lengths.push(t.len());
+            g.logprobs.truncate(g.tokens.len());
+            g.top.truncate(g.tokens.len());
+            lengths.push(g.tokens.len());
             reasons.push(reason);
             scores.push(cand.score);
-            tokens.push(t);
+            tokens.push(g.tokens);
+            logprobs.push(g.logprobs);
+            top.push(g.top);
         }
     }
     let longest = lengths.iter().copied().max().unwrap_or(0);
@@ -194,24 +268,14 @@ pub(crate) fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         t.resize(longest, pad);
     }
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    let stats = GenerationStats {
-        prompt_tokens: prompts.iter().map(Vec::len).sum(),
-        generated_tokens: lengths.iter().sum(),
-        prefill_ms,
-        decode_ms: total_ms - prefill_ms,
-        decode_tokens_per_s: if total_ms > prefill_ms {
-            ((step - 1) * r) as f64 / ((total_ms - prefill_ms) / 1e3)
-        } else {
-            0.0
-        },
-        ..Default::default()
-    };
+    let prompt_tokens = prompts.iter().map(Vec::len).sum();
+    let stats = stats(prompt_tokens, lengths.iter().sum(), prefill_ms, total_ms, (step - 1) * r);
     Ok(GenerationOutput {
         tokens,
         lengths,
         finish_reasons: reasons,
-        logprobs: None,
-        top_logprobs: None,
+        logprobs: config.logprobs.then_some(logprobs),
+        top_logprobs: (config.top_logprobs > 0).then_some(top),
         seed: None,
         eos_token_ids: eos,
         sequences_scores: Some(scores),

@@ -5,19 +5,65 @@
 //! in the KV cache(s). Greedy output equals plain greedy decoding; with sampling, a draft model's
 //! candidates go through the speculative-sampling rule (accept with `min(1, p/q)`, else resample
 //! from `max(0, p − q)`), prompt-lookup candidates through plain sampling of each position, so
-//! the output distribution is the model's.
+//! the output distribution is the model's. Log-probabilities are the model's (not the draft's)
+//! at each emitted token, as plain decoding reports them.
 use std::time::Instant;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{s, Tensor};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, SeqRng};
 
+use super::common::{finish_after, host_logprobs, prepare, stats, Prepared};
+use super::contract::{GenOption, Strategy};
+use super::types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
 use crate::error::{ModelError, Result};
-use crate::generate::{prepare, GenerateOptions, GenerationOutput, GenerationStats, Prepared};
 use crate::kv_cache::KvCache;
 use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
+
+/// What speculative decoding cannot honour, whichever the source of candidates.
+const SPECULATIVE_REFUSES: &[(GenOption, &str)] = &[
+    (GenOption::Mirostat, "mirostat's state advances one token per step; speculative decoding verifies several"),
+    (GenOption::NumReturnSequences, "speculative decoding runs one sequence"),
+    (GenOption::Batch, "speculative decoding runs one prompt per call"),
+    (GenOption::Cache, "speculative decoding starts from the prompt: a cache passed in cannot be continued"),
+    (GenOption::NoCache, "speculative decoding verifies candidates on its KV cache and rolls it back"),
+];
+
+/// Speculative decoding with candidates from n-gram matches (`prompt_lookup_num_tokens`).
+pub struct PromptLookup;
+
+impl Strategy for PromptLookup {
+    const NAME: &'static str = "prompt lookup decoding";
+    const REFUSES: &'static [(GenOption, &'static str)] = SPECULATIVE_REFUSES;
+
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+        model: &M,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+        opts: GenerateOptions<'_, B>,
+    ) -> Result<GenerationOutput> {
+        speculative(model, prompts, config, opts)
+    }
+}
+
+/// Speculative decoding with candidates from a draft model ([`GenerateOptions::draft`]).
+pub struct DraftModel;
+
+impl Strategy for DraftModel {
+    const NAME: &'static str = "draft-model speculative decoding";
+    const REFUSES: &'static [(GenOption, &'static str)] = SPECULATIVE_REFUSES;
+
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+        model: &M,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+        opts: GenerateOptions<'_, B>,
+    ) -> Result<GenerationOutput> {
+        speculative(model, prompts, config, opts)
+    }
+}
 
 /// transformers' `PromptLookupCandidateGenerator`: the tokens that followed the latest earlier
 /// occurrence… of the longest trailing n-gram (n from `max_ngram` down to 1; the first match in
@@ -98,8 +144,9 @@ fn rows_of<B: DecodeOps>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     (0..n).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
-/// Processed distributions (greedy: processed logits) of `logits` `[t, vocab]` where row `i`
-/// follows `seq[..base + i]`.
+/// Processed rows of `logits` `[t, vocab]` where row `i` follows `seq[..base + i]`: the
+/// distributions (greedy: the processed logits; sampling: their softmax), and with `keep` the
+/// processed logits too (for log-probabilities).
 fn process_rows<B: DecodeOps>(
     pipeline: &LogitsPipeline<B>,
     logits: Tensor<B, 2>,
@@ -108,29 +155,47 @@ fn process_rows<B: DecodeOps>(
     prompt_len: usize,
     t0: usize,
     sampling: bool,
-) -> Vec<Vec<f32>> {
+    keep: bool,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let [t, _] = logits.dims();
-    let mut out = Vec::with_capacity(t);
+    let (mut dist, mut kept) = (Vec::with_capacity(t), vec![]);
     for i in 0..t {
         let row = logits.clone().slice(s![i..i + 1, ..]);
         let history = vec![seq[..base + i].to_vec()];
         let generated = base + i - prompt_len;
         let ctx = ProcessorContext { sequences: &history, num_generated: generated, cur_len: t0 + generated };
         let processed = pipeline.apply(row, &ctx);
+        if keep {
+            kept.extend(rows_of(processed.clone()));
+        }
         let processed = if sampling { softmax(processed, 1) } else { processed };
-        out.extend(rows_of(processed));
+        dist.extend(rows_of(processed));
     }
-    out
+    (dist, kept)
 }
 
-pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
+/// The log-probabilities plain decoding reports for the tokens emitted from `rows` (row `i`
+/// chose `tokens[i]`): of the processed logits, or of the raw ones.
+struct LogprobSource {
+    raw: bool,
+    top: usize,
+}
+
+impl LogprobSource {
+    fn of(&self, processed: &[Vec<f32>], raw: &[Vec<f32>], tokens: &[u32]) -> Vec<(f32, Vec<TopLogprob>)> {
+        let rows = if self.raw { raw } else { processed };
+        tokens.iter().enumerate().map(|(i, &t)| host_logprobs(&rows[i], t, self.top)).collect()
+    }
+}
+
+fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     model: &M,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     mut opts: GenerateOptions<'_, B>,
 ) -> Result<GenerationOutput> {
-    if prompts.len() != 1 || config.num_return_sequences != 1 {
-        return Err(ModelError::Input("speculative decoding runs one prompt with one returned sequence".into()));
+    if prompts.len() != 1 {
+        return Err(ModelError::Input(format!("speculative decoding runs one prompt ({} given)", prompts.len())));
     }
     let Prepared { eos, pad: _, rows: _, batch: _, t0, max_new } = prepare::<B>(model.config(), prompts, config, 1)?;
     let draft = opts.draft;
@@ -148,11 +213,16 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     if let Some(hook) = opts.pipeline_hook {
         hook(&mut pipeline);
     }
-    let seed = config.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-    });
+    let seed = match opts.seeds.as_deref() {
+        Some([s]) => *s,
+        Some(s) => return Err(ModelError::Input(format!("{} seeds given for 1 sequence", s.len()))),
+        None => config.seed.unwrap_or(0),
+    };
     let mut rng = SeqRng::new(seed, 0);
     let mut draft_rng = SeqRng::new(seed, 1);
+    let want_lp = config.logprobs || config.top_logprobs > 0;
+    let lp_source = LogprobSource { raw: config.raw_logprobs, top: config.top_logprobs };
+    let (mut logprobs, mut top) = (vec![], vec![]);
     let ctx_len = model.config().max_position_embeddings;
     let max_k = config.prompt_lookup_num_tokens.unwrap_or(config.num_assistant_tokens).max(1);
     let cap = (t0 + max_new + max_k + 1).min(ctx_len);
@@ -179,16 +249,22 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
     let full =
         StepInput { tokens: vec![seq.clone()], positions: vec![(0..t0).collect()], key_valid: vec![vec![true; t0]] };
     let logits = model.forward_last(&full, Some(&mut cache))?;
-    let dist = process_rows(&pipeline, logits, &seq, t0, t0, t0, sampling);
+    let raw = if want_lp && config.raw_logprobs { rows_of(logits.clone()) } else { vec![] };
+    let (dist, kept) = process_rows(&pipeline, logits, &seq, t0, t0, t0, sampling, want_lp);
     let first = if sampling { draw(&dist[0], dist[0].iter().sum(), &mut rng) } else { argmax(&dist[0]) };
     let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut pending = vec![first];
+    let mut pending_lp = if want_lp { lp_source.of(&kept, &raw, &pending) } else { vec![] };
 
     loop {
         // emit the accepted tokens, stopping at EOS / stop strings / the length limit
-        for &t in &pending {
+        for (j, &t) in pending.iter().enumerate() {
             seq.push(t);
             generated.push(t);
+            if let Some((l, alts)) = pending_lp.get(j).cloned() {
+                logprobs.push(l);
+                top.push(alts);
+            }
             if let Some(cb) = opts.on_step.as_deref_mut() {
                 cb(&[Some(t)]);
             }
@@ -196,13 +272,7 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
                 Some(s) => s.push(0, t)?,
                 None => false,
             };
-            if eos.contains(&t) {
-                finish = Some(FinishReason::Eos);
-            } else if stop_hit || opts.stop_check.is_some_and(|f| f(&generated)) {
-                finish = Some(FinishReason::Stop);
-            } else if generated.len() >= max_new {
-                finish = Some(FinishReason::Length);
-            }
+            finish = finish_after(&eos, stop_hit, opts.stop_check, &generated, max_new);
             if finish.is_some() {
                 break;
             }
@@ -234,7 +304,7 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
                     let t = if !sampling && pipeline.is_empty() {
                         logits.argmax(1).into_data().iter::<i64>().next().unwrap_or(0) as u32
                     } else {
-                        let dist = process_rows(&pipeline, logits, &dseq, n_in, t0, t0, sampling);
+                        let (dist, _) = process_rows(&pipeline, logits, &dseq, n_in, t0, t0, sampling, false);
                         let t = if sampling {
                             draw(&dist[0], dist[0].iter().sum(), &mut draft_rng)
                         } else {
@@ -269,48 +339,41 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         let logits = logits.reshape([k + 1, model.config().vocab_size]);
         let mut ext = seq.clone();
         ext.extend_from_slice(&cand);
-        // greedy without processors: the argmax of every row on the device, only ids come back
-        if !sampling && pipeline.is_empty() {
+        let (n, next, kept, raw) = if !sampling && pipeline.is_empty() && !want_lp {
+            // greedy without processors or logprobs: the argmax of every row on the device, only
+            // ids come back
             let ids: Vec<u32> = logits.argmax(1).into_data().iter::<i64>().map(|x| x as u32).collect();
             let mut n = 0;
             while n < k && ids[n] == cand[n] {
                 n += 1;
             }
-            accepted_tokens += n;
-            cache.truncate(len + n)?;
-            if let Some(dc) = draft_cache.as_mut() {
-                let keep = dc.len().min(len + n);
-                dc.truncate(keep)?;
-            }
-            if k > 0 {
-                k_assist = if n == k { k_assist + 2 } else { k_assist.saturating_sub(1).max(1) };
-            }
-            pending = cand[..n].to_vec();
-            pending.push(ids[n]);
-            continue;
-        }
-        let p = process_rows(&pipeline, logits, &ext, len, t0, t0, sampling);
-        let (n, next) = match (&q, sampling) {
-            (Some(q), true) => speculative_accept(&p, q, &cand, &mut rng),
-            (_, true) => {
-                // prompt lookup with sampling: sample each position, keep the agreeing prefix
-                let mut n = 0;
-                loop {
-                    let t = draw(&p[n], p[n].iter().sum(), &mut rng);
-                    if n < k && t == cand[n] {
-                        n += 1;
-                    } else {
-                        break (n, t);
+            (n, ids[n], vec![], vec![])
+        } else {
+            let raw = if want_lp && config.raw_logprobs { rows_of(logits.clone()) } else { vec![] };
+            let (p, kept) = process_rows(&pipeline, logits, &ext, len, t0, t0, sampling, want_lp);
+            let (n, next) = match (&q, sampling) {
+                (Some(q), true) => speculative_accept(&p, q, &cand, &mut rng),
+                (_, true) => {
+                    // prompt lookup with sampling: sample each position, keep the agreeing prefix
+                    let mut n = 0;
+                    loop {
+                        let t = draw(&p[n], p[n].iter().sum(), &mut rng);
+                        if n < k && t == cand[n] {
+                            n += 1;
+                        } else {
+                            break (n, t);
+                        }
                     }
                 }
-            }
-            (_, false) => {
-                let mut n = 0;
-                while n < k && argmax(&p[n]) == cand[n] {
-                    n += 1;
+                (_, false) => {
+                    let mut n = 0;
+                    while n < k && argmax(&p[n]) == cand[n] {
+                        n += 1;
+                    }
+                    (n, argmax(&p[n]))
                 }
-                (n, argmax(&p[n]))
-            }
+            };
+            (n, next, kept, raw)
         };
         accepted_tokens += n;
         // roll back what was not accepted: the cache keeps seq + the accepted candidates
@@ -324,26 +387,21 @@ pub(crate) fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         }
         pending = cand[..n].to_vec();
         pending.push(next);
+        pending_lp = if want_lp { lp_source.of(&kept, &raw, &pending) } else { vec![] };
     }
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    let decode_ms = total_ms - prefill_ms;
     let n_gen = generated.len();
     let stats = GenerationStats {
-        prompt_tokens: t0,
-        generated_tokens: n_gen,
-        prefill_ms,
-        decode_ms,
-        decode_tokens_per_s: if decode_ms > 0.0 { n_gen.saturating_sub(1) as f64 / (decode_ms / 1e3) } else { 0.0 },
         draft_tokens,
         accepted_tokens,
-        ..Default::default()
+        ..stats(t0, n_gen, prefill_ms, total_ms, n_gen.saturating_sub(1))
     };
     Ok(GenerationOutput {
         lengths: vec![n_gen],
         tokens: vec![generated],
         finish_reasons: vec![finish.unwrap_or(FinishReason::Length)],
-        logprobs: None,
-        top_logprobs: None,
+        logprobs: config.logprobs.then(|| vec![logprobs]),
+        top_logprobs: (config.top_logprobs > 0).then(|| vec![top]),
         seed: sampling.then_some(seed),
         eos_token_ids: eos,
         sequences_scores: None,
