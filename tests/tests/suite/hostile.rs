@@ -21,6 +21,7 @@ fn kind(e: &ModelError) -> &'static str {
         ModelError::CacheOverflow { .. } => "CacheOverflow",
         ModelError::Input(_) => "Input",
         ModelError::Sampling(_) => "Sampling",
+        ModelError::Unsupported { .. } => "Unsupported",
     }
 }
 
