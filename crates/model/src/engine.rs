@@ -16,11 +16,11 @@ use burn::tensor::s;
 use demiurgic_sampling::GenerationConfig;
 
 use crate::error::{ModelError, Result};
-use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
 use crate::kv_cache::KvCache;
 use crate::llama::{Llama, StepInput};
 use crate::load::TextStops;
 use crate::ops::DecodeOps;
+use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
 
 /// What one request did in one step: each of its rows' new token (None once the row finished),
 /// and its output when the request has finished.

@@ -6,14 +6,18 @@ use demiurgic_sampling::GenerationConfig;
 use crate::error::{ModelError, Result};
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
-use crate::strategy::{resolve_seed, Beam, DraftModel, GenerateOptions, GenerationOutput, Kind, PromptLookup, Sample, Strategy};
+use crate::strategy::{
+    resolve_seed, Beam, DraftModel, GenerateOptions, GenerationOutput, Kind, PromptLookup, Sample, Strategy,
+};
 
 /// The strategy `config` and `opts` ask for: beam search (`num_beams` > 1), speculative
 /// decoding (prompt lookup, or a draft model), else greedy / multinomial sampling.
 pub fn choose<B: DecodeOps>(config: &GenerationConfig, opts: &GenerateOptions<'_, B>) -> Result<Kind> {
     let draft = opts.draft.is_some();
     if draft && config.num_beams > 1 {
-        return Err(ModelError::Input("a draft model (speculative decoding) cannot be combined with num_beams > 1".into()));
+        return Err(ModelError::Input(
+            "a draft model (speculative decoding) cannot be combined with num_beams > 1".into(),
+        ));
     }
     if draft && config.prompt_lookup_num_tokens.is_some() {
         return Err(ModelError::Input(

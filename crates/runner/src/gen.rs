@@ -117,6 +117,20 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if let Some(k) = constraint_flag(a)? {
         c.constraint = Some(k);
     }
+    // beam search chooses beams by score (transformers' default do_sample=False): the CLI's
+    // default sampling gives way to it; sampling asked for by a flag, preset or config file is
+    // kept, and refused by name (beam sampling is not implemented)
+    let sampling_asked = a.do_sample
+        || a.temperature.is_some()
+        || a.top_k.is_some()
+        || a.top_p.is_some()
+        || a.typical_p.is_some()
+        || a.min_p.is_some()
+        || a.preset.is_some()
+        || a.config.is_some();
+    if c.num_beams > 1 && !sampling_asked {
+        c.do_sample = false;
+    }
     if a.greedy {
         c.do_sample = false;
         let ignored: Vec<&str> = [

@@ -89,8 +89,14 @@ struct Submission {
 }
 
 enum EngineMsg {
-    Tokens { index: usize, tokens: Vec<Option<u32>> },
-    Done { index: usize, output: GenerationOutput },
+    Tokens {
+        index: usize,
+        tokens: Vec<Option<u32>>,
+    },
+    Done {
+        index: usize,
+        output: GenerationOutput,
+    },
     /// The request was refused (its fault: a 400).
     Error(demiurgic_model::ModelError),
     /// A step of the engine failed (the server's fault: a 500).

@@ -411,7 +411,8 @@ fn structured_output_flags() {
 fn strategies_honour_stop_and_logprobs_or_refuse_by_flag() {
     let m = model();
     let gen = |extra: &[&str]| {
-        let mut args = vec!["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--max-new-tokens", "24", "--json"];
+        let mut args =
+            vec!["generate", "--model", &m, "--prompt", "def fibonacci(n):", "--max-new-tokens", "24", "--json"];
         args.extend_from_slice(extra);
         let (code, out, err) = run(&args, None);
         assert_eq!(code, 0, "{extra:?}: {err}");

@@ -25,7 +25,8 @@ fn prompts() -> Vec<Vec<u32>> {
 
 /// The config a strategy runs with before the option under test is set.
 fn base(kind: Kind) -> GenerationConfig {
-    let g = GenerationConfig { max_new_tokens: Some(MAX_NEW), eos_token_ids: Some(vec![2]), ..GenerationConfig::greedy() };
+    let g =
+        GenerationConfig { max_new_tokens: Some(MAX_NEW), eos_token_ids: Some(vec![2]), ..GenerationConfig::greedy() };
     match kind {
         Kind::Beam => GenerationConfig { num_beams: 2, ..g },
         Kind::PromptLookup => GenerationConfig { prompt_lookup_num_tokens: Some(3), ..g },
@@ -52,7 +53,8 @@ impl<B: Backend> LogitsProcessor<B> for Forbid {
 /// The model's own log-softmax after `seq` (one uncached forward pass).
 fn direct_logprobs<B: DecodeOps>(m: &Llama<B>, seq: &[u32]) -> Vec<f32> {
     let n = seq.len();
-    let input = StepInput { tokens: vec![seq.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
+    let input =
+        StepInput { tokens: vec![seq.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
     let logits: Vec<f32> = m.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
@@ -171,7 +173,10 @@ fn honoured<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
                     assert_eq!(alts.len(), 3, "{what}: step {s}");
                     for (j, &(id, lp)) in alts.iter().enumerate() {
                         assert!((lp - want[order[j]]).abs() < 2e-3, "{what}: step {s} alternative {j}: {lp}");
-                        assert!((want[id as usize] - lp).abs() < 2e-3, "{what}: step {s}: token {id} is not worth {lp}");
+                        assert!(
+                            (want[id as usize] - lp).abs() < 2e-3,
+                            "{what}: step {s}: token {id} is not worth {lp}"
+                        );
                     }
                 }
             }

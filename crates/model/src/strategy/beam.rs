@@ -135,8 +135,13 @@ fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
         // per candidate: its log-probability under its beam's row; per row: the best alternatives
         let (cand_lp, row_top): (Vec<f32>, Vec<Vec<TopLogprob>>) = match &lp_src {
             Some(l) => {
-                let lp = l.clone().reshape([np, nb * vocab]).gather(1, idx_dev.clone()).into_data().iter::<f32>().collect();
-                let top = if config.top_logprobs > 0 { top_logprobs_of(l.clone(), config.top_logprobs) } else { vec![vec![]; r] };
+                let lp =
+                    l.clone().reshape([np, nb * vocab]).gather(1, idx_dev.clone()).into_data().iter::<f32>().collect();
+                let top = if config.top_logprobs > 0 {
+                    top_logprobs_of(l.clone(), config.top_logprobs)
+                } else {
+                    vec![vec![]; r]
+                };
                 (lp, top)
             }
             None => (vec![], vec![]),

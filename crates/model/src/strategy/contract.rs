@@ -85,7 +85,12 @@ impl GenOption {
     }
 
     /// Whether this generation sets it.
-    pub fn is_set<B: DecodeOps>(self, config: &GenerationConfig, opts: &GenerateOptions<'_, B>, prompts: usize) -> bool {
+    pub fn is_set<B: DecodeOps>(
+        self,
+        config: &GenerationConfig,
+        opts: &GenerateOptions<'_, B>,
+        prompts: usize,
+    ) -> bool {
         match self {
             GenOption::Sampling => config.is_sampling(),
             GenOption::Mirostat => config.is_sampling() && config.mirostat != 0,

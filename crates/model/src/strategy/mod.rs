@@ -11,11 +11,11 @@ mod speculative;
 mod types;
 
 pub use beam::Beam;
-pub(crate) use common::{prepare, resolve_seed};
 pub use common::memory_estimate;
+pub(crate) use common::{prepare, resolve_seed};
 pub use contract::{GenOption, Strategy};
-pub(crate) use sample::SampleState;
 pub use sample::Sample;
+pub(crate) use sample::SampleState;
 pub use speculative::{prompt_lookup, speculative_accept, DraftModel, PromptLookup};
 pub use types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
 

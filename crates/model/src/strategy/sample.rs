@@ -135,7 +135,8 @@ impl<B: DecodeOps> SampleState<B> {
                 Some(s) => s.push(i, id)?,
                 None => false,
             };
-            self.finished[i] = finish_after(&self.eos, stop_hit, stop_check, &self.out_tokens[i][..self.lengths[i]], self.max_new);
+            self.finished[i] =
+                finish_after(&self.eos, stop_hit, stop_check, &self.out_tokens[i][..self.lengths[i]], self.max_new);
         }
         Ok(emitted)
     }

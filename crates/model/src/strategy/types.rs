@@ -94,4 +94,3 @@ impl GenerationOutput {
         &self.tokens[i][..self.lengths[i]]
     }
 }
-
