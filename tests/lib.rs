@@ -412,3 +412,20 @@ pub mod fuzz_bodies {
         }
     }
 }
+
+/// A user logit processor (a `LogitsPipeline::push` hook): forbid one token.
+pub struct Forbid(pub u32);
+
+impl<B: burn::tensor::backend::Backend> demiurgic_sampling::LogitsProcessor<B> for Forbid {
+    fn name(&self) -> &'static str {
+        "forbid"
+    }
+    fn process(
+        &self,
+        logits: burn::tensor::Tensor<B, 2>,
+        _ctx: &demiurgic_sampling::ProcessorContext<'_>,
+    ) -> burn::tensor::Tensor<B, 2> {
+        let i = self.0 as usize;
+        logits.slice_fill(burn::tensor::s![.., i..i + 1], f32::NEG_INFINITY)
+    }
+}

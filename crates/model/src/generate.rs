@@ -66,5 +66,5 @@ fn run<S: Strategy, B: DecodeOps, M: CausalLm<B> + ?Sized>(
     opts: GenerateOptions<'_, B>,
 ) -> Result<GenerationOutput> {
     S::check(config, &opts, prompts.len())?;
-    S::run(model, prompts, config, opts)
+    S::run(Job { model, prompts, config, opts })
 }

@@ -1,11 +1,10 @@
 //! Generation engine behaviour on the tiny fixture model: seeded reproducibility, batch
 //! composition independence, EOS + padding, num_return_sequences grouping, logprobs, user
 //! processors, and input errors.
-use burn::tensor::{backend::Backend, Tensor};
 use demiurgic_model::DecodeOps;
 use demiurgic_model::{generate, load_model, GenerateOptions, Llama};
-use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, LogitsProcessor, ProcessorContext};
-use demiurgic_tests::{fixture, ids1, ids2, json_fixture, per_backend};
+use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline};
+use demiurgic_tests::{fixture, ids1, ids2, json_fixture, per_backend, Forbid};
 
 fn model<B: DecodeOps>(d: &B::Device) -> Llama<B> {
     load_model::<B>(&fixture("tiny-llama"), d).expect("tiny-llama").model
@@ -176,18 +175,6 @@ fn raw_logprobs_match_the_golden<B: DecodeOps>(d: &B::Device) {
             assert_eq!(top[0].0 as usize, first, "case {ci}: the best alternative is the chosen token");
             assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "case {ci}: best first");
         }
-    }
-}
-
-/// A user processor: forbid the golden's first greedy token.
-struct Forbid(u32);
-impl<B: Backend> LogitsProcessor<B> for Forbid {
-    fn name(&self) -> &'static str {
-        "forbid"
-    }
-    fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let i = self.0 as usize;
-        logits.slice_fill(burn::tensor::s![.., i..i + 1], f32::NEG_INFINITY)
     }
 }
 

@@ -4,17 +4,13 @@
 //! decoding's tokens, logprobs and stops), against the option's meaning for beam search
 //! (log-probabilities against the model's own forward pass, stops within each returned row,
 //! bans absent from every row). The README's support table is the one the code declares.
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use demiurgic_model::load::{TextStops, TextTokenizer};
 use demiurgic_model::strategy::{support_table, Kind};
 use demiurgic_model::{
     generate, load_model, DecodeOps, GenOption, GenerateOptions, GenerationOutput, Llama, ModelError, StepInput,
 };
-use demiurgic_sampling::{
-    Constraint, FinishReason, GenerationConfig, LogitsPipeline, LogitsProcessor, ProcessorContext, SamplingError,
-};
-use demiurgic_tests::{fixture, per_backend};
+use demiurgic_sampling::{Constraint, FinishReason, GenerationConfig, LogitsPipeline, SamplingError};
+use demiurgic_tests::{fixture, per_backend, Forbid};
 
 const MAX_NEW: usize = 8;
 
@@ -36,18 +32,6 @@ fn base(kind: Kind) -> GenerationConfig {
 
 fn sampling(c: GenerationConfig, seed: u64) -> GenerationConfig {
     GenerationConfig { do_sample: true, temperature: 1.0, top_k: 0, top_p: 1.0, seed: Some(seed), ..c }
-}
-
-/// A user processor: forbid one token.
-struct Forbid(u32);
-impl<B: Backend> LogitsProcessor<B> for Forbid {
-    fn name(&self) -> &'static str {
-        "forbid"
-    }
-    fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let i = self.0 as usize;
-        logits.slice_fill(burn::tensor::s![.., i..i + 1], f32::NEG_INFINITY)
-    }
 }
 
 /// The model's own log-softmax after `seq` (one uncached forward pass).

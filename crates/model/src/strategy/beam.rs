@@ -16,7 +16,7 @@ use demiurgic_sampling::sampler::top_logprobs_of;
 use demiurgic_sampling::{EarlyStopping, FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext};
 
 use super::common::{finish_after, prepare, stats, Prepared};
-use super::contract::{GenOption, Strategy};
+use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerateOptions, GenerationOutput, TopLogprob};
 use crate::error::Result;
 use crate::llama::StepInput;
@@ -39,13 +39,8 @@ impl Strategy for Beam {
         (GenOption::Streaming, "beam tokens are only final when the search ends: nothing can be streamed"),
     ];
 
-    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-        model: &M,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
-        opts: GenerateOptions<'_, B>,
-    ) -> Result<GenerationOutput> {
-        beam_search(model, prompts, config, opts)
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+        beam_search(job)
     }
 }
 
@@ -78,12 +73,8 @@ struct Done {
     reason: Option<FinishReason>,
 }
 
-fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-    model: &M,
-    prompts: &[Vec<u32>],
-    config: &GenerationConfig,
-    mut opts: GenerateOptions<'_, B>,
-) -> Result<GenerationOutput> {
+fn beam_search<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+    let Job { model, prompts, config, mut opts } = job;
     let nb = config.num_beams;
     let Prepared { eos, pad, rows, batch, t0, max_new } = prepare::<B>(model.config(), prompts, config, nb)?;
     let np = prompts.len();

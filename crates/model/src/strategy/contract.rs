@@ -111,6 +111,14 @@ impl GenOption {
     }
 }
 
+/// One generation as a strategy receives it.
+pub struct Job<'j, 'o, B: DecodeOps, M: CausalLm<B> + ?Sized> {
+    pub model: &'j M,
+    pub prompts: &'j [Vec<u32>],
+    pub config: &'j GenerationConfig,
+    pub opts: GenerateOptions<'o, B>,
+}
+
 /// A decoding strategy: its name, the options it refuses (with the reason), and its run.
 pub trait Strategy {
     /// As errors and the README's table say it.
@@ -118,13 +126,8 @@ pub trait Strategy {
     /// The options it cannot honour and why; every other [`GenOption`] is honoured.
     const REFUSES: &'static [(GenOption, &'static str)];
 
-    /// Run it; `config` is validated with its seed resolved, and no refused option is set.
-    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-        model: &M,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
-        opts: GenerateOptions<'_, B>,
-    ) -> Result<GenerationOutput>;
+    /// Run it; `job.config` is validated with its seed resolved, and no refused option is set.
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput>;
 
     /// None when honoured, else why not.
     fn refusal(option: GenOption) -> Option<&'static str> {

@@ -13,7 +13,7 @@ mod types;
 pub use beam::Beam;
 pub use common::memory_estimate;
 pub(crate) use common::{prepare, resolve_seed};
-pub use contract::{GenOption, Strategy};
+pub use contract::{GenOption, Job, Strategy};
 pub use sample::Sample;
 pub(crate) use sample::SampleState;
 pub use speculative::{prompt_lookup, speculative_accept, DraftModel, PromptLookup};

@@ -8,7 +8,7 @@ use demiurgic_sampling::sampler::{ids_to_host, logprobs_of, top_logprobs_of};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, Sampler};
 
 use super::common::{finish_after, prepare, resolve_seed, stats, Prepared};
-use super::contract::{GenOption, Strategy};
+use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
@@ -179,22 +179,13 @@ impl Strategy for Sample {
     const NAME: &'static str = "greedy / sampling";
     const REFUSES: &'static [(GenOption, &'static str)] = &[];
 
-    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-        model: &M,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
-        opts: GenerateOptions<'_, B>,
-    ) -> Result<GenerationOutput> {
-        sample(model, prompts, config, opts)
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+        sample(job)
     }
 }
 
-fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-    model: &M,
-    prompts: &[Vec<u32>],
-    config: &GenerationConfig,
-    mut opts: GenerateOptions<'_, B>,
-) -> Result<GenerationOutput> {
+fn sample<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+    let Job { model, prompts, config, mut opts } = job;
     let n = config.num_return_sequences;
     let prep = prepare::<B>(model.config(), prompts, config, n)?;
     let (batch, t0, max_new) = (&prep.batch, prep.t0, prep.max_new);

@@ -14,7 +14,7 @@ use burn::tensor::{s, Tensor};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, SeqRng};
 
 use super::common::{finish_after, host_logprobs, prepare, stats, Prepared};
-use super::contract::{GenOption, Strategy};
+use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
@@ -38,13 +38,8 @@ impl Strategy for PromptLookup {
     const NAME: &'static str = "prompt lookup decoding";
     const REFUSES: &'static [(GenOption, &'static str)] = SPECULATIVE_REFUSES;
 
-    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-        model: &M,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
-        opts: GenerateOptions<'_, B>,
-    ) -> Result<GenerationOutput> {
-        speculative(model, prompts, config, opts)
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+        speculative(job)
     }
 }
 
@@ -55,13 +50,8 @@ impl Strategy for DraftModel {
     const NAME: &'static str = "draft-model speculative decoding";
     const REFUSES: &'static [(GenOption, &'static str)] = SPECULATIVE_REFUSES;
 
-    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-        model: &M,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
-        opts: GenerateOptions<'_, B>,
-    ) -> Result<GenerationOutput> {
-        speculative(model, prompts, config, opts)
+    fn run<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+        speculative(job)
     }
 }
 
@@ -188,12 +178,8 @@ impl LogprobSource {
     }
 }
 
-fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(
-    model: &M,
-    prompts: &[Vec<u32>],
-    config: &GenerationConfig,
-    mut opts: GenerateOptions<'_, B>,
-) -> Result<GenerationOutput> {
+fn speculative<B: DecodeOps, M: CausalLm<B> + ?Sized>(job: Job<'_, '_, B, M>) -> Result<GenerationOutput> {
+    let Job { model, prompts, config, mut opts } = job;
     if prompts.len() != 1 {
         return Err(ModelError::Input(format!("speculative decoding runs one prompt ({} given)", prompts.len())));
     }
