@@ -7,7 +7,7 @@ use crate::error::{ModelError, Result};
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
 use crate::strategy::{
-    resolve_seed, Beam, DraftModel, GenerateOptions, GenerationOutput, Kind, PromptLookup, Sample, Strategy,
+    resolve_seed, Beam, DraftModel, GenerateOptions, GenerationOutput, Job, Kind, PromptLookup, Sample, Strategy,
 };
 
 /// The strategy `config` and `opts` ask for: beam search (`num_beams` > 1), speculative

@@ -17,7 +17,7 @@ use demiurgic_sampling::{EarlyStopping, FinishReason, GenerationConfig, LogitsPi
 
 use super::common::{finish_after, prepare, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
-use super::types::{GenerateOptions, GenerationOutput, TopLogprob};
+use super::types::{GenerationOutput, TopLogprob};
 use crate::error::Result;
 use crate::llama::StepInput;
 use crate::lm::CausalLm;

@@ -9,7 +9,7 @@ use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, Process
 
 use super::common::{finish_after, prepare, resolve_seed, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
-use super::types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
+use super::types::{GenerationOutput, GenerationStats, TopLogprob};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::llama::StepInput;

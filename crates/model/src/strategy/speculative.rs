@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{s, Tensor};
-use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, ProcessorContext, SeqRng};
+use demiurgic_sampling::{FinishReason, LogitsPipeline, ProcessorContext, SeqRng};
 
 use super::common::{finish_after, host_logprobs, prepare, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
-use super::types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
+use super::types::{GenerationOutput, GenerationStats, TopLogprob};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::llama::StepInput;
