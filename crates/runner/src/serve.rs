@@ -74,6 +74,8 @@ struct App<B: DecodeOps> {
     created: u64,
     counter: AtomicU64,
     engine: std::sync::mpsc::Sender<Submission>,
+    /// False once the engine thread has ended (a panic included): `/health` says so.
+    engine_alive: Arc<AtomicBool>,
     /// Largest prompt + new tokens one request may need (the engine's cache positions).
     max_context: usize,
 }
@@ -300,12 +302,18 @@ impl BackendJob for ServeJob {
         let loaded: &'static LoadedModel<B> = Box::leak(Box::new(loaded));
         let max_context = (a.max_context as usize).min(loaded.model.config.max_position_embeddings);
         let (etx, erx) = std::sync::mpsc::channel::<Submission>();
+        let engine_alive = Arc::new(AtomicBool::new(true));
+        let alive = AliveGuard(engine_alive.clone());
         std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || engine_loop(loaded, max_context, erx))
+            .spawn(move || {
+                let _alive = alive;
+                engine_loop(loaded, max_context, erx)
+            })
             .context("cannot start the engine thread")?;
         let app = Arc::new(App {
             engine: etx,
+            engine_alive,
             max_context,
             loaded,
             name: name.clone(),
@@ -340,6 +348,25 @@ impl BackendJob for ServeJob {
     }
 }
 
+/// Clears the flag when dropped: at the end of the engine thread, however it ends.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// `/health`: 200 while the engine thread runs, 503 once it has stopped (every request would
+/// get a 503 then).
+fn health(engine_alive: &AtomicBool) -> (StatusCode, Json<Value>) {
+    if engine_alive.load(Ordering::Relaxed) {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": "the engine has stopped"})))
+    }
+}
+
 fn router<B: DecodeOps>(app: Arc<App<B>>) -> Router {
     let v1 = Router::new()
         .route("/v1/models", get(models::<B>))
@@ -348,7 +375,7 @@ fn router<B: DecodeOps>(app: Arc<App<B>>) -> Router {
         .route("/v1/chat/completions", post(chat_completions::<B>))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::<B>));
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(|State(app): State<Arc<App<B>>>| async move { health(&app.engine_alive) }))
         .merge(v1)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, format!("unknown route {method} {}", uri.path()))
@@ -1118,5 +1145,22 @@ mod tests {
         assert_eq!(safe_len("hello END more", &s), 6);
         assert_eq!(safe_len("a\n\nb", &s), 1);
         assert_eq!(safe_len("abc", &[]), 3);
+    }
+
+    /// `/health` follows the engine thread: ok while it runs, 503 once it has ended (a panic
+    /// included: the guard clears the flag while the thread unwinds).
+    #[test]
+    fn health_reports_a_dead_engine() {
+        let alive = Arc::new(AtomicBool::new(true));
+        assert_eq!(health(&alive).0, StatusCode::OK);
+        let guard = AliveGuard(alive.clone());
+        let t = std::thread::spawn(move || {
+            let _alive = guard;
+            panic!("the engine fails");
+        });
+        assert!(t.join().is_err(), "the thread panicked");
+        let (status, Json(body)) = health(&alive);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "error", "{body}");
     }
 }
