@@ -370,18 +370,18 @@ pub fn near_tie_margin<B: burn::tensor::backend::Backend>(device: &B::Device) ->
 pub mod fuzz_bodies {
     use std::path::Path;
 
-    use demiurgic_model::load::gguf::{llama_config_from_gguf, tokenizer_from_gguf, GgufFile};
+    use demiurgic_model::families;
+    use demiurgic_model::load::gguf::{tokenizer_from_gguf, GgufFile};
     use demiurgic_model::load::safetensors::validate_safetensors_bytes;
-    use demiurgic_model::HfLlamaConfig;
     use demiurgic_sampling::GenerationConfig;
 
-    /// GGUF bytes → reader → tensors dequantized (16 at most) → llama config → tokenizer.
+    /// GGUF bytes → reader → tensors dequantized (16 at most) → model config → tokenizer.
     pub fn gguf(data: &[u8]) {
         let Ok(g) = GgufFile::from_bytes(Path::new("fuzz.gguf"), data.to_vec()) else { return };
         for t in g.tensors.iter().take(16) {
             let _ = g.tensor_f32(&t.name);
         }
-        let _ = llama_config_from_gguf(&g);
+        let _ = families::from_gguf(&g);
         if let Ok(tok) = tokenizer_from_gguf(&g) {
             if let Ok(ids) = tok.encode("hello world 123") {
                 let _ = tok.decode(&ids);
@@ -399,9 +399,7 @@ pub mod fuzz_bodies {
             }
             1 => {
                 if let Ok(text) = std::str::from_utf8(rest) {
-                    if let Ok(c) = HfLlamaConfig::from_json_str(text, "fuzz/config.json") {
-                        let _ = c.to_config("fuzz/config.json");
-                    }
+                    let _ = families::from_hf_json(text, "fuzz/config.json");
                 }
             }
             _ => {

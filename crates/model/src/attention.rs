@@ -1,9 +1,11 @@
 //! Grouped-query self-attention with RoPE and an optional KV cache, q/k/v fused into one
-//! projection at load.
+//! projection at load; per-head q/k RMSNorm, scale, softcap and sliding window as the layer's
+//! spec says.
 use burn::tensor::Tensor;
 
 use crate::kv_cache::LayerKv;
-use crate::ops::{DecodeOps, Heads, Linear, Step};
+use crate::norm::RmsNorm;
+use crate::ops::{AttnSpec, DecodeOps, Linear, QkNorm, Step};
 use crate::profile::{time, Op};
 use crate::rope::RotaryEmbedding;
 
@@ -12,25 +14,33 @@ use crate::rope::RotaryEmbedding;
 pub struct Attention<B: DecodeOps> {
     pub qkv: Linear<B>,    // [(q + 2·kv)·dim, hidden]
     pub o_proj: Linear<B>, // [hidden, q·dim]
-    pub heads: Heads,
+    /// Per-head RMSNorm of queries and keys before RoPE (`[dim]` each).
+    pub q_norm: Option<RmsNorm<B>>,
+    pub k_norm: Option<RmsNorm<B>>,
+    pub spec: AttnSpec,
+    /// Index of the model's RoPE table this layer uses.
+    pub rope: usize,
 }
 
 impl<B: DecodeOps> Attention<B> {
     /// # Shapes
     /// - x: `[batch·seq, hidden]`
     /// - output: `[batch·seq, hidden]`
-    ///
-    /// With a cache, keys are the `step.past` cached positions plus the `step.seq` new ones.
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         step: &Step<B>,
-        rope: &RotaryEmbedding<B>,
+        ropes: &[RotaryEmbedding<B>],
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
         let qkv = time(Op::Qkv, || B::linear_layer(x, &self.qkv));
-        let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, rope, self.heads));
-        let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, self.heads));
+        let qk_norm = match (&self.q_norm, &self.k_norm) {
+            (Some(q), Some(k)) => Some(QkNorm { q: &q.gamma, k: &k.gamma, eps: q.eps }),
+            _ => None,
+        };
+        let heads = self.spec.heads;
+        let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, &ropes[self.rope], heads, qk_norm));
+        let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, &self.spec));
         time(Op::AttnOut, || B::linear_layer(out, &self.o_proj))
     }
 }

@@ -15,9 +15,9 @@ use std::time::Instant;
 use burn::tensor::s;
 use demiurgic_sampling::GenerationConfig;
 
+use crate::decoder::{Decoder, StepInput};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::llama::{Llama, StepInput};
 use crate::load::TextStops;
 use crate::ops::DecodeOps;
 use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
@@ -61,7 +61,7 @@ impl<B: DecodeOps> Active<'_, B> {
 
 /// A running batch of requests over one model.
 pub struct Engine<'m, B: DecodeOps> {
-    model: &'m Llama<B>,
+    model: &'m Decoder<B>,
     capacity: usize,
     cache: Option<KvCache<B>>,
     active: Vec<Active<'m, B>>,
@@ -71,7 +71,7 @@ pub struct Engine<'m, B: DecodeOps> {
 impl<'m, B: DecodeOps> Engine<'m, B> {
     /// An engine whose shared cache holds `capacity` positions (at most the model's context): a
     /// request's prompt + new tokens must fit in it.
-    pub fn new(model: &'m Llama<B>, capacity: usize) -> Result<Self> {
+    pub fn new(model: &'m Decoder<B>, capacity: usize) -> Result<Self> {
         let ctx = model.config.max_position_embeddings;
         if capacity == 0 || capacity > ctx {
             return Err(ModelError::Input(format!(

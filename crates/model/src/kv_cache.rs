@@ -1,8 +1,8 @@
 //! Preallocated key/value cache, written in place; overflow is an error, never a wrap-around.
 use burn::tensor::{backend::Backend, s, Tensor};
 
-use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::families::ModelConfig;
 
 /// Keys and values of one layer.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     /// Allocate a cache for `batch` sequences of up to `capacity` positions.
     /// `capacity` may not exceed the model's `max_position_embeddings`.
-    pub fn new(config: &LlamaConfig, batch: usize, capacity: usize, device: &B::Device) -> Result<Self> {
+    pub fn new(config: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Result<Self> {
         if capacity == 0 || capacity > config.max_position_embeddings {
             return Err(ModelError::Input(format!(
                 "KV cache size {capacity} must be between 1 and the model's context length {}",
@@ -131,7 +131,7 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// A cache of `capacity` positions holding `src`'s first `n` positions (all its rows).
-    pub fn from_prefix(config: &LlamaConfig, src: &KvCache<B>, n: usize, capacity: usize) -> Result<Self> {
+    pub fn from_prefix(config: &ModelConfig, src: &KvCache<B>, n: usize, capacity: usize) -> Result<Self> {
         if n > src.len {
             return Err(ModelError::Input(format!("the source cache holds {} positions, not {n}", src.len)));
         }
@@ -221,29 +221,8 @@ mod tests {
     use burn::backend::NdArray;
     use burn::tensor::TensorData;
 
-    fn cfg() -> LlamaConfig {
-        LlamaConfig {
-            vocab_size: 10,
-            hidden_size: 8,
-            intermediate_size: 8,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            head_dim: 4,
-            max_position_embeddings: 6,
-            rms_norm_eps: 1e-5,
-            rope_theta: 1e4,
-            tie_word_embeddings: true,
-            attention_bias: false,
-            mlp_bias: false,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-            pad_token_id: None,
-            sliding_window: None,
-            family: crate::config::Family::Llama,
-            rope_scaling: crate::config::RopeScaling::None,
-            rope_freq_factors: None,
-        }
+    fn cfg() -> ModelConfig {
+        ModelConfig::llama(crate::families::llama(), 10, 8, 8, 1, 2, 1, 4, 6)
     }
 
     #[test]

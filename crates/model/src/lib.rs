@@ -1,19 +1,21 @@
 //! # demiurgic-model
 //!
-//! A Llama-family decoder written once over Burn's [`Backend`](burn::tensor::backend::Backend):
-//! model ([`Llama`]), preallocated [`KvCache`], ragged [`Batch`]es, loaders for HF checkpoints
+//! One decoder for every family, written once over Burn's
+//! [`Backend`](burn::tensor::backend::Backend): model ([`Decoder`], computed from the per-layer
+//! description a [`families`] file builds), preallocated [`KvCache`], ragged [`Batch`]es, loaders for HF checkpoints
 //! (safetensors) and GGUF files, tokenizers, and the [`generate()`] loop.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::type_complexity)]
 
 pub mod attention;
 pub mod batch;
 pub mod config;
+pub mod decoder;
 pub mod engine;
 pub mod error;
+pub mod families;
 pub mod generate;
 pub mod kernels;
 pub mod kv_cache;
-pub mod llama;
 pub mod lm;
 pub mod load;
 pub mod mlp;
@@ -24,12 +26,13 @@ pub mod rope;
 pub mod strategy;
 
 pub use batch::Batch;
-pub use config::{HfLlamaConfig, LlamaConfig};
+pub use config::HfConfig;
+pub use decoder::{Decoder, DecoderWeights, StepInput};
 pub use engine::{Engine, EngineStep};
 pub use error::{ModelError, Result};
+pub use families::ModelConfig;
 pub use generate::generate;
 pub use kv_cache::KvCache;
-pub use llama::{Llama, LlamaWeights, StepInput};
 pub use lm::CausalLm;
 pub use load::{load_model, load_model_with, Activations, ChatMessage, LoadOptions, LoadedModel, WeightMode};
 pub use ops::DecodeOps;

@@ -3,16 +3,16 @@
 //! implementor, so a draft model can be another model or the same weights in another precision.
 use burn::tensor::Tensor;
 
-use crate::config::LlamaConfig;
+use crate::decoder::{Decoder, StepInput};
 use crate::error::Result;
+use crate::families::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::llama::{Llama, StepInput};
 use crate::ops::DecodeOps;
 
 /// A causal language model with a KV cache.
 pub trait CausalLm<B: DecodeOps> {
     /// Vocabulary, context length, EOS/pad ids.
-    fn config(&self) -> &LlamaConfig;
+    fn config(&self) -> &ModelConfig;
     fn device(&self) -> &B::Device;
     /// A cache for `batch` rows of up to `capacity` positions.
     fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache<B>>;
@@ -28,20 +28,20 @@ pub trait CausalLm<B: DecodeOps> {
     fn forward_all(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>>;
 }
 
-impl<B: DecodeOps> CausalLm<B> for Llama<B> {
-    fn config(&self) -> &LlamaConfig {
+impl<B: DecodeOps> CausalLm<B> for Decoder<B> {
+    fn config(&self) -> &ModelConfig {
         &self.config
     }
     fn device(&self) -> &B::Device {
-        Llama::device(self)
+        Decoder::device(self)
     }
     fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache<B>> {
-        Llama::new_cache(self, batch, capacity)
+        Decoder::new_cache(self, batch, capacity)
     }
     fn forward_last(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 2>> {
-        Llama::forward_last(self, input, cache)
+        Decoder::forward_last(self, input, cache)
     }
     fn forward_all(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>> {
-        Llama::forward_all(self, input, cache)
+        Decoder::forward_all(self, input, cache)
     }
 }

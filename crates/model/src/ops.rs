@@ -5,16 +5,17 @@
 //! what pays on it: the CPU backend `flex` computes linear layers directly on GGUF blocks kept
 //! as in the file, and fuses RMSNorm, RoPE, SwiGLU and attention over the KV cache in place
 //! (`kernels::flex`).
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{gelu_approximate, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{s, Bool, DType, Int, Tensor, TensorData};
 
 use crate::batch::attention_mask_data;
+use crate::families::Activation;
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
 use crate::rope::{RopeSlice, RotaryEmbedding};
@@ -88,6 +89,33 @@ pub struct Heads {
     pub dim: usize,
 }
 
+/// How one layer attends: head layout, score scale, softcap, sliding window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnSpec {
+    pub heads: Heads,
+    /// Scores are `q·k · scale`.
+    pub scale: f64,
+    /// Scores capped as `cap · tanh(s / cap)` before the mask and softmax.
+    pub softcap: Option<f64>,
+    /// A query sees at most this many keys (itself included).
+    pub window: Option<usize>,
+}
+
+impl AttnSpec {
+    /// Full attention with the default scale `1/√dim`.
+    pub fn plain(heads: Heads) -> Self {
+        Self { heads, scale: 1.0 / (heads.dim as f64).sqrt(), softcap: None, window: None }
+    }
+}
+
+/// Per-head RMSNorm weights of queries and keys (`[dim]` each).
+#[derive(Debug, Clone, Copy)]
+pub struct QkNorm<'a, B: Backend> {
+    pub q: &'a Tensor<B, 1>,
+    pub k: &'a Tensor<B, 1>,
+    pub eps: f64,
+}
+
 /// What one forward call computes: host-side ids, positions and key masks, with the device
 /// tensors the default bodies need built on first use (a specialised backend never builds them).
 pub struct Step<B: Backend> {
@@ -102,12 +130,12 @@ pub struct Step<B: Backend> {
     pub positions: Vec<usize>,
     /// Per row, for every key (cached + new): a real token? `None`: all are.
     pub key_valid: Option<Vec<Vec<bool>>>,
-    /// Sliding-window attention: a query sees at most this many keys (itself included).
-    pub window: Option<usize>,
     pub device: B::Device,
-    rope: OnceCell<RopeSlice<B>>,
-    host_rope: OnceCell<(Vec<f32>, Vec<f32>)>,
-    mask: OnceCell<Option<Tensor<B, 4, Bool>>>,
+    /// Per RoPE table (by key): the device rows of the default body, the host rows of kernels.
+    rope: RefCell<Vec<(usize, RopeSlice<B>)>>,
+    host_rope: RefCell<Vec<(usize, std::rc::Rc<(Vec<f32>, Vec<f32>)>)>>,
+    /// Per (heads, window): the default body's mask.
+    mask: RefCell<Vec<((usize, usize, Option<usize>), Option<Tensor<B, 4, Bool>>)>>,
 }
 
 impl<B: Backend> Step<B> {
@@ -120,7 +148,6 @@ impl<B: Backend> Step<B> {
         tokens: Vec<u32>,
         positions: Vec<usize>,
         key_valid: Option<Vec<Vec<bool>>>,
-        window: Option<usize>,
         device: &B::Device,
     ) -> Self {
         let key_valid = key_valid.filter(|kv| kv.iter().any(|r| r.iter().any(|&v| !v)));
@@ -131,11 +158,10 @@ impl<B: Backend> Step<B> {
             tokens,
             positions,
             key_valid,
-            window,
             device: device.clone(),
-            rope: OnceCell::new(),
-            host_rope: OnceCell::new(),
-            mask: OnceCell::new(),
+            rope: RefCell::new(vec![]),
+            host_rope: RefCell::new(vec![]),
+            mask: RefCell::new(vec![]),
         }
     }
 
@@ -148,41 +174,51 @@ impl<B: Backend> Step<B> {
     }
 
     /// cos / sin rows of this call's positions on the device, `[batch, 1, seq, head_dim]`.
-    pub fn rope(&self, rope: &RotaryEmbedding<B>) -> &RopeSlice<B> {
-        self.rope.get_or_init(|| {
-            let pos: Vec<i64> = self.positions.iter().map(|&p| p as i64).collect();
-            let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [self.batch, self.seq]), &self.device);
-            rope.slice(pos)
-        })
+    pub fn rope(&self, rope: &RotaryEmbedding<B>) -> RopeSlice<B> {
+        if let Some((_, r)) = self.rope.borrow().iter().find(|(k, _)| *k == rope.key()) {
+            return r.clone();
+        }
+        let pos: Vec<i64> = self.positions.iter().map(|&p| p as i64).collect();
+        let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [self.batch, self.seq]), &self.device);
+        let r = rope.slice(pos);
+        self.rope.borrow_mut().push((rope.key(), r.clone()));
+        r
     }
 
     /// cos / signed-sin rows of this call's positions on the host, `[batch · seq, head_dim]` each.
-    pub fn host_rope(&self, rope: &RotaryEmbedding<B>) -> &(Vec<f32>, Vec<f32>) {
-        self.host_rope.get_or_init(|| rope.host_rows(&self.positions))
+    pub fn host_rope(&self, rope: &RotaryEmbedding<B>) -> std::rc::Rc<(Vec<f32>, Vec<f32>)> {
+        if let Some((_, r)) = self.host_rope.borrow().iter().find(|(k, _)| *k == rope.key()) {
+            return r.clone();
+        }
+        let r = std::rc::Rc::new(rope.host_rows(&self.positions));
+        self.host_rope.borrow_mut().push((rope.key(), r.clone()));
+        r
     }
 
     /// The attention mask of the default body, `[batch, kv, rep·seq, keys]`, `true` = hidden;
     /// `None` when nothing is hidden.
-    pub fn mask(&self, heads: Heads) -> Option<Tensor<B, 4, Bool>> {
-        self.mask
-            .get_or_init(|| {
-                let (kv, rep) = (heads.kv, heads.q / heads.kv);
-                let all_valid;
-                let key_valid = match &self.key_valid {
-                    Some(k) => k,
-                    None => {
-                        all_valid = vec![vec![true; self.keys()]; self.batch];
-                        &all_valid
-                    }
-                };
-                attention_mask_data(key_valid, self.seq, kv, rep, self.window).map(|m| {
-                    Tensor::<B, 4, Bool>::from_data(
-                        TensorData::new(m, [self.batch, kv, rep * self.seq, self.keys()]),
-                        &self.device,
-                    )
-                })
-            })
-            .clone()
+    pub fn mask(&self, heads: Heads, window: Option<usize>) -> Option<Tensor<B, 4, Bool>> {
+        let key = (heads.q, heads.kv, window);
+        if let Some((_, m)) = self.mask.borrow().iter().find(|(k, _)| *k == key) {
+            return m.clone();
+        }
+        let (kv, rep) = (heads.kv, heads.q / heads.kv);
+        let all_valid;
+        let key_valid = match &self.key_valid {
+            Some(k) => k,
+            None => {
+                all_valid = vec![vec![true; self.keys()]; self.batch];
+                &all_valid
+            }
+        };
+        let m = attention_mask_data(key_valid, self.seq, kv, rep, window).map(|m| {
+            Tensor::<B, 4, Bool>::from_data(
+                TensorData::new(m, [self.batch, kv, rep * self.seq, self.keys()]),
+                &self.device,
+            )
+        });
+        self.mask.borrow_mut().push((key, m.clone()));
+        m
     }
 }
 
@@ -241,18 +277,23 @@ pub trait DecodeOps: Backend {
         (x / rms) * gamma.clone().unsqueeze_dim(0)
     }
 
-    /// `silu(gate) * up` of rows `[gate | up]`.
+    /// `act(gate) * up` of rows `[gate | up]` (SwiGLU, GeGLU with tanh GELU).
     ///
     /// # Shapes
     /// - gate_up: `[m, 2·inter]` → `[m, inter]`
-    fn swiglu(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
+    fn gated_act(gate_up: Tensor<Self, 2>, act: Activation) -> Tensor<Self, 2> {
         let [_, w] = gate_up.dims();
         let gate = gate_up.clone().slice(s![.., 0..w / 2]);
         let up = gate_up.slice(s![.., w / 2..w]);
-        silu(gate) * up
+        let gate = match act {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_approximate(gate),
+        };
+        gate * up
     }
 
-    /// Split fused q/k/v rows into heads and rotate q and k (HF half-split RoPE).
+    /// Split fused q/k/v rows into heads, RMS-normalise q and k per head when the layer has
+    /// q/k norms, and rotate q and k (HF half-split RoPE).
     ///
     /// # Shapes
     /// - qkv: `[batch·seq, (q + 2·kv)·dim]`
@@ -262,17 +303,24 @@ pub trait DecodeOps: Backend {
         step: &Step<Self>,
         rope: &RotaryEmbedding<Self>,
         heads: Heads,
+        qk_norm: Option<QkNorm<'_, Self>>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
         let (b, t, d) = (step.batch, step.seq, heads.dim);
         let (hq, kv) = (heads.q, heads.kv);
-        let q = qkv.clone().slice(s![.., 0..hq * d]).reshape([b, t, hq, d]).swap_dims(1, 2);
-        let k = qkv.clone().slice(s![.., hq * d..(hq + kv) * d]).reshape([b, t, kv, d]).swap_dims(1, 2);
+        let mut q = qkv.clone().slice(s![.., 0..hq * d]);
+        let mut k = qkv.clone().slice(s![.., hq * d..(hq + kv) * d]);
+        if let Some(n) = qk_norm {
+            q = Self::rms_norm(q.reshape([b * t * hq, d]), n.q, n.eps).reshape([b * t, hq * d]);
+            k = Self::rms_norm(k.reshape([b * t * kv, d]), n.k, n.eps).reshape([b * t, kv * d]);
+        }
+        let q = q.reshape([b, t, hq, d]).swap_dims(1, 2);
+        let k = k.reshape([b, t, kv, d]).swap_dims(1, 2);
         let v = qkv.slice(s![.., (hq + kv) * d..(hq + 2 * kv) * d]).reshape([b, t, kv, d]).swap_dims(1, 2);
         let r = step.rope(rope);
         (r.apply(q), r.apply(k), v)
     }
 
-    /// Causal attention of the new queries over the cached keys/values plus the new ones
+    /// Causal attention (scaled, softcapped and windowed as `attn` says) of the new queries over the cached keys/values plus the new ones
     /// (written into the cache at `step.past` first). GQA: the query heads sharing a K/V head
     /// are stacked on the sequence axis for one fused call.
     ///
@@ -285,8 +333,9 @@ pub trait DecodeOps: Backend {
         v: Tensor<Self, 4>,
         cache: Option<&mut LayerKv<Self>>,
         step: &Step<Self>,
-        heads: Heads,
+        attn: &AttnSpec,
     ) -> Tensor<Self, 2> {
+        let heads = attn.heads;
         let (b, t, d) = (step.batch, step.seq, heads.dim);
         let (hq, kv) = (heads.q, heads.kv);
         let (k, v) = match cache {
@@ -294,8 +343,8 @@ pub trait DecodeOps: Backend {
             None => (k, v),
         };
         let q = q.reshape([b, kv, (hq / kv) * t, d]);
-        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-        let out = attention(q, k, v, step.mask(heads), None, opts);
+        let opts = AttentionModuleOptions { scale: Some(attn.scale), softcap: attn.softcap, is_causal: false };
+        let out = attention(q, k, v, step.mask(heads, attn.window), None, opts);
         out.reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b * t, hq * d])
     }
 }

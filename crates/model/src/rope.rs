@@ -8,6 +8,8 @@ pub struct RotaryEmbedding<B: Backend> {
     inv_freq: Vec<f32>,
     head_dim: usize,
     max_pos: usize,
+    /// Which of the model's tables this is (per-step caches are keyed by it).
+    key: usize,
     device: B::Device,
     tables: std::sync::OnceLock<(Tensor<B, 2>, Tensor<B, 2>)>, // cos, sin_signed: [max_pos, head_dim]
 }
@@ -79,7 +81,17 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// From explicit inverse frequencies (`head_dim / 2` of them), e.g. after RoPE scaling.
     pub fn from_inv_freq(inv_freq: Vec<f32>, max_pos: usize, device: &B::Device) -> Self {
         let head_dim = 2 * inv_freq.len();
-        Self { inv_freq, head_dim, max_pos, device: device.clone(), tables: std::sync::OnceLock::new() }
+        Self { inv_freq, head_dim, max_pos, key: 0, device: device.clone(), tables: std::sync::OnceLock::new() }
+    }
+
+    /// The same table as the model's table number `key`.
+    pub fn with_key(mut self, key: usize) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn key(&self) -> usize {
+        self.key
     }
 
     pub fn inv_freq(&self) -> &[f32] {

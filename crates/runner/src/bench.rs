@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use demiurgic_model::load::load_model_with;
-use demiurgic_model::{generate, GenerateOptions, Llama};
+use demiurgic_model::{generate, Decoder, GenerateOptions};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::{json, Value};
 
@@ -89,11 +89,11 @@ const GROUNDED: &str = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci n
 
 /// Decode tokens/s, candidates and accepted ones of one greedy generation (median of `reps`).
 fn spec_run<B: DecodeOps>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     prompt: &[u32],
     n: usize,
     lookup: Option<usize>,
-    draft: Option<&Llama<B>>,
+    draft: Option<&Decoder<B>>,
     reps: usize,
 ) -> Result<(f64, usize, usize)> {
     let cfg = GenerationConfig { prompt_lookup_num_tokens: lookup, ..greedy(n) };
@@ -221,7 +221,7 @@ fn greedy(n: usize) -> GenerationConfig {
 
 /// One timed generation: (wall seconds, stats).
 fn timed<B: DecodeOps>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     prompts: &[Vec<u32>],
     n: usize,
     use_cache: bool,

@@ -1,7 +1,8 @@
 //! The default model's chat template rendered as transformers' `apply_chat_template` renders it
 //! (`chat-template.json`, made by `scripts/make_fixtures.py chat`): same text, same ids, for every
 //! conversation of the fixture.
-use demiurgic_model::load::gguf::{llama_config_from_gguf, tokenizer_from_gguf, GgufFile};
+use demiurgic_model::families;
+use demiurgic_model::load::gguf::{tokenizer_from_gguf, GgufFile};
 use demiurgic_model::load::{render_chat_template, ChatMessage};
 use demiurgic_tests::{ids1, json_fixture, smollm2_path};
 
@@ -10,7 +11,7 @@ fn chat_template_matches_transformers() {
     let f = json_fixture("chat-template.json");
     let g = GgufFile::open(&smollm2_path()).unwrap();
     let tok = tokenizer_from_gguf(&g).unwrap();
-    let cfg = llama_config_from_gguf(&g).unwrap();
+    let cfg = families::from_gguf(&g).unwrap();
     let template = g.meta("tokenizer.chat_template").and_then(|v| v.as_str()).expect("chat template in the GGUF");
     let name = |id: Option<u32>| id.map(|i| tok.tokens(&[i]).join("")).unwrap_or_default();
     let (bos, eos) = (name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()));

@@ -29,7 +29,7 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
             let loaded = load_model::<B>(&path, device).unwrap_or_else(|e| panic!("{fam} ({src}): {e}"));
             assert_eq!(
                 Some(loaded.architecture.as_str()),
-                demiurgic_model::config::Family::from_name(g["architectures"][0].as_str().unwrap()).map(|f| f.name()),
+                demiurgic_model::families::lookup(g["architectures"][0].as_str().unwrap()).map(|f| f.name),
                 "{fam} ({src}): family"
             );
             let m = &loaded.model;

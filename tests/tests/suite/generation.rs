@@ -2,11 +2,11 @@
 //! composition independence, EOS + padding, num_return_sequences grouping, logprobs, user
 //! processors, and input errors.
 use demiurgic_model::DecodeOps;
-use demiurgic_model::{generate, load_model, GenerateOptions, Llama};
+use demiurgic_model::{generate, load_model, Decoder, GenerateOptions};
 use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline};
 use demiurgic_tests::{fixture, ids1, ids2, json_fixture, per_backend, Forbid};
 
-fn model<B: DecodeOps>(d: &B::Device) -> Llama<B> {
+fn model<B: DecodeOps>(d: &B::Device) -> Decoder<B> {
     load_model::<B>(&fixture("tiny-llama"), d).expect("tiny-llama").model
 }
 

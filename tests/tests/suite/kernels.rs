@@ -4,10 +4,11 @@
 //! `DecodeOps` method of each backend against the default bodies on ndarray.
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
+use demiurgic_model::families::Activation;
 use demiurgic_model::kernels::dot::{available_levels, has_q8_kernel};
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
 use demiurgic_model::load::gguf::{dequantize, GgmlType};
-use demiurgic_model::ops::{Heads, Linear, Matrix, Step};
+use demiurgic_model::ops::{AttnSpec, Heads, Linear, Matrix, QkNorm, Step};
 use demiurgic_model::rope::RotaryEmbedding;
 use demiurgic_model::DecodeOps;
 use demiurgic_tests::{json_fixture, max_abs_diff};
@@ -191,17 +192,10 @@ fn host<B: DecodeOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn step<B: DecodeOps>(
-    b: usize,
-    t: usize,
-    past: usize,
-    key_valid: Option<Vec<Vec<bool>>>,
-    window: Option<usize>,
-    d: &B::Device,
-) -> Step<B> {
+fn step<B: DecodeOps>(b: usize, t: usize, past: usize, key_valid: Option<Vec<Vec<bool>>>, d: &B::Device) -> Step<B> {
     let tokens = vec![1u32; b * t];
     let positions: Vec<usize> = (0..b).flat_map(|_| (past..past + t).map(|p| p + 3)).collect();
-    Step::new(b, t, past, tokens, positions, key_valid, window, d)
+    Step::new(b, t, past, tokens, positions, key_valid, d)
 }
 
 fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
@@ -227,7 +221,7 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
             assert!(max_abs_diff(&got, &want) < tol * 10.0, "linear {ty:?} m={m}");
         }
     }
-    // rms_norm, swiglu, embed
+    // rms_norm, gated activations, embed
     let x = rng.vec(3 * 64);
     let g = rng.vec(64);
     let gb = Tensor::<B, 1>::from_data(TensorData::new(g.clone(), [64]), device);
@@ -235,9 +229,11 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
     let got = host(B::rms_norm(t2::<B>(&x, [3, 64], device), &gb, 1e-5));
     let want = host(NdArray::rms_norm(t2::<NdArray>(&x, [3, 64], &nd), &gn, 1e-5));
     assert!(max_abs_diff(&got, &want) < tol, "rms_norm");
-    let got = host(B::swiglu(t2::<B>(&x, [3, 64], device)));
-    let want = host(NdArray::swiglu(t2::<NdArray>(&x, [3, 64], &nd)));
-    assert!(max_abs_diff(&got, &want) < tol, "swiglu");
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let got = host(B::gated_act(t2::<B>(&x, [3, 64], device), act));
+        let want = host(NdArray::gated_act(t2::<NdArray>(&x, [3, 64], &nd), act));
+        assert!(max_abs_diff(&got, &want) < tol, "gated_act {act:?}");
+    }
     let table = Arc::new(random_matrix(GgmlType::Q8_0, 10, 64, &mut rng));
     let ids = [3u32, 0, 9, 3];
     let got = host(B::embed(&ids, &Matrix::Host(table.clone()), device));
@@ -248,19 +244,37 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
     let rope_b = RotaryEmbedding::<B>::new(10000.0, 8, 64, device);
     let rope_n = RotaryEmbedding::<NdArray>::new(10000.0, 8, 64, &nd);
     let width = (heads.q + 2 * heads.kv) * heads.dim;
-    for (b, t, past, pad, window) in
-        [(2usize, 5usize, 0usize, true, None), (2, 1, 5, true, None), (1, 3, 4, false, Some(4)), (2, 2, 3, false, None)]
-    {
+    // q/k norm weights (Qwen 3, Gemma 3) and the attention variants: scale, softcap, window
+    let qn_w = rng.vec(8);
+    let kn_w = rng.vec(8);
+    let (qn_b, kn_b) = (
+        Tensor::<B, 1>::from_data(TensorData::new(qn_w.clone(), [8]), device),
+        Tensor::<B, 1>::from_data(TensorData::new(kn_w.clone(), [8]), device),
+    );
+    let (qn_n, kn_n) = (
+        Tensor::<NdArray, 1>::from_data(TensorData::new(qn_w, [8]), &nd),
+        Tensor::<NdArray, 1>::from_data(TensorData::new(kn_w, [8]), &nd),
+    );
+    let cases = [
+        (2usize, 5usize, 0usize, true, None, false, None),
+        (2, 1, 5, true, None, true, None),
+        (1, 3, 4, false, Some(4), false, Some(5.0)),
+        (2, 2, 3, false, None, true, Some(2.0)),
+        (2, 4, 0, true, Some(2), true, Some(3.0)),
+    ];
+    for (b, t, past, pad, window, qk, softcap) in cases {
         let keys = past + t;
         let key_valid: Option<Vec<Vec<bool>>> =
             pad.then(|| (0..b).map(|r| (0..keys).map(|k| r == 0 || k >= 2).collect()).collect());
-        let sb = step::<B>(b, t, past, key_valid.clone(), window, device);
-        let sn = step::<NdArray>(b, t, past, key_valid, window, &nd);
+        let sb = step::<B>(b, t, past, key_valid.clone(), device);
+        let sn = step::<NdArray>(b, t, past, key_valid, &nd);
         let qkv = rng.vec(b * t * width);
-        let (qb, kb, vb) = B::split_rope(t2::<B>(&qkv, [b * t, width], device), &sb, &rope_b, heads);
-        let (qn, kn, vn) = NdArray::split_rope(t2::<NdArray>(&qkv, [b * t, width], &nd), &sn, &rope_n, heads);
-        assert!(max_abs_diff(&host(qb.clone()), &host(qn.clone())) < tol, "rope q");
-        assert!(max_abs_diff(&host(kb.clone()), &host(kn.clone())) < tol, "rope k");
+        let norm_b = qk.then_some(QkNorm { q: &qn_b, k: &kn_b, eps: 1e-6 });
+        let norm_n = qk.then_some(QkNorm { q: &qn_n, k: &kn_n, eps: 1e-6 });
+        let (qb, kb, vb) = B::split_rope(t2::<B>(&qkv, [b * t, width], device), &sb, &rope_b, heads, norm_b);
+        let (qn, kn, vn) = NdArray::split_rope(t2::<NdArray>(&qkv, [b * t, width], &nd), &sn, &rope_n, heads, norm_n);
+        assert!(max_abs_diff(&host(qb.clone()), &host(qn.clone())) < tol, "rope q (qk norm {qk})");
+        assert!(max_abs_diff(&host(kb.clone()), &host(kn.clone())) < tol, "rope k (qk norm {qk})");
         assert!(max_abs_diff(&host(vb.clone()), &host(vn.clone())) < tol, "split v");
         // a cache pre-filled with the same random past on both
         let cfg = cache_config(32, 4, 2, 8, 64);
@@ -273,9 +287,14 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
             cb.layer_mut(0).append(pk(device), pk(device), 0);
             cn.layer_mut(0).append(pn.clone(), pn, 0);
         }
-        let got = host(B::cached_attention(qb, kb, vb, Some(cb.layer_mut(0)), &sb, heads));
-        let want = host(NdArray::cached_attention(qn, kn, vn, Some(cn.layer_mut(0)), &sn, heads));
-        assert!(max_abs_diff(&got, &want) < tol, "attention b={b} t={t} past={past} pad={pad} window={window:?}");
+        let scale = if softcap.is_some() { 0.25 } else { AttnSpec::plain(heads).scale };
+        let spec = AttnSpec { window, softcap, scale, ..AttnSpec::plain(heads) };
+        let got = host(B::cached_attention(qb, kb, vb, Some(cb.layer_mut(0)), &sb, &spec));
+        let want = host(NdArray::cached_attention(qn, kn, vn, Some(cn.layer_mut(0)), &sn, &spec));
+        assert!(
+            max_abs_diff(&got, &want) < tol,
+            "attention b={b} t={t} past={past} pad={pad} window={window:?} softcap={softcap:?}"
+        );
     }
 }
 
@@ -288,29 +307,20 @@ fn cache_config(
     num_kv_heads: usize,
     head_dim: usize,
     max_position_embeddings: usize,
-) -> demiurgic_model::LlamaConfig {
-    demiurgic_model::LlamaConfig {
-        vocab_size: 10,
+) -> demiurgic_model::ModelConfig {
+    let mut c = demiurgic_model::ModelConfig::llama(
+        demiurgic_model::families::llama(),
+        10,
         hidden_size,
-        intermediate_size: 8,
-        num_layers: 1,
+        8,
+        1,
         num_heads,
         num_kv_heads,
         head_dim,
         max_position_embeddings,
-        rms_norm_eps: 1e-5,
-        rope_theta: 1e4,
-        tie_word_embeddings: true,
-        attention_bias: false,
-        mlp_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        pad_token_id: None,
-        sliding_window: None,
-        family: demiurgic_model::config::Family::Llama,
-        rope_scaling: demiurgic_model::config::RopeScaling::None,
-        rope_freq_factors: None,
-    }
+    );
+    c.tie_word_embeddings = true;
+    c
 }
 
 /// The KV cache written step by step (prefill of 3, then 1, then 1) reads back exactly what was

@@ -83,7 +83,7 @@ fn comparable_prefix_stops_at_first_near_tie() {
 #[cfg(feature = "flex")]
 #[allow(clippy::too_many_arguments)]
 fn check_reference_case<B: DecodeOps>(
-    model: &demiurgic_model::Llama<B>,
+    model: &demiurgic_model::Decoder<B>,
     ids: Vec<u32>,
     top_ids: &[u32],
     top_logits: &[f64],

@@ -7,7 +7,7 @@
 use demiurgic_model::load::{TextStops, TextTokenizer};
 use demiurgic_model::strategy::{support_table, Kind};
 use demiurgic_model::{
-    generate, load_model, DecodeOps, GenOption, GenerateOptions, GenerationOutput, Llama, ModelError, StepInput,
+    generate, load_model, DecodeOps, Decoder, GenOption, GenerateOptions, GenerationOutput, ModelError, StepInput,
 };
 use demiurgic_sampling::{Constraint, FinishReason, GenerationConfig, LogitsPipeline, SamplingError};
 use demiurgic_tests::{fixture, per_backend, Forbid};
@@ -35,7 +35,7 @@ fn sampling(c: GenerationConfig, seed: u64) -> GenerationConfig {
 }
 
 /// The model's own log-softmax after `seq` (one uncached forward pass).
-fn direct_logprobs<B: DecodeOps>(m: &Llama<B>, seq: &[u32]) -> Vec<f32> {
+fn direct_logprobs<B: DecodeOps>(m: &Decoder<B>, seq: &[u32]) -> Vec<f32> {
     let n = seq.len();
     let input =
         StepInput { tokens: vec![seq.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
@@ -50,7 +50,7 @@ fn rows(out: &GenerationOutput) -> Vec<Vec<u32>> {
 }
 
 struct Ctx<'a, B: DecodeOps> {
-    m: &'a Llama<B>,
+    m: &'a Decoder<B>,
     tok: &'a TextTokenizer,
     kind: Kind,
 }
@@ -86,7 +86,7 @@ impl<'a, B: DecodeOps> Ctx<'a, B> {
 }
 
 /// `got` logprobs of row `row` (after `prompt`) are the model's own.
-fn assert_direct_logprobs<B: DecodeOps>(m: &Llama<B>, what: &str, prompt: &[u32], row: &[u32], got: &[f32]) {
+fn assert_direct_logprobs<B: DecodeOps>(m: &Decoder<B>, what: &str, prompt: &[u32], row: &[u32], got: &[f32]) {
     assert_eq!(got.len(), row.len(), "{what}: one logprob per token");
     for (i, (&t, &lp)) in row.iter().zip(got).enumerate() {
         let seq: Vec<u32> = prompt.iter().chain(&row[..i]).copied().collect();

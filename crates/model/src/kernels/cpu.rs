@@ -8,6 +8,7 @@ use super::dot::{
     dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q16Act, Q16View, Q8Act, Q8View, XSums,
 };
 use super::quant::{ActQuant, QuantMatrix, RowLayout};
+use crate::families::Activation;
 use crate::load::gguf::GgmlType;
 
 /// Up to this many activation rows, a linear layer runs row dot products over the blocks
@@ -330,23 +331,46 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
     out
 }
 
-/// `silu(gate) * up` of each row of `[gate | up]`.
-pub fn swiglu(gu: &[f32], inter: usize) -> Vec<f32> {
+/// `act(gate) * up` of each row of `[gate | up]`: SwiGLU, or GeGLU with tanh GELU computed as
+/// PyTorch's `gelu(approximate="tanh")` does.
+pub fn gated_act(gu: &[f32], inter: usize, act: Activation) -> Vec<f32> {
     let m = gu.len() / (2 * inter);
     let mut out = vec![0f32; m * inter];
+    const BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
     for (row, o) in gu.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)) {
         let (g, u) = row.split_at(inter);
-        for j in 0..inter {
-            let s = g[j] / (1.0 + (-g[j]).exp());
-            o[j] = s * u[j];
+        match act {
+            Activation::Silu => {
+                for j in 0..inter {
+                    let s = g[j] / (1.0 + (-g[j]).exp());
+                    o[j] = s * u[j];
+                }
+            }
+            Activation::GeluTanh => {
+                for j in 0..inter {
+                    let x = g[j];
+                    let inner = BETA * (x + 0.044715 * (x * x * x));
+                    o[j] = 0.5 * x * (1.0 + inner.tanh()) * u[j];
+                }
+            }
         }
     }
     out
 }
 
+/// RMSNorm of one row into `dst`.
+fn rms_row(src: &[f32], gamma: &[f32], eps: f32, dst: &mut [f32]) {
+    let ss = dot_f32_slices(src, src) / src.len() as f32;
+    let r = 1.0 / (ss + eps).sqrt();
+    for ((o, x), g) in dst.iter_mut().zip(src).zip(gamma) {
+        *o = x * r * g;
+    }
+}
+
 /// Split `[m = b·t, (h + 2·kv)·d]` rows of fused q/k/v into head-major q `[b, h, t, d]`,
 /// k `[b, kv, t, d]`, v `[b, kv, t, d]`, rotating q and k (HF half-split) with the rows of
-/// `cos` / `sin_signed` (`[m, d]`, the sine's first half negated).
+/// `cos` / `sin_signed` (`[m, d]`, the sine's first half negated); with `qk_norm` (q weights,
+/// k weights, eps) each q and k head is RMS-normalised first.
 #[allow(clippy::too_many_arguments)]
 pub fn split_rope(
     qkv: &[f32],
@@ -357,18 +381,28 @@ pub fn split_rope(
     d: usize,
     cos: &[f32],
     sin: &[f32],
+    qk_norm: Option<(&[f32], &[f32], f32)>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let width = (h + 2 * kv) * d;
     let half = d / 2;
     let mut q = vec![0f32; b * h * t * d];
     let mut k = vec![0f32; b * kv * t * d];
     let mut v = vec![0f32; b * kv * t * d];
-    let rot = |src: &[f32], dst: &mut [f32], c: &[f32], s: &[f32]| {
+    let mut normed = vec![0f32; d];
+    let mut rot = |src: &[f32], gamma: Option<&[f32]>, eps: f32, dst: &mut [f32], c: &[f32], s: &[f32]| {
+        let src = match gamma {
+            Some(g) => {
+                rms_row(src, g, eps, &mut normed);
+                &normed[..]
+            }
+            None => src,
+        };
         for j in 0..d {
             let r = if j < half { src[j + half] } else { src[j - half] };
             dst[j] = src[j] * c[j] + r * s[j];
         }
     };
+    let eps = qk_norm.map_or(0.0, |n| n.2);
     for bi in 0..b {
         for ti in 0..t {
             let row = bi * t + ti;
@@ -376,11 +410,11 @@ pub fn split_rope(
             let (c, s) = (&cos[row * d..(row + 1) * d], &sin[row * d..(row + 1) * d]);
             for hi in 0..h {
                 let o = ((bi * h + hi) * t + ti) * d;
-                rot(&src[hi * d..(hi + 1) * d], &mut q[o..o + d], c, s);
+                rot(&src[hi * d..(hi + 1) * d], qk_norm.map(|n| n.0), eps, &mut q[o..o + d], c, s);
             }
             for g in 0..kv {
                 let o = ((bi * kv + g) * t + ti) * d;
-                rot(&src[(h + g) * d..(h + g + 1) * d], &mut k[o..o + d], c, s);
+                rot(&src[(h + g) * d..(h + g + 1) * d], qk_norm.map(|n| n.1), eps, &mut k[o..o + d], c, s);
                 v[o..o + d].copy_from_slice(&src[(h + kv + g) * d..(h + kv + g + 1) * d]);
             }
         }
@@ -399,12 +433,22 @@ pub fn cache_write(cache: &mut [f32], new: &[f32], b: usize, kv: usize, cap: usi
     }
 }
 
-/// Which keys a query may see.
+/// Which keys a query may see, and how scores are computed.
 pub struct KeyMask<'a> {
     /// Per row, for every key (cached + new): a real token? `None`: all are.
     pub key_valid: Option<&'a [Vec<bool>]>,
     /// Sliding window: a query at slot `s` sees keys `> s - window`. `None`: no limit.
     pub window: Option<usize>,
+    /// Scores are `q·k · scale`, then capped as `cap · tanh(s / cap)` with `softcap`.
+    pub scale: f32,
+    pub softcap: Option<f32>,
+}
+
+impl KeyMask<'_> {
+    /// Every key visible, scale `1/√d`, no cap.
+    pub fn all(d: usize) -> Self {
+        Self { key_valid: None, window: None, scale: 1.0 / (d as f32).sqrt(), softcap: None }
+    }
 }
 
 /// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of the caches
@@ -472,7 +516,7 @@ fn attend_at(
         let _ = std::marker::PhantomData::<I>;
         let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
         let rep = h / kv;
-        let scale = 1.0 / (d as f32).sqrt();
+        let (scale, softcap) = (mask.scale, mask.softcap);
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let kbase = (bi * kv + g) * cap * d;
@@ -485,7 +529,10 @@ fn attend_at(
             for j in 0..=slot {
                 let visible = j >= lo && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
                 scores[j] = if visible {
-                    let sc = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
+                    let mut sc = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
+                    if let Some(cap) = softcap {
+                        sc = (sc / cap).tanh() * cap;
+                    }
                     mx = mx.max(sc);
                     sc
                 } else {
@@ -619,7 +666,7 @@ mod tests {
         let kc = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0];
         let vc = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0];
         let q = vec![1.0, 0.0, 0.0, 2.0];
-        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { key_valid: None, window: None });
+        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask::all(d));
         for hi in 0..2 {
             let qv = &q[hi * 2..hi * 2 + 2];
             let s: Vec<f32> = (0..3).map(|j| (qv[0] * kc[2 * j] + qv[1] * kc[2 * j + 1]) / 2f32.sqrt()).collect();
@@ -632,7 +679,7 @@ mod tests {
             }
         }
         // window 1: only the newest key
-        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { key_valid: None, window: Some(1) });
+        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { window: Some(1), ..KeyMask::all(d) });
         assert_eq!(&out[..2], &[5.0, 6.0]);
     }
 }

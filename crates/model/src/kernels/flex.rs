@@ -5,8 +5,9 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::cpu;
+use crate::families::Activation;
 use crate::kv_cache::LayerKv;
-use crate::ops::{DecodeOps, Heads, Linear, Matrix, Step};
+use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, Matrix, QkNorm, Step};
 use crate::rope::RotaryEmbedding;
 
 /// The contiguous f32 buffer of a tensor (copied only when it is a strided view).
@@ -96,10 +97,10 @@ impl DecodeOps for Flex {
         wrap(cpu::rms_norm(f32s(&xp), f32s(&g), eps), dims)
     }
 
-    fn swiglu(gate_up: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    fn gated_act(gate_up: Tensor<Flex, 2>, act: Activation) -> Tensor<Flex, 2> {
         let [m, w] = gate_up.dims();
         let p = host(gate_up);
-        wrap(cpu::swiglu(f32s(&p), w / 2), [m, w / 2])
+        wrap(cpu::gated_act(f32s(&p), w / 2, act), [m, w / 2])
     }
 
     fn split_rope(
@@ -107,11 +108,14 @@ impl DecodeOps for Flex {
         step: &Step<Flex>,
         rope: &RotaryEmbedding<Flex>,
         heads: Heads,
+        qk_norm: Option<QkNorm<'_, Flex>>,
     ) -> (Tensor<Flex, 4>, Tensor<Flex, 4>, Tensor<Flex, 4>) {
         let (b, t, d) = (step.batch, step.seq, heads.dim);
         let p = host(qkv);
-        let (cos, sin) = step.host_rope(rope);
-        let (q, k, v) = cpu::split_rope(f32s(&p), b, t, heads.q, heads.kv, d, cos, sin);
+        let rows = step.host_rope(rope);
+        let norms = qk_norm.map(|n| (host(n.q.clone()), host(n.k.clone()), n.eps as f32));
+        let norms = norms.as_ref().map(|(q, k, eps)| (f32s(q), f32s(k), *eps));
+        let (q, k, v) = cpu::split_rope(f32s(&p), b, t, heads.q, heads.kv, d, &rows.0, &rows.1, norms);
         (wrap(q, [b, heads.q, t, d]), wrap(k, [b, heads.kv, t, d]), wrap(v, [b, heads.kv, t, d]))
     }
 
@@ -121,13 +125,19 @@ impl DecodeOps for Flex {
         v: Tensor<Flex, 4>,
         cache: Option<&mut LayerKv<Flex>>,
         step: &Step<Flex>,
-        heads: Heads,
+        attn: &AttnSpec,
     ) -> Tensor<Flex, 2> {
+        let heads = attn.heads;
         let (b, t, d) = (step.batch, step.seq, heads.dim);
         let (hq, kv) = (heads.q, heads.kv);
         let qp = host(q);
         let (kp, vp) = (host(k), host(v));
-        let mask = cpu::KeyMask { key_valid: step.key_valid.as_deref(), window: step.window };
+        let mask = cpu::KeyMask {
+            key_valid: step.key_valid.as_deref(),
+            window: attn.window,
+            scale: attn.scale as f32,
+            softcap: attn.softcap.map(|c| c as f32),
+        };
         let out = match cache {
             Some(layer) => {
                 let cap = layer.k.dims()[2];

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::attention::Attention;
-use crate::config::LlamaConfig;
+use crate::decoder::{DecoderLayer, DecoderWeights};
 use crate::error::{ModelError, Result};
+use crate::families::{Family, ModelConfig};
+pub use crate::families::{Naming, Part};
 use crate::kernels::dot::has_q8_kernel;
 use crate::kernels::quant::{is_native, ActQuant, QuantMatrix};
-use crate::llama::{DecoderLayer, LlamaWeights};
 use crate::load::gguf::{dequantize, GgmlType};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
-use crate::ops::{DecodeOps, Heads, Linear, Matrix};
+use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, Matrix};
 
 /// A tensor as a checkpoint stores it.
 pub struct RawTensor<'a> {
@@ -130,69 +131,6 @@ impl LoadOptions {
     }
 }
 
-/// The tensor names of a checkpoint format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    /// transformers (`model.layers.0.self_attn.q_proj.weight`).
-    Hf,
-    /// llama.cpp (`blk.0.attn_q.weight`).
-    Gguf,
-}
-
-/// The weight tensors of the decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    Embed,
-    FinalNorm,
-    Head,
-    AttnNorm,
-    Q,
-    K,
-    V,
-    O,
-    MlpNorm,
-    Gate,
-    Up,
-    Down,
-    /// Fused q/k/v rows (Phi-3's `qkv_proj`, GGUF `attn_qkv`).
-    Qkv,
-    /// Fused gate/up rows (Phi-3's `gate_up_proj`; GGUF phi3's `ffn_up` of twice the width).
-    GateUp,
-}
-
-impl Naming {
-    /// Name of `part` (of layer `i`) with the suffix `weight` or `bias`.
-    pub fn name(self, part: Part, i: usize, suffix: &str) -> String {
-        let (hf, gguf) = match part {
-            Part::Embed => return self.global("model.embed_tokens", "token_embd", suffix),
-            Part::FinalNorm => return self.global("model.norm", "output_norm", suffix),
-            Part::Head => return self.global("lm_head", "output", suffix),
-            Part::AttnNorm => ("input_layernorm", "attn_norm"),
-            Part::Q => ("self_attn.q_proj", "attn_q"),
-            Part::K => ("self_attn.k_proj", "attn_k"),
-            Part::V => ("self_attn.v_proj", "attn_v"),
-            Part::O => ("self_attn.o_proj", "attn_output"),
-            Part::MlpNorm => ("post_attention_layernorm", "ffn_norm"),
-            Part::Gate => ("mlp.gate_proj", "ffn_gate"),
-            Part::Up => ("mlp.up_proj", "ffn_up"),
-            Part::Down => ("mlp.down_proj", "ffn_down"),
-            Part::Qkv => ("self_attn.qkv_proj", "attn_qkv"),
-            Part::GateUp => ("mlp.gate_up_proj", "ffn_up"),
-        };
-        match self {
-            Naming::Hf => format!("model.layers.{i}.{hf}.{suffix}"),
-            Naming::Gguf => format!("blk.{i}.{gguf}.{suffix}"),
-        }
-    }
-
-    fn global(self, hf: &str, gguf: &str, suffix: &str) -> String {
-        match self {
-            Naming::Hf => format!("{hf}.{suffix}"),
-            Naming::Gguf => format!("{gguf}.{suffix}"),
-        }
-    }
-}
-
 /// llama.cpp's Q/K row permutation undone: result row `h·hd + j·hd/2 + i` is file row
 /// `h·hd + 2i + j`.
 pub fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
@@ -216,10 +154,11 @@ struct PartSpec {
     perm: Option<Vec<usize>>,
 }
 
-/// Builds [`LlamaWeights`] for backend `B` from a source.
+/// Builds [`DecoderWeights`] for backend `B` from a source.
 pub struct Builder<'a, B: DecodeOps> {
     src: &'a dyn WeightSource,
     naming: Naming,
+    family: &'static Family,
     opts: LoadOptions,
     device: &'a B::Device,
     used: RefCell<BTreeSet<String>>,
@@ -228,15 +167,28 @@ pub struct Builder<'a, B: DecodeOps> {
 }
 
 impl<'a, B: DecodeOps> Builder<'a, B> {
-    pub fn new(src: &'a dyn WeightSource, naming: Naming, opts: LoadOptions, device: &'a B::Device) -> Self {
-        Self { src, naming, opts, device, used: RefCell::new(BTreeSet::new()), unpermute_qk: naming == Naming::Gguf }
+    /// Tensors named by `naming` and `family` (whose GGUF files may hold Q/K rows in llama.cpp's
+    /// permuted order, restored to HF's here).
+    pub fn new(
+        src: &'a dyn WeightSource,
+        naming: Naming,
+        family: &'static Family,
+        opts: LoadOptions,
+        device: &'a B::Device,
+    ) -> Self {
+        let unpermute_qk = naming == Naming::Gguf && family.gguf_permuted_qk;
+        Self { src, naming, family, opts, device, used: RefCell::new(BTreeSet::new()), unpermute_qk }
     }
 
-    /// Whether Q/K rows are in llama.cpp's permuted order (GGUF files of the `llama`
-    /// architecture) and must be restored to HF's.
-    pub fn unpermute_qk(mut self, on: bool) -> Self {
-        self.unpermute_qk = on;
-        self
+    fn name(&self, part: Part, i: usize, suffix: &str) -> String {
+        self.family.tensor_name(self.naming, part, i, suffix)
+    }
+
+    /// An RMSNorm of `n` weights (`1 + w` where the family's HF weights are offsets).
+    fn norm(&self, part: Part, i: usize, n: usize, eps: f64) -> Result<RmsNorm<B>> {
+        let gamma = self.vector(&self.name(part, i, "weight"), n)?;
+        let gamma = if self.naming == Naming::Hf && self.family.hf_norm_plus_one { gamma + 1.0 } else { gamma };
+        Ok(RmsNorm { gamma, eps })
     }
 
     fn fetch(&self, name: &str) -> Result<RawTensor<'a>> {
@@ -340,12 +292,12 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
 
     fn spec(&self, part: Part, i: usize, rows: usize, unpermute_heads: Option<usize>) -> PartSpec {
         let perm = unpermute_heads.filter(|_| self.unpermute_qk).map(|h| unpermute_order(rows, h));
-        PartSpec { name: self.naming.name(part, i, "weight"), rows, perm }
+        PartSpec { name: self.name(part, i, "weight"), rows, perm }
     }
 
     /// Biases of stacked parts (all or none present), concatenated, permuted like their rows.
     fn stacked_bias(&self, parts: &[(Part, usize, Option<usize>)], i: usize) -> Result<Option<Tensor<B, 1>>> {
-        let names: Vec<String> = parts.iter().map(|(p, _, _)| self.naming.name(*p, i, "bias")).collect();
+        let names: Vec<String> = parts.iter().map(|(p, _, _)| self.name(*p, i, "bias")).collect();
         let present: Vec<bool> = names.iter().map(|n| self.src.get(n).is_some()).collect();
         if !present.iter().any(|&p| p) {
             return Ok(None);
@@ -368,14 +320,16 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         Ok(Some(Tensor::from_data(TensorData::new(all, [n]), self.device)))
     }
 
-    /// Build every weight of `c`; `attention_bias` / `mlp_bias` say which biases must exist.
-    pub fn build(&self, c: &LlamaConfig) -> Result<LlamaWeights<B>> {
+    /// Build every weight of `c`; each layer's [`LayerSpec`](crate::families::LayerSpec) says
+    /// which biases and norms must exist.
+    pub fn build(&self, c: &ModelConfig) -> Result<DecoderWeights<B>> {
         let (d, hd) = (c.hidden_size, c.head_dim);
         let (hq, kv, inter) = (c.num_heads, c.num_kv_heads, c.intermediate_size);
+        let eps = c.rms_norm_eps;
         let mut layers = Vec::with_capacity(c.num_layers);
-        for i in 0..c.num_layers {
+        for (i, ls) in c.layers.iter().enumerate() {
             let qkv_parts = [(Part::Q, hq * hd, Some(hq)), (Part::K, kv * hd, Some(kv)), (Part::V, kv * hd, None)];
-            let fused_qkv = self.src.get(&self.naming.name(Part::Qkv, i, "weight")).is_some();
+            let fused_qkv = self.src.get(&self.name(Part::Qkv, i, "weight")).is_some();
             let qkv_specs: Vec<PartSpec> = if fused_qkv {
                 if self.unpermute_qk {
                     return Err(self.src.error(format!(
@@ -388,29 +342,24 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             };
             // biases only where the config says the model has them: a bias the config does not
             // announce stays unused, and the unused-tensor check names it
-            let qkv_bias = match (c.attention_bias, fused_qkv) {
+            let qkv_bias = match (ls.qkv_bias, fused_qkv) {
                 (false, _) => None,
-                (true, true) => self.optional_vector(&self.naming.name(Part::Qkv, i, "bias"), (hq + 2 * kv) * hd)?,
+                (true, true) => self.optional_vector(&self.name(Part::Qkv, i, "bias"), (hq + 2 * kv) * hd)?,
                 (true, false) => self.stacked_bias(&qkv_parts, i)?,
             };
-            if c.attention_bias && qkv_bias.is_none() {
+            if ls.qkv_bias && qkv_bias.is_none() {
                 return Err(self.src.error(format!("the config says attention_bias but layer {i} has no q/k/v bias")));
             }
-            // Llama's attention_bias covers o_proj too; Qwen2's o_proj has none
-            let o_bias = if c.attention_bias && c.family != crate::config::Family::Qwen2 {
-                Some(self.vector(&self.naming.name(Part::O, i, "bias"), d)?)
-            } else {
-                None
-            };
+            let o_bias = if ls.o_bias { Some(self.vector(&self.name(Part::O, i, "bias"), d)?) } else { None };
             let gu_parts = [(Part::Gate, inter, None), (Part::Up, inter, None)];
             // fused gate/up: HF `gate_up_proj`, or a GGUF `ffn_up` of twice the width without `ffn_gate`
             let fused_gu = match self.naming {
-                Naming::Hf => self.src.get(&self.naming.name(Part::GateUp, i, "weight")).is_some(),
+                Naming::Hf => self.src.get(&self.name(Part::GateUp, i, "weight")).is_some(),
                 Naming::Gguf => {
-                    self.src.get(&self.naming.name(Part::Gate, i, "weight")).is_none()
+                    self.src.get(&self.name(Part::Gate, i, "weight")).is_none()
                         && self
                             .src
-                            .get(&self.naming.name(Part::Up, i, "weight"))
+                            .get(&self.name(Part::Up, i, "weight"))
                             .is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
                 }
             };
@@ -419,35 +368,45 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
             } else {
                 vec![self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)]
             };
-            let gu_bias = if c.mlp_bias && !fused_gu { self.stacked_bias(&gu_parts, i)? } else { None };
-            if c.mlp_bias && gu_bias.is_none() {
+            let gu_bias = if ls.mlp_bias && !fused_gu { self.stacked_bias(&gu_parts, i)? } else { None };
+            if ls.mlp_bias && gu_bias.is_none() {
                 return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
             }
-            let down_bias =
-                if c.mlp_bias { Some(self.vector(&self.naming.name(Part::Down, i, "bias"), d)?) } else { None };
+            let down_bias = if ls.mlp_bias { Some(self.vector(&self.name(Part::Down, i, "bias"), d)?) } else { None };
+            let (q_norm, k_norm) = if ls.qk_norm {
+                (Some(self.norm(Part::QNorm, i, hd, eps)?), Some(self.norm(Part::KNorm, i, hd, eps)?))
+            } else {
+                (None, None)
+            };
+            let sandwich = |part| if ls.sandwich_norms { self.norm(part, i, d, eps).map(Some) } else { Ok(None) };
             layers.push(DecoderLayer {
-                input_layernorm: RmsNorm {
-                    gamma: self.vector(&self.naming.name(Part::AttnNorm, i, "weight"), d)?,
-                    eps: c.rms_norm_eps,
-                },
+                input_layernorm: self.norm(Part::AttnNorm, i, d, eps)?,
                 self_attn: Attention {
                     qkv: Linear { weight: self.matrix(&qkv_specs, d)?, bias: qkv_bias },
                     o_proj: Linear { weight: self.matrix(&[self.spec(Part::O, i, d, None)], hq * hd)?, bias: o_bias },
-                    heads: Heads { q: hq, kv, dim: hd },
+                    q_norm,
+                    k_norm,
+                    spec: AttnSpec {
+                        heads: Heads { q: hq, kv, dim: hd },
+                        scale: ls.attn_scale,
+                        softcap: ls.attn_softcap,
+                        window: ls.window,
+                    },
+                    rope: ls.rope,
                 },
-                post_attention_layernorm: RmsNorm {
-                    gamma: self.vector(&self.naming.name(Part::MlpNorm, i, "weight"), d)?,
-                    eps: c.rms_norm_eps,
-                },
+                post_attention_norm: sandwich(Part::PostAttnNorm)?,
+                mlp_norm: self.norm(Part::MlpNorm, i, d, eps)?,
                 mlp: Mlp {
                     gate_up: Linear { weight: self.matrix(&gu_specs, d)?, bias: gu_bias },
                     down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
+                    act: ls.act,
                 },
+                post_mlp_norm: sandwich(Part::PostMlpNorm)?,
             });
         }
         // The embedding is stored like the linear layers (as the tied head it is one).
         let embed = self.matrix(&[self.spec(Part::Embed, 0, c.vocab_size, None)], d)?;
-        let head_name = self.naming.name(Part::Head, 0, "weight");
+        let head_name = self.name(Part::Head, 0, "weight");
         let lm_head = if c.tie_word_embeddings {
             if self.src.get(&head_name).is_some() {
                 // transformers ties and ignores a saved lm_head
@@ -457,9 +416,8 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         } else {
             Linear { weight: self.matrix(&[self.spec(Part::Head, 0, c.vocab_size, None)], d)?, bias: None }
         };
-        let norm =
-            RmsNorm { gamma: self.vector(&self.naming.name(Part::FinalNorm, 0, "weight"), d)?, eps: c.rms_norm_eps };
-        Ok(LlamaWeights { embed_tokens: embed, layers, norm, lm_head })
+        let norm = self.norm(Part::FinalNorm, 0, d, eps)?;
+        Ok(DecoderWeights { embed_tokens: embed, layers, norm, lm_head })
     }
 
     /// Error naming the first checkpoint tensors the model did not use.

@@ -1,8 +1,8 @@
 //! Loaders: HF checkpoint directories (safetensors) and GGUF files.
 use std::path::Path;
 
+use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::llama::Llama;
 use crate::ops::DecodeOps;
 
 pub mod builder;
@@ -17,7 +17,7 @@ pub use tokenizer::{StreamDecoder, TextStops, TextTokenizer};
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).
 pub struct LoadedModel<B: DecodeOps> {
-    pub model: Llama<B>,
+    pub model: Decoder<B>,
     pub tokenizer: Option<TextTokenizer>,
     /// Why the checkpoint's tokenizer could not be built (the weights load regardless).
     pub tokenizer_error: Option<String>,

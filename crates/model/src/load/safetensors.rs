@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::LlamaConfig;
+use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::llama::Llama;
+use crate::families;
 use crate::load::builder::{Builder, LoadOptions, Naming, RawTensor, WeightSource};
 use crate::load::gguf::GgmlType;
 use crate::load::{LoadedModel, TextTokenizer};
@@ -246,10 +246,10 @@ impl WeightSource for SafetensorsSource {
 
 /// Load an HF checkpoint directory with its tokenizer when present.
 pub fn load_hf_dir<B: DecodeOps>(dir: &Path, device: &B::Device, opts: &LoadOptions) -> Result<LoadedModel<B>> {
-    let config = LlamaConfig::from_hf_dir(dir)?;
+    let config = families::from_hf_dir(dir)?;
     let files = checkpoint_files(dir)?;
     let src = SafetensorsSource::open(dir, &files)?;
-    let builder = Builder::<B>::new(&src, Naming::Hf, *opts, device);
+    let builder = Builder::<B>::new(&src, Naming::Hf, config.family, *opts, device);
     let weights = builder.build(&config)?;
     // rotary tables some exporters save are recomputed from the config
     let rotary: Vec<String> = src.names().into_iter().filter(|n| n.ends_with("rotary_emb.inv_freq")).collect();
@@ -271,9 +271,9 @@ pub fn load_hf_dir<B: DecodeOps>(dir: &Path, device: &B::Device, opts: &LoadOpti
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("chat_template").and_then(|c| c.as_str()).map(String::from));
-    let family = config.family.name().to_string();
+    let family = config.family.name.to_string();
     Ok(LoadedModel {
-        model: Llama::new(config, weights, device),
+        model: Decoder::new(config, weights, device),
         tokenizer,
         tokenizer_error,
         chat_template,

@@ -18,8 +18,8 @@ use demiurgic_sampling::{EarlyStopping, FinishReason, GenerationConfig, LogitsPi
 use super::common::{finish_after, prepare, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerationOutput, TopLogprob};
+use crate::decoder::StepInput;
 use crate::error::Result;
-use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
 

@@ -9,7 +9,7 @@ use crate::ops::DecodeOps;
 
 /// Bytes a generation needs beyond the weights: the KV cache, plus the prefill's activations and
 /// attention scores (the largest transient tensors).
-pub fn memory_estimate(config: &crate::config::LlamaConfig, rows: usize, prompt: usize, new_tokens: usize) -> usize {
+pub fn memory_estimate(config: &crate::families::ModelConfig, rows: usize, prompt: usize, new_tokens: usize) -> usize {
     let c = config;
     let positions = prompt + new_tokens;
     let kv = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4 * rows * positions;
@@ -43,7 +43,7 @@ pub(crate) struct Prepared {
 
 /// Validate ids, lengths and memory for `prompts` × `per_prompt` rows.
 pub(crate) fn prepare<B: DecodeOps>(
-    mc: &crate::config::LlamaConfig,
+    mc: &crate::families::ModelConfig,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     per_prompt: usize,

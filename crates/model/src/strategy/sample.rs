@@ -10,9 +10,9 @@ use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, Process
 use super::common::{finish_after, prepare, resolve_seed, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerationOutput, GenerationStats, TopLogprob};
+use crate::decoder::StepInput;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::load::TextStops;
 use crate::ops::DecodeOps;

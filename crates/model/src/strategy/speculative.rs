@@ -16,9 +16,9 @@ use demiurgic_sampling::{FinishReason, LogitsPipeline, ProcessorContext, SeqRng}
 use super::common::{finish_after, host_logprobs, prepare, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
 use super::types::{GenerationOutput, GenerationStats, TopLogprob};
+use crate::decoder::StepInput;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::llama::StepInput;
 use crate::lm::CausalLm;
 use crate::ops::DecodeOps;
 

@@ -1,10 +1,12 @@
-//! The Llama decoder: embedding → N × (RMSNorm → attention → RMSNorm → SwiGLU) → RMSNorm → head.
-//! Every hot operation goes through the backend's [`DecodeOps`].
+//! The one decoder of every family: embedding (scaled where the family says) → N × (RMSNorm →
+//! attention → [RMSNorm] → residual → RMSNorm → gated MLP → [RMSNorm] → residual) → RMSNorm →
+//! head (→ softcap), each layer computed as its [`LayerSpec`](crate::families::LayerSpec)
+//! describes. Every hot operation goes through the backend's [`DecodeOps`].
 use burn::tensor::{s, Tensor};
 
 use crate::attention::Attention;
-use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::families::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKv};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
@@ -17,8 +19,13 @@ use crate::rope::RotaryEmbedding;
 pub struct DecoderLayer<B: DecodeOps> {
     pub input_layernorm: RmsNorm<B>,
     pub self_attn: Attention<B>,
-    pub post_attention_layernorm: RmsNorm<B>,
+    /// Norm of the attention output (Gemma's sandwich norms).
+    pub post_attention_norm: Option<RmsNorm<B>>,
+    /// The norm before the MLP (HF Llama's `post_attention_layernorm`).
+    pub mlp_norm: RmsNorm<B>,
     pub mlp: Mlp<B>,
+    /// Norm of the MLP output (Gemma).
+    pub post_mlp_norm: Option<RmsNorm<B>>,
 }
 
 impl<B: DecodeOps> DecoderLayer<B> {
@@ -28,19 +35,27 @@ impl<B: DecodeOps> DecoderLayer<B> {
         &self,
         x: Tensor<B, 2>,
         step: &Step<B>,
-        rope: &RotaryEmbedding<B>,
+        ropes: &[RotaryEmbedding<B>],
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
-        let a = self.self_attn.forward(self.input_layernorm.forward(x.clone()), step, rope, cache);
+        let a = self.self_attn.forward(self.input_layernorm.forward(x.clone()), step, ropes, cache);
+        let a = match &self.post_attention_norm {
+            Some(n) => n.forward(a),
+            None => a,
+        };
         let h = time(Op::Residual, || x + a);
-        let m = self.mlp.forward(self.post_attention_layernorm.forward(h.clone()));
+        let m = self.mlp.forward(self.mlp_norm.forward(h.clone()));
+        let m = match &self.post_mlp_norm {
+            Some(n) => n.forward(m),
+            None => m,
+        };
         time(Op::Residual, || h + m)
     }
 }
 
 /// Every weight of the decoder, as the loaders build them.
 #[derive(Debug, Clone)]
-pub struct LlamaWeights<B: DecodeOps> {
+pub struct DecoderWeights<B: DecodeOps> {
     pub embed_tokens: Matrix<B>, // [vocab, hidden]
     pub layers: Vec<DecoderLayer<B>>,
     pub norm: RmsNorm<B>,
@@ -48,7 +63,7 @@ pub struct LlamaWeights<B: DecodeOps> {
     pub lm_head: Linear<B>,
 }
 
-impl<B: DecodeOps> LlamaWeights<B> {
+impl<B: DecodeOps> DecoderWeights<B> {
     /// Bytes of every weight (as stored: quantized blocks count their real size).
     pub fn bytes(&self, tied: bool) -> usize {
         let lin = |l: &Linear<B>| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| b.dims()[0] * 4);
@@ -60,7 +75,17 @@ impl<B: DecodeOps> LlamaWeights<B> {
                     + lin(&l.self_attn.o_proj)
                     + lin(&l.mlp.gate_up)
                     + lin(&l.mlp.down)
-                    + 4 * (l.input_layernorm.gamma.dims()[0] + l.post_attention_layernorm.gamma.dims()[0])
+                    + [
+                        Some(&l.input_layernorm),
+                        l.post_attention_norm.as_ref(),
+                        Some(&l.mlp_norm),
+                        l.post_mlp_norm.as_ref(),
+                    ]
+                    .into_iter()
+                    .chain([l.self_attn.q_norm.as_ref(), l.self_attn.k_norm.as_ref()])
+                    .flatten()
+                    .map(|n| 4 * n.gamma.dims()[0])
+                    .sum::<usize>()
             })
             .sum();
         layers + self.embed_tokens.bytes() + if tied { 0 } else { lin(&self.lm_head) } + 4 * self.norm.gamma.dims()[0]
@@ -107,19 +132,27 @@ pub struct StepInput {
     pub key_valid: Vec<Vec<bool>>, // [batch, past + seq]
 }
 
-/// A ready-to-run Llama-family model: weights, RoPE and config.
+/// A ready-to-run model of any family: weights, RoPE tables and config.
 #[derive(Debug)]
-pub struct Llama<B: DecodeOps> {
-    pub weights: LlamaWeights<B>,
-    pub config: LlamaConfig,
-    rope: RotaryEmbedding<B>,
+pub struct Decoder<B: DecodeOps> {
+    pub weights: DecoderWeights<B>,
+    pub config: ModelConfig,
+    ropes: Vec<RotaryEmbedding<B>>,
     device: B::Device,
 }
 
-impl<B: DecodeOps> Llama<B> {
-    pub fn new(config: LlamaConfig, weights: LlamaWeights<B>, device: &B::Device) -> Self {
-        let rope = RotaryEmbedding::from_inv_freq(config.inv_freq(), config.max_position_embeddings, device);
-        Self { weights, config, rope, device: device.clone() }
+impl<B: DecodeOps> Decoder<B> {
+    pub fn new(config: ModelConfig, weights: DecoderWeights<B>, device: &B::Device) -> Self {
+        let ropes = config
+            .ropes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                RotaryEmbedding::from_inv_freq(r.inv_freq(config.head_dim), config.max_position_embeddings, device)
+                    .with_key(i)
+            })
+            .collect();
+        Self { weights, config, ropes, device: device.clone() }
     }
 
     pub fn device(&self) -> &B::Device {
@@ -183,13 +216,15 @@ impl<B: DecodeOps> Llama<B> {
             input.tokens.iter().flatten().copied().collect(),
             input.positions.iter().flatten().copied().collect(),
             Some(input.key_valid.clone()),
-            self.config.sliding_window,
             &self.device,
         );
         let mut x = time(Op::Embed, || B::embed(&step.tokens, &self.weights.embed_tokens, &self.device));
+        if let Some(s) = self.config.embed_scale {
+            x = x * s;
+        }
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
-            x = layer.forward(x, &step, &self.rope, layer_cache);
+            x = layer.forward(x, &step, &self.ropes, layer_cache);
         }
         if let Some(c) = cache {
             c.advance(t);
@@ -208,7 +243,7 @@ impl<B: DecodeOps> Llama<B> {
     pub fn forward_last(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 2>> {
         B::run_step(|| {
             let x = self.hidden(input, cache, true)?;
-            Ok(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head)))
+            Ok(self.softcap(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head))))
         })
     }
 
@@ -220,8 +255,16 @@ impl<B: DecodeOps> Llama<B> {
         let (b, t) = (input.tokens.len(), input.tokens.first().map_or(0, Vec::len));
         B::run_step(|| {
             let x = self.hidden(input, cache, false)?;
-            let logits = time(Op::Head, || B::linear_layer(x, &self.weights.lm_head));
+            let logits = self.softcap(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head)));
             Ok(logits.reshape([b, t, self.config.vocab_size]))
         })
+    }
+
+    /// `cap · tanh(logits / cap)` where the family caps its final logits.
+    fn softcap(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self.config.final_softcap {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
     }
 }
