@@ -6,7 +6,13 @@ convert_hf_to_gguf.py writes them (gguf-py 0.19, f32 tensors):
   Llama 3 RoPE scaling as the `rope_freqs.weight` factors llama.cpp computes; Mistral's window as
   `llama.attention.sliding_window`;
 - qwen2 -> `qwen2` (q/k/v biases, no permutation: NEOX RoPE);
-- phi3 -> `phi3` (`attn_qkv`, and gate/up fused in `ffn_up`, no permutation).
+- phi3 -> `phi3` (`attn_qkv`, and gate/up fused in `ffn_up`, no permutation);
+- qwen3 -> `qwen3` (`attn_q_norm` / `attn_k_norm`, no permutation);
+- gemma3 -> `gemma3` as llama.cpp's Gemma3Model writes it: every `*norm.weight` stored as 1 + w,
+  `post_attention_norm`, `ffn_norm` (pre-feedforward), `post_ffw_norm`, key/value length,
+  `attention.sliding_window`, `rope.freq_base` of the global layers; the layer pattern as
+  `attention.sliding_window_pattern` (one bool per layer, true = sliding) when it is not
+  llama.cpp's built-in every-6th-global.
 
 usage: python scripts/make_family_ggufs.py tests/fixtures/families
 (the bench venv has gguf and safetensors: target/bench/venv/bin/python)
@@ -51,7 +57,14 @@ def convert(d, out_path):
     cfg = json.load(open(os.path.join(d, "config.json")))
     t = load_file(os.path.join(d, "model.safetensors"))
     family = cfg["architectures"][0]
-    arch = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3"}[family]
+    arch = {
+        "LlamaForCausalLM": "llama",
+        "MistralForCausalLM": "llama",
+        "Qwen2ForCausalLM": "qwen2",
+        "Qwen3ForCausalLM": "qwen3",
+        "Phi3ForCausalLM": "phi3",
+        "Gemma3ForCausalLM": "gemma3",
+    }[family]
     n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
     w = gguf.GGUFWriter(out_path, arch)
@@ -63,16 +76,27 @@ def convert(d, out_path):
     w.add_head_count(n_head)
     w.add_head_count_kv(n_kv)
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_rope_freq_base(cfg.get("rope_parameters", {}).get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    rp = cfg.get("rope_parameters", {})
+    w.add_rope_freq_base(rp.get("full_attention", rp).get("rope_theta", cfg.get("rope_theta", 10000.0)))
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(cfg["vocab_size"])
     if family == "MistralForCausalLM" and cfg.get("sliding_window"):
         w.add_sliding_window(cfg["sliding_window"])
+    if arch == "gemma3":
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_sliding_window(cfg["sliding_window"])
+        assert rp["sliding_attention"]["rope_theta"] == 10000.0, "llama.cpp's gemma3 local base is 10000"
+        sliding = [t == "sliding_attention" for t in cfg["layer_types"]]
+        if sliding != [(i + 1) % 6 != 0 for i in range(len(sliding))]:
+            w.add_sliding_window_pattern(sliding)
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])
 
     def put(name, x):
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            x = x + 1.0  # Gemma3RMSNorm computes with 1 + w
         w.add_tensor(name, np.ascontiguousarray(x.astype(np.float32)))
 
     put("token_embd.weight", t["model.embed_tokens.weight"])
@@ -84,7 +108,15 @@ def convert(d, out_path):
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         put(f"blk.{i}.attn_norm.weight", t[p + "input_layernorm.weight"])
-        put(f"blk.{i}.ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        if arch == "gemma3":
+            put(f"blk.{i}.post_attention_norm.weight", t[p + "post_attention_layernorm.weight"])
+            put(f"blk.{i}.ffn_norm.weight", t[p + "pre_feedforward_layernorm.weight"])
+            put(f"blk.{i}.post_ffw_norm.weight", t[p + "post_feedforward_layernorm.weight"])
+        else:
+            put(f"blk.{i}.ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        if p + "self_attn.q_norm.weight" in t:
+            put(f"blk.{i}.attn_q_norm.weight", t[p + "self_attn.q_norm.weight"])
+            put(f"blk.{i}.attn_k_norm.weight", t[p + "self_attn.k_norm.weight"])
         put(f"blk.{i}.attn_output.weight", t[p + "self_attn.o_proj.weight"])
         put(f"blk.{i}.ffn_down.weight", t[p + "mlp.down_proj.weight"])
         if arch == "phi3":

@@ -1,6 +1,6 @@
 //! Micro-benchmark of the CPU linear kernels on the default model's shapes (development aid).
+use demiurgic_model::ggml::GgmlType;
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
-use demiurgic_model::load::gguf::GgmlType;
 use std::time::Instant;
 
 fn main() {

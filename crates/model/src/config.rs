@@ -72,6 +72,10 @@ pub struct HfConfig {
     /// Phi-3's long-context RoPE switch (refused unless it equals the context).
     pub original_max_position_embeddings: Option<usize>,
     pub layer_types: Option<Vec<String>>,
+    /// Gemma 3 without `layer_types`: every `n`-th layer global, the others sliding.
+    pub sliding_window_pattern: Option<usize>,
+    #[serde(rename = "_sliding_window_pattern")]
+    pub sliding_window_pattern_private: Option<usize>,
     /// Gemma's activation field (`hidden_act` elsewhere).
     pub hidden_activation: Option<String>,
     pub query_pre_attn_scalar: Option<f64>,

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod families;
 pub mod generate;
+pub mod ggml;
 pub mod kernels;
 pub mod kv_cache;
 pub mod lm;

@@ -9,8 +9,8 @@ use anyhow::Result;
 use demiurgic_model::load::{ChatMessage, StreamDecoder};
 use demiurgic_model::{generate, DecodeOps, GenOption, GenerateOptions, ModelError};
 
+use crate::args::ChatArgs;
 use crate::backends::BackendJob;
-use crate::cli::ChatArgs;
 use crate::gen::{build_config, in_flag_words};
 use crate::{emit, load};
 

@@ -14,8 +14,8 @@ use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::{json, Value};
 
+use crate::args::ModelArgs;
 use crate::backends::BackendJob;
-use crate::cli::ModelArgs;
 use crate::emit;
 
 #[derive(Subcommand, Clone)]

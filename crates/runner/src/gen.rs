@@ -7,8 +7,8 @@ use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
 use demiurgic_sampling::{Constraint, GenerationConfig, SamplingError};
 use serde_json::json;
 
+use crate::args::{unescape, GenerateArgs, SamplingArgs};
 use crate::backends::BackendJob;
-use crate::cli::{unescape, GenerateArgs, SamplingArgs};
 use crate::{emit, load, plural};
 
 /// A number as a user would type it (`1e40`, not forty digits).

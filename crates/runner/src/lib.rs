@@ -2,6 +2,7 @@
 //! Llama-family model on a Burn backend chosen at run time. Everything is in the library so that its
 //! unit tests build with the library and the binary is never compiled a second time as a test.
 #![allow(clippy::cloned_ref_to_slice_refs)]
+mod args;
 mod backends;
 mod bench;
 mod chat;
@@ -25,8 +26,9 @@ use demiurgic_model::DecodeOps;
 use demiurgic_sampling::PRESETS;
 use serde_json::json;
 
+use args::{DetokenizeArgs, InfoArgs, ModelArgs, TokenizeArgs};
 use backends::{with_backend, BackendJob, COMPILED};
-use cli::{Cli, Cmd, DetokenizeArgs, InfoArgs, ModelArgs, TokenizeArgs};
+use cli::{Cli, Cmd};
 
 /// Write to stdout; a closed pipe (`| head`) ends the program quietly with success, like other
 /// command-line tools.
@@ -119,11 +121,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::FetchModel(a) => {
-            let p = if a.force {
-                fetch::fetch(std::io::stderr().is_terminal())?
-            } else {
-                fetch::default_model(std::io::stderr().is_terminal())?
+            let spec = match &a.name {
+                None => &fetch::SMOLLM2,
+                Some(n) => fetch::lookup(n)
+                    .ok_or_else(|| anyhow::anyhow!("unknown model {n:?} (fetchable: {})", fetch::names()))?,
             };
+            let progress = std::io::stderr().is_terminal();
+            let p = if a.force { fetch::fetch_spec(spec, progress)? } else { fetch::model(spec, progress)? };
             emit(&format!("{}\n", p.display()));
             Ok(())
         }
@@ -185,11 +189,17 @@ fn progress_bar(len: u64, prefix: &str) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// The `--model` given, or the default model (fetched on first use).
+/// The `--model` given: a path, or (when no such path exists) a fetchable model's name; the
+/// default model without one (fetched on first use).
 fn model_path(model: &Option<PathBuf>) -> Result<PathBuf> {
+    let progress = std::io::stderr().is_terminal();
     match model {
-        Some(p) => Ok(p.clone()),
-        None => fetch::default_model(std::io::stderr().is_terminal()),
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => match p.to_str().and_then(fetch::lookup) {
+            Some(spec) => fetch::model(spec, progress),
+            None => Ok(p.clone()),
+        },
+        None => fetch::default_model(progress),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Flags that choose how weights are stored and computed (shared by generate, bench, soak).
 use anyhow::{anyhow, Result};
 use clap::Args;
-use demiurgic_model::load::gguf::GgmlType;
+use demiurgic_model::ggml::GgmlType;
 use demiurgic_model::{Activations, DecodeOps, LoadOptions, WeightMode};
 
 #[derive(Args, Clone, Debug, Default)]

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
+use crate::args::ModelArgs;
 use crate::backends::BackendJob;
-use crate::cli::ModelArgs;
 
 /// Largest request body accepted (bytes); larger ones are answered 413.
 const MAX_BODY: usize = 1 << 20;

@@ -2,8 +2,9 @@
 //! checkpoints made with transformers 5.24, `golden.json` beside each): every family loaded from
 //! its HF directory and from the GGUF written by `scripts/make_family_ggufs.py` gives
 //! transformers' logits at every prompt position and its greedy continuation (EOS active),
-//! Mistral's prompts running past its sliding window of 8. Unsupported variants are refused by
-//! name.
+//! Mistral's prompts running past its sliding window of 8, Gemma 3's past its window of 6 on
+//! three of four layers (two RoPE bases, sandwich norms, GeGLU, q/k norms), Qwen3's q/k norms.
+//! Unsupported variants are refused by name.
 use demiurgic_model::{generate, load_model, DecodeOps, GenerateOptions, ModelError, StepInput};
 use demiurgic_sampling::GenerationConfig;
 use demiurgic_tests::{fixture, ids1, json_fixture, max_abs_diff, per_backend, tolerance};
@@ -149,6 +150,18 @@ fn unsupported_variants_are_refused_by_name() {
         (edited("llama3-rope", "gelu", |v| v["hidden_act"] = "gelu".into()), "hidden_act"),
         (edited("llama3-rope", "window", |v| v["sliding_window"] = 4.into()), "sliding_window"),
         (edited("phi3", "longrope", |v| v["max_position_embeddings"] = 8192.into()), "longrope"),
+        (edited("qwen3", "qwen3-sw", |v| v["use_sliding_window"] = true.into()), "use_sliding_window"),
+        (edited("gemma3", "gemma-gelu", |v| v["hidden_activation"] = "gelu".into()), "hidden_activation"),
+        (
+            edited("gemma3", "gemma-bidi", |v| v["use_bidirectional_attention"] = true.into()),
+            "use_bidirectional_attention",
+        ),
+        (edited("gemma3", "gemma-chunked", |v| v["layer_types"][1] = "chunked_attention".into()), "chunked_attention"),
+        (
+            edited("gemma3", "gemma-yarn", |v| v["rope_parameters"]["full_attention"]["rope_type"] = "yarn".into()),
+            "yarn",
+        ),
+        (edited("gemma3", "gemma-layers", |v| v["layer_types"] = serde_json::json!(["full_attention"])), "layer_types"),
     ];
     for (dir, needle) in cases {
         let err = match load_model::<B>(&dir, &Default::default()) {
@@ -158,7 +171,14 @@ fn unsupported_variants_are_refused_by_name() {
         assert!(matches!(err, ModelError::Config { .. }), "{needle}: {err}");
         assert!(err.to_string().contains(needle), "{err} should name {needle}");
     }
-    // a tensor the model would not use is refused by name (qwen2's biases on a llama config)
+    // a tensor the model would not use is refused by name (qwen2's biases on a llama config,
+    // qwen3's q/k norms on a llama config)
+    let dir = edited("qwen3", "qwen3-as-llama", |v| {
+        v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        v["model_type"] = "llama".into();
+    });
+    let err = load_model::<B>(&dir, &Default::default()).err().expect("refused").to_string();
+    assert!(err.contains("_norm") && err.contains("not used"), "{err}");
     let dir = edited("qwen2", "qwen-as-llama", |v| {
         v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
         v["model_type"] = "llama".into();

@@ -2,7 +2,8 @@
 //! by `scripts/make_gguf_fixtures.py`), metadata of every value type, and hostile files.
 use std::path::Path;
 
-use demiurgic_model::load::gguf::{dequantize, GgmlType, GgufFile, MetaValue};
+use demiurgic_model::ggml::{dequantize, GgmlType};
+use demiurgic_model::load::gguf::{GgufFile, MetaValue};
 use demiurgic_tests::{fixture, json_fixture};
 
 fn unhex(s: &str) -> Vec<u8> {

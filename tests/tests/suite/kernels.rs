@@ -5,9 +5,9 @@
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use demiurgic_model::families::Activation;
+use demiurgic_model::ggml::{dequantize, GgmlType};
 use demiurgic_model::kernels::dot::{available_levels, has_q8_kernel};
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
-use demiurgic_model::load::gguf::{dequantize, GgmlType};
 use demiurgic_model::ops::{AttnSpec, Heads, Linear, Matrix, QkNorm, Step};
 use demiurgic_model::rope::RotaryEmbedding;
 use demiurgic_model::DecodeOps;

@@ -5,7 +5,7 @@
 //! from a family name.
 use crate::config::HfConfig;
 use crate::error::{cfg_err, Result};
-use crate::load::gguf::GgufFile;
+use crate::load::gguf::reader::GgufFile;
 
 /// One model family: how its HF config and GGUF metadata become a [`ModelConfig`], and the
 /// tensor names where they differ from Llama's.

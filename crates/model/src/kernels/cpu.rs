@@ -9,7 +9,7 @@ use super::dot::{
 };
 use super::quant::{ActQuant, QuantMatrix, RowLayout};
 use crate::families::Activation;
-use crate::load::gguf::GgmlType;
+use crate::ggml::GgmlType;
 
 /// Up to this many activation rows, a linear layer runs row dot products over the blocks
 /// (weights read once per call from memory, each row decoded per activation row); above it,

@@ -1,5 +1,6 @@
 //! CPU kernels: GGUF block matrices ([`quant`]), their dot products with runtime instruction-set
 //! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]).
+pub mod act;
 pub mod cpu;
 pub mod dot;
 #[cfg(feature = "flex")]

@@ -3,7 +3,7 @@
 //! quantizers used to make Q8_0 / Q4_0 weights from dense ones (`--quantize`).
 use half::f16;
 
-use crate::load::gguf::{dequantize, GgmlType};
+use crate::ggml::{dequantize, GgmlType};
 
 /// A `[rows, cols]` matrix (rows = output features, cols = input features, as GGUF and PyTorch
 /// store a linear layer's weight) whose rows are sequences of blocks of `ty`.

@@ -6,7 +6,7 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 use std::arch::x86_64::*;
 
-use super::dot::XSums;
+use super::act::XSums;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -253,7 +253,7 @@ pub unsafe fn f32_avx2(a: *const f32, x: &[f32]) -> f32 {
 // ---- int8 activations (llama.cpp's `vec_dot_q4_1_q8_1` & co.): integer dot products per block,
 // one f32 multiply-add per block ----
 
-use super::dot::Q8View;
+use super::act::Q8View;
 
 /// 32 unsigned nibble values of a Q4 block in element order: `[lo 16 | hi 16]`.
 #[inline]
@@ -361,7 +361,7 @@ pub unsafe fn q8_q8_avx512(row: &[u8], xq: &Q8View<'_>) -> f32 {
 
 // ---- interleaved groups of 8 rows × int8 activations: lane j of every vector is row j ----
 
-use crate::load::gguf::GgmlType;
+use crate::ggml::GgmlType;
 
 /// `Σ u8·i8` over groups of 4 bytes into i32 lanes: VNNI where the level has it.
 macro_rules! group8_kernel {
@@ -511,7 +511,7 @@ pub unsafe fn group8_q8_avx512(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], ou
 // ---- interleaved groups × int16 activations: the weights widened to i16, `pmaddwd`-style
 // products of pairs; lanes hold (row, pair) partial sums, folded to one lane per row per block ----
 
-use super::dot::Q16View;
+use super::act::Q16View;
 
 macro_rules! group8_q16_kernel {
     ($name:ident, $feat:literal, $dot:ident) => {

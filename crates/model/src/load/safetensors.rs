@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::families;
+use crate::ggml::GgmlType;
 use crate::load::builder::{Builder, LoadOptions, Naming, RawTensor, WeightSource};
-use crate::load::gguf::GgmlType;
 use crate::load::{LoadedModel, TextTokenizer};
 use crate::ops::DecodeOps;
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::dequant::GgmlType;
 use crate::error::{ModelError, Result};
+use crate::ggml::GgmlType;
 
 /// A metadata value (every GGUF value type).
 #[derive(Debug, Clone, PartialEq)]
@@ -351,7 +351,7 @@ impl GgufFile {
             path: self.path.clone(),
             message: format!("tensor {name} is missing"),
         })?;
-        let v = super::dequant::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements)
+        let v = crate::ggml::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements)
             .map_err(|m| ModelError::Gguf { path: self.path.clone(), message: format!("tensor {name}: {m}") })?;
         Ok((v, info))
     }

@@ -1,4 +1,5 @@
-//! Dequantization of ggml block types to f32 (llama.cpp's `dequantize_row_*` reference code).
+//! ggml block types as GGUF files store them, and their dequantization to f32 (llama.cpp's
+//! `dequantize_row_*` reference code): below both the CPU kernels and the loaders.
 use half::{bf16, f16};
 
 /// The ggml tensor types Demiurgic reads.

@@ -1,0 +1,331 @@
+//! The arguments of each command (`generate`, `chat`, `tokenize`, …): the model arguments in one
+//! struct ([`ModelArgs`]) every command that loads a model flattens in, and the sampling flags
+//! `generate` and `chat` share.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::{backends, load_args};
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, an HF checkpoint directory, or a fetchable model's name (smollm2-135m,
+    /// gemma3-270m; fetched on first use) [default: smollm2-135m, SmolLM2-135M-Instruct Q4_1].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Backend to run on (compiled in: see `demiurgic backends`).
+    #[arg(long, default_value = backends::DEFAULT)]
+    pub backend: String,
+    #[command(flatten)]
+    pub load: load_args::LoadArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct FetchArgs {
+    /// The model to fetch: smollm2-135m (the default) or gemma3-270m.
+    pub name: Option<String>,
+    /// Download again even when a verified copy is cached.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Sampling flags shared by `generate` and `chat`.
+#[derive(Args, Clone, Default)]
+pub struct SamplingArgs {
+    /// Start from a preset: greedy, balanced-code, precise-code, creative-code, natural-text,
+    /// completion-fim (see `demiurgic presets`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub preset: Option<String>,
+    /// Start from a JSON file: a Demiurgic GenerationConfig, or a transformers
+    /// `generation_config.json` (its field names; fields without a meaning here are ignored with
+    /// a warning). Flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Argmax decoding (same as --do-sample false; sampling flags are then ignored, with a warning).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sample (multinomial) instead of argmax [default: on, unless a preset/config says otherwise].
+    #[arg(long = "do-sample", conflicts_with = "greedy")]
+    pub do_sample: bool,
+    /// New tokens to generate, at least 1 [default: 256].
+    #[arg(long = "max-new-tokens", allow_negative_numbers = true)]
+    pub max_new_tokens: Option<usize>,
+    /// Prompt + new tokens, at least 1 (--max-new-tokens wins when both are given, as in
+    /// transformers).
+    #[arg(long = "max-length", allow_negative_numbers = true)]
+    pub max_length: Option<usize>,
+    /// Minimum prompt + new tokens before EOS may end a row [default: 0].
+    #[arg(long = "min-length", allow_negative_numbers = true)]
+    pub min_length: Option<usize>,
+    /// Minimum new tokens before EOS may end a row [default: 0].
+    #[arg(long = "min-new-tokens", allow_negative_numbers = true)]
+    pub min_new_tokens: Option<usize>,
+    /// Softmax temperature, ≥ 0 (0 = greedy) [default: 0.8].
+    #[arg(long, allow_hyphen_values = true)]
+    pub temperature: Option<f64>,
+    /// Keep the k most likely tokens, ≥ 0 (0 = off) [default: 50].
+    #[arg(long = "top-k", allow_negative_numbers = true)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass, in (0, 1] (1 = off) [default: 0.95].
+    #[arg(long = "top-p", allow_hyphen_values = true)]
+    pub top_p: Option<f64>,
+    /// Locally typical sampling mass, in (0, 1] (1 = off) [default: 1].
+    #[arg(long = "typical-p", allow_hyphen_values = true)]
+    pub typical_p: Option<f64>,
+    /// Drop tokens below min_p × the top probability, in [0, 1] (0 = off) [default: 0].
+    #[arg(long = "min-p", allow_hyphen_values = true)]
+    pub min_p: Option<f64>,
+    /// CTRL repetition penalty over prompt + generated tokens, > 0 (1 = off) [default: 1].
+    #[arg(long = "repetition-penalty", allow_hyphen_values = true)]
+    pub repetition_penalty: Option<f64>,
+    /// OpenAI frequency penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
+    #[arg(long = "frequency-penalty", allow_hyphen_values = true)]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI presence penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
+    #[arg(long = "presence-penalty", allow_hyphen_values = true)]
+    pub presence_penalty: Option<f64>,
+    /// Never repeat an n-gram of this size, ≥ 0 (0 = off) [default: 0].
+    #[arg(long = "no-repeat-ngram-size", allow_negative_numbers = true)]
+    pub no_repeat_ngram_size: Option<usize>,
+    /// Sequences per prompt, ≥ 1 (more than 1 needs sampling) [default: 1].
+    #[arg(long = "num-return-sequences", allow_negative_numbers = true)]
+    pub num_return_sequences: Option<usize>,
+    /// Seed of the sampler, 0..=18446744073709551615 [default: drawn from the clock and reported].
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    /// Stop when this text appears (repeatable). Escapes \n, \t, \\ and \" are understood.
+    #[arg(long, allow_hyphen_values = true)]
+    pub stop: Vec<String>,
+    /// Override the model's EOS token ids (repeatable; every strategy).
+    #[arg(long = "eos-token-id", allow_negative_numbers = true)]
+    pub eos_token_id: Vec<u32>,
+    /// Beam search with N beams, ≥ 1 (1 = off) [default: 1].
+    #[arg(long = "num-beams", allow_negative_numbers = true)]
+    pub num_beams: Option<usize>,
+    /// Beam scores are divided by length ** F [default: 1.0].
+    #[arg(long = "length-penalty", allow_hyphen_values = true)]
+    pub length_penalty: Option<f64>,
+    /// Beam search stopping rule: true, false or never (transformers' meanings) [default: false].
+    #[arg(long = "early-stopping", allow_hyphen_values = true)]
+    pub early_stopping: Option<String>,
+    /// Speculative decoding with prompt lookup: up to N candidate tokens per step from n-gram
+    /// matches in the text so far (no second model).
+    #[arg(long = "prompt-lookup", allow_negative_numbers = true)]
+    pub prompt_lookup: Option<usize>,
+    /// Longest n-gram prompt lookup matches, ≥ 1 [default: 2].
+    #[arg(long = "max-matching-ngram-size", allow_negative_numbers = true)]
+    pub max_matching_ngram_size: Option<usize>,
+    /// Draft tokens per step with --draft-model, ≥ 1, adapted as it goes [default: 5].
+    #[arg(long = "num-assistant-tokens", allow_negative_numbers = true)]
+    pub num_assistant_tokens: Option<usize>,
+    /// Structured output: JSON valid under this JSON schema (a file, or the schema itself when
+    /// it starts with `{`).
+    #[arg(long = "json-schema", allow_hyphen_values = true)]
+    pub json_schema: Option<String>,
+    /// Structured output: any JSON object.
+    #[arg(long = "json-object")]
+    pub json_object: bool,
+    /// Structured output: text the regular expression (Rust regex syntax) matches in full.
+    #[arg(long, allow_hyphen_values = true)]
+    pub regex: Option<String>,
+    /// Structured output: text of this Lark grammar (llguidance's dialect; a file).
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
+    /// Structured output: exactly one of these strings (repeat the flag for each choice).
+    #[arg(long, allow_hyphen_values = true)]
+    pub choice: Vec<String>,
+    /// Epsilon sampling: drop tokens below this probability, in (0, 1) (0 = off) [default: 0].
+    #[arg(long = "epsilon-cutoff", allow_hyphen_values = true)]
+    pub epsilon_cutoff: Option<f64>,
+    /// Eta sampling cutoff, in (0, 1) (0 = off) [default: 0].
+    #[arg(long = "eta-cutoff", allow_hyphen_values = true)]
+    pub eta_cutoff: Option<f64>,
+    /// START,FACTOR: after START new tokens, EOS logits grow by |logit|·(FACTOR^n − 1).
+    #[arg(long = "exponential-decay-length-penalty", allow_hyphen_values = true)]
+    pub exponential_decay_length_penalty: Option<String>,
+    /// IDS=BIAS: add BIAS to the last id of the comma-separated token ids when the text ends
+    /// with the others (repeatable), e.g. `--sequence-bias 1234,56=-5`.
+    #[arg(long = "sequence-bias", allow_hyphen_values = true)]
+    pub sequence_bias: Vec<String>,
+    /// Never generate this token id (repeatable).
+    #[arg(long = "suppress-token", allow_negative_numbers = true)]
+    pub suppress_tokens: Vec<u32>,
+    /// Do not start the output with this token id (repeatable).
+    #[arg(long = "begin-suppress-token", allow_negative_numbers = true)]
+    pub begin_suppress_tokens: Vec<u32>,
+    /// DRY repetition penalty multiplier, ≥ 0 (0 = off) [default: 0].
+    #[arg(long = "dry-multiplier", allow_hyphen_values = true)]
+    pub dry_multiplier: Option<f64>,
+    /// DRY base, ≥ 1 [default: 1.75].
+    #[arg(long = "dry-base", allow_hyphen_values = true)]
+    pub dry_base: Option<f64>,
+    /// DRY: repetitions longer than this are penalised, ≥ 1 [default: 2].
+    #[arg(long = "dry-allowed-length", allow_negative_numbers = true)]
+    pub dry_allowed_length: Option<usize>,
+    /// DRY: look at the last N tokens (-1 = the whole context, 0 = off) [default: -1].
+    #[arg(long = "dry-penalty-last-n", allow_negative_numbers = true)]
+    pub dry_penalty_last_n: Option<i64>,
+    /// DRY sequence breaker (repeatable; replaces the default "\n", ":", "\"", "*").
+    #[arg(long = "dry-sequence-breaker", allow_hyphen_values = true)]
+    pub dry_sequence_breakers: Vec<String>,
+    /// XTC: probability per step of removing the top choices, in [0, 1] (0 = off) [default: 0].
+    #[arg(long = "xtc-probability", allow_hyphen_values = true)]
+    pub xtc_probability: Option<f64>,
+    /// XTC: the tokens at or above this probability are the top choices [default: 0.1].
+    #[arg(long = "xtc-threshold", allow_hyphen_values = true)]
+    pub xtc_threshold: Option<f64>,
+    /// Top-nσ: keep logits within N standard deviations of the top, > 0 (0 = off) [default: 0].
+    #[arg(long = "top-n-sigma", allow_hyphen_values = true)]
+    pub top_n_sigma: Option<f64>,
+    /// Mirostat: 0 = off, 2 = Mirostat 2.0 (top-k/p and other truncations are then not used).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mirostat: Option<u8>,
+    /// Mirostat target entropy (tau) [default: 5.0].
+    #[arg(long = "mirostat-ent", allow_hyphen_values = true)]
+    pub mirostat_ent: Option<f64>,
+    /// Mirostat learning rate (eta) [default: 0.1].
+    #[arg(long = "mirostat-lr", allow_hyphen_values = true)]
+    pub mirostat_lr: Option<f64>,
+    /// Dynamic temperature: ± range around --temperature, by entropy (0 = off) [default: 0].
+    #[arg(long = "dynatemp-range", allow_hyphen_values = true)]
+    pub dynatemp_range: Option<f64>,
+    /// Dynamic temperature exponent [default: 1.0].
+    #[arg(long = "dynatemp-exp", allow_hyphen_values = true)]
+    pub dynatemp_exp: Option<f64>,
+}
+
+#[derive(Args, Clone)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    /// Prompt text (repeat for a batch); `-` reads standard input.
+    #[arg(long, allow_hyphen_values = true)]
+    pub prompt: Vec<String>,
+    /// Read a prompt from a file (repeat for a batch).
+    #[arg(long = "prompt-file")]
+    pub prompt_file: Vec<PathBuf>,
+    /// Prompt as comma-separated token ids (repeat for a batch).
+    #[arg(long = "prompt-ids", allow_hyphen_values = true)]
+    pub prompt_ids: Vec<String>,
+    /// Wrap each prompt in the model's chat template (as one user message).
+    #[arg(long)]
+    pub chat: bool,
+    /// A system message before the user message (with --chat).
+    #[arg(long, allow_hyphen_values = true)]
+    pub system: Option<String>,
+    /// Fill in the middle: the text after the gap (the prompt is the text before it). Uses the
+    /// model's <fim_prefix>/<fim_suffix>/<fim_middle> tokens; refused when it has none.
+    #[arg(long, allow_hyphen_values = true)]
+    pub suffix: Option<String>,
+    /// Print one JSON object on stdout (errors too).
+    #[arg(long)]
+    pub json: bool,
+    /// Recompute the whole sequence every step (no KV cache).
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Keep special tokens (<|im_end|>, …) in the printed text.
+    #[arg(long = "keep-special-tokens")]
+    pub keep_special_tokens: bool,
+    /// Report the log-probability of each generated token (of the processed distribution the
+    /// token was drawn from; see --raw-logprobs).
+    #[arg(long)]
+    pub logprobs: bool,
+    /// Also report the N most likely tokens of every step, 0..=20 (implies --logprobs).
+    #[arg(long = "top-logprobs", allow_negative_numbers = true)]
+    pub top_logprobs: Option<usize>,
+    /// Log-probabilities of the model's raw distribution (before penalties, temperature,
+    /// top-k/p…) instead of the processed one.
+    #[arg(long = "raw-logprobs")]
+    pub raw_logprobs: bool,
+    /// Speculative decoding with a draft model (a .gguf file or checkpoint directory with the
+    /// same vocabulary), loaded with its native weights and int8 activations on flex.
+    #[arg(long = "draft-model")]
+    pub draft_model: Option<PathBuf>,
+    #[command(flatten)]
+    pub s: SamplingArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    /// A system message at the start of the conversation.
+    #[arg(long, allow_hyphen_values = true)]
+    pub system: Option<String>,
+    /// Positions the conversation may use (KV cache size) [default: min(4096, the model's context)].
+    #[arg(long, allow_negative_numbers = true)]
+    pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub s: SamplingArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    #[arg(long, allow_hyphen_values = true)]
+    pub text: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct DetokenizeArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    /// Comma-separated token ids.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ids: String,
+    /// Keep special tokens in the text.
+    #[arg(long = "keep-special-tokens")]
+    pub keep_special_tokens: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `\n`, `\t`, `\\`, `\"` in a stop string (as llama.cpp's `--reverse-prompt` escapes).
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some('"') => out.push('"'),
+            Some('\'') => out.push('\''),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_what_llama_cpp_does() {
+        assert_eq!(unescape(r"\n\n"), "\n\n");
+        assert_eq!(unescape(r#"a\tb\\c\"d"#), "a\tb\\c\"d");
+        assert_eq!(unescape(r"\q"), r"\q");
+        assert_eq!(unescape("plain"), "plain");
+    }
+}
