@@ -239,14 +239,17 @@ def families():
                 cases.append(case)
             llama_cpp.llama_free(ctx)
             llama_cpp.llama_model_free(model)
-            save(
-                name,
-                {
-                    "note": "llama.cpp (llama-cpp-python %s, CPU, f32 KV cache) on model.gguf with a placeholder "
-                    "vocabulary: full-prompt logits" % llama_cpp.__version__,
-                    "cases": cases,
-                },
-            )
+            out = {
+                "note": "llama.cpp (llama-cpp-python %s, CPU, f32 KV cache) on model.gguf with a placeholder "
+                "vocabulary: full-prompt logits" % llama_cpp.__version__,
+                "cases": cases,
+            }
+            if cfg.get("hidden_activation", cfg.get("hidden_act")) == "gelu_pytorch_tanh":
+                # ggml's CPU GELU reads a table of f16 values: llama.cpp itself is ~2e-3 from
+                # transformers on these logits (printed above), the exact-GELU tests hold 1e-4
+                out["tolerance"] = 5e-3
+                out["tolerance_note"] = "ggml's CPU GELU is an f16 lookup table (llama.cpp vs transformers: ~2e-3)"
+            save(name, out)
     finally:
         shutil.rmtree(tmp)
 
