@@ -313,6 +313,9 @@ impl BackendJob for InfoJob {
             "context_length": c.max_position_embeddings,
             "rope_theta": c.ropes.iter().map(|r| r.theta).collect::<Vec<_>>(),
             "sliding_window": c.sliding_window(),
+            "layer_kinds": c.layer_kinds(),
+            "embed_scale": c.embed_scale,
+            "final_logit_softcap": c.final_softcap,
             "tied_embeddings": c.tie_word_embeddings,
             "weights": storage,
             "weights_bytes": w.bytes(c.tie_word_embeddings),
@@ -327,13 +330,14 @@ impl BackendJob for InfoJob {
             emit(&format!("{v}\n"));
         } else {
             for (k, val) in v.as_object().expect("object") {
+                let sep = if k == "layer_kinds" { format!("\n{:<19}", "") } else { ", ".to_string() };
                 let shown = match val {
                     serde_json::Value::String(s) => s.clone(),
                     serde_json::Value::Array(a) => a
                         .iter()
                         .map(|x| x.as_str().map(String::from).unwrap_or(x.to_string()))
                         .collect::<Vec<_>>()
-                        .join(", "),
+                        .join(&sep),
                     other => other.to_string(),
                 };
                 emit(&format!("{k:<18} {shown}\n"));

@@ -214,6 +214,11 @@ fn info_tokenize_and_detokenize() {
     assert!(j["weights"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("Q8_0")));
     assert_eq!(j["chat_template"], true);
     assert!(j["eos_token_ids"][0].as_str().unwrap().contains("<|im_end|>"));
+    // the layers in words: SmolLM2's 30 are all alike
+    let kinds = j["layer_kinds"].as_array().expect("layer_kinds");
+    assert_eq!(kinds.len(), 1, "{kinds:?}");
+    let k = kinds[0].as_str().unwrap();
+    assert!(k.starts_with("30 × full attention, RoPE θ 100000") && k.ends_with("SwiGLU"), "{k}");
     let p = j["parameters"].as_u64().unwrap();
     assert!((130_000_000..140_000_000).contains(&p), "{p}");
     let (code, out, _) = run(&["tokenize", "--model", &m, "--text", "héllo 🦀", "--json"], None);

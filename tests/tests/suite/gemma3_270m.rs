@@ -18,6 +18,12 @@ fn golden<B: DecodeOps>(device: &B::Device) {
     let windows: Vec<Option<usize>> = c.layers.iter().map(|l| l.window).collect();
     let want: Vec<Option<usize>> = (0..18).map(|i| if (i + 1) % 6 == 0 { None } else { Some(512) }).collect();
     assert_eq!(windows, want, "layer windows");
+    let kinds = c.layer_kinds();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert!(kinds[0].starts_with("15 × attention within 512 keys, RoPE θ 10000,"), "{kinds:?}");
+    assert!(kinds[1].starts_with("3 × full attention, RoPE θ 1000000,"), "{kinds:?}");
+    assert!(kinds.iter().all(|k| k.contains("q/k norm") && k.ends_with("GeGLU (tanh GELU)")), "{kinds:?}");
+    assert_eq!(c.embed_scale, Some((640f64).sqrt() as f32));
     let tok = loaded.tokenizer.as_ref().unwrap_or_else(|| panic!("tokenizer: {:?}", loaded.tokenizer_error));
     let eos = g["eos_token_id"].as_u64().unwrap() as u32;
     let cases = g["cases"].as_array().expect("cases");

@@ -226,6 +226,48 @@ impl LayerSpec {
     }
 }
 
+impl LayerSpec {
+    /// What this layer computes, in words (for `demiurgic info`).
+    pub fn describe(&self, rope: &RopeSpec, head_dim: usize) -> String {
+        let mut parts = vec![match self.window {
+            Some(w) => format!("attention within {w} keys"),
+            None => "full attention".to_string(),
+        }];
+        let scaling = match rope.scaling {
+            RopeScaling::None => String::new(),
+            RopeScaling::Linear { factor } => format!(" linear ×{factor}"),
+            RopeScaling::Llama3 { factor, .. } => format!(" llama3 ×{factor}"),
+            RopeScaling::FreqFactors => " with frequency factors".to_string(),
+        };
+        parts.push(format!("RoPE θ {}{scaling}", rope.theta));
+        if (self.attn_scale - 1.0 / (head_dim as f64).sqrt()).abs() > 1e-12 {
+            parts.push(format!("score scale {}", self.attn_scale));
+        }
+        if let Some(c) = self.attn_softcap {
+            parts.push(format!("score softcap {c}"));
+        }
+        if self.qk_norm {
+            parts.push("q/k norm".into());
+        }
+        if self.sandwich_norms {
+            parts.push("post-attention and post-MLP norms".into());
+        }
+        let biases: Vec<&str> = [(self.qkv_bias, "q/k/v"), (self.o_bias, "output"), (self.mlp_bias, "MLP")]
+            .iter()
+            .filter(|(b, _)| *b)
+            .map(|(_, n)| *n)
+            .collect();
+        if !biases.is_empty() {
+            parts.push(format!("{} biases", biases.join(", ")));
+        }
+        parts.push(match self.act {
+            Activation::Silu => "SwiGLU".into(),
+            Activation::GeluTanh => "GeGLU (tanh GELU)".into(),
+        });
+        parts.join(", ")
+    }
+}
+
 /// Validated configuration of a decoder, built by a family file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -288,6 +330,20 @@ impl ModelConfig {
             embed_scale: None,
             final_softcap: None,
         }
+    }
+
+    /// The kinds of layer this model has, each with how many layers are of it (first-seen
+    /// order), in words: `"15 × attention within 512 keys, RoPE θ 10000, q/k norm, …"`.
+    pub fn layer_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<(String, usize)> = vec![];
+        for l in &self.layers {
+            let d = l.describe(&self.ropes[l.rope], self.head_dim);
+            match kinds.iter_mut().find(|(k, _)| *k == d) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((d, 1)),
+            }
+        }
+        kinds.into_iter().map(|(k, n)| format!("{n} × {k}")).collect()
     }
 
     /// Set something on every layer.
