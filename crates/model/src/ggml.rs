@@ -300,3 +300,41 @@ fn q6_k(b: &[u8], y: &mut [f32]) {
         }
     }
 }
+
+/// Blocks of `ty` rewritten as Q8_0 without changing a value: Q4_0 and Q5_0 store `d · k` with a
+/// small integer `k` and one f16 scale per 32 values, which Q8_0 stores as `d` and `k` itself
+/// (Q8_0 is returned as is). `None` for the types Q8_0 cannot hold exactly (offsets, other
+/// block sizes). Used where parts of different types are fused into one matrix.
+pub fn to_q8_0_exact(ty: GgmlType, data: &[u8]) -> Option<Vec<u8>> {
+    let (be, bb) = ty.block();
+    if be != 32 || !data.len().is_multiple_of(bb) {
+        return None;
+    }
+    let unpack: fn(&[u8], &mut [i8; 32]) = match ty {
+        GgmlType::Q8_0 => return Some(data.to_vec()),
+        GgmlType::Q4_0 => |b, k| {
+            for j in 0..16 {
+                k[j] = (b[2 + j] & 0x0F) as i8 - 8;
+                k[j + 16] = (b[2 + j] >> 4) as i8 - 8;
+            }
+        },
+        GgmlType::Q5_0 => |b, k| {
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            for j in 0..16 {
+                let xh0 = (((qh >> j) << 4) & 0x10) as u8;
+                let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
+                k[j] = ((b[6 + j] & 0x0F) | xh0) as i8 - 16;
+                k[j + 16] = ((b[6 + j] >> 4) | xh1) as i8 - 16;
+            }
+        },
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(data.len() / bb * 34);
+    let mut k = [0i8; 32];
+    for b in data.chunks_exact(bb) {
+        unpack(b, &mut k);
+        out.extend_from_slice(&b[..2]);
+        out.extend(k.iter().map(|&x| x as u8));
+    }
+    Some(out)
+}

@@ -5,7 +5,7 @@
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use demiurgic_model::families::Activation;
-use demiurgic_model::ggml::{dequantize, GgmlType};
+use demiurgic_model::ggml::{dequantize, to_q8_0_exact, GgmlType};
 use demiurgic_model::kernels::dot::{available_levels, has_q8_kernel};
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
 use demiurgic_model::ops::{AttnSpec, Heads, Linear, Matrix, QkNorm, Step};
@@ -369,3 +369,22 @@ fn cached_steps_match_uncached<B: DecodeOps>(device: &B::Device) {
 }
 
 demiurgic_tests::per_backend!(cached_decode_steps_match_uncached, cached_steps_match_uncached);
+
+/// Q4_0 / Q5_0 blocks rewritten as Q8_0 (what the loader does to fuse parts of different types)
+/// dequantize to the same bits; types with an offset are refused.
+#[test]
+fn q8_0_rewrite_is_exact() {
+    let mut rng = Lcg(21);
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let m = random_matrix(ty, 5, 96, &mut rng);
+        let q8 = to_q8_0_exact(ty, m.data()).unwrap_or_else(|| panic!("{ty:?}: no exact rewrite"));
+        let back = QuantMatrix::new(GgmlType::Q8_0, 5, 96, q8).unwrap();
+        let (a, b) = (m.dequantize(), back.dequantize());
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty:?}: values changed");
+    }
+    for ty in [GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q6K] {
+        let m = random_matrix(ty, 2, 256, &mut rng);
+        assert!(to_q8_0_exact(ty, m.data()).is_none(), "{ty:?} cannot be Q8_0 exactly");
+    }
+}

@@ -14,7 +14,7 @@ use crate::decoder::{DecoderLayer, DecoderWeights};
 use crate::error::{ModelError, Result};
 use crate::families::{Family, ModelConfig};
 pub use crate::families::{Naming, Part};
-use crate::ggml::{dequantize, GgmlType};
+use crate::ggml::{dequantize, to_q8_0_exact, GgmlType};
 use crate::kernels::dot::has_q8_kernel;
 use crate::kernels::quant::{is_native, ActQuant, QuantMatrix};
 use crate::mlp::Mlp;
@@ -252,6 +252,20 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                     Some(perm) => m.permute_rows(perm),
                     None => m,
                 });
+            }
+            // parts of different block types (Gemma 3 files: Q5_0 q/k with Q8_0 v): as Q8_0 when
+            // that holds every value exactly, else one f32 matrix
+            if mats.iter().any(|m| m.ty() != mats[0].ty()) {
+                let exact: Option<Vec<QuantMatrix>> = mats
+                    .iter()
+                    .map(|m| {
+                        let q8 = to_q8_0_exact(m.ty(), m.data())?;
+                        QuantMatrix::new(GgmlType::Q8_0, m.rows(), m.cols(), q8).ok()
+                    })
+                    .collect();
+                if let Some(e) = exact {
+                    mats = e;
+                }
             }
             let refs: Vec<&QuantMatrix> = mats.iter().collect();
             let joined = match QuantMatrix::concat_rows(&refs) {
