@@ -20,7 +20,7 @@ impl<B: DecodeOps> Mlp<B> {
     /// - output: `[m, hidden]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let gu = time(Op::GateUp, || B::linear_layer(x, &self.gate_up));
-        let a = time(Op::Swiglu, || B::gated_act(gu, self.act));
+        let a = time(Op::GatedAct, || B::gated_act(gu, self.act));
         time(Op::Down, || B::linear_layer(a, &self.down))
     }
 }

@@ -51,6 +51,11 @@ fn bos_policy(g: &GgufFile) -> (bool, Option<u32>) {
     (add_bos, bos_id)
 }
 
+/// A metadata array the tokenizer needs.
+fn array<'a>(g: &'a GgufFile, key: &str) -> Result<&'a [MetaValue]> {
+    g.meta(key).and_then(|v| v.as_array()).ok_or_else(|| terr(g, format!("{key} is missing or not an array")))
+}
+
 /// llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
 fn token_type(types: Option<&[MetaValue]>, i: usize) -> u64 {
     types.and_then(|a| a.get(i)).and_then(|v| v.as_u64()).unwrap_or(1)
@@ -67,14 +72,8 @@ fn added_token(i: usize, s: &str, ty: u64) -> Value {
 /// score, highest first; spaces become `▁` (with a leading one when
 /// `tokenizer.ggml.add_space_prefix`), unknown characters fall back to `<0xXX>` byte pieces.
 fn sentencepiece(g: &GgufFile) -> Result<TextTokenizer> {
-    let tokens = g
-        .meta("tokenizer.ggml.tokens")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| terr(g, "tokenizer.ggml.tokens is missing or not an array"))?;
-    let scores = g
-        .meta("tokenizer.ggml.scores")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| terr(g, "tokenizer.ggml.scores is missing or not an array"))?;
+    let tokens = array(g, "tokenizer.ggml.tokens")?;
+    let scores = array(g, "tokenizer.ggml.scores")?;
     if scores.len() != tokens.len() {
         return Err(terr(g, format!("{} scores for {} tokens", scores.len(), tokens.len())));
     }
@@ -156,14 +155,8 @@ fn sentencepiece(g: &GgufFile) -> Result<TextTokenizer> {
 }
 
 fn gpt2(g: &GgufFile) -> Result<TextTokenizer> {
-    let tokens = g
-        .meta("tokenizer.ggml.tokens")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| terr(g, "tokenizer.ggml.tokens is missing or not an array"))?;
-    let merges = g
-        .meta("tokenizer.ggml.merges")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| terr(g, "tokenizer.ggml.merges is missing or not an array"))?;
+    let tokens = array(g, "tokenizer.ggml.tokens")?;
+    let merges = array(g, "tokenizer.ggml.merges")?;
     let types = g.meta("tokenizer.ggml.token_type").and_then(|v| v.as_array());
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     let mut added = vec![];
