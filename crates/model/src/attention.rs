@@ -14,9 +14,8 @@ use crate::rope::RotaryEmbedding;
 pub struct Attention<B: DecodeOps> {
     pub qkv: Linear<B>,    // [(q + 2·kv)·dim, hidden]
     pub o_proj: Linear<B>, // [hidden, q·dim]
-    /// Per-head RMSNorm of queries and keys before RoPE (`[dim]` each).
-    pub q_norm: Option<RmsNorm<B>>,
-    pub k_norm: Option<RmsNorm<B>>,
+    /// Per-head RMSNorm of queries and of keys before RoPE (`[dim]` each): both or neither.
+    pub qk_norm: Option<(RmsNorm<B>, RmsNorm<B>)>,
     pub spec: AttnSpec,
     /// Index of the model's RoPE table this layer uses.
     pub rope: usize,
@@ -34,10 +33,7 @@ impl<B: DecodeOps> Attention<B> {
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
         let qkv = time(Op::Qkv, || B::linear_layer(x, &self.qkv));
-        let qk_norm = match (&self.q_norm, &self.k_norm) {
-            (Some(q), Some(k)) => Some(QkNorm { q: &q.gamma, k: &k.gamma, eps: q.eps }),
-            _ => None,
-        };
+        let qk_norm = self.qk_norm.as_ref().map(|(q, k)| QkNorm { q: &q.gamma, k: &k.gamma, eps: q.eps });
         let heads = self.spec.heads;
         let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, &ropes[self.rope], heads, qk_norm));
         let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, &self.spec));

@@ -82,7 +82,7 @@ impl<B: DecodeOps> DecoderWeights<B> {
                         l.post_mlp_norm.as_ref(),
                     ]
                     .into_iter()
-                    .chain([l.self_attn.q_norm.as_ref(), l.self_attn.k_norm.as_ref()])
+                    .chain(l.self_attn.qk_norm.iter().flat_map(|(q, k)| [Some(q), Some(k)]))
                     .flatten()
                     .map(|n| 4 * n.gamma.dims()[0])
                     .sum::<usize>()

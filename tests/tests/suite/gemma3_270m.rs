@@ -4,8 +4,8 @@
 //! reference step whose top-1/top-2 margin is under 0.05; the prompt ids from the file's own
 //! SentencePiece vocabulary and the continuation's text. Data-driven over every case; every case
 //! on flex, the first on ndarray and cuda (all with `--full`); not on wgpu (see below).
-use demiurgic_model::{generate, load_model, Batch, DecodeOps, GenerateOptions, StepInput};
-use demiurgic_sampling::GenerationConfig;
+use crate::smollm2_golden::{check_reference_case, f64s};
+use demiurgic_model::{load_model, DecodeOps};
 use demiurgic_tests::{gemma3_270m_path, ids1, json_fixture, near_tie_margin, per_backend, real_model_cases};
 
 fn golden<B: DecodeOps>(device: &B::Device) {
@@ -33,47 +33,31 @@ fn golden<B: DecodeOps>(device: &B::Device) {
         // the SentencePiece vocabulary of the file, BOS added, as transformers' tokenizer
         let prompt = case["prompt"].as_str().unwrap();
         assert_eq!(tok.encode(prompt).unwrap(), ids, "case {ci}: prompt ids of {prompt:?}");
-        let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
-        let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
-        let logits: Vec<f32> = loaded.model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
-        assert_eq!(logits.len(), 262_144);
         let top5_ids = ids1(&case["last_prompt_top5"]["ids"]);
-        let top5_logits: Vec<f64> =
-            case["last_prompt_top5"]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let top5_logits = f64s(&case["last_prompt_top5"]["logits"]);
         assert_eq!(top5_ids.len(), top5_logits.len(), "case {ci}: top-5 ids and logits");
         assert!(!top5_ids.is_empty());
-        for (id, want) in top5_ids.iter().zip(&top5_logits) {
-            let got = logits[*id as usize] as f64;
-            assert!((got - want).abs() < 1e-2, "case {ci}: logit of {id}: {got} vs transformers' {want}");
-        }
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        assert_eq!(order[0] as u32, top5_ids[0], "case {ci}: top-1 of the last prompt position");
-
         let want = ids1(&case["greedy_ids"]);
-        let margins: Vec<f64> =
-            case["top1_top2_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let margins = f64s(&case["top1_top2_margins"]);
         assert_eq!(margins.len(), want.len(), "case {ci}: one margin per greedy step");
         let floor = near_tie_margin::<B>(device).max(0.05);
-        let n = margins.iter().position(|&m| m < floor).unwrap_or(margins.len());
+        let (_, row, n) = check_reference_case(
+            &loaded.model,
+            ids,
+            &top5_ids,
+            &top5_logits,
+            &want,
+            &margins,
+            eos,
+            (1e-2, floor),
+            &format!("case {ci}"),
+        );
         assert!(n > 0, "case {ci}: no comparable step");
-        let cfg = GenerationConfig {
-            max_new_tokens: Some(want.len()),
-            eos_token_ids: Some(vec![eos]),
-            ..GenerationConfig::greedy()
-        };
-        let out = generate(&loaded.model, &[ids], &cfg, GenerateOptions::default()).unwrap();
-        let row = out.row(0);
-        assert!(row.len() >= n, "case {ci}: generated {} tokens, need {n}", row.len());
-        assert_eq!(&row[..n], &want[..n], "case {ci}: greedy ids (first {n} steps)");
         if n == want.len() {
-            let text = tok.decode(row).unwrap();
+            let text = tok.decode(&row).unwrap();
             assert_eq!(text, case["greedy_text"].as_str().unwrap(), "case {ci}: text");
         }
     }
 }
 
-// Not on wgpu: dequantized to f32 there, the tied 262,144 × 640 embedding is one 671 MB buffer,
-// past wgpu's buffer limits (lavapipe fails in the matmul autotune); the GPU issue keeps weights
-// quantized on the device.
 per_backend!(except_wgpu gemma3_270m_matches_transformers, golden);

@@ -78,11 +78,9 @@ fn comparable_prefix_stops_at_first_near_tie() {
 
 /// One reference case on `model`: the top-1 token of the last prompt position is `top_ids[0]`,
 /// the logits of `top_ids` are within `logit_tol` of `top_logits`, and greedy decoding (EOS
-/// active) gives `greedy` up to the first step whose reference margin is below `margin`. Returns
-/// the largest logit difference.
-#[cfg(feature = "flex")]
+/// active) gives `greedy` up to the first step whose reference margin is below `margin`. Returns the largest logit difference, the generated ids and that step count.
 #[allow(clippy::too_many_arguments)]
-fn check_reference_case<B: DecodeOps>(
+pub fn check_reference_case<B: DecodeOps>(
     model: &demiurgic_model::Decoder<B>,
     ids: Vec<u32>,
     top_ids: &[u32],
@@ -92,7 +90,7 @@ fn check_reference_case<B: DecodeOps>(
     eos: u32,
     (logit_tol, margin): (f64, f64),
     label: &str,
-) -> f64 {
+) -> (f64, Vec<u32>, usize) {
     let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
     let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
     let logits: Vec<f32> = model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
@@ -114,11 +112,10 @@ fn check_reference_case<B: DecodeOps>(
     let same = out.row(0).iter().zip(greedy).take_while(|(a, b)| a == b).count();
     eprintln!("{label}: greedy ids equal for {same} of {} steps (comparable: {n})", greedy.len());
     assert!(same >= n, "{label}: greedy ids differ at step {same}, before the first margin < {margin} (step {n})");
-    worst
+    (worst, out.row(0).to_vec(), n)
 }
 
-#[cfg(feature = "flex")]
-fn f64s(v: &serde_json::Value) -> Vec<f64> {
+pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
 }
 
@@ -140,7 +137,7 @@ fn smollm2_integer_activations_against_transformers() {
         let tok = loaded.tokenizer.as_ref().expect("GGUF tokenizer");
         let mut worst = 0f64;
         for (ci, case) in g["cases"].as_array().expect("cases").iter().enumerate() {
-            let d = check_reference_case(
+            let (d, _, _) = check_reference_case(
                 &loaded.model,
                 tok.encode(case["prompt"].as_str().unwrap()).unwrap(),
                 &ids1(&case["last_prompt_top5"]["ids"]),
@@ -192,7 +189,7 @@ fn smollm2_int8_activations_against_llamacpp() {
         let want = ids1(&case["greedy_ids"]);
         let margins = f64s(&case["top1_top2_margins"]);
         assert_eq!(want.len(), margins.len(), "case {ci}: one margin per greedy step");
-        let d = check_reference_case(
+        let (d, _, _) = check_reference_case(
             &loaded.model,
             ids,
             &top_ids,

@@ -128,7 +128,6 @@ fn from_hf(hf: &HfConfig, origin: &str) -> Result<ModelConfig> {
     let mut plain = hf.clone();
     plain.rope_parameters = None;
     plain.rope_scaling = None;
-    plain.sliding_window = None;
     let mut c = hf_base(&plain, origin, &GEMMA3)?;
     c.ropes = ropes;
     // transformers' Gemma3TextConfig default is 256

@@ -387,10 +387,10 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
             }
             let down_bias = if ls.mlp_bias { Some(self.vector(&self.name(Part::Down, i, "bias"), d)?) } else { None };
-            let (q_norm, k_norm) = if ls.qk_norm {
-                (Some(self.norm(Part::QNorm, i, hd, eps)?), Some(self.norm(Part::KNorm, i, hd, eps)?))
+            let qk_norm = if ls.qk_norm {
+                Some((self.norm(Part::QNorm, i, hd, eps)?, self.norm(Part::KNorm, i, hd, eps)?))
             } else {
-                (None, None)
+                None
             };
             let sandwich = |part| if ls.sandwich_norms { self.norm(part, i, d, eps).map(Some) } else { Ok(None) };
             layers.push(DecoderLayer {
@@ -398,8 +398,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 self_attn: Attention {
                     qkv: Linear { weight: self.matrix(&qkv_specs, d)?, bias: qkv_bias },
                     o_proj: Linear { weight: self.matrix(&[self.spec(Part::O, i, d, None)], hq * hd)?, bias: o_bias },
-                    q_norm,
-                    k_norm,
+                    qk_norm,
                     spec: AttnSpec {
                         heads: Heads { q: hq, kv, dim: hd },
                         scale: ls.attn_scale,
