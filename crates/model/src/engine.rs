@@ -18,9 +18,9 @@ use demiurgic_sampling::GenerationConfig;
 use crate::decoder::{Decoder, StepInput};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::load::TextStops;
 use crate::ops::DecodeOps;
 use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
+use crate::text::TextStops;
 
 /// What one request did in one step: each of its rows' new token (None once the row finished),
 /// and its output when the request has finished.

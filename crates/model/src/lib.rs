@@ -25,6 +25,7 @@ pub mod ops;
 pub mod profile;
 pub mod rope;
 pub mod strategy;
+pub mod text;
 
 pub use batch::Batch;
 pub use config::HfConfig;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Serialize;
 
 use crate::{backends, load_args};
 
@@ -54,39 +55,6 @@ pub struct SamplingArgs {
     /// transformers).
     #[arg(long = "max-length", allow_negative_numbers = true)]
     pub max_length: Option<usize>,
-    /// Minimum prompt + new tokens before EOS may end a row [default: 0].
-    #[arg(long = "min-length", allow_negative_numbers = true)]
-    pub min_length: Option<usize>,
-    /// Minimum new tokens before EOS may end a row [default: 0].
-    #[arg(long = "min-new-tokens", allow_negative_numbers = true)]
-    pub min_new_tokens: Option<usize>,
-    /// Softmax temperature, ≥ 0 (0 = greedy) [default: 0.8].
-    #[arg(long, allow_hyphen_values = true)]
-    pub temperature: Option<f64>,
-    /// Keep the k most likely tokens, ≥ 0 (0 = off) [default: 50].
-    #[arg(long = "top-k", allow_negative_numbers = true)]
-    pub top_k: Option<usize>,
-    /// Nucleus sampling mass, in (0, 1] (1 = off) [default: 0.95].
-    #[arg(long = "top-p", allow_hyphen_values = true)]
-    pub top_p: Option<f64>,
-    /// Locally typical sampling mass, in (0, 1] (1 = off) [default: 1].
-    #[arg(long = "typical-p", allow_hyphen_values = true)]
-    pub typical_p: Option<f64>,
-    /// Drop tokens below min_p × the top probability, in [0, 1] (0 = off) [default: 0].
-    #[arg(long = "min-p", allow_hyphen_values = true)]
-    pub min_p: Option<f64>,
-    /// CTRL repetition penalty over prompt + generated tokens, > 0 (1 = off) [default: 1].
-    #[arg(long = "repetition-penalty", allow_hyphen_values = true)]
-    pub repetition_penalty: Option<f64>,
-    /// OpenAI frequency penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
-    #[arg(long = "frequency-penalty", allow_hyphen_values = true)]
-    pub frequency_penalty: Option<f64>,
-    /// OpenAI presence penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
-    #[arg(long = "presence-penalty", allow_hyphen_values = true)]
-    pub presence_penalty: Option<f64>,
-    /// Never repeat an n-gram of this size, ≥ 0 (0 = off) [default: 0].
-    #[arg(long = "no-repeat-ngram-size", allow_negative_numbers = true)]
-    pub no_repeat_ngram_size: Option<usize>,
     /// Sequences per prompt, ≥ 1 (more than 1 needs sampling) [default: 1].
     #[arg(long = "num-return-sequences", allow_negative_numbers = true)]
     pub num_return_sequences: Option<usize>,
@@ -118,6 +86,9 @@ pub struct SamplingArgs {
     /// Draft tokens per step with --draft-model, ≥ 1, adapted as it goes [default: 5].
     #[arg(long = "num-assistant-tokens", allow_negative_numbers = true)]
     pub num_assistant_tokens: Option<usize>,
+    /// Every logit processor's flag.
+    #[command(flatten)]
+    pub p: ProcessorFlags,
     /// Structured output: JSON valid under this JSON schema (a file, or the schema itself when
     /// it starts with `{`).
     #[arg(long = "json-schema", allow_hyphen_values = true)]
@@ -134,64 +105,169 @@ pub struct SamplingArgs {
     /// Structured output: exactly one of these strings (repeat the flag for each choice).
     #[arg(long, allow_hyphen_values = true)]
     pub choice: Vec<String>,
+}
+
+/// The logit processors' flags. Each is named after its config field (the `GenerationConfig`
+/// JSON name, which is also its serde name here): the flags given become a JSON object merged
+/// over the config, so a new processor needs only its flag here.
+#[derive(Args, Clone, Default, Serialize)]
+pub struct ProcessorFlags {
+    /// Minimum prompt + new tokens before EOS may end a row, ≥ 0 [default: 0].
+    #[arg(long = "min-length", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<usize>,
+    /// Minimum new tokens before EOS may end a row, ≥ 0 [default: 0].
+    #[arg(long = "min-new-tokens", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_new_tokens: Option<usize>,
+    /// Softmax temperature, ≥ 0 (0 = greedy) [default: 0.8].
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Keep the k most likely tokens, an integer ≥ 0 (0 = off) [default: 50].
+    #[arg(long = "top-k", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass, in (0, 1] (1 = off) [default: 0.95].
+    #[arg(long = "top-p", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Locally typical sampling mass, in (0, 1] (1 = off) [default: 1].
+    #[arg(long = "typical-p", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typical_p: Option<f64>,
+    /// Drop tokens below min_p × the top probability, in [0, 1] (0 = off) [default: 0].
+    #[arg(long = "min-p", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f64>,
+    /// CTRL repetition penalty over prompt + generated tokens, > 0 (1 = off) [default: 1].
+    #[arg(long = "repetition-penalty", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f64>,
+    /// OpenAI frequency penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
+    #[arg(long = "frequency-penalty", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI presence penalty over generated tokens, in [-2, 2] (0 = off) [default: 0].
+    #[arg(long = "presence-penalty", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Never repeat an n-gram of this size, an integer ≥ 0 (0 = off) [default: 0].
+    #[arg(long = "no-repeat-ngram-size", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_repeat_ngram_size: Option<usize>,
     /// Epsilon sampling: drop tokens below this probability, in (0, 1) (0 = off) [default: 0].
     #[arg(long = "epsilon-cutoff", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub epsilon_cutoff: Option<f64>,
     /// Eta sampling cutoff, in (0, 1) (0 = off) [default: 0].
     #[arg(long = "eta-cutoff", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_cutoff: Option<f64>,
     /// START,FACTOR: after START new tokens, EOS logits grow by |logit|·(FACTOR^n − 1).
-    #[arg(long = "exponential-decay-length-penalty", allow_hyphen_values = true)]
-    pub exponential_decay_length_penalty: Option<String>,
+    #[arg(long = "exponential-decay-length-penalty", allow_hyphen_values = true, value_parser = start_factor)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exponential_decay_length_penalty: Option<(usize, f64)>,
     /// IDS=BIAS: add BIAS to the last id of the comma-separated token ids when the text ends
     /// with the others (repeatable), e.g. `--sequence-bias 1234,56=-5`.
-    #[arg(long = "sequence-bias", allow_hyphen_values = true)]
-    pub sequence_bias: Vec<String>,
+    #[arg(long = "sequence-bias", allow_hyphen_values = true, value_parser = ids_bias)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sequence_bias: Vec<(Vec<u32>, f64)>,
     /// Never generate this token id (repeatable).
     #[arg(long = "suppress-token", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suppress_tokens: Vec<u32>,
     /// Do not start the output with this token id (repeatable).
     #[arg(long = "begin-suppress-token", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub begin_suppress_tokens: Vec<u32>,
     /// DRY repetition penalty multiplier, ≥ 0 (0 = off) [default: 0].
     #[arg(long = "dry-multiplier", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_multiplier: Option<f64>,
     /// DRY base, ≥ 1 [default: 1.75].
     #[arg(long = "dry-base", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_base: Option<f64>,
-    /// DRY: repetitions longer than this are penalised, ≥ 1 [default: 2].
+    /// DRY: repetitions longer than this are penalised, an integer ≥ 1 [default: 2].
     #[arg(long = "dry-allowed-length", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_allowed_length: Option<usize>,
     /// DRY: look at the last N tokens (-1 = the whole context, 0 = off) [default: -1].
     #[arg(long = "dry-penalty-last-n", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_penalty_last_n: Option<i64>,
-    /// DRY sequence breaker (repeatable; replaces the default "\n", ":", "\"", "*").
-    #[arg(long = "dry-sequence-breaker", allow_hyphen_values = true)]
+    /// DRY sequence breaker (repeatable; replaces the default "\n", ":", "\"", "*"). Escapes
+    /// \n, \t, \\ and \" are understood.
+    #[arg(long = "dry-sequence-breaker", allow_hyphen_values = true, value_parser = unescaped)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dry_sequence_breakers: Vec<String>,
     /// XTC: probability per step of removing the top choices, in [0, 1] (0 = off) [default: 0].
     #[arg(long = "xtc-probability", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub xtc_probability: Option<f64>,
-    /// XTC: the tokens at or above this probability are the top choices [default: 0.1].
+    /// XTC: the tokens at or above this probability are the top choices, in [0, 1] [default: 0.1].
     #[arg(long = "xtc-threshold", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub xtc_threshold: Option<f64>,
-    /// Top-nσ: keep logits within N standard deviations of the top, > 0 (0 = off) [default: 0].
+    /// Top-nσ: keep logits within N standard deviations of the top, ≥ 0 (0 = off) [default: 0].
     #[arg(long = "top-n-sigma", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_n_sigma: Option<f64>,
     /// Mirostat: 0 = off, 2 = Mirostat 2.0 (top-k/p and other truncations are then not used).
     #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirostat: Option<u8>,
-    /// Mirostat target entropy (tau) [default: 5.0].
+    /// Mirostat target entropy (tau), > 0 [default: 5.0].
     #[arg(long = "mirostat-ent", allow_hyphen_values = true)]
-    pub mirostat_ent: Option<f64>,
-    /// Mirostat learning rate (eta) [default: 0.1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirostat_tau: Option<f64>,
+    /// Mirostat learning rate (eta), in (0, 1] [default: 0.1].
     #[arg(long = "mirostat-lr", allow_hyphen_values = true)]
-    pub mirostat_lr: Option<f64>,
-    /// Dynamic temperature: ± range around --temperature, by entropy (0 = off) [default: 0].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirostat_eta: Option<f64>,
+    /// Dynamic temperature: ± range around --temperature, by entropy, ≥ 0 (0 = off) [default: 0].
     #[arg(long = "dynatemp-range", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dynatemp_range: Option<f64>,
-    /// Dynamic temperature exponent [default: 1.0].
+    /// Dynamic temperature exponent, ≥ 0 [default: 1.0].
     #[arg(long = "dynatemp-exp", allow_hyphen_values = true)]
-    pub dynatemp_exp: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynatemp_exponent: Option<f64>,
+}
+
+impl ProcessorFlags {
+    /// The flags given, as `GenerationConfig` JSON fields.
+    pub fn given(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => Default::default(),
+        }
+    }
+
+    /// The command-line flag of a config field (`mirostat_tau` → `--mirostat-ent`).
+    pub fn flag_of(field: &str) -> Option<String> {
+        let cmd = <Self as Args>::augment_args(clap::Command::new("flags"));
+        let arg = cmd.get_arguments().find(|a| a.get_id() == field)?;
+        arg.get_long().map(|l| format!("--{l}"))
+    }
+}
+
+fn start_factor(s: &str) -> Result<(usize, f64), String> {
+    let bad = || format!("expected START,FACTOR (an integer ≥ 0 and a number > 0), got {s:?}");
+    let (start, factor) = s.split_once(',').ok_or_else(bad)?;
+    Ok((start.trim().parse().map_err(|_| bad())?, factor.trim().parse().map_err(|_| bad())?))
+}
+
+fn ids_bias(s: &str) -> Result<(Vec<u32>, f64), String> {
+    let bad = || format!("expected IDS=BIAS, e.g. 1234,56=-5 (comma-separated token ids), got {s:?}");
+    let (ids, bias) = s.rsplit_once('=').ok_or_else(bad)?;
+    let ids: Vec<u32> = ids.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    Ok((ids, bias.trim().parse().map_err(|_| bad())?))
+}
+
+fn unescaped(s: &str) -> Result<String, String> {
+    Ok(unescape(s))
 }
 
 #[derive(Args, Clone)]

@@ -359,7 +359,7 @@ impl BackendJob for BenchJob {
             };
             let plain = greedy(n);
             let constrained =
-                GenerationConfig { constraint: Some(demiurgic_sampling::Constraint::JsonSchema(schema)), ..greedy(n) };
+                greedy(n).with(|p| p.constraint.constraint = Some(demiurgic_sampling::Constraint::JsonSchema(schema)));
             run(&plain)?;
             run(&constrained)?;
             let (mut a, mut c) = (vec![], vec![]);

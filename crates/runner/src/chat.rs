@@ -6,7 +6,8 @@
 use std::io::BufRead;
 
 use anyhow::Result;
-use demiurgic_model::load::{ChatMessage, StreamDecoder};
+use demiurgic_model::load::ChatMessage;
+use demiurgic_model::text::StreamDecoder;
 use demiurgic_model::{generate, DecodeOps, GenOption, GenerateOptions, ModelError};
 
 use crate::args::ChatArgs;

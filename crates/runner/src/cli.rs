@@ -43,17 +43,11 @@ pub enum Cmd {
     Eval(crate::eval::EvalArgs),
 }
 
-/// What a flag's values may be (for the one-line parse errors).
-fn allowed(flag: &str) -> &'static str {
-    match flag {
+/// What a flag's values may be (for the one-line parse errors): the flag's help text, which
+/// says its range (every processor flag's does), or a word for the others.
+fn allowed(flag: &str) -> String {
+    let fixed = match flag {
         "--max-new-tokens" | "--max-length" | "--num-return-sequences" => "an integer ≥ 1",
-        "--min-length" | "--min-new-tokens" => "an integer ≥ 0",
-        "--top-k" | "--no-repeat-ngram-size" => "an integer ≥ 0 (0 = off)",
-        "--temperature" => "a number ≥ 0 (0 = greedy)",
-        "--top-p" | "--typical-p" => "a number in (0, 1] (1 = off)",
-        "--min-p" => "a number in [0, 1] (0 = off)",
-        "--repetition-penalty" => "a number > 0 (1 = off)",
-        "--frequency-penalty" | "--presence-penalty" => "a number in [-2, 2] (0 = off)",
         "--seed" => "an integer in 0..=18446744073709551615",
         "--top-logprobs" => "an integer in 0..=20",
         "--num-beams" | "--prompt-lookup" | "--max-matching-ngram-size" | "--num-assistant-tokens" => "an integer ≥ 1",
@@ -61,8 +55,18 @@ fn allowed(flag: &str) -> &'static str {
         "--eos-token-id" => "a token id (an integer ≥ 0)",
         "--ctx" => "an integer ≥ 1",
         "--tokens" | "--per-generation" | "--max-growth-mib" | "--reps" | "--decode-tokens" => "an integer ≥ 1",
-        _ => "see --help",
-    }
+        _ => return help_of(flag).unwrap_or_else(|| "see --help".into()),
+    };
+    format!("expected {fixed}")
+}
+
+/// The help text of a flag of any command.
+fn help_of(flag: &str) -> Option<String> {
+    let long = flag.strip_prefix("--")?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let help =
+        cmd.get_subcommands().flat_map(|c| c.get_arguments()).find(|a| a.get_long() == Some(long))?.get_help()?;
+    Some(help.to_string().trim_end_matches('.').to_string())
 }
 
 fn ctx_str(e: &clap::Error, k: ContextKind) -> Option<String> {
@@ -83,7 +87,7 @@ pub fn one_line(e: &clap::Error) -> String {
             let valid = ctx_str(e, ContextKind::ValidValue);
             match valid {
                 Some(v) if !v.is_empty() => format!("{flag} {value:?} is not allowed (allowed: {v})"),
-                _ => format!("{flag} {value:?} is not valid: expected {}", allowed(&flag)),
+                _ => format!("{flag} {value:?} is not valid: {}", allowed(&flag)),
             }
         }
         ErrorKind::UnknownArgument => format!("unknown argument {arg:?} (see --help for the flags)"),
@@ -117,6 +121,10 @@ mod tests {
         let e = Cli::try_parse_from(["demiurgic", "generate", "--top-k", "abc"]).err().unwrap();
         let m = one_line(&e);
         assert!(m.contains("--top-k") && m.contains("abc") && m.contains("≥ 0"), "{m}");
+        // a processor flag's range comes from its help text
+        let e = Cli::try_parse_from(["demiurgic", "generate", "--dry-base", "high"]).err().unwrap();
+        let m = one_line(&e);
+        assert!(m.contains("--dry-base") && m.contains("high") && m.contains("≥ 1"), "{m}");
         let e = Cli::try_parse_from(["demiurgic", "generate", "--max-new-tokens", "-3"]).err().unwrap();
         let m = one_line(&e);
         assert!(m.contains("--max-new-tokens") && m.contains("-3") && m.contains("≥ 1"), "{m}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use demiurgic_model::load::TextStops;
+use demiurgic_model::text::{row_text, TextStops};
 use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
 use demiurgic_sampling::GenerationConfig;
 use serde_json::{json, Value};
@@ -447,7 +447,9 @@ pub fn repetition(ids: &[u32]) -> f64 {
 
 fn preset_config(name: &str) -> Result<GenerationConfig> {
     Ok(if name == "baseline" {
-        GenerationConfig { do_sample: true, temperature: 1.0, top_k: 0, top_p: 1.0, ..GenerationConfig::default() }
+        GenerationConfig { do_sample: true, ..GenerationConfig::default() }.with(|p| {
+            (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 0, 1.0);
+        })
     } else {
         GenerationConfig::preset(name)?
     })
@@ -527,7 +529,7 @@ impl BackendJob for RunJob {
             let mut ids_of: Vec<Vec<u32>> = vec![];
             for (i, out) in done.iter().enumerate() {
                 let out = out.as_ref().context("the engine finished without a sample's output")?;
-                let text = crate::gen::row_text(tok, out, 0, &stops, true)?;
+                let text = row_text(tok, out.row(0), out.finish_reasons[0], &stops, true)?;
                 samples.push((problems[i / n].task_id.clone(), text));
                 tokens += out.lengths[0];
                 ids_of.push(out.row(0).to_vec());
@@ -565,7 +567,9 @@ impl BackendJob for RunJob {
 }
 
 fn cfg_report(c: &GenerationConfig) -> Value {
-    json!({"do_sample": c.do_sample, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
-        "repetition_penalty": c.repetition_penalty, "frequency_penalty": c.frequency_penalty,
-        "presence_penalty": c.presence_penalty})
+    let p = &c.processors;
+    json!({"do_sample": c.do_sample, "temperature": p.temperature.temperature, "top_k": p.top_k.top_k,
+        "top_p": p.top_p.top_p, "repetition_penalty": p.repetition.repetition_penalty,
+        "frequency_penalty": p.frequency_presence.frequency_penalty,
+        "presence_penalty": p.frequency_presence.presence_penalty})
 }

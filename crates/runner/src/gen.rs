@@ -2,12 +2,13 @@
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Context, Result};
-use demiurgic_model::load::{ChatMessage, StreamDecoder, TextStops, TextTokenizer};
+use demiurgic_model::load::{ChatMessage, TextTokenizer};
+use demiurgic_model::text::{row_text, StreamDecoder, TextStops};
 use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
 use demiurgic_sampling::{Constraint, GenerationConfig, SamplingError};
 use serde_json::json;
 
-use crate::args::{unescape, GenerateArgs, SamplingArgs};
+use crate::args::{unescape, GenerateArgs, ProcessorFlags, SamplingArgs};
 use crate::backends::BackendJob;
 use crate::{emit, load, plural};
 
@@ -45,31 +46,10 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
         }
         _ => GenerationConfig::default(),
     };
-    macro_rules! set_usize {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    if let Some(v) = a.num_return_sequences {
+        c.num_return_sequences = v;
     }
-    set_usize!(min_length, min_new_tokens, top_k, no_repeat_ngram_size, num_return_sequences);
-    if let Some(v) = a.temperature {
-        c.temperature = f32_flag("temperature", v, "a number ≥ 0 (0 = greedy)")?;
-    }
-    if let Some(v) = a.top_p {
-        c.top_p = f32_flag("top-p", v, "a number in (0, 1]")?;
-    }
-    if let Some(v) = a.typical_p {
-        c.typical_p = f32_flag("typical-p", v, "a number in (0, 1]")?;
-    }
-    if let Some(v) = a.min_p {
-        c.min_p = f32_flag("min-p", v, "a number in [0, 1]")?;
-    }
-    if let Some(v) = a.repetition_penalty {
-        c.repetition_penalty = f32_flag("repetition-penalty", v, "a number > 0")?;
-    }
-    if let Some(v) = a.frequency_penalty {
-        c.frequency_penalty = f32_flag("frequency-penalty", v, "a number in [-2, 2]")?;
-    }
-    if let Some(v) = a.presence_penalty {
-        c.presence_penalty = f32_flag("presence-penalty", v, "a number in [-2, 2]")?;
-    }
+    apply_processor_flags(&a.p, &mut c)?;
     if a.do_sample {
         c.do_sample = true;
     }
@@ -113,19 +93,19 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if let Some(n) = a.num_assistant_tokens {
         c.num_assistant_tokens = n;
     }
-    set_extra_samplers(a, &mut c)?;
     if let Some(k) = constraint_flag(a)? {
-        c.constraint = Some(k);
+        c.processors.constraint.constraint = Some(k);
     }
     // beam search chooses beams by score (transformers' default do_sample=False): the CLI's
     // default sampling gives way to it; sampling asked for by a flag, preset or config file is
     // kept, and refused by name (beam sampling is not implemented)
+    let p = &a.p;
     let sampling_asked = a.do_sample
-        || a.temperature.is_some()
-        || a.top_k.is_some()
-        || a.top_p.is_some()
-        || a.typical_p.is_some()
-        || a.min_p.is_some()
+        || p.temperature.is_some()
+        || p.top_k.is_some()
+        || p.top_p.is_some()
+        || p.typical_p.is_some()
+        || p.min_p.is_some()
         || a.preset.is_some()
         || a.config.is_some();
     if c.num_beams > 1 && !sampling_asked {
@@ -134,11 +114,11 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     if a.greedy {
         c.do_sample = false;
         let ignored: Vec<&str> = [
-            ("--temperature", a.temperature.is_some()),
-            ("--top-k", a.top_k.is_some()),
-            ("--top-p", a.top_p.is_some()),
-            ("--typical-p", a.typical_p.is_some()),
-            ("--min-p", a.min_p.is_some()),
+            ("--temperature", p.temperature.is_some()),
+            ("--top-k", p.top_k.is_some()),
+            ("--top-p", p.top_p.is_some()),
+            ("--typical-p", p.typical_p.is_some()),
+            ("--min-p", p.min_p.is_some()),
             ("--seed", a.seed.is_some()),
         ]
         .iter()
@@ -153,59 +133,18 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
     Ok(c)
 }
 
-/// The samplers from transformers (epsilon, eta, length decay, sequence bias, suppression) and
-/// llama.cpp (DRY, XTC, top-nσ, mirostat, dynamic temperature).
-fn set_extra_samplers(a: &SamplingArgs, c: &mut GenerationConfig) -> Result<()> {
-    macro_rules! set_f32 {
-        ($($flag:literal => $arg:ident => $field:ident),* $(,)?) => {
-            $( if let Some(v) = a.$arg { c.$field = f32_flag($flag, v, "a finite number")?; } )*
-        };
+/// The processor flags given, merged over the config by their field names (JSON), so a new
+/// processor needs no code here.
+fn apply_processor_flags(flags: &ProcessorFlags, c: &mut GenerationConfig) -> Result<()> {
+    let given = flags.given();
+    if given.is_empty() {
+        return Ok(());
     }
-    set_f32!(
-        "epsilon-cutoff" => epsilon_cutoff => epsilon_cutoff,
-        "eta-cutoff" => eta_cutoff => eta_cutoff,
-        "dry-multiplier" => dry_multiplier => dry_multiplier,
-        "dry-base" => dry_base => dry_base,
-        "xtc-probability" => xtc_probability => xtc_probability,
-        "xtc-threshold" => xtc_threshold => xtc_threshold,
-        "top-n-sigma" => top_n_sigma => top_n_sigma,
-        "mirostat-ent" => mirostat_ent => mirostat_tau,
-        "mirostat-lr" => mirostat_lr => mirostat_eta,
-        "dynatemp-range" => dynatemp_range => dynatemp_range,
-        "dynatemp-exp" => dynatemp_exp => dynatemp_exponent,
-    );
-    if let Some(v) = a.dry_allowed_length {
-        c.dry_allowed_length = v;
+    let mut v = serde_json::to_value(&*c)?;
+    for (k, x) in given {
+        v[k] = x;
     }
-    if let Some(v) = a.dry_penalty_last_n {
-        c.dry_penalty_last_n = v;
-    }
-    if !a.dry_sequence_breakers.is_empty() {
-        c.dry_sequence_breakers = a.dry_sequence_breakers.iter().map(|s| unescape(s)).collect();
-    }
-    if let Some(m) = a.mirostat {
-        c.mirostat = m;
-    }
-    if !a.suppress_tokens.is_empty() {
-        c.suppress_tokens = a.suppress_tokens.clone();
-    }
-    if !a.begin_suppress_tokens.is_empty() {
-        c.begin_suppress_tokens = a.begin_suppress_tokens.clone();
-    }
-    if let Some(s) = &a.exponential_decay_length_penalty {
-        let bad = || {
-            anyhow!("--exponential-decay-length-penalty {s}: expected START,FACTOR (an integer ≥ 0 and a number > 0)")
-        };
-        let (start, factor) = s.split_once(',').ok_or_else(bad)?;
-        c.exponential_decay_length_penalty =
-            Some((start.trim().parse().map_err(|_| bad())?, factor.trim().parse().map_err(|_| bad())?));
-    }
-    for sb in &a.sequence_bias {
-        let bad = || anyhow!("--sequence-bias {sb}: expected IDS=BIAS, e.g. 1234,56=-5 (comma-separated token ids)");
-        let (ids, bias) = sb.rsplit_once('=').ok_or_else(bad)?;
-        let ids: Vec<u32> = ids.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
-        c.sequence_bias.push((ids, bias.trim().parse().map_err(|_| bad())?));
-    }
+    *c = serde_json::from_value(v).context("the processor flags")?;
     Ok(())
 }
 
@@ -250,35 +189,29 @@ fn constraint_flag(a: &SamplingArgs) -> Result<Option<Constraint>> {
 
 /// A validation error of a field the user set with a flag, in the flag's words.
 fn flag_error(e: SamplingError, a: &SamplingArgs) -> anyhow::Error {
-    if let SamplingError::Invalid { field, value, allowed } = &e {
-        let typed = match *field {
-            "temperature" => a.temperature.map(typed),
-            "top_p" => a.top_p.map(typed),
-            "typical_p" => a.typical_p.map(typed),
-            "min_p" => a.min_p.map(typed),
-            "repetition_penalty" => a.repetition_penalty.map(typed),
-            "frequency_penalty" => a.frequency_penalty.map(typed),
-            "presence_penalty" => a.presence_penalty.map(typed),
-            "num_return_sequences" => a.num_return_sequences.map(|v| v.to_string()),
-            "length_penalty" => a.length_penalty.map(typed),
-            "max_new_tokens" => a.max_new_tokens.map(|v| v.to_string()),
-            "min_new_tokens" => a.min_new_tokens.map(|v| v.to_string()),
-            "min_length" => a.min_length.map(|v| v.to_string()),
-            "max_length" => a.max_length.map(|v| v.to_string()),
-            "num_beams" => a.num_beams.map(|v| v.to_string()),
-            "prompt_lookup_num_tokens" => a.prompt_lookup.map(|v| v.to_string()),
-            "max_matching_ngram_size" => a.max_matching_ngram_size.map(|v| v.to_string()),
-            "num_assistant_tokens" => a.num_assistant_tokens.map(|v| v.to_string()),
-            _ => None,
+    if let SamplingError::Invalid { field, allowed, .. } = &e {
+        let given = a.p.given();
+        let (flag, typed_value) = match *field {
+            "num_return_sequences" => {
+                ("--num-return-sequences".to_string(), a.num_return_sequences.map(|v| v.to_string()))
+            }
+            "length_penalty" => ("--length-penalty".into(), a.length_penalty.map(typed)),
+            "max_new_tokens" => ("--max-new-tokens".into(), a.max_new_tokens.map(|v| v.to_string())),
+            "max_length" => ("--max-length".into(), a.max_length.map(|v| v.to_string())),
+            "num_beams" => ("--num-beams".into(), a.num_beams.map(|v| v.to_string())),
+            "prompt_lookup_num_tokens" => ("--prompt-lookup".into(), a.prompt_lookup.map(|v| v.to_string())),
+            "max_matching_ngram_size" => {
+                ("--max-matching-ngram-size".into(), a.max_matching_ngram_size.map(|v| v.to_string()))
+            }
+            "num_assistant_tokens" => ("--num-assistant-tokens".into(), a.num_assistant_tokens.map(|v| v.to_string())),
+            f => match (ProcessorFlags::flag_of(f), given.get(f)) {
+                (Some(flag), Some(v)) => (flag, Some(v.as_f64().map_or_else(|| v.to_string(), typed))),
+                _ => (String::new(), None),
+            },
         };
-        if let Some(t) = typed {
-            let flag = match *field {
-                "prompt_lookup_num_tokens" => "prompt-lookup".to_string(),
-                f => f.replace('_', "-"),
-            };
-            return anyhow!("--{flag} {t}: {allowed}");
+        if let Some(t) = typed_value {
+            return anyhow!("{flag} {t}: {allowed}");
         }
-        let _ = value;
     }
     e.into()
 }
@@ -467,7 +400,7 @@ impl BackendJob for GenerateJob {
             }
             None => None,
         };
-        let grammar = match &config.constraint {
+        let grammar = match &config.processors.constraint.constraint {
             Some(c) => {
                 let flag = format!("--{}", c.kind().replace('_', "-"));
                 let g = loaded.grammar_compiler().with_context(|| flag.clone())?;
@@ -496,7 +429,7 @@ impl BackendJob for GenerateJob {
         let texts: Option<Vec<String>> = match tok {
             Some(t) => Some(
                 (0..out.tokens.len())
-                    .map(|i| row_text(t, &out, i, &config.stop, skip_special))
+                    .map(|i| Ok(row_text(t, out.row(i), out.finish_reasons[i], &config.stop, skip_special)?))
                     .collect::<Result<_>>()?,
             ),
             None => None,
@@ -607,23 +540,6 @@ fn finish_name(out: &GenerationOutput, i: usize) -> String {
 /// A token as text (its readable form).
 fn token_text(tok: Option<&TextTokenizer>, id: u32) -> String {
     tok.and_then(|t| t.decode_with(&[id], false).ok()).unwrap_or_else(|| id.to_string())
-}
-
-/// The text of row `i`: special tokens skipped unless kept, cut before a stop string that ended it.
-pub(crate) fn row_text(
-    t: &TextTokenizer,
-    out: &GenerationOutput,
-    i: usize,
-    stops: &[String],
-    skip_special: bool,
-) -> Result<String> {
-    let mut text = t.decode_with(out.row(i), skip_special)?;
-    if out.finish_reasons[i] == demiurgic_sampling::FinishReason::Stop {
-        if let Some(at) = demiurgic_sampling::first_stop(stops, &text) {
-            text.truncate(at);
-        }
-    }
-    Ok(text)
 }
 
 fn print_logprobs(tok: Option<&TextTokenizer>, ids: &[u32], lps: &[f32], top: Option<&[Vec<(u32, f32)>]>, raw: bool) {

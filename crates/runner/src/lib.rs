@@ -105,10 +105,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Presets => {
             for p in PRESETS {
                 let c = p.config();
+                let q = &c.processors;
                 emit(&format!(
                     "{:<15} {}\n{:<15} temperature={} top_k={} top_p={} repetition_penalty={} frequency_penalty={} presence_penalty={} do_sample={} max_new_tokens={}\n",
-                    p.name, p.description, "", c.temperature, c.top_k, c.top_p, c.repetition_penalty,
-                    c.frequency_penalty, c.presence_penalty, c.do_sample, c.max_new_tokens.unwrap_or(0)
+                    p.name,
+                    p.description,
+                    "",
+                    q.temperature.temperature,
+                    q.top_k.top_k,
+                    q.top_p.top_p,
+                    q.repetition.repetition_penalty,
+                    q.frequency_presence.frequency_penalty,
+                    q.frequency_presence.presence_penalty,
+                    c.do_sample,
+                    c.max_new_tokens.unwrap_or(0)
                 ));
             }
             Ok(())

@@ -1,34 +1,8 @@
 //! [`GenerationConfig`]: every generation parameter, serde to/from JSON, presets, validation.
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::ProcessorContext;
-
-/// Which tokens a penalty counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PenaltyScope {
-    /// Prompt and generated tokens (transformers' repetition penalty).
-    #[default]
-    PromptAndGenerated,
-    /// Generated tokens only (OpenAI's frequency/presence penalties).
-    Generated,
-}
-
-impl PenaltyScope {
-    pub(crate) fn tokens<'a>(&self, ctx: &ProcessorContext<'a>, b: usize) -> &'a [u32] {
-        match self {
-            PenaltyScope::PromptAndGenerated => &ctx.sequences[b],
-            PenaltyScope::Generated => ctx.generated(b),
-        }
-    }
-}
-
-fn generated_scope() -> PenaltyScope {
-    PenaltyScope::Generated
-}
+use crate::processors::Processors;
 
 /// transformers' `early_stopping` of beam search: `true`, `false` or `"never"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,28 +54,13 @@ impl std::str::FromStr for EarlyStopping {
 /// All generation parameters. Defaults: temperature 0.8, top_k 50, top_p 0.95, penalties off,
 /// sampling on, 256 new tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// JSON with an unknown field is refused by [`GenerationConfig::from_json`] (serde's
+/// `deny_unknown_fields` does not see through the flattened processor fields).
+#[serde(default)]
 pub struct GenerationConfig {
     pub max_new_tokens: Option<usize>,
     /// Prompt (padded) + new tokens; `max_new_tokens` wins when both are set.
     pub max_length: Option<usize>,
-    pub min_length: usize,
-    pub min_new_tokens: usize,
-    pub temperature: f32,
-    /// 0 = off.
-    pub top_k: usize,
-    pub top_p: f32,
-    pub typical_p: f32,
-    pub min_p: f32,
-    pub repetition_penalty: f32,
-    pub repetition_scope: PenaltyScope,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
-    #[serde(default = "generated_scope")]
-    pub frequency_presence_scope: PenaltyScope,
-    pub no_repeat_ngram_size: usize,
-    pub logit_bias: BTreeMap<u32, f32>,
-    pub banned_token_ids: Vec<u32>,
     pub do_sample: bool,
     pub num_return_sequences: usize,
     /// None = the model's EOS ids.
@@ -129,46 +88,10 @@ pub struct GenerationConfig {
     /// Draft-model speculative decoding: draft tokens per step (adapted as transformers'
     /// "heuristic" schedule: +2 after a fully accepted round, −1 otherwise).
     pub num_assistant_tokens: usize,
-    /// Structured generation: the output must match this (JSON schema, JSON object, regex, Lark
-    /// grammar or choice). Needs the tokenizer's [`crate::GrammarCompiler`].
-    pub constraint: Option<crate::Constraint>,
-    /// transformers' epsilon sampling: drop tokens below this probability (0 = off).
-    pub epsilon_cutoff: f32,
-    /// transformers' eta sampling (0 = off).
-    pub eta_cutoff: f32,
-    /// transformers' `(start_index, decay_factor)`: after `start_index` new tokens the EOS logits
-    /// grow by `|logit| · (factor^n − 1)`.
-    pub exponential_decay_length_penalty: Option<(usize, f32)>,
-    /// transformers' `sequence_bias`: `[[token ids], bias]` pairs; the last token of a sequence
-    /// gets the bias when the text ends with the rest of it.
-    pub sequence_bias: Vec<(Vec<u32>, f32)>,
-    /// transformers' `suppress_tokens`: never generated.
-    pub suppress_tokens: Vec<u32>,
-    /// transformers' `begin_suppress_tokens`: not the first generated token.
-    pub begin_suppress_tokens: Vec<u32>,
-    /// llama.cpp's DRY repetition penalty: multiplier (0 = off), base, allowed length, the last
-    /// N tokens looked at (-1 = the whole context), and the texts that break a repetition.
-    pub dry_multiplier: f32,
-    pub dry_base: f32,
-    pub dry_allowed_length: usize,
-    pub dry_penalty_last_n: i64,
-    pub dry_sequence_breakers: Vec<String>,
-    /// llama.cpp's XTC: with this probability per step (0 = off) remove the tokens above
-    /// `xtc_threshold` but the least likely of them.
-    pub xtc_probability: f32,
-    pub xtc_threshold: f32,
-    /// llama.cpp's top-nσ: keep logits within n standard deviations of the top (0 = off).
-    pub top_n_sigma: f32,
-    /// llama.cpp's mirostat: 0 = off, 2 = Mirostat 2.0 (target surprise `mirostat_tau`, learning
-    /// rate `mirostat_eta`). With it, top-k/top-p/min-p/typical/epsilon/eta/XTC are not applied
-    /// (as llama.cpp).
-    pub mirostat: u8,
-    pub mirostat_tau: f32,
-    pub mirostat_eta: f32,
-    /// llama.cpp's dynamic temperature: the temperature moves within ± this range with the
-    /// distribution's entropy (0 = off), shaped by `dynatemp_exponent`.
-    pub dynatemp_range: f32,
-    pub dynatemp_exponent: f32,
+    /// Every logit processor's fields (temperature, top_k, penalties, DRY, the constraint…), each
+    /// owned by its processor; flattened, so JSON keeps the flat names.
+    #[serde(flatten)]
+    pub processors: Processors,
 }
 
 impl Default for GenerationConfig {
@@ -176,21 +99,6 @@ impl Default for GenerationConfig {
         Self {
             max_new_tokens: Some(256),
             max_length: None,
-            min_length: 0,
-            min_new_tokens: 0,
-            temperature: 0.8,
-            top_k: 50,
-            top_p: 0.95,
-            typical_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            repetition_scope: PenaltyScope::PromptAndGenerated,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            frequency_presence_scope: PenaltyScope::Generated,
-            no_repeat_ngram_size: 0,
-            logit_bias: BTreeMap::new(),
-            banned_token_ids: vec![],
             do_sample: true,
             num_return_sequences: 1,
             eos_token_ids: None,
@@ -206,26 +114,7 @@ impl Default for GenerationConfig {
             prompt_lookup_num_tokens: None,
             max_matching_ngram_size: 2,
             num_assistant_tokens: 5,
-            constraint: None,
-            epsilon_cutoff: 0.0,
-            eta_cutoff: 0.0,
-            exponential_decay_length_penalty: None,
-            sequence_bias: vec![],
-            suppress_tokens: vec![],
-            begin_suppress_tokens: vec![],
-            dry_multiplier: 0.0,
-            dry_base: 1.75,
-            dry_allowed_length: 2,
-            dry_penalty_last_n: -1,
-            dry_sequence_breakers: ["\n", ":", "\"", "*"].map(String::from).to_vec(),
-            xtc_probability: 0.0,
-            xtc_threshold: 0.1,
-            top_n_sigma: 0.0,
-            mirostat: 0,
-            mirostat_tau: 5.0,
-            mirostat_eta: 0.1,
-            dynatemp_range: 0.0,
-            dynatemp_exponent: 1.0,
+            processors: Processors::default(),
         }
     }
 }
@@ -250,58 +139,67 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "balanced-code",
         description: "temp 0.8, top_k 50, top_p 0.95, repetition 1.1, frequency 0.2",
-        build: || GenerationConfig {
-            temperature: 0.8,
-            top_k: 50,
-            top_p: 0.95,
-            repetition_penalty: 1.1,
-            frequency_penalty: 0.2,
-            ..Default::default()
+        build: || {
+            GenerationConfig::default().with(|p| {
+                (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (0.8, 50, 0.95);
+                p.repetition.repetition_penalty = 1.1;
+                p.frequency_presence.frequency_penalty = 0.2;
+            })
         },
     },
     Preset {
         name: "precise-code",
         description: "temp 0.6, top_k 40, top_p 0.95, repetition 1.05",
-        build: || GenerationConfig {
-            temperature: 0.6,
-            top_k: 40,
-            top_p: 0.95,
-            repetition_penalty: 1.05,
-            ..Default::default()
+        build: || {
+            GenerationConfig::default().with(|p| {
+                (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (0.6, 40, 0.95);
+                p.repetition.repetition_penalty = 1.05;
+            })
         },
     },
     Preset {
         name: "creative-code",
         description: "temp 1.0, top_k 100, top_p 0.9, presence 0.5",
-        build: || GenerationConfig {
-            temperature: 1.0,
-            top_k: 100,
-            top_p: 0.9,
-            presence_penalty: 0.5,
-            ..Default::default()
+        build: || {
+            GenerationConfig::default().with(|p| {
+                (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 100, 0.9);
+                p.frequency_presence.presence_penalty = 0.5;
+            })
         },
     },
     Preset {
         name: "natural-text",
         description: "temp 0.9, repetition 1.2, presence 0.6",
-        build: || GenerationConfig {
-            temperature: 0.9,
-            repetition_penalty: 1.2,
-            presence_penalty: 0.6,
-            ..Default::default()
+        build: || {
+            GenerationConfig::default().with(|p| {
+                p.temperature.temperature = 0.9;
+                p.repetition.repetition_penalty = 1.2;
+                p.frequency_presence.presence_penalty = 0.6;
+            })
         },
     },
     Preset {
         name: "completion-fim",
         description: "temp 0.7, 64 new tokens (short infill completions)",
-        build: || GenerationConfig { temperature: 0.7, max_new_tokens: Some(64), ..Default::default() },
+        build: || {
+            GenerationConfig { max_new_tokens: Some(64), ..Default::default() }
+                .with(|p| p.temperature.temperature = 0.7)
+        },
     },
 ];
 
 impl GenerationConfig {
     /// Argmax decoding.
     pub fn greedy() -> Self {
-        Self { do_sample: false, temperature: 1.0, top_k: 0, top_p: 1.0, ..Default::default() }
+        Self { do_sample: false, ..Default::default() }.with(|p| {
+            (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 0, 1.0);
+        })
+    }
+
+    /// The config with its processors' fields changed by `f`.
+    pub fn with(mut self, f: impl FnOnce(&mut Processors)) -> Self {
+        f(&mut self.processors);
+        self
     }
 
     /// A preset by name (kebab-case or snake_case).
@@ -316,7 +214,7 @@ impl GenerationConfig {
 
     /// True when tokens are drawn at random (do_sample and temperature > 0).
     pub fn is_sampling(&self) -> bool {
-        self.do_sample && self.temperature > 0.0
+        self.do_sample && self.processors.temperature.temperature > 0.0
     }
 
     pub fn to_json(&self) -> String {
@@ -358,11 +256,31 @@ impl GenerationConfig {
         v
     }
 
-    /// Parse and validate.
+    /// Every field's JSON name.
+    pub fn field_names() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Parse and validate; unknown fields are refused.
     pub fn from_json(text: &str) -> Result<Self, SamplingError> {
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(text) {
+            let known = Self::field_names();
+            if let Some(k) = obj.keys().find(|k| !known.contains(k)) {
+                let close: Vec<&String> = known.iter().filter(|n| strsim_close(n, k)).collect();
+                let hint = match close.first() {
+                    Some(c) => format!(" (did you mean `{c}`?)"),
+                    None => String::new(),
+                };
+                return Err(SamplingError::Json(format!("unknown field `{k}`{hint}")));
+            }
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         let c: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            let path = if path == "." { Self::bad_field(text).unwrap_or(path) } else { path };
             if path == "." {
                 SamplingError::Json(e.inner().to_string())
             } else {
@@ -371,6 +289,15 @@ impl GenerationConfig {
         })?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// The field a JSON object fails on, where serde's error has no path (the processors'
+    /// flattened fields are read from a buffer): the first key that fails alone.
+    fn bad_field(text: &str) -> Option<String> {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        obj.into_iter()
+            .find(|(k, v)| serde_json::from_value::<Self>(serde_json::json!({ k: v })).is_err())
+            .map(|(k, _)| k)
     }
 
     /// Parse a JSON file that is either a Demiurgic config or a transformers
@@ -385,7 +312,9 @@ impl GenerationConfig {
         if !obj.keys().any(|k| hf_only.contains(&k.as_str())) {
             return Self::from_json(text).map(|c| (c, vec![]));
         }
-        let mut c = Self { do_sample: false, temperature: 1.0, top_k: 50, top_p: 1.0, ..Self::default() };
+        let mut c = Self { do_sample: false, ..Self::default() }.with(|p| {
+            (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 50, 1.0);
+        });
         let mut warnings = vec![];
         let num = |k: &str, x: &serde_json::Value| -> Result<f64, SamplingError> {
             x.as_f64().ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a number, got {x}")))
@@ -415,13 +344,13 @@ impl GenerationConfig {
                         SamplingError::Json(format!("field `do_sample`: expected true/false, got {x}"))
                     })?
                 }
-                "temperature" => c.temperature = num(k, x)? as f32,
-                "top_k" => c.top_k = int(k, x)?,
-                "top_p" => c.top_p = num(k, x)? as f32,
-                "typical_p" => c.typical_p = num(k, x)? as f32,
-                "min_p" => c.min_p = num(k, x)? as f32,
-                "repetition_penalty" => c.repetition_penalty = num(k, x)? as f32,
-                "no_repeat_ngram_size" => c.no_repeat_ngram_size = int(k, x)?,
+                "temperature" => c.processors.temperature.temperature = num(k, x)? as f32,
+                "top_k" => c.processors.top_k.top_k = int(k, x)?,
+                "top_p" => c.processors.top_p.top_p = num(k, x)? as f32,
+                "typical_p" => c.processors.typical_p.typical_p = num(k, x)? as f32,
+                "min_p" => c.processors.min_p.min_p = num(k, x)? as f32,
+                "repetition_penalty" => c.processors.repetition.repetition_penalty = num(k, x)? as f32,
+                "no_repeat_ngram_size" => c.processors.no_repeat_ngram.no_repeat_ngram_size = int(k, x)?,
                 "max_new_tokens" => c.max_new_tokens = Some(int(k, x)?),
                 "max_length" => {
                     c.max_length = Some(int(k, x)?);
@@ -429,8 +358,8 @@ impl GenerationConfig {
                         c.max_new_tokens = None;
                     }
                 }
-                "min_length" => c.min_length = int(k, x)?,
-                "min_new_tokens" => c.min_new_tokens = int(k, x)?,
+                "min_length" => c.processors.min_length.min_length = int(k, x)?,
+                "min_new_tokens" => c.processors.min_length.min_new_tokens = int(k, x)?,
                 "num_return_sequences" => c.num_return_sequences = int(k, x)?,
                 "eos_token_id" => c.eos_token_ids = Some(ids(k, x)?),
                 "pad_token_id" => c.pad_token_id = ids(k, x)?.first().copied(),
@@ -464,108 +393,12 @@ impl GenerationConfig {
     /// Whether building the pipeline needs the tokenizer's vocabulary (a constraint, DRY's text
     /// sequence breakers): pass a [`crate::GrammarCompiler`].
     pub fn needs_vocabulary(&self) -> bool {
-        self.constraint.is_some() || (self.dry_multiplier != 0.0 && !self.dry_sequence_breakers.is_empty())
-    }
-
-    fn validate_extra_samplers(&self) -> Result<(), SamplingError> {
-        let open01 = |f: &'static str, x: f32| {
-            if x != 0.0 && !(x > 0.0 && x < 1.0) {
-                return Err(invalid(f, x, "must be in (0, 1) (0 = off)"));
-            }
-            Ok(())
-        };
-        open01("epsilon_cutoff", self.epsilon_cutoff)?;
-        open01("eta_cutoff", self.eta_cutoff)?;
-        if let Some((_, f)) = self.exponential_decay_length_penalty {
-            if !(f.is_finite() && f > 0.0) {
-                return Err(invalid(
-                    "exponential_decay_length_penalty",
-                    f,
-                    "the decay factor must be a finite number > 0",
-                ));
-            }
-        }
-        if let Some((s, _)) = self.sequence_bias.iter().find(|(s, _)| s.is_empty()) {
-            return Err(invalid("sequence_bias", format!("{s:?}"), "each sequence needs at least one token id"));
-        }
-        if let Some((_, b)) = self.sequence_bias.iter().find(|(_, b)| !b.is_finite()) {
-            return Err(invalid("sequence_bias", b, "biases must be finite numbers"));
-        }
-        if !(self.dry_multiplier >= 0.0 && self.dry_multiplier.is_finite()) {
-            return Err(invalid("dry_multiplier", self.dry_multiplier, "must be a finite number ≥ 0 (0 = off)"));
-        }
-        if !(self.dry_base >= 1.0 && self.dry_base.is_finite()) {
-            return Err(invalid("dry_base", self.dry_base, "must be a finite number ≥ 1"));
-        }
-        if self.dry_allowed_length == 0 {
-            return Err(invalid("dry_allowed_length", 0, "must be ≥ 1"));
-        }
-        if self.dry_penalty_last_n < -1 {
-            return Err(invalid(
-                "dry_penalty_last_n",
-                self.dry_penalty_last_n,
-                "must be ≥ -1 (-1 = the whole context, 0 = off)",
-            ));
-        }
-        if let Some(b) = self.dry_sequence_breakers.iter().find(|b| b.is_empty()) {
-            return Err(invalid("dry_sequence_breakers", format!("{b:?}"), "breakers must not be empty strings"));
-        }
-        if !(0.0..=1.0).contains(&self.xtc_probability) {
-            return Err(invalid("xtc_probability", self.xtc_probability, "must be in [0, 1] (0 = off)"));
-        }
-        if !(0.0..=1.0).contains(&self.xtc_threshold) {
-            return Err(invalid("xtc_threshold", self.xtc_threshold, "must be in [0, 1]"));
-        }
-        if !(self.top_n_sigma >= 0.0 && self.top_n_sigma.is_finite()) {
-            return Err(invalid("top_n_sigma", self.top_n_sigma, "must be a finite number ≥ 0 (0 = off)"));
-        }
-        match self.mirostat {
-            0 | 2 => {}
-            1 => return Err(invalid("mirostat", 1, "Mirostat 1 is not implemented: use 2 (Mirostat 2.0) or 0")),
-            m => return Err(invalid("mirostat", m, "must be 0 (off) or 2 (Mirostat 2.0)")),
-        }
-        if self.mirostat == 2 {
-            if !(self.mirostat_tau > 0.0 && self.mirostat_tau.is_finite()) {
-                return Err(invalid("mirostat_tau", self.mirostat_tau, "must be a finite number > 0"));
-            }
-            if !(self.mirostat_eta > 0.0 && self.mirostat_eta <= 1.0) {
-                return Err(invalid("mirostat_eta", self.mirostat_eta, "must be in (0, 1]"));
-            }
-        }
-        if !(self.dynatemp_range >= 0.0 && self.dynatemp_range.is_finite()) {
-            return Err(invalid("dynatemp_range", self.dynatemp_range, "must be a finite number ≥ 0 (0 = off)"));
-        }
-        if !(self.dynatemp_exponent >= 0.0 && self.dynatemp_exponent.is_finite()) {
-            return Err(invalid("dynatemp_exponent", self.dynatemp_exponent, "must be a finite number ≥ 0"));
-        }
-        Ok(())
+        self.processors.needs_vocabulary()
     }
 
     /// Check every field; the error names the field, the value and the allowed range.
     pub fn validate(&self) -> Result<(), SamplingError> {
-        let t = self.temperature;
-        if !(t >= 0.0 && t.is_finite()) {
-            return Err(invalid("temperature", t, "must be a finite number ≥ 0 (0 = greedy)"));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(invalid("top_p", self.top_p, "must be in (0, 1] (1 = off)"));
-        }
-        if !(self.typical_p > 0.0 && self.typical_p <= 1.0) {
-            return Err(invalid("typical_p", self.typical_p, "must be in (0, 1] (1 = off)"));
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(invalid("min_p", self.min_p, "must be in [0, 1] (0 = off)"));
-        }
-        let rp = self.repetition_penalty;
-        if !(rp > 0.0 && rp.is_finite()) {
-            return Err(invalid("repetition_penalty", rp, "must be a finite number > 0 (1.0 = off)"));
-        }
-        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
-            return Err(invalid("frequency_penalty", self.frequency_penalty, "must be in [-2, 2] (0 = off)"));
-        }
-        if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return Err(invalid("presence_penalty", self.presence_penalty, "must be in [-2, 2] (0 = off)"));
-        }
+        self.processors.validate()?;
         if self.num_return_sequences == 0 {
             return Err(invalid("num_return_sequences", 0, "must be ≥ 1"));
         }
@@ -578,28 +411,23 @@ impl GenerationConfig {
             if m == 0 {
                 return Err(invalid("max_length", 0, "must be ≥ 1"));
             }
-            if self.min_length > m {
-                return Err(invalid("min_length", self.min_length, "must be ≤ max_length"));
+            let min = self.processors.min_length.min_length;
+            if min > m {
+                return Err(invalid("min_length", min, "must be ≤ max_length"));
             }
         }
         if self.max_new_tokens.is_none() && self.max_length.is_none() {
             return Err(invalid("max_new_tokens", "none", "set max_new_tokens or max_length"));
         }
         if let Some(n) = self.max_new_tokens {
-            if self.min_new_tokens > n {
-                return Err(invalid("min_new_tokens", self.min_new_tokens, "must be ≤ max_new_tokens"));
+            let min = self.processors.min_length.min_new_tokens;
+            if min > n {
+                return Err(invalid("min_new_tokens", min, "must be ≤ max_new_tokens"));
             }
-        }
-        if let Some((_, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
-            return Err(invalid("logit_bias", b, "values must be in [-100, 100]"));
         }
         if let Some(s) = self.stop.iter().find(|s| s.is_empty()) {
             return Err(invalid("stop", format!("{s:?}"), "stop strings must not be empty"));
         }
-        if let Some(c) = &self.constraint {
-            c.validate()?;
-        }
-        self.validate_extra_samplers()?;
         if self.num_beams == 0 {
             return Err(invalid("num_beams", 0, "must be ≥ 1 (1 = no beam search)"));
         }
@@ -644,6 +472,20 @@ impl GenerationConfig {
     }
 }
 
+/// Whether two names differ by at most two single-character edits (a typo).
+fn strsim_close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,13 +498,15 @@ mod tests {
             let back = GenerationConfig::from_json(&c.to_json()).unwrap();
             assert_eq!(back, c, "preset {}", p.name);
         }
-        assert_eq!(GenerationConfig::preset("balanced_code").unwrap().repetition_penalty, 1.1);
+        assert_eq!(GenerationConfig::preset("balanced_code").unwrap().processors.repetition.repetition_penalty, 1.1);
         assert!(GenerationConfig::preset("nope").is_err());
     }
 
     #[test]
     fn report_shows_values_as_typed_and_no_sampling_fields_when_greedy() {
-        let r = GenerationConfig { temperature: 0.8, top_p: 0.95, seed: Some(7), ..Default::default() }.to_report();
+        let r = GenerationConfig { seed: Some(7), ..Default::default() }
+            .with(|p| (p.temperature.temperature, p.top_p.top_p) = (0.8, 0.95))
+            .to_report();
         assert_eq!(r["temperature"].to_string(), "0.8");
         assert_eq!(r["top_p"].to_string(), "0.95");
         assert_eq!(r["seed"], 7);
@@ -681,7 +525,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.eos_token_ids, Some(vec![2, 3]));
-        assert!(c.do_sample && c.temperature == 0.6 && c.top_p == 0.9 && c.top_k == 50);
+        let p = &c.processors;
+        assert!(c.do_sample && p.temperature.temperature == 0.6 && p.top_p.top_p == 0.9 && p.top_k.top_k == 50);
         assert_eq!(c.max_new_tokens, Some(12));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("guidance_scale"));
@@ -695,57 +540,75 @@ mod tests {
     #[test]
     fn defaults_are_the_seed_defaults() {
         let c = GenerationConfig::default();
-        assert_eq!((c.temperature, c.top_k, c.top_p), (0.8, 50, 0.95));
-        assert_eq!((c.repetition_penalty, c.frequency_penalty, c.presence_penalty), (1.0, 0.0, 0.0));
+        let p = &c.processors;
+        assert_eq!((p.temperature.temperature, p.top_k.top_k, p.top_p.top_p), (0.8, 50, 0.95));
+        let fp = &p.frequency_presence;
+        assert_eq!((p.repetition.repetition_penalty, fp.frequency_penalty, fp.presence_penalty), (1.0, 0.0, 0.0));
     }
 
     #[test]
     fn every_invalid_parameter_is_rejected_by_name() {
+        // through JSON (each processor's fields are flattened into the config)
+        let cases = [
+            (r#"{"temperature": -0.1}"#, "temperature"),
+            (r#"{"top_p": 0.0}"#, "top_p"),
+            (r#"{"top_p": 1.5}"#, "top_p"),
+            (r#"{"typical_p": 0.0}"#, "typical_p"),
+            (r#"{"min_p": -0.5}"#, "min_p"),
+            (r#"{"min_p": 1.5}"#, "min_p"),
+            (r#"{"repetition_penalty": 0.0}"#, "repetition_penalty"),
+            (r#"{"frequency_penalty": 2.5}"#, "frequency_penalty"),
+            (r#"{"presence_penalty": -3.0}"#, "presence_penalty"),
+            (r#"{"num_return_sequences": 0}"#, "num_return_sequences"),
+            (r#"{"max_length": 5, "min_length": 9}"#, "min_length"),
+            (r#"{"max_new_tokens": 0}"#, "max_new_tokens"),
+            (r#"{"max_new_tokens": 4, "min_new_tokens": 9}"#, "min_new_tokens"),
+            (r#"{"stop": [""]}"#, "stop"),
+            (r#"{"logit_bias": {"5": 101}}"#, "logit_bias"),
+            (r#"{"logit_bias": {"five": 1}}"#, "logit_bias"),
+            (r#"{"epsilon_cutoff": 1.0}"#, "epsilon_cutoff"),
+            (r#"{"eta_cutoff": -0.1}"#, "eta_cutoff"),
+            (r#"{"exponential_decay_length_penalty": [3, 0.0]}"#, "exponential_decay_length_penalty"),
+            (r#"{"sequence_bias": [[[], 1.0]]}"#, "sequence_bias"),
+            (r#"{"dry_multiplier": -1.0}"#, "dry_multiplier"),
+            (r#"{"dry_base": 0.9}"#, "dry_base"),
+            (r#"{"dry_allowed_length": 0}"#, "dry_allowed_length"),
+            (r#"{"dry_penalty_last_n": -2}"#, "dry_penalty_last_n"),
+            (r#"{"dry_sequence_breakers": [""]}"#, "dry_sequence_breakers"),
+            (r#"{"xtc_probability": 1.5}"#, "xtc_probability"),
+            (r#"{"xtc_threshold": -0.5}"#, "xtc_threshold"),
+            (r#"{"top_n_sigma": -1.0}"#, "top_n_sigma"),
+            (r#"{"mirostat": 1}"#, "mirostat"),
+            (r#"{"mirostat": 3}"#, "mirostat"),
+            (r#"{"mirostat": 2, "mirostat_tau": 0.0}"#, "mirostat_tau"),
+            (r#"{"mirostat": 2, "mirostat_eta": 1.5}"#, "mirostat_eta"),
+            (r#"{"dynatemp_range": -0.5}"#, "dynatemp_range"),
+            (r#"{"constraint": {"choice": []}}"#, "constraint"),
+            (r#"{"constraint": {"regex": ""}}"#, "constraint"),
+            // wrong types name the field too, flattened ones included
+            (r#"{"dry_base": "high"}"#, "dry_base"),
+            (r#"{"top_k": 2.5}"#, "top_k"),
+            (r#"{"num_beams": "two"}"#, "num_beams"),
+        ];
+        for (json, field) in cases {
+            let e = GenerationConfig::from_json(json).unwrap_err().to_string();
+            assert!(e.contains(field), "{json}: {e} should name {field}");
+        }
+        // values JSON cannot hold
         let d = GenerationConfig::default;
-        let cases: Vec<(GenerationConfig, &str)> = vec![
-            (GenerationConfig { temperature: -0.1, ..d() }, "temperature"),
-            (GenerationConfig { temperature: f32::NAN, ..d() }, "temperature"),
-            (GenerationConfig { top_p: 0.0, ..d() }, "top_p"),
-            (GenerationConfig { top_p: 1.5, ..d() }, "top_p"),
-            (GenerationConfig { typical_p: 0.0, ..d() }, "typical_p"),
-            (GenerationConfig { min_p: -0.5, ..d() }, "min_p"),
-            (GenerationConfig { min_p: 1.5, ..d() }, "min_p"),
-            (GenerationConfig { repetition_penalty: 0.0, ..d() }, "repetition_penalty"),
-            (GenerationConfig { frequency_penalty: 2.5, ..d() }, "frequency_penalty"),
-            (GenerationConfig { presence_penalty: -3.0, ..d() }, "presence_penalty"),
-            (GenerationConfig { num_return_sequences: 0, ..d() }, "num_return_sequences"),
-            (GenerationConfig { max_length: Some(5), min_length: 9, ..d() }, "min_length"),
-            (GenerationConfig { max_new_tokens: Some(0), ..d() }, "max_new_tokens"),
-            (GenerationConfig { stop: vec![String::new()], ..d() }, "stop"),
-            (GenerationConfig { epsilon_cutoff: 1.0, ..d() }, "epsilon_cutoff"),
-            (GenerationConfig { eta_cutoff: -0.1, ..d() }, "eta_cutoff"),
-            (
-                GenerationConfig { exponential_decay_length_penalty: Some((3, 0.0)), ..d() },
-                "exponential_decay_length_penalty",
-            ),
-            (GenerationConfig { sequence_bias: vec![(vec![], 1.0)], ..d() }, "sequence_bias"),
-            (GenerationConfig { sequence_bias: vec![(vec![1], f32::NAN)], ..d() }, "sequence_bias"),
-            (GenerationConfig { dry_multiplier: -1.0, ..d() }, "dry_multiplier"),
-            (GenerationConfig { dry_base: 0.9, ..d() }, "dry_base"),
-            (GenerationConfig { dry_allowed_length: 0, ..d() }, "dry_allowed_length"),
-            (GenerationConfig { dry_penalty_last_n: -2, ..d() }, "dry_penalty_last_n"),
-            (GenerationConfig { dry_sequence_breakers: vec![String::new()], ..d() }, "dry_sequence_breakers"),
-            (GenerationConfig { xtc_probability: 1.5, ..d() }, "xtc_probability"),
-            (GenerationConfig { xtc_threshold: -0.5, ..d() }, "xtc_threshold"),
-            (GenerationConfig { top_n_sigma: -1.0, ..d() }, "top_n_sigma"),
-            (GenerationConfig { mirostat: 1, ..d() }, "mirostat"),
-            (GenerationConfig { mirostat: 3, ..d() }, "mirostat"),
-            (GenerationConfig { mirostat: 2, mirostat_tau: 0.0, ..d() }, "mirostat_tau"),
-            (GenerationConfig { mirostat: 2, mirostat_eta: 1.5, ..d() }, "mirostat_eta"),
-            (GenerationConfig { dynatemp_range: -0.5, ..d() }, "dynatemp_range"),
-            (GenerationConfig { dynatemp_exponent: f32::INFINITY, ..d() }, "dynatemp_exponent"),
-            (GenerationConfig { constraint: Some(crate::Constraint::Choice(vec![])), ..d() }, "constraint"),
-            (GenerationConfig { constraint: Some(crate::Constraint::Regex(String::new())), ..d() }, "constraint"),
+        let cases: [(GenerationConfig, &str); 4] = [
+            (d().with(|p| p.temperature.temperature = f32::NAN), "temperature"),
+            (d().with(|p| p.temperature.dynatemp_exponent = f32::INFINITY), "dynatemp_exponent"),
+            (d().with(|p| p.sequence_bias.sequence_bias = vec![(vec![1], f32::NAN)]), "sequence_bias"),
+            (GenerationConfig { length_penalty: f32::NAN, ..d() }, "length_penalty"),
         ];
         for (c, field) in cases {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
-        assert!(GenerationConfig::from_json(r#"{"temprature": 1.0}"#).is_err());
+        let e = GenerationConfig::from_json(r#"{"temprature": 1.0}"#).unwrap_err().to_string();
+        assert!(e.contains("temprature") && e.contains("did you mean `temperature`"), "{e}");
+        let e = GenerationConfig::from_json(r#"{"dry_bas": 2.0}"#).unwrap_err().to_string();
+        assert!(e.contains("dry_bas"), "{e}");
     }
 }

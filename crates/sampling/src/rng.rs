@@ -26,3 +26,8 @@ impl SeqRng {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
+
+/// A seed from the clock, for a sampling run given none (the output reports it).
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

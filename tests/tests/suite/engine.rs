@@ -16,13 +16,11 @@ fn sampled(n: usize, seed: u64, rows: usize) -> GenerationConfig {
     GenerationConfig {
         max_new_tokens: Some(n),
         seed: Some(seed),
-        temperature: 1.2,
-        top_k: 0,
-        top_p: 0.95,
         num_return_sequences: rows,
         logprobs: true,
         ..Default::default()
     }
+    .with(|p| (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.2, 0, 0.95))
 }
 
 fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
@@ -179,7 +177,7 @@ fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
     let want = generate(&m, &[vec![5, 6, 7, 8, 9, 10, 11]], &greedy(15), GenerateOptions::default()).unwrap();
     assert_eq!(outs[&1].tokens, want.tokens, "the request already running");
     // a bad request in the group refuses the whole group, naming the value
-    let bad = GenerationConfig { temperature: -1.0, ..sampled(4, 1, 1) };
+    let bad = sampled(4, 1, 1).with(|p| p.temperature.temperature = -1.0);
     let e = eng.add_shared(prompt, vec![(20, greedy(4), None), (21, bad, None)]).err().map(|e| e.to_string());
     assert!(e.as_deref().is_some_and(|e| e.contains("temperature")), "{e:?}");
     assert!(eng.is_idle(), "nothing of a refused group runs");

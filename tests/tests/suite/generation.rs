@@ -11,14 +11,8 @@ fn model<B: DecodeOps>(d: &B::Device) -> Decoder<B> {
 }
 
 fn sampling(seed: u64, n: usize) -> GenerationConfig {
-    GenerationConfig {
-        max_new_tokens: Some(n),
-        seed: Some(seed),
-        temperature: 1.3,
-        top_k: 0,
-        top_p: 1.0,
-        ..Default::default()
-    }
+    GenerationConfig { max_new_tokens: Some(n), seed: Some(seed), ..Default::default() }
+        .with(|p| (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.3, 0, 1.0))
 }
 
 fn seeded_and_batch_independent<B: DecodeOps>(d: &B::Device) {
@@ -99,7 +93,7 @@ fn eos_padding_and_grouping<B: DecodeOps>(d: &B::Device) {
     }
     // min_new_tokens keeps EOS away: an EOS-ending row now runs to the length limit
     let r = ends.iter().position(Option::is_some).unwrap();
-    let g2 = GenerationConfig { min_new_tokens: n, ..g.clone() };
+    let g2 = g.clone().with(|p| p.min_length.min_new_tokens = n);
     let out = generate(&m, &[prompts[r].clone()], &g2, GenerateOptions::default()).unwrap();
     assert_eq!(out.lengths, vec![n]);
     assert!(!out.row(0).contains(&eos));
@@ -108,12 +102,12 @@ fn eos_padding_and_grouping<B: DecodeOps>(d: &B::Device) {
     let k = 3;
     let c = GenerationConfig {
         num_return_sequences: k,
-        top_k: 1,
         eos_token_ids: Some(vec![eos]),
         pad_token_id: Some(pad),
         logprobs: true,
         ..sampling(3, n)
-    };
+    }
+    .with(|p| p.top_k.top_k = 1);
     let out = generate(&m, &prompts, &c, GenerateOptions::default()).unwrap();
     assert_eq!(out.tokens.len(), prompts.len() * k);
     for (p, w) in want.iter().enumerate() {
@@ -222,7 +216,7 @@ fn user_processor_and_errors<B: DecodeOps>(d: &B::Device) {
     let long =
         GenerationConfig { max_new_tokens: Some(m.config.max_position_embeddings), ..GenerationConfig::greedy() };
     assert!(e(generate(&m, &[p.clone()], &long, GenerateOptions::default())).contains("context"));
-    let bad = GenerationConfig { top_p: 2.0, ..Default::default() };
+    let bad = GenerationConfig::default().with(|p| p.top_p.top_p = 2.0);
     assert!(e(generate(&m, &[p], &bad, GenerateOptions::default())).contains("top_p"));
 }
 

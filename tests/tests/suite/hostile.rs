@@ -299,7 +299,7 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
             ok.clone(),
             g(|c| {
                 c.do_sample = true;
-                c.temperature = -1.0
+                c.processors.temperature.temperature = -1.0
             }),
             "Sampling",
             "temperature",
@@ -309,7 +309,7 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
             ok.clone(),
             g(|c| {
                 c.do_sample = true;
-                c.temperature = f32::NAN
+                c.processors.temperature.temperature = f32::NAN
             }),
             "Sampling",
             "temperature",
@@ -319,7 +319,7 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
             ok.clone(),
             g(|c| {
                 c.do_sample = true;
-                c.top_p = 1.5
+                c.processors.top_p.top_p = 1.5
             }),
             "Sampling",
             "top_p",
@@ -329,16 +329,34 @@ fn hostile_parameters_and_inputs_give_typed_errors() {
             ok.clone(),
             g(|c| {
                 c.do_sample = true;
-                c.top_p = 0.0
+                c.processors.top_p.top_p = 0.0
             }),
             "Sampling",
             "top_p",
         ),
-        ("min_p 2", ok.clone(), g(|c| c.min_p = 2.0), "Sampling", "min_p"),
-        ("typical_p 0", ok.clone(), g(|c| c.typical_p = 0.0), "Sampling", "typical_p"),
-        ("repetition_penalty 0", ok.clone(), g(|c| c.repetition_penalty = 0.0), "Sampling", "repetition_penalty"),
-        ("frequency_penalty 3", ok.clone(), g(|c| c.frequency_penalty = 3.0), "Sampling", "frequency_penalty"),
-        ("presence_penalty -3", ok.clone(), g(|c| c.presence_penalty = -3.0), "Sampling", "presence_penalty"),
+        ("min_p 2", ok.clone(), g(|c| c.processors.min_p.min_p = 2.0), "Sampling", "min_p"),
+        ("typical_p 0", ok.clone(), g(|c| c.processors.typical_p.typical_p = 0.0), "Sampling", "typical_p"),
+        (
+            "repetition_penalty 0",
+            ok.clone(),
+            g(|c| c.processors.repetition.repetition_penalty = 0.0),
+            "Sampling",
+            "repetition_penalty",
+        ),
+        (
+            "frequency_penalty 3",
+            ok.clone(),
+            g(|c| c.processors.frequency_presence.frequency_penalty = 3.0),
+            "Sampling",
+            "frequency_penalty",
+        ),
+        (
+            "presence_penalty -3",
+            ok.clone(),
+            g(|c| c.processors.frequency_presence.presence_penalty = -3.0),
+            "Sampling",
+            "presence_penalty",
+        ),
         ("max_new_tokens 0", ok.clone(), g(|c| c.max_new_tokens = Some(0)), "Sampling", "max_new_tokens"),
         ("num_return_sequences 0", ok.clone(), g(|c| c.num_return_sequences = 0), "Sampling", "num_return_sequences"),
         ("empty prompt", vec![vec![]], g(|_| {}), "Input", "empty"),

@@ -2,7 +2,7 @@
 //! `scripts/make_fixtures.py stops`): the step at which our incremental check fires equals the
 //! first prefix whose decoded text holds a stop string, and transformers' `StopStringCriteria`.
 use demiurgic_model::load::gguf::{tokenizer_from_gguf, GgufFile};
-use demiurgic_model::load::TextStops;
+use demiurgic_model::text::TextStops;
 use demiurgic_tests::{ids1, json_fixture, smollm2_path};
 
 #[test]

@@ -4,8 +4,9 @@
 //! decoding's tokens, logprobs and stops), against the option's meaning for beam search
 //! (log-probabilities against the model's own forward pass, stops within each returned row,
 //! bans absent from every row). The README's support table is the one the code declares.
-use demiurgic_model::load::{TextStops, TextTokenizer};
+use demiurgic_model::load::TextTokenizer;
 use demiurgic_model::strategy::{support_table, Kind};
+use demiurgic_model::text::TextStops;
 use demiurgic_model::{
     generate, load_model, DecodeOps, Decoder, GenOption, GenerateOptions, GenerationOutput, ModelError, StepInput,
 };
@@ -31,7 +32,8 @@ fn base(kind: Kind) -> GenerationConfig {
 }
 
 fn sampling(c: GenerationConfig, seed: u64) -> GenerationConfig {
-    GenerationConfig { do_sample: true, temperature: 1.0, top_k: 0, top_p: 1.0, seed: Some(seed), ..c }
+    GenerationConfig { do_sample: true, seed: Some(seed), ..c }
+        .with(|p| (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 0, 1.0))
 }
 
 /// The model's own log-softmax after `seq` (one uncached forward pass).
@@ -112,7 +114,7 @@ fn honoured<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
     match option {
         GenOption::Mirostat => {
             // Mirostat 2 with a target surprise near 0 keeps only the most likely token: greedy
-            let cfg = GenerationConfig { mirostat: 2, mirostat_tau: 1e-4, ..sampling(b.clone(), 3) };
+            let cfg = sampling(b.clone(), 3).with(|p| (p.mirostat.mirostat, p.mirostat.mirostat_tau) = (2, 1e-4));
             assert_eq!(rows(&c.run(&cfg)), rows(&plain), "{what}: a vanishing target surprise is greedy");
         }
         GenOption::Sampling => {
@@ -120,18 +122,14 @@ fn honoured<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
             assert_eq!(a.seed, Some(5), "{what}: the seed is reported");
             assert_eq!(rows(&a), rows(&c.run(&sampling(b.clone(), 5))), "{what}: a seed repeats");
             assert_ne!(rows(&a), rows(&c.run(&sampling(b.clone(), 6))), "{what}: another seed differs");
-            let top1 = GenerationConfig { top_k: 1, ..sampling(b.clone(), 7) };
+            let top1 = sampling(b.clone(), 7).with(|p| p.top_k.top_k = 1);
             assert_eq!(rows(&c.run(&top1)), rows(&plain), "{what}: top_k 1 is greedy");
         }
         GenOption::Logprobs | GenOption::RawLogprobs => {
             // with a processor, raw and processed differ: raw is the model's own
             let penalty = if option == GenOption::RawLogprobs { 1.5 } else { 1.0 };
-            let cfg = GenerationConfig {
-                logprobs: true,
-                raw_logprobs: option == GenOption::RawLogprobs,
-                repetition_penalty: penalty,
-                ..b.clone()
-            };
+            let cfg = GenerationConfig { logprobs: true, raw_logprobs: option == GenOption::RawLogprobs, ..b.clone() }
+                .with(|p| p.repetition.repetition_penalty = penalty);
             let out = c.run(&cfg);
             let lps = out.logprobs.as_ref().unwrap_or_else(|| panic!("{what}: no logprobs"));
             assert_eq!(lps.len(), out.tokens.len(), "{what}: logprobs per row");
@@ -239,7 +237,7 @@ fn honoured<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
             // "w1+": the first token is w1, w11 or w111, and nothing but EOS can follow it (every
             // token of the word vocabulary starts with "w"). A vocabulary without a token per
             // byte is not llguidance's case: keep the regex to one token.
-            let cfg = GenerationConfig { constraint: Some(Constraint::Regex("w1+".into())), ..b.clone() };
+            let cfg = b.clone().with(|p| p.constraint.constraint = Some(Constraint::Regex("w1+".into())));
             let grammar = c.tok.grammar_compiler(m.config.vocab_size, &[2]).unwrap();
             let out = c.run_with(&prompts()[..1], &cfg, |o| o.grammar = Some(&*grammar)).unwrap();
             for (i, r) in rows(&out).iter().enumerate() {
@@ -253,7 +251,7 @@ fn honoured<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
             let x = plain.row(0)[0];
             let hook = move |pl: &mut LogitsPipeline<B>| pl.push(Box::new(Forbid(x)));
             let out = c.run_with(&prompts()[..1], &b, |o| o.pipeline_hook = Some(&hook)).unwrap();
-            let banned = c.run(&GenerationConfig { banned_token_ids: vec![x], ..b.clone() });
+            let banned = c.run(&b.clone().with(|p| p.bias.banned_token_ids = vec![x]));
             for r in rows(&out) {
                 assert!(!r.contains(&x), "{what}: {r:?} holds the forbidden {x}");
             }
@@ -280,7 +278,7 @@ fn refused<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
     let mut on_step = |_: &[Option<u32>]| {};
     let one = &prompts()[..1];
     let r = match option {
-        GenOption::Mirostat => c.run_with(one, &GenerationConfig { mirostat: 2, ..sampling(b, 1) }, |_| {}),
+        GenOption::Mirostat => c.run_with(one, &sampling(b, 1).with(|p| p.mirostat.mirostat = 2), |_| {}),
         GenOption::Sampling => c.run_with(one, &sampling(b, 1), |_| {}),
         GenOption::Logprobs => c.run_with(one, &GenerationConfig { logprobs: true, ..b }, |_| {}),
         GenOption::TopLogprobs => c.run_with(one, &GenerationConfig { top_logprobs: 2, ..b }, |_| {}),
@@ -300,7 +298,7 @@ fn refused<B: DecodeOps>(c: &Ctx<'_, B>, option: GenOption) {
         GenOption::NoCache => c.run_with(one, &b, |o| o.use_cache = false),
         GenOption::Constraint => {
             let grammar = c.tok.grammar_compiler(c.m.config.vocab_size, &[2]).unwrap();
-            let cfg = GenerationConfig { constraint: Some(Constraint::Regex("w1+".into())), ..b };
+            let cfg = b.with(|p| p.constraint.constraint = Some(Constraint::Regex("w1+".into())));
             c.run_with(one, &cfg, |o| o.grammar = Some(&*grammar))
         }
         GenOption::PipelineHook => {

@@ -126,8 +126,8 @@ fn structured_outputs_validate<B: DecodeOps>(d: &B::Device) {
         let c: Constraint = serde_json::from_value(case["constraint"].clone()).unwrap();
         let prompt = chat_prompt(&loaded, case["prompt"].as_str().unwrap());
         let max_new = case["max_new_tokens"].as_u64().unwrap() as usize;
-        let base =
-            GenerationConfig { max_new_tokens: Some(max_new), constraint: Some(c.clone()), ..Default::default() };
+        let base = GenerationConfig { max_new_tokens: Some(max_new), ..Default::default() }
+            .with(|p| p.constraint.constraint = Some(c.clone()));
 
         let greedy = GenerationConfig { do_sample: false, ..base.clone() };
         let out = run(&loaded, &[prompt.clone()], &greedy, None).unwrap();
@@ -181,11 +181,8 @@ fn strategies_keep_the_constraint() {
         let c: Constraint = serde_json::from_value(case["constraint"].clone()).unwrap();
         let prompt = chat_prompt(&loaded, case["prompt"].as_str().unwrap());
         let max_new = case["max_new_tokens"].as_u64().unwrap() as usize;
-        let greedy = GenerationConfig {
-            max_new_tokens: Some(max_new),
-            constraint: Some(c.clone()),
-            ..GenerationConfig::greedy()
-        };
+        let greedy = GenerationConfig { max_new_tokens: Some(max_new), ..GenerationConfig::greedy() }
+            .with(|p| p.constraint.constraint = Some(c.clone()));
         let plain = run(&loaded, &[prompt.clone()], &greedy, None).unwrap();
         check_rows(&loaded, &case, &c, &plain, "greedy");
 
@@ -222,16 +219,13 @@ fn bad_constraints_are_refused() {
         (Constraint::Choice(vec!["a".into(), "".into()]), "must not be empty"),
     ];
     for (c, needle) in bad {
-        let cfg =
-            GenerationConfig { max_new_tokens: Some(4), constraint: Some(c.clone()), ..GenerationConfig::greedy() };
+        let cfg = GenerationConfig { max_new_tokens: Some(4), ..GenerationConfig::greedy() }
+            .with(|p| p.constraint.constraint = Some(c.clone()));
         let err = run(&loaded, &[vec![1, 2, 3]], &cfg, None).unwrap_err().to_string();
         assert!(err.contains(needle) && err.contains("constraint"), "{c:?}: {err}");
     }
-    let cfg = GenerationConfig {
-        max_new_tokens: Some(4),
-        constraint: Some(Constraint::JsonObject),
-        ..GenerationConfig::greedy()
-    };
+    let cfg = GenerationConfig { max_new_tokens: Some(4), ..GenerationConfig::greedy() }
+        .with(|p| p.constraint.constraint = Some(Constraint::JsonObject));
     let err = generate(&loaded.model, &[vec![1, 2, 3]], &cfg, GenerateOptions::default()).unwrap_err().to_string();
     assert!(err.contains("grammar compiler"), "{err}");
 }

@@ -1,6 +1,6 @@
 //! The GGUF-embedded tokenizer: round trips and streaming decode on varied text.
 use demiurgic_model::load::gguf::{tokenizer_from_gguf, GgufFile};
-use demiurgic_model::load::StreamDecoder;
+use demiurgic_model::text::StreamDecoder;
 use demiurgic_tests::smollm2_path;
 
 const TEXTS: &[&str] = &[

@@ -13,7 +13,7 @@ pub mod tokenizer;
 
 pub use builder::{Activations, LoadOptions, WeightMode};
 pub use chat_template::{render_chat_template, ChatMessage};
-pub use tokenizer::{StreamDecoder, TextStops, TextTokenizer};
+pub use tokenizer::TextTokenizer;
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).
 pub struct LoadedModel<B: DecodeOps> {

@@ -114,13 +114,9 @@ pub(crate) fn prepare<B: DecodeOps>(
 pub(crate) fn resolve_seed(config: &GenerationConfig) -> GenerationConfig {
     let mut c = config.clone();
     if c.is_sampling() && c.seed.is_none() {
-        c.seed = Some(seed_from_time());
+        c.seed = Some(demiurgic_sampling::clock_seed());
     }
     c
-}
-
-fn seed_from_time() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// The stopping rule of every strategy for a row that has just generated `generated` (its last

@@ -93,7 +93,7 @@ impl GenOption {
     ) -> bool {
         match self {
             GenOption::Sampling => config.is_sampling(),
-            GenOption::Mirostat => config.is_sampling() && config.mirostat != 0,
+            GenOption::Mirostat => config.is_sampling() && config.processors.mirostat.is_on(),
             GenOption::Logprobs => config.logprobs,
             GenOption::TopLogprobs => config.top_logprobs > 0,
             GenOption::RawLogprobs => config.raw_logprobs && (config.logprobs || config.top_logprobs > 0),
@@ -104,7 +104,7 @@ impl GenOption {
             GenOption::Seeds => opts.seeds.is_some(),
             GenOption::Cache => opts.cache.is_some(),
             GenOption::NoCache => !opts.use_cache,
-            GenOption::Constraint => config.constraint.is_some(),
+            GenOption::Constraint => config.processors.constraint.constraint.is_some(),
             GenOption::PipelineHook => opts.pipeline_hook.is_some(),
             GenOption::Streaming => opts.on_step.is_some(),
         }

@@ -14,8 +14,8 @@ use crate::decoder::StepInput;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::lm::CausalLm;
-use crate::load::TextStops;
 use crate::ops::DecodeOps;
+use crate::text::TextStops;
 
 /// The per-row state of greedy / multinomial decoding: the logits pipeline, the sampler and what
 /// each row has generated. [`sample`] and the batching [`crate::engine::Engine`] both advance it,

@@ -4,8 +4,8 @@ use demiurgic_sampling::{FinishReason, LogitsPipeline};
 
 use crate::kv_cache::KvCache;
 use crate::lm::CausalLm;
-use crate::load::TextStops;
 use crate::ops::DecodeOps;
+use crate::text::TextStops;
 
 /// Options of one [`generate`](crate::generate) call that are not sampling parameters.
 pub struct GenerateOptions<'a, B: DecodeOps> {

@@ -2,6 +2,31 @@
 use burn::tensor::{backend::Backend, s, Tensor};
 
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+use crate::error::SamplingError;
+
+/// transformers' `min_length` (prompt + new tokens) and `min_new_tokens`: EOS is masked until
+/// reached (0 = off).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MinLengthConfig {
+    pub min_length: usize,
+    pub min_new_tokens: usize,
+}
+
+impl ProcessorConfig for MinLengthConfig {
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if self.min_length > 0 && !ctx.eos.is_empty() {
+            out.push(Box::new(MinLength::new(self.min_length, ctx.eos.to_vec())));
+        }
+        if self.min_new_tokens > 0 && !ctx.eos.is_empty() {
+            out.push(Box::new(MinNewTokens::new(self.min_new_tokens, ctx.prompt_len, ctx.eos.to_vec())));
+        }
+        Ok(())
+    }
+}
 
 fn mask_eos<B: Backend>(mut logits: Tensor<B, 2>, eos: &[u32]) -> Tensor<B, 2> {
     let v = logits.dims()[1];

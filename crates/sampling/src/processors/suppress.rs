@@ -3,6 +3,31 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+use crate::error::SamplingError;
+
+/// transformers' `suppress_tokens` (never generated) and `begin_suppress_tokens` (not the first
+/// generated token).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SuppressConfig {
+    pub suppress_tokens: Vec<u32>,
+    pub begin_suppress_tokens: Vec<u32>,
+}
+
+impl ProcessorConfig for SuppressConfig {
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if !self.suppress_tokens.is_empty() {
+            out.push(Box::new(SuppressTokens::new(self.suppress_tokens.clone())));
+        }
+        if !self.begin_suppress_tokens.is_empty() {
+            out.push(Box::new(SuppressTokensAtBegin::new(self.begin_suppress_tokens.clone(), ctx.prompt_len)));
+        }
+        Ok(())
+    }
+}
 
 fn suppress<B: Backend>(logits: Tensor<B, 2>, ids: &[u32]) -> Tensor<B, 2> {
     crate::util::fill_columns(logits, ids, f32::NEG_INFINITY)

@@ -2,10 +2,50 @@
 //! `logit - count * frequency_penalty - (count > 0) * presence_penalty`.
 use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 
-use crate::config::PenaltyScope;
+use super::PenaltyScope;
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::{counts, row_index};
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// OpenAI's frequency and presence penalties (0 = off) and the tokens they count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrequencyPresenceConfig {
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_presence_scope: PenaltyScope,
+}
+
+impl Default for FrequencyPresenceConfig {
+    fn default() -> Self {
+        Self { frequency_penalty: 0.0, presence_penalty: 0.0, frequency_presence_scope: PenaltyScope::Generated }
+    }
+}
+
+impl ProcessorConfig for FrequencyPresenceConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return Err(invalid("frequency_penalty", self.frequency_penalty, "must be in [-2, 2] (0 = off)"));
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return Err(invalid("presence_penalty", self.presence_penalty, "must be in [-2, 2] (0 = off)"));
+        }
+        Ok(())
+    }
+
+    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if self.frequency_penalty != 0.0 || self.presence_penalty != 0.0 {
+            out.push(Box::new(
+                FrequencyPresencePenalty::new(self.frequency_penalty, self.presence_penalty)?
+                    .with_scope(self.frequency_presence_scope),
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct FrequencyPresencePenalty {

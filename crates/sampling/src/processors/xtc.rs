@@ -8,6 +8,44 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::rng::SeqRng;
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// llama.cpp's XTC: with this probability per step (0 = off) remove the tokens above
+/// `xtc_threshold` but the least likely of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct XtcConfig {
+    pub xtc_probability: f32,
+    pub xtc_threshold: f32,
+}
+
+impl Default for XtcConfig {
+    fn default() -> Self {
+        Self { xtc_probability: 0.0, xtc_threshold: 0.1 }
+    }
+}
+
+impl ProcessorConfig for XtcConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        if !(0.0..=1.0).contains(&self.xtc_probability) {
+            return Err(invalid("xtc_probability", self.xtc_probability, "must be in [0, 1] (0 = off)"));
+        }
+        if !(0.0..=1.0).contains(&self.xtc_threshold) {
+            return Err(invalid("xtc_threshold", self.xtc_threshold, "must be in [0, 1]"));
+        }
+        Ok(())
+    }
+
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if self.xtc_probability > 0.0 {
+            let seed = ctx.seed.unwrap_or_else(crate::rng::clock_seed);
+            out.push(Box::new(Xtc::new(self.xtc_probability, self.xtc_threshold, seed)?));
+        }
+        Ok(())
+    }
+}
 
 pub struct Xtc {
     probability: f32,

@@ -4,6 +4,46 @@ use burn::tensor::{backend::Backend, s, Tensor};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// transformers' `exponential_decay_length_penalty`: `(start_index, decay_factor)`; after
+/// `start_index` new tokens the EOS logits grow by `|logit| · (factor^n − 1)` (None = off).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LengthDecayConfig {
+    pub exponential_decay_length_penalty: Option<(usize, f32)>,
+}
+
+impl ProcessorConfig for LengthDecayConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        if let Some((_, f)) = self.exponential_decay_length_penalty {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(invalid(
+                    "exponential_decay_length_penalty",
+                    f,
+                    "the decay factor must be a finite number > 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if let Some((start, factor)) = self.exponential_decay_length_penalty {
+            if !ctx.eos.is_empty() {
+                out.push(Box::new(ExponentialDecayLengthPenalty::new(
+                    start,
+                    factor,
+                    ctx.eos.to_vec(),
+                    ctx.prompt_len,
+                )?));
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ExponentialDecayLengthPenalty {

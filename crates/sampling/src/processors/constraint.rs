@@ -30,6 +30,8 @@ use serde_json::{json, Value};
 use crate::error::SamplingError;
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 
+use super::{Boxed, BuildContext, ProcessorConfig};
+
 /// What the generated text must match.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +104,35 @@ impl Constraint {
                 TopLevelGrammar::from_lark(format!("start: {}", alts.join(" | ")))
             }
         }
+    }
+}
+
+/// The structured-generation constraint (None = off). Needs the tokenizer's [`GrammarCompiler`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConstraintConfig {
+    pub constraint: Option<Constraint>,
+}
+
+impl ProcessorConfig for ConstraintConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        self.constraint.as_ref().map_or(Ok(()), Constraint::validate)
+    }
+
+    fn needs_vocabulary(&self) -> bool {
+        self.constraint.is_some()
+    }
+
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        let Some(c) = &self.constraint else { return Ok(()) };
+        let g = ctx.grammar.ok_or_else(|| {
+            SamplingError::Grammar(format!(
+                "a {} constraint needs the tokenizer's grammar compiler (none was given)",
+                c.kind()
+            ))
+        })?;
+        out.push(Box::new(GrammarConstraint::new(g, c, ctx.eos)?));
+        Ok(())
     }
 }
 

@@ -5,6 +5,36 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::row_index;
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// transformers' `sequence_bias`: `[[token ids], bias]` pairs; the last token of a sequence gets
+/// the bias when the text ends with the rest of it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SequenceBiasConfig {
+    pub sequence_bias: Vec<(Vec<u32>, f32)>,
+}
+
+impl ProcessorConfig for SequenceBiasConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        if let Some((s, _)) = self.sequence_bias.iter().find(|(s, _)| s.is_empty()) {
+            return Err(invalid("sequence_bias", format!("{s:?}"), "each sequence needs at least one token id"));
+        }
+        if let Some((_, b)) = self.sequence_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(invalid("sequence_bias", b, "biases must be finite numbers"));
+        }
+        Ok(())
+    }
+
+    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if !self.sequence_bias.is_empty() {
+            out.push(Box::new(SequenceBias::new(self.sequence_bias.clone())?));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SequenceBias {

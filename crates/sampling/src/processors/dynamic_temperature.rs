@@ -5,8 +5,8 @@
 //! temperature.
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::eta::entropy;
 use crate::error::{invalid, SamplingError};
-use crate::eta::entropy;
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,57 @@ use burn::tensor::{activation::log_softmax, backend::Backend, Int, Tensor, Tenso
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// llama.cpp's mirostat: 0 = off, 2 = Mirostat 2.0 (target surprise `mirostat_tau`, learning
+/// rate `mirostat_eta`). With it the truncation warpers are not applied (as llama.cpp).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MirostatConfig {
+    pub mirostat: u8,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+}
+
+impl Default for MirostatConfig {
+    fn default() -> Self {
+        Self { mirostat: 0, mirostat_tau: 5.0, mirostat_eta: 0.1 }
+    }
+}
+
+impl MirostatConfig {
+    pub fn is_on(&self) -> bool {
+        self.mirostat != 0
+    }
+}
+
+impl ProcessorConfig for MirostatConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        match self.mirostat {
+            0 | 2 => {}
+            1 => return Err(invalid("mirostat", 1, "Mirostat 1 is not implemented: use 2 (Mirostat 2.0) or 0")),
+            m => return Err(invalid("mirostat", m, "must be 0 (off) or 2 (Mirostat 2.0)")),
+        }
+        if self.mirostat == 2 {
+            if !(self.mirostat_tau > 0.0 && self.mirostat_tau.is_finite()) {
+                return Err(invalid("mirostat_tau", self.mirostat_tau, "must be a finite number > 0"));
+            }
+            if !(self.mirostat_eta > 0.0 && self.mirostat_eta <= 1.0) {
+                return Err(invalid("mirostat_eta", self.mirostat_eta, "must be in (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+
+    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if self.mirostat == 2 {
+            out.push(Box::new(MirostatV2::<B>::new(self.mirostat_tau, self.mirostat_eta)?));
+        }
+        Ok(())
+    }
+}
 
 struct State<B: Backend> {
     mu: Vec<f32>,

@@ -12,6 +12,80 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::row_index;
+use serde::{Deserialize, Serialize};
+
+use super::{Boxed, BuildContext, ProcessorConfig};
+
+/// llama.cpp's DRY: multiplier (0 = off), base, allowed length, the last N tokens looked at
+/// (-1 = the whole context, 0 = off), and the texts that break a repetition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DryConfig {
+    pub dry_multiplier: f32,
+    pub dry_base: f32,
+    pub dry_allowed_length: usize,
+    pub dry_penalty_last_n: i64,
+    pub dry_sequence_breakers: Vec<String>,
+}
+
+impl Default for DryConfig {
+    fn default() -> Self {
+        Self {
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: -1,
+            dry_sequence_breakers: ["\n", ":", "\"", "*"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl ProcessorConfig for DryConfig {
+    fn validate(&self) -> Result<(), SamplingError> {
+        if !(self.dry_multiplier >= 0.0 && self.dry_multiplier.is_finite()) {
+            return Err(invalid("dry_multiplier", self.dry_multiplier, "must be a finite number ≥ 0 (0 = off)"));
+        }
+        if !(self.dry_base >= 1.0 && self.dry_base.is_finite()) {
+            return Err(invalid("dry_base", self.dry_base, "must be a finite number ≥ 1"));
+        }
+        if self.dry_allowed_length == 0 {
+            return Err(invalid("dry_allowed_length", 0, "must be ≥ 1"));
+        }
+        if self.dry_penalty_last_n < -1 {
+            return Err(invalid(
+                "dry_penalty_last_n",
+                self.dry_penalty_last_n,
+                "must be ≥ -1 (-1 = the whole context, 0 = off)",
+            ));
+        }
+        if let Some(b) = self.dry_sequence_breakers.iter().find(|b| b.is_empty()) {
+            return Err(invalid("dry_sequence_breakers", format!("{b:?}"), "breakers must not be empty strings"));
+        }
+        Ok(())
+    }
+
+    fn needs_vocabulary(&self) -> bool {
+        self.dry_multiplier != 0.0 && !self.dry_sequence_breakers.is_empty()
+    }
+
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
+        if !(self.dry_multiplier > 0.0 && self.dry_penalty_last_n != 0) {
+            return Ok(());
+        }
+        let breakers = match (self.dry_sequence_breakers.is_empty(), ctx.grammar) {
+            (true, _) => vec![],
+            (false, Some(g)) => g.tokens_containing(&self.dry_sequence_breakers),
+            (false, None) => {
+                return Err(SamplingError::Grammar(
+                    "dry_sequence_breakers are text: they need the tokenizer's vocabulary (a GrammarCompiler)".into(),
+                ))
+            }
+        };
+        let last_n = self.dry_penalty_last_n.max(0) as usize;
+        out.push(Box::new(Dry::new(self.dry_multiplier, self.dry_base, self.dry_allowed_length, last_n, breakers)?));
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Dry {

@@ -1,0 +1,339 @@
+//! `demiurgic serve`: an OpenAI-compatible HTTP server (axum + tokio).
+//!
+//! The model loads once; one worker thread owns the continuous-batching engine
+//! ([`worker`]); each request is parsed into a typed job ([`request`]), its prompts submitted
+//! to the worker, whose tokens come straight back into the request's channel and become the
+//! response or its stream ([`response`]); every failure is one [`error::ApiError`]. At most
+//! `--max-batch` requests run at once, up to `--max-queue` more wait, and beyond that a request
+//! is answered 429. A client that disconnects stops its generation at the next step.
+mod error;
+mod request;
+mod response;
+mod worker;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use demiurgic_model::load::LoadedModel;
+use demiurgic_model::DecodeOps;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::args::ModelArgs;
+use crate::backends::BackendJob;
+use error::ApiError;
+use request::Kind;
+use response::Collect;
+use worker::{AliveGuard, EngineMsg, Submission};
+
+/// Largest request body accepted (bytes); larger ones are answered 413.
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub m: ModelArgs,
+    /// Address to bind (loopback by default; 0.0.0.0 exposes the server to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Generations running at once (1–256).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_batch: u16,
+    /// Requests waiting for a free slot before new ones are answered 429 (0–100000).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub max_queue: u32,
+    /// Most positions (prompt + new tokens) one request may use; the engine's KV cache holds this
+    /// many per running row (16–1048576; capped at the model's context).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub max_context: u32,
+    /// Require `Authorization: Bearer KEY` on every /v1 route.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// The model id reported by /v1/models and expected in requests [default: the file name].
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+}
+
+pub struct ServeJob {
+    pub args: ServeArgs,
+}
+
+pub(crate) struct App<B: DecodeOps> {
+    loaded: &'static LoadedModel<B>,
+    name: String,
+    api_key: Option<String>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_queue: usize,
+    created: u64,
+    counter: AtomicU64,
+    engine: std::sync::mpsc::Sender<Submission>,
+    /// False once the worker thread has ended (a panic included): `/health` says so.
+    engine_alive: Arc<AtomicBool>,
+    /// Largest prompt + new tokens one request may need (the engine's cache positions).
+    max_context: usize,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl BackendJob for ServeJob {
+    fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
+        let a = self.args;
+        let (loaded, path, load_ms) = crate::load::<B>(&a.m, &device)?;
+        let name = a.served_model_name.clone().unwrap_or_else(|| {
+            path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into())
+        });
+        // the server lives as long as the process: the model is shared by every request
+        let loaded: &'static LoadedModel<B> = Box::leak(Box::new(loaded));
+        let max_context = (a.max_context as usize).min(loaded.model.config.max_position_embeddings);
+        let (etx, erx) = std::sync::mpsc::channel::<Submission>();
+        let engine_alive = Arc::new(AtomicBool::new(true));
+        let alive = AliveGuard(engine_alive.clone());
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || {
+                let _alive = alive;
+                worker::engine_loop(loaded, max_context, erx)
+            })
+            .context("cannot start the engine thread")?;
+        let app = Arc::new(App {
+            engine: etx,
+            engine_alive,
+            max_context,
+            loaded,
+            name: name.clone(),
+            api_key: a.api_key.clone(),
+            slots: Arc::new(Semaphore::new(a.max_batch as usize)),
+            waiting: AtomicUsize::new(0),
+            max_queue: a.max_queue as usize,
+            created: now(),
+            counter: AtomicU64::new(0),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+                .await
+                .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
+            let addr = listener.local_addr()?;
+            eprintln!(
+                "demiurgic serve: listening on http://{addr} (model {name}, backend {backend}, loaded in {load_ms:.0} ms, {} slots)",
+                a.max_batch
+            );
+            axum::serve(listener, router(app))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("server failed")
+        })
+    }
+}
+
+/// `/health`: 200 while the worker runs, 503 once it has stopped (every request would get a
+/// 503 then).
+fn health(engine_alive: &AtomicBool) -> (StatusCode, Json<Value>) {
+    if engine_alive.load(Ordering::Relaxed) {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": "the engine has stopped"})))
+    }
+}
+
+fn router<B: DecodeOps>(app: Arc<App<B>>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/models", get(models::<B>))
+        .route("/v1/models/{id}", get(model_one::<B>))
+        .route("/v1/completions", post(completions::<B>))
+        .route("/v1/chat/completions", post(chat_completions::<B>))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::<B>));
+    Router::new()
+        .route("/health", get(|State(app): State<Arc<App<B>>>| async move { health(&app.engine_alive) }))
+        .merge(v1)
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::new(StatusCode::NOT_FOUND, format!("unknown route {method} {}", uri.path()))
+                .kind("invalid_request_error")
+                .code("not_found")
+        })
+        .with_state(app)
+}
+
+async fn auth<B: DecodeOps>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &app.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given != Some(key.as_str()) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer KEY)")
+                .code("invalid_api_key")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn models<B: DecodeOps>(State(app): State<Arc<App<B>>>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_card(&app)]}))
+}
+
+async fn model_one<B: DecodeOps>(
+    State(app): State<Arc<App<B>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if id == app.name {
+        Json(model_card(&app)).into_response()
+    } else {
+        unknown_model(&app, &id).into_response()
+    }
+}
+
+fn model_card<B: DecodeOps>(app: &App<B>) -> Value {
+    json!({"id": app.name, "object": "model", "created": app.created, "owned_by": "demiurgic",
+        "context_length": app.loaded.model.config.max_position_embeddings})
+}
+
+pub(crate) fn unknown_model<B: DecodeOps>(app: &App<B>, id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("the model `{id}` does not exist (this server serves `{}`)", app.name))
+        .code("model_not_found")
+        .param("model")
+}
+
+async fn completions<B: DecodeOps>(State(app): State<Arc<App<B>>>, req: Request) -> Response {
+    handle(app, req, Kind::Completion).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn chat_completions<B: DecodeOps>(State(app): State<Arc<App<B>>>, req: Request) -> Response {
+    handle(app, req, Kind::Chat).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Sets the flag when dropped: the handler's future (or its stream) is dropped when its client
+/// goes away, and the worker then drops the request at its next step.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A slot now, or a place in the queue, or 429.
+async fn slot<B: DecodeOps>(app: &App<B>) -> Result<OwnedSemaphorePermit, ApiError> {
+    if let Ok(p) = app.slots.clone().try_acquire_owned() {
+        return Ok(p);
+    }
+    if app.waiting.fetch_add(1, Ordering::SeqCst) >= app.max_queue {
+        app.waiting.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("the server is busy: every slot is in use and {} requests are waiting", app.max_queue),
+        )
+        .kind("rate_limit_error")
+        .code("queue_full"));
+    }
+    let p = app.slots.clone().acquire_owned().await;
+    app.waiting.fetch_sub(1, Ordering::SeqCst);
+    p.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))
+}
+
+async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Result<Response, ApiError> {
+    let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
+            .code("request_too_large")
+    })?;
+    let job = request::parse(&app, &bytes, kind)?;
+    let permit = slot(&app).await?;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(cancelled.clone());
+    // each prompt is one request of the batching engine; its rows are `n` consecutive choices
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EngineMsg>();
+    for (index, p) in job.prompts.iter().enumerate() {
+        let sub = Submission {
+            prompt: p.clone(),
+            config: job.config.clone(),
+            index,
+            events: tx.clone(),
+            cancelled: cancelled.clone(),
+        };
+        app.engine.send(sub).map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped"))?;
+    }
+    drop(tx);
+    let stream = job.stream;
+    let mut col = Collect::new(job, app.name.clone(), app.loaded.tokenizer.as_ref());
+    if !stream {
+        while !col.done() {
+            let msg = rx.recv().await.ok_or_else(|| ApiError::internal("the engine stopped"))?;
+            col.push(msg)?;
+        }
+        drop((permit, guard));
+        return Ok(Json(col.response()?).into_response());
+    }
+    let ended = |e: ApiError| vec![e.body(), "[DONE]".to_string()];
+    let events = futures_util::stream::unfold(Some((rx, col, guard, permit)), move |state| async move {
+        let (mut rx, mut col, guard, permit) = state?;
+        loop {
+            let Some(msg) = rx.recv().await else {
+                return Some((ended(ApiError::internal("the engine stopped")), None));
+            };
+            match col.push(msg) {
+                Err(e) => return Some((ended(e), None)),
+                Ok(mut chunks) if col.done() => {
+                    match col.final_chunks() {
+                        Ok(last) => chunks.extend(last),
+                        Err(e) => chunks.extend(ended(e)),
+                    }
+                    return Some((chunks, None));
+                }
+                Ok(chunks) if !chunks.is_empty() => return Some((chunks, Some((rx, col, guard, permit)))),
+                Ok(_) => {}
+            }
+        }
+    })
+    .flat_map(futures_util::stream::iter)
+    .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/health` follows the worker thread: ok while it runs, 503 once it has ended (a panic
+    /// included: the guard clears the flag while the thread unwinds).
+    #[test]
+    fn health_reports_a_dead_engine() {
+        let alive = Arc::new(AtomicBool::new(true));
+        assert_eq!(health(&alive).0, StatusCode::OK);
+        let guard = AliveGuard(alive.clone());
+        let t = std::thread::spawn(move || {
+            let _alive = guard;
+            panic!("the engine fails");
+        });
+        assert!(t.join().is_err(), "the thread panicked");
+        let (status, Json(body)) = health(&alive);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "error", "{body}");
+    }
+}
