@@ -404,4 +404,86 @@ mod tests {
         assert_eq!(unescape(r"\q"), r"\q");
         assert_eq!(unescape("plain"), "plain");
     }
+
+    fn sampling_args(flags: &[&str]) -> SamplingArgs {
+        let mut argv = vec!["demiurgic", "generate"];
+        argv.extend_from_slice(flags);
+        match <crate::cli::Cli as clap::Parser>::try_parse_from(argv).map(|c| c.cmd) {
+            Ok(crate::cli::Cmd::Generate(g)) => g.s,
+            Ok(_) => panic!("not generate"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The registry and the flags agree: every processor field has its flag (or is one a JSON
+    /// config sets), and every flag names a field.
+    #[test]
+    fn every_processor_field_has_its_flag() {
+        let fields: Vec<String> = match serde_json::to_value(demiurgic_sampling::Processors::default()) {
+            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert!(fields.len() > 20, "{fields:?}");
+        // set in a --config file or by their own flags (--json-schema, …, the server's logit_bias)
+        let config_only =
+            ["logit_bias", "banned_token_ids", "constraint", "repetition_scope", "frequency_presence_scope"];
+        for f in &fields {
+            assert!(
+                ProcessorFlags::flag_of(f).is_some() || config_only.contains(&f.as_str()),
+                "processor field `{f}` has no flag in ProcessorFlags"
+            );
+        }
+        let cmd = <ProcessorFlags as Args>::augment_args(clap::Command::new("flags"));
+        let ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        assert!(!ids.is_empty());
+        for id in ids {
+            assert!(fields.iter().any(|f| f == id), "flag `{id}` names no processor field");
+        }
+    }
+
+    /// Flags land in their fields (renamed ones included) over a preset; a bad value is refused
+    /// in the flag's words.
+    #[test]
+    fn processor_flags_are_merged_over_the_config() {
+        let a = sampling_args(&[
+            "--preset",
+            "precise-code",
+            "--mirostat",
+            "2",
+            "--mirostat-ent",
+            "3.5",
+            "--dynatemp-exp",
+            "0.5",
+            "--dry-sequence-breaker",
+            r"\n",
+            "--sequence-bias",
+            "5,6=-2.5",
+            "--exponential-decay-length-penalty",
+            "4,1.5",
+            "--suppress-token",
+            "9",
+        ]);
+        let c = crate::gen::build_config(&a, &mut vec![]).unwrap();
+        let p = &c.processors;
+        assert_eq!((p.mirostat.mirostat, p.mirostat.mirostat_tau), (2, 3.5));
+        assert_eq!(p.temperature.dynatemp_exponent, 0.5);
+        assert_eq!(p.dry.dry_sequence_breakers, vec!["\n".to_string()]);
+        assert_eq!(p.sequence_bias.sequence_bias, vec![(vec![5, 6], -2.5)]);
+        assert_eq!(p.length_decay.exponential_decay_length_penalty, Some((4, 1.5)));
+        assert_eq!(p.suppress.suppress_tokens, vec![9]);
+        // the preset's own values stay
+        assert_eq!((p.temperature.temperature, p.top_k.top_k, p.repetition.repetition_penalty), (0.6, 40, 1.05));
+        for (flags, want) in [
+            (&["--mirostat-lr", "1.5"][..], "--mirostat-lr 1.5: must be in (0, 1]"),
+            (&["--temperature", "1e40"][..], "--temperature 1e40: must be a finite number"),
+            (&["--dry-base", "0.5"][..], "--dry-base 0.5: must be a finite number ≥ 1"),
+        ] {
+            let mut flags = flags.to_vec();
+            if flags[0] == "--mirostat-lr" {
+                flags.extend(["--mirostat", "2"]);
+            }
+            let e = crate::gen::build_config(&sampling_args(&flags), &mut vec![]).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e} (want {want})");
+        }
+    }
 }

@@ -235,6 +235,22 @@ fn openai_api_over_http() {
     assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2, "{v}");
 
+    // a processor field OpenAI lacks, by its config name: no token repeats
+    let tokens = |extra: Value| {
+        let mut req = json!({"prompt": "1, 2, 3, 4,", "max_tokens": 12, "temperature": 0, "logprobs": 0});
+        req.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (st, v) = post(&srv, "/v1/completions", &req);
+        assert_eq!(st, 200, "{v}");
+        let t: Vec<String> = serde_json::from_value(v["choices"][0]["logprobs"]["tokens"].clone()).unwrap();
+        assert_eq!(t.len(), 12, "{v}");
+        t
+    };
+    let distinct = |t: &[String]| t.iter().collect::<std::collections::HashSet<_>>().len();
+    let plain = tokens(json!({}));
+    assert!(distinct(&plain) < plain.len(), "the plain continuation repeats a token: {plain:?}");
+    let unique = tokens(json!({"no_repeat_ngram_size": 1}));
+    assert_eq!(distinct(&unique), unique.len(), "no_repeat_ngram_size 1: {unique:?}");
+
     // errors, as OpenAI error objects
     let (st, b) = http(&srv.addr, "GET", "/v1/models", None, None);
     assert_error(st, &serde_json::from_str(&b).unwrap(), 401, None);
@@ -263,6 +279,10 @@ fn openai_api_over_http() {
         (json!({"prompt": "hi", "guided_regex": "[0-9"}), "guided_regex"),
         (json!({"prompt": "hi", "guided_choice": "yes"}), "guided_choice"),
         (json!({"prompt": "hi", "guided_regex": "a", "guided_choice": ["a"]}), "guided_choice"),
+        // the processors' own fields, by their config names
+        (json!({"prompt": "hi", "dry_base": 0.5}), "dry_base"),
+        (json!({"prompt": "hi", "mirostat": "two"}), "mirostat"),
+        (json!({"prompt": "hi", "top_k": "x"}), "top_k"),
     ] {
         let path = if bad.get("messages").is_some() { "/v1/chat/completions" } else { "/v1/completions" };
         let (st, v) = post(&srv, path, &bad);
