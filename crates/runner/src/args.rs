@@ -181,6 +181,11 @@ pub struct ProcessorFlags {
     #[arg(long = "begin-suppress-token", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub begin_suppress_tokens: Vec<u32>,
+    /// Never generate this token sequence: comma-separated ids (repeatable; transformers'
+    /// `bad_words_ids`), e.g. `--bad-words-ids 1234,56`.
+    #[arg(long = "bad-words-ids", allow_hyphen_values = true, value_parser = ids)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bad_words_ids: Vec<TokenIds>,
     /// DRY repetition penalty multiplier, ≥ 0 (0 = off) [default: 0].
     #[arg(long = "dry-multiplier", allow_hyphen_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +269,16 @@ fn ids_bias(s: &str) -> Result<(Vec<u32>, f64), String> {
     let (ids, bias) = s.rsplit_once('=').ok_or_else(bad)?;
     let ids: Vec<u32> = ids.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
     Ok((ids, bias.trim().parse().map_err(|_| bad())?))
+}
+
+/// Comma-separated token ids as one flag value (a JSON list).
+#[derive(Clone, Serialize)]
+#[serde(transparent)]
+pub struct TokenIds(Vec<u32>);
+
+fn ids(s: &str) -> Result<TokenIds, String> {
+    let ids: Result<Vec<u32>, _> = s.split(',').map(|x| x.trim().parse()).collect();
+    ids.map(TokenIds).map_err(|_| format!("expected comma-separated token ids, got {s:?}"))
 }
 
 fn unescaped(s: &str) -> Result<String, String> {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::SamplingError;
 use crate::pipeline::LogitsProcessor;
 
+pub(crate) mod bad_words;
 pub(crate) mod bias;
 pub(crate) mod constraint;
 pub(crate) mod dry;
@@ -32,6 +33,7 @@ pub(crate) mod top_p;
 pub(crate) mod typical;
 pub(crate) mod xtc;
 
+pub use bad_words::{BadWords, BadWordsConfig};
 pub use bias::{BannedTokens, BiasConfig, LogitBias};
 pub use constraint::{
     Constraint, ConstraintConfig, GrammarCompiler, GrammarConstraint, SharedGrammarCompiler, Tokenize,
@@ -112,6 +114,8 @@ pub struct Processors {
     #[serde(flatten)]
     pub suppress: SuppressConfig,
     #[serde(flatten)]
+    pub bad_words: BadWordsConfig,
+    #[serde(flatten)]
     pub constraint: ConstraintConfig,
     // warpers: only when sampling
     #[serde(flatten)]
@@ -139,7 +143,7 @@ pub struct Processors {
 impl Processors {
     /// The processors that change the logits whatever the decoding (penalties, biases, the
     /// constraint), in order.
-    fn head(&self) -> [&dyn ProcessorConfig; 10] {
+    fn head(&self) -> [&dyn ProcessorConfig; 11] {
         [
             &self.repetition,
             &self.frequency_presence,
@@ -150,6 +154,7 @@ impl Processors {
             &self.sequence_bias,
             &self.bias,
             &self.suppress,
+            &self.bad_words,
             &self.constraint,
         ]
     }
@@ -196,6 +201,7 @@ impl Processors {
         self.sequence_bias.build(ctx, &mut head)?;
         self.bias.build(ctx, &mut head)?;
         self.suppress.build(ctx, &mut head)?;
+        self.bad_words.build(ctx, &mut head)?;
         self.constraint.build(ctx, &mut head)?;
         let mut warpers = vec![];
         if !sampling {
