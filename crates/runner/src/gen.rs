@@ -136,16 +136,7 @@ pub fn build_config(a: &SamplingArgs, warnings: &mut Vec<String>) -> Result<Gene
 /// The processor flags given, merged over the config by their field names (JSON), so a new
 /// processor needs no code here.
 fn apply_processor_flags(flags: &ProcessorFlags, c: &mut GenerationConfig) -> Result<()> {
-    let given = flags.given();
-    if given.is_empty() {
-        return Ok(());
-    }
-    let mut v = serde_json::to_value(&*c)?;
-    for (k, x) in given {
-        v[k] = x;
-    }
-    *c = serde_json::from_value(v).context("the processor flags")?;
-    Ok(())
+    Ok(c.processors.set_by_name(flags.given())?)
 }
 
 /// The structured-output flag given (at most one of them).

@@ -316,6 +316,8 @@ impl GenerationConfig {
             (p.temperature.temperature, p.top_k.top_k, p.top_p.top_p) = (1.0, 50, 1.0);
         });
         let mut warnings = vec![];
+        let processor_fields = Processors::field_names();
+        let mut by_name = serde_json::Map::new();
         let num = |k: &str, x: &serde_json::Value| -> Result<f64, SamplingError> {
             x.as_f64().ok_or_else(|| SamplingError::Json(format!("field `{k}`: expected a number, got {x}")))
         };
@@ -383,9 +385,15 @@ impl GenerationConfig {
                 "max_matching_ngram_size" => c.max_matching_ngram_size = int(k, x)?,
                 "num_assistant_tokens" => c.num_assistant_tokens = int(k, x)?,
                 "transformers_version" | "_from_model_config" | "bos_token_id" | "use_cache" => {}
+                // the processors' fields with transformers' names (bad_words_ids, suppress_tokens,
+                // sequence_bias, epsilon_cutoff, …): taken by name
+                other if processor_fields.iter().any(|f| f == other) => {
+                    by_name.insert(other.to_string(), x.clone());
+                }
                 other => warnings.push(format!("generation config field `{other}` is ignored (no meaning here)")),
             }
         }
+        c.processors.set_by_name(by_name)?;
         c.validate()?;
         Ok((c, warnings))
     }
@@ -530,6 +538,18 @@ mod tests {
         assert_eq!(c.max_new_tokens, Some(12));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("guidance_scale"));
+        // transformers' processor fields that are ours too come by name
+        let (c, w) = GenerationConfig::from_any_json(
+            r#"{"transformers_version": "5.24.0", "bad_words_ids": [[5, 6]], "suppress_tokens": [7],
+                "epsilon_cutoff": 0.001}"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let p = &c.processors;
+        assert_eq!((&p.bad_words.bad_words_ids, &p.suppress.suppress_tokens), (&vec![vec![5, 6]], &vec![7]));
+        assert_eq!(p.epsilon.epsilon_cutoff, 0.001);
+        let e = GenerationConfig::from_any_json(r#"{"eos_token_id": 2, "bad_words_ids": "x"}"#).unwrap_err();
+        assert!(e.to_string().contains("bad_words_ids"), "{e}");
         // transformers' default is greedy
         let (g, _) = GenerationConfig::from_any_json(r#"{"eos_token_id": 2}"#).unwrap();
         assert!(!g.do_sample);

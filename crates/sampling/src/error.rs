@@ -7,6 +7,9 @@ pub enum SamplingError {
     UnknownPreset(String),
     #[error("invalid generation config JSON: {0}")]
     Json(String),
+    /// A field set by name whose value does not fit its type.
+    #[error("invalid generation parameter `{field}`: {message}")]
+    BadField { field: String, message: String },
     /// A constraint (JSON schema, regex, grammar, choice) that does not compile, or a constraint
     /// where no tokenizer is at hand to compile it.
     #[error("invalid constraint: {0}")]

@@ -82,6 +82,7 @@ impl From<SamplingError> for ApiError {
     fn from(e: SamplingError) -> Self {
         let param = match &e {
             SamplingError::Invalid { field, .. } => openai_name(field).to_string(),
+            SamplingError::BadField { field, .. } => field.clone(),
             _ => "body".into(),
         };
         ApiError::bad(&param, e.to_string())

@@ -362,25 +362,14 @@ fn config(r: &Request, kind: Kind, max_tokens: usize, vocab: usize) -> Result<Ge
     };
     // the processors' fields OpenAI lacks, by their config names (merged before OpenAI's own
     // fields, so those keep OpenAI's ranges and defaults)
-    let processor_fields: Vec<String> = match serde_json::to_value(Processors::default()) {
-        Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
-        _ => vec![],
-    };
+    let names = Processors::field_names();
     let given: Map<String, Value> = r
         .extra
         .iter()
-        .filter(|(k, v)| processor_fields.contains(k) && *k != "constraint" && !v.is_null())
+        .filter(|(k, v)| names.contains(k) && *k != "constraint" && !v.is_null())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if !given.is_empty() {
-        let mut all = serde_json::to_value(&c.processors).map_err(|e| ApiError::internal(e.to_string()))?;
-        for (k, v) in given {
-            let one: Result<Processors, _> = serde_json::from_value(serde_json::json!({ k.clone(): v.clone() }));
-            one.map_err(|e| ApiError::bad(&k, format!("`{k}`: {e}")))?;
-            all[k.as_str()] = v;
-        }
-        c.processors = serde_json::from_value(all).map_err(|e| ApiError::bad("body", e.to_string()))?;
-    }
+    c.processors.set_by_name(given)?;
     let p = &mut c.processors;
     p.temperature.temperature = if temperature > 0.0 { temperature as f32 } else { 1.0 };
     p.top_p.top_p = in_range("top_p", r.top_p, unit, "greater than 0, at most 1")?.unwrap_or(1.0) as f32;

@@ -175,6 +175,36 @@ impl Processors {
         ]
     }
 
+    /// Every field's JSON name.
+    pub fn field_names() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Set fields by their JSON names (`dry_base`, `bad_words_ids`, …): how the CLI's flags, a
+    /// transformers config and a server request reach any processor without code of their own.
+    /// Each value is read alone first, so an error names its field; not validated.
+    pub fn set_by_name(&mut self, fields: serde_json::Map<String, serde_json::Value>) -> Result<(), SamplingError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let known = Self::field_names();
+        let mut all = serde_json::to_value(&*self).map_err(|e| SamplingError::Json(e.to_string()))?;
+        for (k, v) in fields {
+            let bad = |message: String| SamplingError::BadField { field: k.clone(), message };
+            if !known.contains(&k) {
+                return Err(bad("not a processor field".into()));
+            }
+            serde_json::from_value::<Self>(serde_json::json!({ k.clone(): v.clone() }))
+                .map_err(|e| bad(e.to_string()))?;
+            all[k.as_str()] = v;
+        }
+        *self = serde_json::from_value(all).map_err(|e| SamplingError::Json(e.to_string()))?;
+        Ok(())
+    }
+
     /// Every processor's own checks.
     pub fn validate(&self) -> Result<(), SamplingError> {
         self.head().iter().chain(&self.warpers()).try_for_each(|p| p.validate())
