@@ -16,6 +16,8 @@ use burn::tensor::{s, Bool, DType, Int, Tensor, TensorData};
 
 use crate::batch::attention_mask_data;
 use crate::families::Activation;
+use crate::ggml::GgmlType;
+use crate::kernels::blocks::{dequantize_words, DeviceLayout};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
 use crate::rope::{RopeSlice, RotaryEmbedding};
@@ -28,6 +30,28 @@ pub enum Matrix<B: Backend> {
     /// Blocks on the host, exactly as the GGUF file stores them (or quantized at load); used by
     /// backends whose [`DecodeOps::host_weights`] is true.
     Host(Arc<QuantMatrix>),
+    /// Blocks on the device (the cube backends' layout, [`crate::kernels::blocks`]).
+    Device(DeviceBlocks<B>),
+}
+
+/// A block matrix on the device: its words in [`DeviceLayout`].
+#[derive(Debug, Clone)]
+pub struct DeviceBlocks<B: Backend> {
+    /// The file's block type.
+    pub ty: GgmlType,
+    pub layout: DeviceLayout,
+    pub rows: usize,
+    pub cols: usize,
+    /// `u32` words.
+    pub words: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> DeviceBlocks<B> {
+    /// The values on the host (the reference path: the words read back and dequantized).
+    pub fn to_host(&self) -> Vec<f32> {
+        let words: Vec<u32> = self.words.to_data().iter::<u32>().collect();
+        dequantize_words(self.layout, &words, self.rows, self.cols)
+    }
 }
 
 impl<B: Backend> Matrix<B> {
@@ -36,6 +60,7 @@ impl<B: Backend> Matrix<B> {
         match self {
             Matrix::Dense(t) => t.dims(),
             Matrix::Host(q) => [q.rows(), q.cols()],
+            Matrix::Device(d) => [d.rows, d.cols],
         }
     }
 
@@ -44,6 +69,7 @@ impl<B: Backend> Matrix<B> {
         match self {
             Matrix::Dense(t) => t.shape().num_elements() * t.dtype().size(),
             Matrix::Host(q) => q.bytes(),
+            Matrix::Device(d) => d.words.shape().num_elements() * 4,
         }
     }
 
@@ -52,6 +78,7 @@ impl<B: Backend> Matrix<B> {
         match self {
             Matrix::Dense(t) => format!("{:?}", t.dtype()).to_lowercase(),
             Matrix::Host(q) => format!("{:?}", q.ty()),
+            Matrix::Device(d) => format!("{:?}", d.ty),
         }
     }
 
@@ -60,6 +87,7 @@ impl<B: Backend> Matrix<B> {
         match self {
             Matrix::Dense(t) => t.clone().cast(DType::F32),
             Matrix::Host(q) => Tensor::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device),
+            Matrix::Device(d) => Tensor::from_data(TensorData::new(d.to_host(), [d.rows, d.cols]), device),
         }
     }
 }
@@ -222,6 +250,31 @@ impl<B: Backend> Step<B> {
     }
 }
 
+/// The default body of [`DecodeOps::linear_layer`]: Burn's matmul against the dense matrix.
+pub fn default_linear<B: Backend>(x: Tensor<B, 2>, w: &Linear<B>) -> Tensor<B, 2> {
+    let y = match &w.weight {
+        Matrix::Dense(t) => x.matmul(t.clone().transpose()),
+        blocks => {
+            let dense = blocks.to_dense(&x.device());
+            x.matmul(dense.transpose())
+        }
+    };
+    match &w.bias {
+        Some(b) => y + b.clone().unsqueeze_dim(0),
+        None => y,
+    }
+}
+
+/// The default body of [`DecodeOps::embed`]: rows of the dense table.
+pub fn default_embed<B: Backend>(ids: &[u32], table: &Matrix<B>, device: &B::Device) -> Tensor<B, 2> {
+    let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), device);
+    match table {
+        Matrix::Dense(t) => t.clone().select(0, idx).cast(DType::F32),
+        blocks => blocks.to_dense(device).select(0, idx),
+    }
+}
+
 /// The decoder's hot operations, overridable per backend.
 pub trait DecodeOps: Backend {
     /// Whether linear layers of this backend compute on [`Matrix::Host`] block weights (then
@@ -237,22 +290,25 @@ pub trait DecodeOps: Backend {
         f()
     }
 
+    /// Whether [`DecodeOps::device_blocks`] keeps some block types on the device (then the
+    /// loader keeps the file's blocks to offer them). Default: false.
+    fn device_blocks_supported() -> bool {
+        false
+    }
+
+    /// Keep `q` (blocks as the file stores them) on the device in this backend's layout, or
+    /// `None` (then the loader uploads a dense matrix). Default: `None`.
+    fn device_blocks(q: Arc<QuantMatrix>, device: &Self::Device) -> Option<Matrix<Self>> {
+        let _ = (q, device);
+        None
+    }
+
     /// `x · Wᵀ + b`.
     ///
     /// # Shapes
     /// - x: `[m, in]` → `[m, out]`
     fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
-        let y = match &w.weight {
-            Matrix::Dense(t) => x.matmul(t.clone().transpose()),
-            host @ Matrix::Host(_) => {
-                let dense = host.to_dense(&x.device());
-                x.matmul(dense.transpose())
-            }
-        };
-        match &w.bias {
-            Some(b) => y + b.clone().unsqueeze_dim(0),
-            None => y,
-        }
+        default_linear(x, w)
     }
 
     /// Rows `ids` of an embedding table `[vocab, hidden]`.
@@ -260,12 +316,7 @@ pub trait DecodeOps: Backend {
     /// # Shapes
     /// - output: `[ids, hidden]`
     fn embed(ids: &[u32], table: &Matrix<Self>, device: &Self::Device) -> Tensor<Self, 2> {
-        let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let idx = Tensor::<Self, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), device);
-        match table {
-            Matrix::Dense(t) => t.clone().select(0, idx).cast(DType::F32),
-            host @ Matrix::Host(_) => host.to_dense(device).select(0, idx),
-        }
+        default_embed(ids, table, device)
     }
 
     /// RMSNorm of each row: `x / sqrt(mean(x²) + eps) * gamma`.
@@ -351,7 +402,4 @@ pub trait DecodeOps: Backend {
 
 #[cfg(any(test, feature = "ndarray"))]
 impl DecodeOps for burn::backend::NdArray {}
-#[cfg(feature = "wgpu")]
-impl DecodeOps for burn::backend::Wgpu {}
-#[cfg(feature = "cuda")]
-impl DecodeOps for burn::backend::Cuda {}
+// wgpu and cuda: `kernels::cube` (one impl for every `CubeBackend`)

@@ -300,6 +300,53 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
 
 demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match_ndarray);
 
+/// Blocks kept on the device (the cube backends: wgpu, cuda) against dequantize-then-matmul:
+/// every block type with a device layout, odd shapes (rows not a multiple of a cube's 4, fewer
+/// blocks per row than a cube's 32 units), the matrix-vector kernel (1 and 3 rows) and the
+/// dequantize + matmul path (17 rows), embeddings. Other backends and types must decline.
+fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
+    let mut rng = Lcg(21);
+    let mut checked = 0;
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6K] {
+        let shapes: &[(usize, usize)] =
+            if ty == GgmlType::Q6K { &[(5, 256)] } else { &[(37, 96), (4, 32), (130, 1088)] };
+        for &(rows, cols) in shapes {
+            let w = Arc::new(random_matrix(ty, rows, cols, &mut rng));
+            let blocks = B::device_blocks(w.clone(), device);
+            let layout = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+            assert_eq!(blocks.is_some(), B::device_blocks_supported() && layout, "{ty:?} on the device");
+            let Some(m) = blocks else { continue };
+            // at most 4/3 of the file's bytes (Q4_0's 18-byte blocks become 24)
+            assert!(m.bytes() * 3 <= w.bytes() * 4, "{ty:?}: {} bytes on the device for {}", m.bytes(), w.bytes());
+            assert_eq!(m.dims(), [rows, cols]);
+            let bias = rng.vec(rows);
+            for n in [1usize, 3, 17] {
+                let x = rng.vec(n * cols);
+                let mut want = reference(&w, &x, n);
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += bias[i % rows];
+                }
+                let lin = Linear::<B> {
+                    weight: m.clone(),
+                    bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [rows]), device)),
+                };
+                let got = host(B::linear_layer(t2::<B>(&x, [n, cols], device), &lin));
+                check(&format!("device {ty:?} {rows}x{cols} m={n}"), &got, &want, &w, &x, n, 1e-4);
+            }
+            let ids = [0, rows as u32 - 1, 5 % rows as u32, 0];
+            let got = host(B::embed(&ids, &m, device));
+            let wd = w.dequantize();
+            let want: Vec<f32> =
+                ids.iter().flat_map(|&r| wd[r as usize * cols..(r as usize + 1) * cols].to_vec()).collect();
+            assert!(max_abs_diff(&got, &want) <= 1e-5, "device {ty:?} embed");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked > 0, B::device_blocks_supported(), "matrices checked: {checked}");
+}
+
+demiurgic_tests::per_backend!(device_blocks_match_dequantized_reference, device_blocks_match_reference);
+
 /// A one-layer config for cache and attention tests (only the attention shapes matter).
 fn cache_config(
     hidden_size: usize,

@@ -65,11 +65,7 @@ impl DecodeOps for Flex {
     fn linear_layer(x: Tensor<Flex, 2>, w: &Linear<Flex>) -> Tensor<Flex, 2> {
         let Matrix::Host(q) = &w.weight else {
             // dense device weights (not what the loaders build for flex): the reference body
-            let y = x.matmul(w.weight.to_dense(&Default::default()).transpose());
-            return match &w.bias {
-                Some(b) => y + b.clone().unsqueeze_dim(0),
-                None => y,
-            };
+            return crate::ops::default_linear(x, w);
         };
         let [m, _] = x.dims();
         let xp = host(x);
@@ -81,12 +77,7 @@ impl DecodeOps for Flex {
     fn embed(ids: &[u32], table: &Matrix<Flex>, device: &burn::backend::flex::FlexDevice) -> Tensor<Flex, 2> {
         match table {
             Matrix::Host(q) => wrap(cpu::embed(q, ids), [ids.len(), q.cols()]),
-            Matrix::Dense(_) => {
-                let dense = table.to_dense(device);
-                let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-                let idx = Tensor::<Flex, 1, burn::tensor::Int>::from_data(TensorData::new(idx, [ids.len()]), device);
-                dense.select(0, idx)
-            }
+            other => crate::ops::default_embed(ids, other, device),
         }
     }
 

@@ -1,7 +1,11 @@
 //! CPU kernels: GGUF block matrices ([`quant`]), their dot products with runtime instruction-set
-//! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]).
+//! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]); the cube
+//! backends' device blocks ([`blocks`]) and CubeCL kernels (`cube`).
 pub mod act;
+pub mod blocks;
 pub mod cpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod cube;
 pub mod dot;
 #[cfg(feature = "flex")]
 mod flex;

@@ -228,7 +228,9 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
     fn matrix(&self, parts: &[PartSpec], cols: usize) -> Result<Matrix<B>> {
         let host = B::host_weights();
         let rows: usize = parts.iter().map(|p| p.rows).sum();
-        if host {
+        // the cube backends keep native blocks on the device where they have a layout for them
+        let device_blocks = !host && self.opts.weights == WeightMode::Native && B::device_blocks_supported();
+        if host || device_blocks {
             let mut mats = Vec::with_capacity(parts.len());
             for p in parts {
                 let t = self.fetch(&p.name)?;
@@ -285,7 +287,16 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 }
                 _ => joined,
             };
-            return Ok(Matrix::Host(Arc::new(joined)));
+            if host {
+                return Ok(Matrix::Host(Arc::new(joined)));
+            }
+            let joined = Arc::new(joined);
+            return Ok(match B::device_blocks(joined.clone(), self.device) {
+                Some(m) => m,
+                None => {
+                    Matrix::Dense(Tensor::from_data(TensorData::new(joined.dequantize(), [rows, cols]), self.device))
+                }
+            });
         }
         let mut all = Vec::with_capacity(rows * cols);
         for p in parts {

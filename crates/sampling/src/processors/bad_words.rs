@@ -4,6 +4,7 @@
 use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::sequence_bias::ending_matches;
 use super::{Boxed, BuildContext, ProcessorConfig};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
@@ -31,7 +32,8 @@ impl ProcessorConfig for BadWordsConfig {
 
 #[derive(Debug, Clone)]
 pub struct BadWords {
-    words: Vec<Vec<u32>>,
+    /// Each sequence with the value 1 (hits are counted, then banned).
+    words: Vec<(Vec<u32>, f32)>,
 }
 
 impl BadWords {
@@ -40,7 +42,7 @@ impl BadWords {
         if let Some(w) = words.iter().find(|w| w.is_empty()) {
             return Err(invalid("bad_words_ids", format!("{w:?}"), "each sequence needs at least one token id"));
         }
-        Ok(Self { words })
+        Ok(Self { words: words.into_iter().map(|w| (w, 1.0)).collect() })
     }
 }
 
@@ -50,21 +52,7 @@ impl<B: Backend> LogitsProcessor<B> for BadWords {
     }
 
     fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let v = logits.dims()[1];
-        let rows: Vec<Vec<(u32, f32)>> = ctx
-            .sequences
-            .iter()
-            .map(|seq| {
-                let mut banned: Vec<(u32, f32)> = vec![];
-                for w in &self.words {
-                    let (prefix, last) = w.split_at(w.len() - 1);
-                    if (last[0] as usize) < v && seq.ends_with(prefix) && !banned.iter().any(|(t, _)| *t == last[0]) {
-                        banned.push((last[0], 1.0));
-                    }
-                }
-                banned
-            })
-            .collect();
+        let rows = ending_matches(ctx.sequences, &self.words, logits.dims()[1]);
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
         let hits = logits.zeros_like().scatter(1, ri.idx, ri.values.mul(ri.valid), IndexingUpdateOp::Add);
         logits.mask_fill(hits.greater_elem(0.5), f32::NEG_INFINITY)

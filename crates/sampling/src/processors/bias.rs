@@ -34,10 +34,7 @@ fn id_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, f32>,
 
 impl ProcessorConfig for BiasConfig {
     fn validate(&self) -> Result<(), SamplingError> {
-        if let Some((_, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
-            return Err(invalid("logit_bias", b, "values must be in [-100, 100]"));
-        }
-        Ok(())
+        LogitBias::new(self.logit_bias.iter().map(|(&k, &v)| (k, v)).collect()).map(drop)
     }
 
     fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {

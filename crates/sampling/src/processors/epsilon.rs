@@ -4,32 +4,10 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// transformers' epsilon sampling: drop tokens below this probability (0 = off).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EpsilonConfig {
-    pub epsilon_cutoff: f32,
-}
-
-impl ProcessorConfig for EpsilonConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.epsilon_cutoff;
-        if x != 0.0 && !(x > 0.0 && x < 1.0) {
-            return Err(invalid("epsilon_cutoff", x, "must be in (0, 1) (0 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.epsilon_cutoff > 0.0 {
-            out.push(Box::new(EpsilonCutoff::new(self.epsilon_cutoff)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// transformers' epsilon sampling: drop tokens below this probability (0 = off).
+    EpsilonConfig { epsilon_cutoff: f32 = 0.0 }, off 0.0, EpsilonCutoff::new
 }
 
 #[derive(Debug, Clone)]

@@ -9,32 +9,10 @@ use burn::tensor::{
 use super::epsilon::remove_keeping_top;
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// transformers' eta sampling (0 = off).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EtaConfig {
-    pub eta_cutoff: f32,
-}
-
-impl ProcessorConfig for EtaConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.eta_cutoff;
-        if x != 0.0 && !(x > 0.0 && x < 1.0) {
-            return Err(invalid("eta_cutoff", x, "must be in (0, 1) (0 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.eta_cutoff > 0.0 {
-            out.push(Box::new(EtaCutoff::new(self.eta_cutoff)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// transformers' eta sampling (0 = off).
+    EtaConfig { eta_cutoff: f32 = 0.0 }, off 0.0, EtaCutoff::new
 }
 
 #[derive(Debug, Clone)]

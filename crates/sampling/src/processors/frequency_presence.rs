@@ -27,13 +27,7 @@ impl Default for FrequencyPresenceConfig {
 
 impl ProcessorConfig for FrequencyPresenceConfig {
     fn validate(&self) -> Result<(), SamplingError> {
-        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
-            return Err(invalid("frequency_penalty", self.frequency_penalty, "must be in [-2, 2] (0 = off)"));
-        }
-        if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return Err(invalid("presence_penalty", self.presence_penalty, "must be in [-2, 2] (0 = off)"));
-        }
-        Ok(())
+        FrequencyPresencePenalty::new(self.frequency_penalty, self.presence_penalty).map(drop)
     }
 
     fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {

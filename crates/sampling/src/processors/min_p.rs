@@ -3,32 +3,10 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// `min_p`: drop tokens below min_p × the top probability (0 = off).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MinPConfig {
-    pub min_p: f32,
-}
-
-impl ProcessorConfig for MinPConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.min_p;
-        if !(0.0..=1.0).contains(&x) {
-            return Err(invalid("min_p", x, "must be in [0, 1] (0 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.min_p > 0.0 {
-            out.push(Box::new(MinP::new(self.min_p)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// `min_p`: drop tokens below min_p × the top probability (0 = off).
+    MinPConfig { min_p: f32 = 0.0 }, off 0.0, MinP::new
 }
 
 #[derive(Debug, Clone)]

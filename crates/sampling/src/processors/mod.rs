@@ -10,6 +10,46 @@ use serde::{Deserialize, Serialize};
 use crate::error::SamplingError;
 use crate::pipeline::LogitsProcessor;
 
+/// The config of a processor built from one field (`$field`, its JSON name, with its default):
+/// the processor is left out when the field is `$off`; otherwise `$new` builds it, and its checks
+/// are the config's.
+macro_rules! single_field_config {
+    ($(#[$doc:meta])* $name:ident { $field:ident: $t:ty = $default:expr }, off $off:expr, $new:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        pub struct $name {
+            pub $field: $t,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $field: $default }
+            }
+        }
+
+        impl super::ProcessorConfig for $name {
+            fn validate(&self) -> Result<(), crate::error::SamplingError> {
+                if self.$field == $off {
+                    return Ok(());
+                }
+                $new(self.$field).map(drop)
+            }
+
+            fn build<B: burn::tensor::backend::Backend>(
+                &self,
+                _: &super::BuildContext<'_>,
+                out: &mut super::Boxed<B>,
+            ) -> Result<(), crate::error::SamplingError> {
+                if self.$field != $off {
+                    out.push(Box::new($new(self.$field)?));
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
 pub(crate) mod bad_words;
 pub(crate) mod bias;
 pub(crate) mod constraint;

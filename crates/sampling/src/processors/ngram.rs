@@ -6,24 +6,10 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::{row_index, scatter_set};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// `no_repeat_ngram_size`: never repeat an n-gram of this size (0 = off).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NoRepeatNGramConfig {
-    pub no_repeat_ngram_size: usize,
-}
-
-impl ProcessorConfig for NoRepeatNGramConfig {
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.no_repeat_ngram_size > 0 {
-            out.push(Box::new(NoRepeatNGram::new(self.no_repeat_ngram_size)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// `no_repeat_ngram_size`: never repeat an n-gram of this size (0 = off).
+    NoRepeatNGramConfig { no_repeat_ngram_size: usize = 0 }, off 0, NoRepeatNGram::new
 }
 
 #[derive(Debug, Clone)]

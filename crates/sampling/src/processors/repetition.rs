@@ -45,11 +45,7 @@ impl Default for RepetitionConfig {
 
 impl ProcessorConfig for RepetitionConfig {
     fn validate(&self) -> Result<(), SamplingError> {
-        let rp = self.repetition_penalty;
-        if !(rp > 0.0 && rp.is_finite()) {
-            return Err(invalid("repetition_penalty", rp, "must be a finite number > 0 (1.0 = off)"));
-        }
-        Ok(())
+        RepetitionPenalty::new(self.repetition_penalty).map(drop)
     }
 
     fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {

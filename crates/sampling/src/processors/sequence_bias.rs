@@ -19,13 +19,7 @@ pub struct SequenceBiasConfig {
 
 impl ProcessorConfig for SequenceBiasConfig {
     fn validate(&self) -> Result<(), SamplingError> {
-        if let Some((s, _)) = self.sequence_bias.iter().find(|(s, _)| s.is_empty()) {
-            return Err(invalid("sequence_bias", format!("{s:?}"), "each sequence needs at least one token id"));
-        }
-        if let Some((_, b)) = self.sequence_bias.iter().find(|(_, b)| !b.is_finite()) {
-            return Err(invalid("sequence_bias", b, "biases must be finite numbers"));
-        }
-        Ok(())
+        SequenceBias::new(self.sequence_bias.clone()).map(drop)
     }
 
     fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
@@ -59,25 +53,28 @@ impl<B: Backend> LogitsProcessor<B> for SequenceBias {
     }
 
     fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let v = logits.dims()[1];
-        let rows: Vec<Vec<(u32, f32)>> = ctx
-            .sequences
-            .iter()
-            .map(|seq| {
-                let mut acc: Vec<(u32, f32)> = vec![];
-                for (s, bias) in &self.seqs {
-                    let (prefix, last) = s.split_at(s.len() - 1);
-                    if (last[0] as usize) < v && seq.ends_with(prefix) {
-                        match acc.iter_mut().find(|(t, _)| *t == last[0]) {
-                            Some(e) => e.1 += bias,
-                            None => acc.push((last[0], *bias)),
-                        }
-                    }
-                }
-                acc
-            })
-            .collect();
+        let rows = ending_matches(ctx.sequences, &self.seqs, logits.dims()[1]);
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
         logits.scatter(1, ri.idx, ri.values.mul(ri.valid), IndexingUpdateOp::Add)
     }
+}
+
+/// Per row: `(last token, value)` of every sequence whose other tokens end the row (one-token
+/// sequences always), the values of one token summed; ids past `vocab` are skipped.
+pub(crate) fn ending_matches(rows: &[Vec<u32>], seqs: &[(Vec<u32>, f32)], vocab: usize) -> Vec<Vec<(u32, f32)>> {
+    rows.iter()
+        .map(|seq| {
+            let mut acc: Vec<(u32, f32)> = vec![];
+            for (s, value) in seqs {
+                let (prefix, last) = s.split_at(s.len() - 1);
+                if (last[0] as usize) < vocab && seq.ends_with(prefix) {
+                    match acc.iter_mut().find(|(t, _)| *t == last[0]) {
+                        Some(e) => e.1 += value,
+                        None => acc.push((last[0], *value)),
+                    }
+                }
+            }
+            acc
+        })
+        .collect()
 }

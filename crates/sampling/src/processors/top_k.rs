@@ -3,30 +3,10 @@ use burn::tensor::{backend::Backend, s, Tensor};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// `top_k`: keep the k most likely tokens (0 = off).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopKConfig {
-    pub top_k: usize,
-}
-
-impl Default for TopKConfig {
-    fn default() -> Self {
-        Self { top_k: 50 }
-    }
-}
-
-impl ProcessorConfig for TopKConfig {
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.top_k > 0 {
-            out.push(Box::new(TopK::new(self.top_k)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// `top_k`: keep the k most likely tokens (0 = off).
+    TopKConfig { top_k: usize = 50 }, off 0, TopK::new
 }
 
 #[derive(Debug, Clone)]

@@ -5,32 +5,10 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// llama.cpp's top-nσ: keep logits within n standard deviations of the top (0 = off).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopNSigmaConfig {
-    pub top_n_sigma: f32,
-}
-
-impl ProcessorConfig for TopNSigmaConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.top_n_sigma;
-        if !(x >= 0.0 && x.is_finite()) {
-            return Err(invalid("top_n_sigma", x, "must be a finite number ≥ 0 (0 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.top_n_sigma > 0.0 {
-            out.push(Box::new(TopNSigma::new(self.top_n_sigma)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// llama.cpp's top-nσ: keep logits within n standard deviations of the top (0 = off).
+    TopNSigmaConfig { top_n_sigma: f32 = 0.0 }, off 0.0, TopNSigma::new
 }
 
 #[derive(Debug, Clone)]

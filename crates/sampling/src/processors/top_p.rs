@@ -5,38 +5,10 @@ use burn::tensor::{activation::softmax, backend::Backend, s, Tensor};
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::remove_sorted;
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// `top_p`: nucleus mass in (0, 1] (1 = off).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopPConfig {
-    pub top_p: f32,
-}
-
-impl Default for TopPConfig {
-    fn default() -> Self {
-        Self { top_p: 0.95 }
-    }
-}
-
-impl ProcessorConfig for TopPConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.top_p;
-        if !(x > 0.0 && x <= 1.0) {
-            return Err(invalid("top_p", x, "must be in (0, 1] (1 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.top_p < 1.0 {
-            out.push(Box::new(TopP::new(self.top_p)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// `top_p`: nucleus mass in (0, 1] (1 = off).
+    TopPConfig { top_p: f32 = 0.95 }, off 1.0, TopP::new
 }
 
 #[derive(Debug, Clone)]

@@ -9,38 +9,10 @@ use burn::tensor::{
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
 use crate::util::remove_sorted;
-use serde::{Deserialize, Serialize};
 
-use super::{Boxed, BuildContext, ProcessorConfig};
-
-/// `typical_p`: locally typical mass in (0, 1] (1 = off).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TypicalPConfig {
-    pub typical_p: f32,
-}
-
-impl Default for TypicalPConfig {
-    fn default() -> Self {
-        Self { typical_p: 1.0 }
-    }
-}
-
-impl ProcessorConfig for TypicalPConfig {
-    fn validate(&self) -> Result<(), SamplingError> {
-        let x = self.typical_p;
-        if !(x > 0.0 && x <= 1.0) {
-            return Err(invalid("typical_p", x, "must be in (0, 1] (1 = off)"));
-        }
-        Ok(())
-    }
-
-    fn build<B: Backend>(&self, _: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {
-        if self.typical_p < 1.0 {
-            out.push(Box::new(TypicalP::new(self.typical_p)?));
-        }
-        Ok(())
-    }
+single_field_config! {
+    /// `typical_p`: locally typical mass in (0, 1] (1 = off).
+    TypicalPConfig { typical_p: f32 = 1.0 }, off 1.0, TypicalP::new
 }
 
 #[derive(Debug, Clone)]

@@ -29,13 +29,7 @@ impl Default for XtcConfig {
 
 impl ProcessorConfig for XtcConfig {
     fn validate(&self) -> Result<(), SamplingError> {
-        if !(0.0..=1.0).contains(&self.xtc_probability) {
-            return Err(invalid("xtc_probability", self.xtc_probability, "must be in [0, 1] (0 = off)"));
-        }
-        if !(0.0..=1.0).contains(&self.xtc_threshold) {
-            return Err(invalid("xtc_threshold", self.xtc_threshold, "must be in [0, 1]"));
-        }
-        Ok(())
+        Xtc::new(self.xtc_probability, self.xtc_threshold, 0).map(drop)
     }
 
     fn build<B: Backend>(&self, ctx: &BuildContext<'_>, out: &mut Boxed<B>) -> Result<(), SamplingError> {

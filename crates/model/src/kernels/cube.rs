@@ -1,0 +1,269 @@
+//! The cube backends (wgpu, cuda: `CubeBackend<R, f32, i32, u32>`): GGUF blocks kept on the
+//! device and CubeCL kernels over them, one source for every runtime.
+//!
+//! Q4_0, Q4_1 and Q8_0 matrices are uploaded block by block, each block's scale (and offset)
+//! widened to f32 and its quants kept as packed bytes, so every field is 4-byte aligned:
+//! - 4-bit (Q4_0, Q4_1): 6 words per 32 values — `d`, `m`, then the file's 16 bytes of nibbles
+//!   (value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble); Q4_0's
+//!   `d · (q − 8)` is stored as `d · q + m` with `m = −8 d`;
+//! - 8-bit (Q8_0): 9 words per 32 values — `d`, then the 32 signed bytes.
+//!
+//! The SmolLM2 file (Q4_1 layers, Q8_0 embeddings) takes 1.15x its bytes on the device instead
+//! of 6.4x as f32. Other block types stay dense f32 (dequantized at load).
+//!
+//! Kernels: [`matvec`] for the few rows of a decode step (a cube of 32 × 4 units computes 4
+//! outputs of one input row; the 32 units of an output split its blocks and add their sums in
+//! shared memory), and [`dequantize`] (rows of the matrix as f32: embeddings, and a dense
+//! matrix for Burn's matmul when many rows come at once).
+use std::sync::Arc;
+
+use burn::tensor::ops::IntTensorOps;
+use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
+
+use crate::kernels::blocks::{device_words, DeviceLayout};
+use crate::kernels::QuantMatrix;
+use crate::ops::{DecodeOps, DeviceBlocks, Linear, Matrix};
+
+/// Input rows at most this many go through [`matvec`]; more are multiplied by Burn's matmul
+/// against the dequantized matrix.
+const MATVEC_MAX_ROWS: usize = 16;
+
+/// `y[i, o] = Σ_c x[i, c] · W[o, c]` over 4-bit blocks. Cube: 32 × 4 units, 4 outputs of input
+/// row `CUBE_POS_Y`.
+#[cube(launch)]
+fn matvec_q4(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, cols: usize) {
+    let lane = UNIT_POS_X as usize;
+    let o = CUBE_POS_X as usize * 4 + UNIT_POS_Y as usize;
+    let i = CUBE_POS_Y as usize;
+    let nb = cols / 32;
+    let mut acc = 0.0f32;
+    if o < rows {
+        let xrow = i * cols;
+        let mut b = lane;
+        while b < nb {
+            let base = (o * nb + b) * 6;
+            let d = f32::reinterpret(w[base]);
+            let m = f32::reinterpret(w[base + 1]);
+            let mut sq = 0.0f32;
+            let mut sx = 0.0f32;
+            for j in 0..4usize {
+                let word = w[base + 2 + j];
+                for k in 0..4usize {
+                    let byte = (word >> (8 * k as u32)) & 255u32;
+                    let at = xrow + b * 32 + j * 4 + k;
+                    let lo = x[at];
+                    let hi = x[at + 16];
+                    sq += lo * f32::cast_from(byte & 15u32) + hi * f32::cast_from(byte >> 4u32);
+                    sx += lo + hi;
+                }
+            }
+            acc += d * sq + m * sx;
+            b += 32;
+        }
+    }
+    let mut part = SharedMemory::<f32>::new(128usize);
+    part[UNIT_POS_Y as usize * 32 + lane] = acc;
+    sync_cube();
+    if lane == 0 && o < rows {
+        let mut s = 0.0f32;
+        for t in 0..32usize {
+            s += part[UNIT_POS_Y as usize * 32 + t];
+        }
+        y[i * rows + o] = s;
+    }
+}
+
+/// [`matvec_q4`] over 8-bit blocks.
+#[cube(launch)]
+fn matvec_q8(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, cols: usize) {
+    let lane = UNIT_POS_X as usize;
+    let o = CUBE_POS_X as usize * 4 + UNIT_POS_Y as usize;
+    let i = CUBE_POS_Y as usize;
+    let nb = cols / 32;
+    let mut acc = 0.0f32;
+    if o < rows {
+        let xrow = i * cols;
+        let mut b = lane;
+        while b < nb {
+            let base = (o * nb + b) * 9;
+            let d = f32::reinterpret(w[base]);
+            let mut sq = 0.0f32;
+            for j in 0..8usize {
+                let word = w[base + 1 + j];
+                for k in 0..4usize {
+                    let byte = (word >> (8 * k as u32)) & 255u32;
+                    let mut q = f32::cast_from(byte);
+                    if byte >= 128u32 {
+                        q -= 256.0f32;
+                    }
+                    sq += x[xrow + b * 32 + j * 4 + k] * q;
+                }
+            }
+            acc += d * sq;
+            b += 32;
+        }
+    }
+    let mut part = SharedMemory::<f32>::new(128usize);
+    part[UNIT_POS_Y as usize * 32 + lane] = acc;
+    sync_cube();
+    if lane == 0 && o < rows {
+        let mut s = 0.0f32;
+        for t in 0..32usize {
+            s += part[UNIT_POS_Y as usize * 32 + t];
+        }
+        y[i * rows + o] = s;
+    }
+}
+
+/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks, one unit per
+/// output value.
+#[cube(launch)]
+fn dequantize_q4(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: usize, n: usize, by_id: u32) {
+    let pos = ABSOLUTE_POS;
+    if pos >= n * cols {
+        terminate!();
+    }
+    let mut r = pos / cols;
+    if by_id != 0u32 {
+        r = usize::cast_from(ids[r]);
+    }
+    let c = pos % cols;
+    let k = c % 32;
+    let base = (r * (cols / 32) + c / 32) * 6;
+    let d = f32::reinterpret(w[base]);
+    let m = f32::reinterpret(w[base + 1]);
+    let byte_at = k % 16;
+    let byte = (w[base + 2 + byte_at / 4] >> (8 * (byte_at % 4) as u32)) & 255u32;
+    let mut q = byte & 15u32;
+    if k >= 16 {
+        q = byte >> 4u32;
+    }
+    out[pos] = d * f32::cast_from(q) + m;
+}
+
+/// [`dequantize_q4`] over 8-bit blocks.
+#[cube(launch)]
+fn dequantize_q8(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: usize, n: usize, by_id: u32) {
+    let pos = ABSOLUTE_POS;
+    if pos >= n * cols {
+        terminate!();
+    }
+    let mut r = pos / cols;
+    if by_id != 0u32 {
+        r = usize::cast_from(ids[r]);
+    }
+    let c = pos % cols;
+    let k = c % 32;
+    let base = (r * (cols / 32) + c / 32) * 9;
+    let d = f32::reinterpret(w[base]);
+    let byte = (w[base + 1 + k / 4] >> (8 * (k % 4) as u32)) & 255u32;
+    let mut q = f32::cast_from(byte);
+    if byte >= 128u32 {
+        q -= 256.0f32;
+    }
+    out[pos] = d * q;
+}
+
+type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+
+fn float<R: CubeRuntime, BT: BoolElement>(t: Tensor<Cube<R, BT>, 2>) -> CubeTensor<R> {
+    into_contiguous(t.into_primitive().tensor())
+}
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: [usize; 2]) -> CubeTensor<R> {
+    let handle = like.client.empty(dims[0] * dims[1] * 4);
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), handle, DType::F32)
+}
+
+/// `x · Wᵀ` for blocks on the device, `x` of at most [`MATVEC_MAX_ROWS`] rows.
+///
+/// # Shapes
+/// - x: `[m, cols]` → `[m, rows]`
+pub fn matvec<R: CubeRuntime, BT: BoolElement>(
+    x: Tensor<Cube<R, BT>, 2>,
+    w: &DeviceBlocks<Cube<R, BT>>,
+) -> Tensor<Cube<R, BT>, 2> {
+    let [m, _] = x.dims();
+    let x = float(x);
+    let words: CubeTensor<R> = w.words.clone().into_primitive();
+    let y = empty(&x, [m, w.rows]);
+    let count = CubeCount::Static(w.rows.div_ceil(4) as u32, m as u32, 1);
+    let dim = CubeDim::new_2d(32, 4);
+    let client = x.client.clone();
+    let args = (x.into_array_arg(), words.into_array_arg(), y.clone().into_array_arg());
+    match w.layout {
+        DeviceLayout::Q4 => matvec_q4::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.rows, w.cols),
+        DeviceLayout::Q8 => matvec_q8::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.rows, w.cols),
+    }
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// Rows `ids` of the matrix as f32 (every row when `ids` is `None`).
+///
+/// # Shapes
+/// - output: `[ids or rows, cols]`
+pub fn dequantize<R: CubeRuntime, BT: BoolElement>(
+    w: &DeviceBlocks<Cube<R, BT>>,
+    ids: Option<&[u32]>,
+    device: &R::Device,
+) -> Tensor<Cube<R, BT>, 2> {
+    let n = ids.map_or(w.rows, <[u32]>::len);
+    let id_data = ids.map_or_else(|| vec![0u32], <[u32]>::to_vec);
+    let id_len = id_data.len();
+    let ids_t: CubeTensor<R> = Cube::<R, BT>::int_from_data(TensorData::new(id_data, [id_len]), device);
+    let words: CubeTensor<R> = w.words.clone().into_primitive();
+    let out = empty(&words, [n, w.cols]);
+    let total = n * w.cols;
+    let dim = CubeDim::new(&words.client, total);
+    let count = calculate_cube_count_elemwise(&words.client, total, dim);
+    let client = words.client.clone();
+    let by_id = u32::from(ids.is_some());
+    let args = (words.into_array_arg(), ids_t.into_array_arg(), out.clone().into_array_arg());
+    match w.layout {
+        DeviceLayout::Q4 => dequantize_q4::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.cols, n, by_id),
+        DeviceLayout::Q8 => dequantize_q8::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.cols, n, by_id),
+    }
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
+    fn device_blocks_supported() -> bool {
+        true
+    }
+
+    fn device_blocks(q: Arc<QuantMatrix>, device: &Self::Device) -> Option<Matrix<Self>> {
+        let (layout, words) = device_words(&q)?;
+        let n = words.len();
+        let words: Tensor<Self, 1, Int> =
+            Tensor::from_primitive(Self::int_from_data(TensorData::new(words, [n]), device));
+        Some(Matrix::Device(DeviceBlocks { ty: q.ty(), layout, rows: q.rows(), cols: q.cols(), words }))
+    }
+
+    fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
+        let Matrix::Device(blocks) = &w.weight else {
+            return crate::ops::default_linear(x, w);
+        };
+        let y = if x.dims()[0] <= MATVEC_MAX_ROWS {
+            matvec(x, blocks)
+        } else {
+            let device = x.device();
+            x.matmul(dequantize(blocks, None, &device).transpose())
+        };
+        match &w.bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+
+    fn embed(ids: &[u32], table: &Matrix<Self>, device: &Self::Device) -> Tensor<Self, 2> {
+        match table {
+            Matrix::Device(blocks) => dequantize(blocks, Some(ids), device),
+            other => crate::ops::default_embed(ids, other, device),
+        }
+    }
+}
