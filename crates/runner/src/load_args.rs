@@ -7,7 +7,8 @@ use demiurgic_model::{Activations, DecodeOps, LoadOptions, WeightMode};
 #[derive(Args, Clone, Debug, Default)]
 pub struct LoadArgs {
     /// Weight storage: native (keep the GGUF file's quantization where the backend computes on
-    /// it: flex; dense f32 elsewhere), f32, or f16 (flex). [default: native]
+    /// it: flex on the host; wgpu/cuda on the device for Q4_0, Q4_1, Q8_0; dense f32 otherwise), f32,
+    /// or f16 (flex). [default: native]
     #[arg(long, value_name = "native|f32|f16", allow_hyphen_values = true)]
     pub weights: Option<String>,
     /// Quantize linear weights at load (an HF checkpoint on flex): q8_0, q4_0 or q4_1.
