@@ -33,6 +33,23 @@ use crate::ops::{DecodeOps, DeviceBlocks, Linear, Matrix};
 /// against the dequantized matrix.
 const MATVEC_MAX_ROWS: usize = 16;
 
+/// The 32 lanes' partial sums of one output added in shared memory; lane 0 stores the total at
+/// `y[at]` when `valid` (every unit reaches the barrier).
+#[cube]
+fn store_sum(acc: f32, y: &mut Array<f32>, at: usize, valid: bool) {
+    let lane = UNIT_POS_X as usize;
+    let mut part = SharedMemory::<f32>::new(128usize);
+    part[UNIT_POS_Y as usize * 32 + lane] = acc;
+    sync_cube();
+    if lane == 0 && valid {
+        let mut s = 0.0f32;
+        for t in 0..32usize {
+            s += part[UNIT_POS_Y as usize * 32 + t];
+        }
+        y[at] = s;
+    }
+}
+
 /// `y[i, o] = Σ_c x[i, c] · W[o, c]` over 4-bit blocks. Cube: 32 × 4 units, 4 outputs of input
 /// row `CUBE_POS_Y`.
 #[cube(launch)]
@@ -66,16 +83,7 @@ fn matvec_q4(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, co
             b += 32;
         }
     }
-    let mut part = SharedMemory::<f32>::new(128usize);
-    part[UNIT_POS_Y as usize * 32 + lane] = acc;
-    sync_cube();
-    if lane == 0 && o < rows {
-        let mut s = 0.0f32;
-        for t in 0..32usize {
-            s += part[UNIT_POS_Y as usize * 32 + t];
-        }
-        y[i * rows + o] = s;
-    }
+    store_sum(acc, y, i * rows + o, o < rows);
 }
 
 /// [`matvec_q4`] over 8-bit blocks.
@@ -108,16 +116,7 @@ fn matvec_q8(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, co
             b += 32;
         }
     }
-    let mut part = SharedMemory::<f32>::new(128usize);
-    part[UNIT_POS_Y as usize * 32 + lane] = acc;
-    sync_cube();
-    if lane == 0 && o < rows {
-        let mut s = 0.0f32;
-        for t in 0..32usize {
-            s += part[UNIT_POS_Y as usize * 32 + t];
-        }
-        y[i * rows + o] = s;
-    }
+    store_sum(acc, y, i * rows + o, o < rows);
 }
 
 /// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks, one unit per
