@@ -258,10 +258,7 @@ impl GenerationConfig {
 
     /// Every field's JSON name.
     pub fn field_names() -> Vec<String> {
-        match serde_json::to_value(Self::default()) {
-            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
-            _ => vec![],
-        }
+        crate::util::json_field_names(&Self::default())
     }
 
     /// Parse and validate; unknown fields are refused.
@@ -269,7 +266,7 @@ impl GenerationConfig {
         if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(text) {
             let known = Self::field_names();
             if let Some(k) = obj.keys().find(|k| !known.contains(k)) {
-                let close: Vec<&String> = known.iter().filter(|n| strsim_close(n, k)).collect();
+                let close: Vec<&String> = known.iter().filter(|n| strsim::levenshtein(n, k) <= 2).collect();
                 let hint = match close.first() {
                     Some(c) => format!(" (did you mean `{c}`?)"),
                     None => String::new(),
@@ -478,20 +475,6 @@ impl GenerationConfig {
         }
         Ok(())
     }
-}
-
-/// Whether two names differ by at most two single-character edits (a typo).
-fn strsim_close(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()] <= 2
 }
 
 #[cfg(test)]

@@ -96,3 +96,11 @@ pub(crate) fn fill_columns<B: Backend>(mut logits: Tensor<B, 2>, ids: &[u32], va
     }
     logits
 }
+
+/// The JSON field names of a struct (its serialized object's keys, flattened groups included).
+pub(crate) fn json_field_names<T: serde::Serialize>(v: &T) -> Vec<String> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => vec![],
+    }
+}

@@ -33,6 +33,33 @@ use crate::ops::{DecodeOps, DeviceBlocks, Linear, Matrix};
 /// against the dequantized matrix.
 const MATVEC_MAX_ROWS: usize = 16;
 
+/// Byte `k` (0–3, little-endian) of a word.
+#[cube]
+fn byte_of(word: u32, k: usize) -> u32 {
+    (word >> (8 * k as u32)) & 255u32
+}
+
+/// A byte as the signed 8-bit quant it stores.
+#[cube]
+fn signed(byte: u32) -> f32 {
+    let mut q = f32::cast_from(byte);
+    if byte >= 128u32 {
+        q -= 256.0f32;
+    }
+    q
+}
+
+/// The matrix row output value `pos` of a dequantize kernel comes from: `ids[pos / cols]`, or
+/// `pos / cols` itself when `by_id` is 0.
+#[cube]
+fn source_row(pos: usize, cols: usize, ids: &Array<u32>, by_id: u32) -> usize {
+    let mut r = pos / cols;
+    if by_id != 0u32 {
+        r = usize::cast_from(ids[r]);
+    }
+    r
+}
+
 /// The 32 lanes' partial sums of one output added in shared memory; lane 0 stores the total at
 /// `y[at]` when `valid` (every unit reaches the barrier).
 #[cube]
@@ -71,7 +98,7 @@ fn matvec_q4(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, co
             for j in 0..4usize {
                 let word = w[base + 2 + j];
                 for k in 0..4usize {
-                    let byte = (word >> (8 * k as u32)) & 255u32;
+                    let byte = byte_of(word, k);
                     let at = xrow + b * 32 + j * 4 + k;
                     let lo = x[at];
                     let hi = x[at + 16];
@@ -104,12 +131,7 @@ fn matvec_q8(x: &Array<f32>, w: &Array<u32>, y: &mut Array<f32>, rows: usize, co
             for j in 0..8usize {
                 let word = w[base + 1 + j];
                 for k in 0..4usize {
-                    let byte = (word >> (8 * k as u32)) & 255u32;
-                    let mut q = f32::cast_from(byte);
-                    if byte >= 128u32 {
-                        q -= 256.0f32;
-                    }
-                    sq += x[xrow + b * 32 + j * 4 + k] * q;
+                    sq += x[xrow + b * 32 + j * 4 + k] * signed(byte_of(word, k));
                 }
             }
             acc += d * sq;
@@ -127,17 +149,14 @@ fn dequantize_q4(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: u
     if pos >= n * cols {
         terminate!();
     }
-    let mut r = pos / cols;
-    if by_id != 0u32 {
-        r = usize::cast_from(ids[r]);
-    }
+    let r = source_row(pos, cols, ids, by_id);
     let c = pos % cols;
     let k = c % 32;
     let base = (r * (cols / 32) + c / 32) * 6;
     let d = f32::reinterpret(w[base]);
     let m = f32::reinterpret(w[base + 1]);
     let byte_at = k % 16;
-    let byte = (w[base + 2 + byte_at / 4] >> (8 * (byte_at % 4) as u32)) & 255u32;
+    let byte = byte_of(w[base + 2 + byte_at / 4], byte_at % 4);
     let mut q = byte & 15u32;
     if k >= 16 {
         q = byte >> 4u32;
@@ -152,20 +171,12 @@ fn dequantize_q8(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: u
     if pos >= n * cols {
         terminate!();
     }
-    let mut r = pos / cols;
-    if by_id != 0u32 {
-        r = usize::cast_from(ids[r]);
-    }
+    let r = source_row(pos, cols, ids, by_id);
     let c = pos % cols;
     let k = c % 32;
     let base = (r * (cols / 32) + c / 32) * 9;
     let d = f32::reinterpret(w[base]);
-    let byte = (w[base + 1 + k / 4] >> (8 * (k % 4) as u32)) & 255u32;
-    let mut q = f32::cast_from(byte);
-    if byte >= 128u32 {
-        q -= 256.0f32;
-    }
-    out[pos] = d * q;
+    out[pos] = d * signed(byte_of(w[base + 1 + k / 4], k % 4));
 }
 
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;

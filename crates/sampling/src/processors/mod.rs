@@ -217,10 +217,7 @@ impl Processors {
 
     /// Every field's JSON name.
     pub fn field_names() -> Vec<String> {
-        match serde_json::to_value(Self::default()) {
-            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
-            _ => vec![],
-        }
+        crate::util::json_field_names(&Self::default())
     }
 
     /// Set fields by their JSON names (`dry_base`, `bad_words_ids`, …): how the CLI's flags, a
