@@ -8,6 +8,9 @@ convert_hf_to_gguf.py writes them (gguf-py 0.19, f32 tensors):
 - qwen2 -> `qwen2` (q/k/v biases, no permutation: NEOX RoPE);
 - phi3 -> `phi3` (`attn_qkv`, and gate/up fused in `ffn_up`, no permutation);
 - qwen3 -> `qwen3` (`attn_q_norm` / `attn_k_norm`, no permutation);
+- qwen3-moe -> `qwen3moe` as llama.cpp's Qwen3MoeModel writes it: `expert_count`,
+  `expert_used_count`, `expert_feed_forward_length`, the router as `ffn_gate_inp`, each expert
+  projection stacked into one `[experts, rows, cols]` tensor (`ffn_{gate,up,down}_exps`);
 - gemma3 -> `gemma3` as llama.cpp's Gemma3Model writes it: every `*norm.weight` stored as 1 + w,
   `post_attention_norm`, `ffn_norm` (pre-feedforward), `post_ffw_norm`, key/value length,
   `attention.sliding_window`, `rope.freq_base` of the global layers; the layer pattern as
@@ -62,6 +65,7 @@ def convert(d, out_path):
         "MistralForCausalLM": "llama",
         "Qwen2ForCausalLM": "qwen2",
         "Qwen3ForCausalLM": "qwen3",
+        "Qwen3MoeForCausalLM": "qwen3moe",
         "Phi3ForCausalLM": "phi3",
         "Gemma3ForCausalLM": "gemma3",
     }[family]
@@ -90,6 +94,12 @@ def convert(d, out_path):
         sliding = [t == "sliding_attention" for t in cfg["layer_types"]]
         if sliding != [(i + 1) % 6 != 0 for i in range(len(sliding))]:
             w.add_sliding_window_pattern(sliding)
+    if arch == "qwen3moe":
+        assert cfg.get("norm_topk_prob", False), "llama.cpp's qwen3moe always renormalises the top-k weights"
+        assert not cfg.get("mlp_only_layers") and cfg.get("decoder_sparse_step", 1) == 1, "llama.cpp: every layer sparse"
+        w.add_expert_count(cfg.get("num_experts", cfg.get("num_local_experts")))
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])
@@ -118,7 +128,13 @@ def convert(d, out_path):
             put(f"blk.{i}.attn_q_norm.weight", t[p + "self_attn.q_norm.weight"])
             put(f"blk.{i}.attn_k_norm.weight", t[p + "self_attn.k_norm.weight"])
         put(f"blk.{i}.attn_output.weight", t[p + "self_attn.o_proj.weight"])
-        put(f"blk.{i}.ffn_down.weight", t[p + "mlp.down_proj.weight"])
+        if arch == "qwen3moe":
+            n_exp = cfg.get("num_experts", cfg.get("num_local_experts"))
+            put(f"blk.{i}.ffn_gate_inp.weight", t[p + "mlp.gate.weight"])
+            for proj, name in [("gate_proj", "ffn_gate_exps"), ("up_proj", "ffn_up_exps"), ("down_proj", "ffn_down_exps")]:
+                put(f"blk.{i}.{name}.weight", np.stack([t[p + f"mlp.experts.{e}.{proj}.weight"] for e in range(n_exp)]))
+        else:
+            put(f"blk.{i}.ffn_down.weight", t[p + "mlp.down_proj.weight"])
         if arch == "phi3":
             put(f"blk.{i}.attn_qkv.weight", t[p + "self_attn.qkv_proj.weight"])
             put(f"blk.{i}.ffn_up.weight", t[p + "mlp.gate_up_proj.weight"])
@@ -132,8 +148,9 @@ def convert(d, out_path):
         for part in ["q", "k", "v"]:
             if p + f"self_attn.{part}_proj.bias" in t:
                 put(f"blk.{i}.attn_{part}.bias", t[p + f"self_attn.{part}_proj.bias"])
-        put(f"blk.{i}.ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
-        put(f"blk.{i}.ffn_up.weight", t[p + "mlp.up_proj.weight"])
+        if arch != "qwen3moe":
+            put(f"blk.{i}.ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
+            put(f"blk.{i}.ffn_up.weight", t[p + "mlp.up_proj.weight"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

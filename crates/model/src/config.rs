@@ -84,8 +84,16 @@ pub struct HfConfig {
     pub rope_local_base_freq: Option<f64>,
     #[serde(default)]
     pub use_bidirectional_attention: Option<bool>,
+    /// Sparse MoE (Qwen3-MoE): experts per layer (`num_experts`, or transformers 5's
+    /// `num_local_experts`), chosen per token, their width, renormalised weights, which layers.
     pub num_local_experts: Option<usize>,
     pub num_experts: Option<usize>,
+    pub num_experts_per_tok: Option<usize>,
+    pub moe_intermediate_size: Option<usize>,
+    pub norm_topk_prob: Option<bool>,
+    pub decoder_sparse_step: Option<usize>,
+    pub mlp_only_layers: Option<Vec<usize>>,
+    pub shared_expert_intermediate_size: Option<usize>,
 }
 
 /// HF `generation_config.json` (token ids only; sampling settings live in the sampling crate).

@@ -1,5 +1,5 @@
 //! The one decoder of every family: embedding (scaled where the family says) → N × (RMSNorm →
-//! attention → [RMSNorm] → residual → RMSNorm → gated MLP → [RMSNorm] → residual) → RMSNorm →
+//! attention → [RMSNorm] → residual → RMSNorm → gated MLP or sparse MoE → [RMSNorm] → residual) → RMSNorm →
 //! head (→ softcap), each layer computed as its [`LayerSpec`](crate::families::LayerSpec)
 //! describes. Every hot operation goes through the backend's [`DecodeOps`].
 use burn::tensor::{s, Tensor};
@@ -8,7 +8,7 @@ use crate::attention::Attention;
 use crate::error::{ModelError, Result};
 use crate::families::ModelConfig;
 use crate::kv_cache::{KvCache, LayerKv};
-use crate::mlp::Mlp;
+use crate::mlp::Ffn;
 use crate::norm::RmsNorm;
 use crate::ops::{DecodeOps, Linear, Matrix, Step};
 use crate::profile::{time, Op};
@@ -23,7 +23,7 @@ pub struct DecoderLayer<B: DecodeOps> {
     pub post_attention_norm: Option<RmsNorm<B>>,
     /// The norm before the MLP (HF Llama's `post_attention_layernorm`).
     pub mlp_norm: RmsNorm<B>,
-    pub mlp: Mlp<B>,
+    pub mlp: Ffn<B>,
     /// Norm of the MLP output (Gemma).
     pub post_mlp_norm: Option<RmsNorm<B>>,
 }
@@ -73,8 +73,7 @@ impl<B: DecodeOps> DecoderWeights<B> {
             .map(|l| {
                 lin(&l.self_attn.qkv)
                     + lin(&l.self_attn.o_proj)
-                    + lin(&l.mlp.gate_up)
-                    + lin(&l.mlp.down)
+                    + l.mlp.linears().into_iter().map(|(_, m)| lin(m)).sum::<usize>()
                     + [
                         Some(&l.input_layernorm),
                         l.post_attention_norm.as_ref(),
@@ -91,14 +90,14 @@ impl<B: DecodeOps> DecoderWeights<B> {
         layers + self.embed_tokens.bytes() + if tied { 0 } else { lin(&self.lm_head) } + 4 * self.norm.gamma.dims()[0]
     }
 
-    /// Bytes read from weights per decoded token: every layer and the head (the embedding
-    /// contributes one row).
+    /// Bytes read from weights per decoded token: every layer (the experts a token uses) and the
+    /// head (the embedding contributes one row).
     pub fn bytes_per_token(&self) -> usize {
         let lin = |l: &Linear<B>| l.weight.bytes();
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| lin(&l.self_attn.qkv) + lin(&l.self_attn.o_proj) + lin(&l.mlp.gate_up) + lin(&l.mlp.down))
+            .map(|l| lin(&l.self_attn.qkv) + lin(&l.self_attn.o_proj) + l.mlp.bytes_per_token())
             .sum();
         layers + lin(&self.lm_head)
     }
@@ -114,8 +113,9 @@ impl<B: DecodeOps> DecoderWeights<B> {
         for l in &self.layers {
             add("attn_qkv", l.self_attn.qkv.weight.kind());
             add("attn_output", l.self_attn.o_proj.weight.kind());
-            add("ffn_gate_up", l.mlp.gate_up.weight.kind());
-            add("ffn_down", l.mlp.down.weight.kind());
+            for (name, m) in l.mlp.linears() {
+                add(name, m.weight.kind());
+            }
         }
         add("token_embd", self.embed_tokens.kind());
         add("output", self.lm_head.weight.kind());

@@ -20,6 +20,7 @@ pub mod kv_cache;
 pub mod lm;
 pub mod load;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod ops;
 pub mod profile;

@@ -19,9 +19,10 @@ pub enum Op {
     Down,
     Residual,
     Head,
+    Router,
 }
 
-pub const OPS: [Op; 11] = [
+pub const OPS: [Op; 12] = [
     Op::Embed,
     Op::Norm,
     Op::Qkv,
@@ -33,6 +34,7 @@ pub const OPS: [Op; 11] = [
     Op::Down,
     Op::Residual,
     Op::Head,
+    Op::Router,
 ];
 
 impl Op {
@@ -49,13 +51,14 @@ impl Op {
             Op::Down => "linear down",
             Op::Residual => "residual add",
             Op::Head => "linear head (logits)",
+            Op::Router => "MoE router + grouping",
         }
     }
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static NANOS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
-static CALLS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+static NANOS: [AtomicU64; OPS.len()] = [const { AtomicU64::new(0) }; OPS.len()];
+static CALLS: [AtomicU64; OPS.len()] = [const { AtomicU64::new(0) }; OPS.len()];
 
 /// Start (and reset) or stop accumulating.
 pub fn enable(on: bool) {

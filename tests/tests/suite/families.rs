@@ -3,7 +3,8 @@
 //! its HF directory and from the GGUF written by `scripts/make_family_ggufs.py` gives
 //! transformers' logits at every prompt position and its greedy continuation (EOS active),
 //! Mistral's prompts running past its sliding window of 8, Gemma 3's past its window of 6 on
-//! three of four layers (two RoPE bases, sandwich norms, GeGLU, q/k norms), Qwen3's q/k norms.
+//! three of four layers (two RoPE bases, sandwich norms, GeGLU, q/k norms), Qwen3's q/k norms,
+//! Qwen3-MoE's router and top-2 of 4 experts (HF: a tensor per expert; GGUF: stacked).
 //! Unsupported variants are refused by name.
 use demiurgic_model::{generate, load_model, DecodeOps, GenerateOptions, ModelError, StepInput};
 use demiurgic_sampling::GenerationConfig;
@@ -167,6 +168,12 @@ fn unsupported_variants_are_refused_by_name() {
             "yarn",
         ),
         (edited("gemma3", "gemma-layers", |v| v["layer_types"] = serde_json::json!(["full_attention"])), "layer_types"),
+        (
+            edited("qwen3-moe", "moe-shared", |v| v["shared_expert_intermediate_size"] = 32.into()),
+            "shared_expert_intermediate_size",
+        ),
+        (edited("qwen3-moe", "moe-topk", |v| v["num_experts_per_tok"] = 5.into()), "num_experts_per_tok"),
+        (edited("qwen3-moe", "moe-dense", |v| v["mlp_only_layers"] = serde_json::json!([2])), "mlp_only_layers"),
     ];
     for (dir, needle) in cases {
         let err = match load_model::<B>(&dir, &Default::default()) {

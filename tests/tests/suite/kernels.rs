@@ -435,3 +435,66 @@ fn q8_0_rewrite_is_exact() {
         assert!(to_q8_0_exact(ty, m.data()).is_none(), "{ty:?} cannot be Q8_0 exactly");
     }
 }
+
+/// A sparse MoE block on each backend's weights as it stores a Q8_0 file (flex: host blocks,
+/// wgpu/cuda: device blocks, ndarray: dense) against a per-token f64 reference on the
+/// dequantized values: tokens grouped by expert give each token its top-2 experts' outputs
+/// weighed by the renormalised router probabilities.
+fn moe_matches_per_token_reference<B: DecodeOps>(device: &B::Device) {
+    use demiurgic_model::mlp::Mlp;
+    use demiurgic_model::moe::SparseMoe;
+    let (d, w, experts, top_k, m) = (64, 96, 4, 2, 7);
+    let mut rng = Lcg(5);
+    let mut mat = |rows: usize, cols: usize| {
+        let q = Arc::new(random_matrix(GgmlType::Q8_0, rows, cols, &mut rng));
+        let stored = match B::host_weights() {
+            true => Matrix::Host(q.clone()),
+            false => B::device_blocks(q.clone(), device)
+                .unwrap_or_else(|| Matrix::Dense(t2::<B>(&q.dequantize(), [rows, cols], device))),
+        };
+        (Linear::<B> { weight: stored, bias: None }, q.dequantize())
+    };
+    let (router, rw) = mat(experts, d);
+    let mut ws = vec![];
+    let experts_b: Vec<Mlp<B>> = (0..experts)
+        .map(|_| {
+            let (gate_up, gu) = mat(2 * w, d);
+            let (down, dn) = mat(d, w);
+            ws.push((gu, dn));
+            Mlp { gate_up, down, act: Activation::Silu }
+        })
+        .collect();
+    let moe = SparseMoe { router, experts: experts_b, top_k, norm_topk_prob: true };
+    let x = rng.vec(m * d);
+    let got = host(moe.forward(t2::<B>(&x, [m, d], device)));
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
+    let mut want = vec![0f32; m * d];
+    for t in 0..m {
+        let xt = &x[t * d..(t + 1) * d];
+        let logits: Vec<f64> = (0..experts).map(|e| dot(xt, &rw[e * d..(e + 1) * d])).collect();
+        let mut order: Vec<usize> = (0..experts).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        // no near-tie at the top-k boundary: f32 router logits choose the same experts
+        assert!(logits[order[top_k - 1]] - logits[order[top_k]] > 1e-3, "token {t}: router near-tie");
+        let p: Vec<f64> = order[..top_k].iter().map(|&e| logits[e].exp()).collect();
+        let sum: f64 = p.iter().sum();
+        for (&e, pe) in order[..top_k].iter().zip(&p) {
+            let (gu, dn) = &ws[e];
+            let h: Vec<f32> = (0..w)
+                .map(|j| {
+                    let g = dot(xt, &gu[j * d..(j + 1) * d]);
+                    let u = dot(xt, &gu[(w + j) * d..(w + j + 1) * d]);
+                    (g / (1.0 + (-g).exp()) * u) as f32
+                })
+                .collect();
+            for i in 0..d {
+                want[t * d + i] += (pe / sum * dot(&h, &dn[i * w..(i + 1) * w])) as f32;
+            }
+        }
+    }
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let diff = max_abs_diff(&got, &want);
+    assert!(diff <= 1e-4 * scale, "MoE differs from the per-token reference by {diff} (values up to {scale})");
+}
+
+demiurgic_tests::per_backend!(moe_groups_match_per_token_reference, moe_matches_per_token_reference);

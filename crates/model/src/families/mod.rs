@@ -15,13 +15,21 @@ mod mistral;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod qwen3_moe;
 pub mod spec;
 
-pub use spec::{Activation, Family, LayerSpec, ModelConfig, Naming, Part, RopeScaling, RopeSpec};
+pub use spec::{Activation, Family, LayerSpec, ModelConfig, MoeSpec, Naming, Part, RopeScaling, RopeSpec};
 
 /// Every supported family.
-pub static REGISTRY: &[&Family] =
-    &[&llama::LLAMA, &mistral::MISTRAL, &qwen2::QWEN2, &qwen3::QWEN3, &phi3::PHI3, &gemma3::GEMMA3];
+pub static REGISTRY: &[&Family] = &[
+    &llama::LLAMA,
+    &mistral::MISTRAL,
+    &qwen2::QWEN2,
+    &qwen3::QWEN3,
+    &qwen3_moe::QWEN3_MOE,
+    &phi3::PHI3,
+    &gemma3::GEMMA3,
+];
 
 /// The family an HF `architectures[0]` / `model_type` or a GGUF `general.architecture` names.
 pub fn lookup(name: &str) -> Option<&'static Family> {

@@ -72,6 +72,13 @@ pub enum Part {
     Qkv,
     /// Fused gate/up rows (Phi-3's `gate_up_proj`; GGUF phi3's `ffn_up` of twice the width).
     GateUp,
+    /// The router of a sparse MoE layer (`[experts, hidden]`).
+    Router,
+    /// One expert's projections (HF: one tensor per expert; GGUF: one `[experts, rows, cols]`
+    /// tensor per projection).
+    ExpertGate,
+    ExpertUp,
+    ExpertDown,
 }
 
 impl Part {
@@ -96,6 +103,10 @@ impl Part {
             Part::Down => ("mlp.down_proj", "ffn_down"),
             Part::Qkv => ("self_attn.qkv_proj", "attn_qkv"),
             Part::GateUp => ("mlp.gate_up_proj", "ffn_up"),
+            Part::Router => ("mlp.gate", "ffn_gate_inp"),
+            Part::ExpertGate => ("mlp.experts.{e}.gate_proj", "ffn_gate_exps"),
+            Part::ExpertUp => ("mlp.experts.{e}.up_proj", "ffn_up_exps"),
+            Part::ExpertDown => ("mlp.experts.{e}.down_proj", "ffn_down_exps"),
         }
     }
 
@@ -105,7 +116,8 @@ impl Part {
 }
 
 impl Family {
-    /// The checkpoint name of `part` (of layer `i`) with the suffix `weight` or `bias`.
+    /// The checkpoint name of `part` (of layer `i`) with the suffix `weight` or `bias`; an
+    /// expert's HF name has its index where the name says `{e}` (see [`Family::expert_name`]).
     pub fn tensor_name(&self, naming: Naming, part: Part, i: usize, suffix: &str) -> String {
         let (hf, gguf) = self
             .tensor_names
@@ -118,6 +130,12 @@ impl Family {
             (Naming::Hf, false) => format!("model.layers.{i}.{hf}.{suffix}"),
             (Naming::Gguf, false) => format!("blk.{i}.{gguf}.{suffix}"),
         }
+    }
+
+    /// The weight of expert `e`'s `part` in layer `i`: its own tensor (HF), or the one stacked
+    /// tensor of every expert (GGUF; the caller takes slab `e`).
+    pub fn expert_name(&self, naming: Naming, part: Part, i: usize, e: usize) -> String {
+        self.tensor_name(naming, part, i, "weight").replace("{e}", &e.to_string())
     }
 }
 
@@ -186,6 +204,18 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// A sparse mixture-of-experts feed-forward block (Qwen3-MoE): a router scores `experts` gated
+/// MLPs of width `intermediate`, each token runs through its `top_k` best, their outputs weighed
+/// by the router's softmax probabilities (renormalised over the chosen ones when
+/// `norm_topk_prob`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeSpec {
+    pub experts: usize,
+    pub top_k: usize,
+    pub intermediate: usize,
+    pub norm_topk_prob: bool,
+}
+
 /// How one decoder layer computes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
@@ -206,6 +236,8 @@ pub struct LayerSpec {
     /// Norms of the attention and MLP outputs before their residual adds (Gemma).
     pub sandwich_norms: bool,
     pub act: Activation,
+    /// A sparse MoE block instead of the dense MLP.
+    pub moe: Option<MoeSpec>,
 }
 
 impl LayerSpec {
@@ -222,6 +254,7 @@ impl LayerSpec {
             mlp_bias: false,
             sandwich_norms: false,
             act: Activation::Silu,
+            moe: None,
         }
     }
 }
@@ -260,9 +293,19 @@ impl LayerSpec {
         if !biases.is_empty() {
             parts.push(format!("{} biases", biases.join(", ")));
         }
-        parts.push(match self.act {
-            Activation::Silu => "SwiGLU".into(),
-            Activation::GeluTanh => "GeGLU (tanh GELU)".into(),
+        let act = match self.act {
+            Activation::Silu => "SwiGLU",
+            Activation::GeluTanh => "GeGLU (tanh GELU)",
+        };
+        parts.push(match self.moe {
+            Some(m) => format!(
+                "{} of {} {act} experts of width {} per token{}",
+                m.top_k,
+                m.experts,
+                m.intermediate,
+                if m.norm_topk_prob { " (weights renormalised)" } else { "" }
+            ),
+            None => act.into(),
         });
         parts.join(", ")
     }
@@ -360,10 +403,13 @@ impl ModelConfig {
     pub fn parameter_count(&self) -> usize {
         let (d, hd) = (self.hidden_size, self.head_dim);
         let attn = d * self.num_heads * hd * 2 + d * self.num_kv_heads * hd * 2;
-        let mlp = 3 * d * self.intermediate_size;
+        let mlp = |l: &LayerSpec| match l.moe {
+            Some(m) => m.experts * (3 * d * m.intermediate + d),
+            None => 3 * d * self.intermediate_size,
+        };
         let norms =
             |l: &LayerSpec| 2 * d + if l.sandwich_norms { 2 * d } else { 0 } + if l.qk_norm { 2 * hd } else { 0 };
-        let layers: usize = self.layers.iter().map(|l| attn + mlp + norms(l)).sum();
+        let layers: usize = self.layers.iter().map(|l| attn + mlp(l) + norms(l)).sum();
         let embed = self.vocab_size * d;
         layers + embed + d + if self.tie_word_embeddings { 0 } else { embed }
     }
@@ -429,6 +475,23 @@ impl ModelConfig {
             }
             if l.attn_softcap.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
                 return Err(cfg_err(origin, format!("attn_logit_softcapping must be > 0, got {:?}", l.attn_softcap)));
+            }
+            if let Some(m) = l.moe {
+                if m.experts == 0 || m.intermediate == 0 {
+                    return Err(cfg_err(
+                        origin,
+                        format!(
+                            "layer {i}: num_experts ({}) and moe_intermediate_size ({}) must be > 0",
+                            m.experts, m.intermediate
+                        ),
+                    ));
+                }
+                if m.top_k == 0 || m.top_k > m.experts {
+                    return Err(cfg_err(
+                        origin,
+                        format!("num_experts_per_tok must be in 1..={} (num_experts), got {}", m.experts, m.top_k),
+                    ));
+                }
             }
         }
         if self.final_softcap.is_some_and(|c| !(c > 0.0 && c.is_finite())) {

@@ -12,12 +12,13 @@ use burn::tensor::{Tensor, TensorData};
 use crate::attention::Attention;
 use crate::decoder::{DecoderLayer, DecoderWeights};
 use crate::error::{ModelError, Result};
-use crate::families::{Family, ModelConfig};
+use crate::families::{Family, LayerSpec, ModelConfig};
 pub use crate::families::{Naming, Part};
 use crate::ggml::{dequantize, to_q8_0_exact, GgmlType};
 use crate::kernels::dot::has_q8_kernel;
 use crate::kernels::quant::{is_native, ActQuant, QuantMatrix};
-use crate::mlp::Mlp;
+use crate::mlp::{Ffn, Mlp};
+use crate::moe::SparseMoe;
 use crate::norm::RmsNorm;
 use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, Matrix};
 
@@ -147,11 +148,13 @@ pub fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
     perm
 }
 
-/// One matrix to fetch: its name, expected rows, and an optional row permutation.
+/// One matrix to fetch: its name, expected rows, an optional row permutation, and for one
+/// expert of a stacked `[experts, rows, cols]` tensor (GGUF), (its index, the expert count).
 struct PartSpec {
     name: String,
     rows: usize,
     perm: Option<Vec<usize>>,
+    slab: Option<(usize, usize)>,
 }
 
 /// Builds [`DecoderWeights`] for backend `B` from a source.
@@ -233,8 +236,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         if host || device_blocks {
             let mut mats = Vec::with_capacity(parts.len());
             for p in parts {
-                let t = self.fetch(&p.name)?;
-                self.check_shape(&p.name, &t, &[p.rows, cols])?;
+                let t = self.part_tensor(p, cols)?;
                 let keep = self.opts.weights == WeightMode::Native && self.opts.quantize.is_none() && is_native(t.ty);
                 let m = if keep {
                     QuantMatrix::new(t.ty, p.rows, cols, t.data.to_vec())
@@ -249,7 +251,9 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                     QuantMatrix::quantize(ty, p.rows, cols, &v)
                         .map_err(|m| self.src.error(format!("tensor {}: {m}", p.name)))?
                 };
-                self.src.release(&p.name);
+                if p.slab.is_none_or(|(e, n)| e + 1 == n) {
+                    self.src.release(&p.name);
+                }
                 mats.push(match &p.perm {
                     Some(perm) => m.permute_rows(perm),
                     None => m,
@@ -300,8 +304,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         }
         let mut all = Vec::with_capacity(rows * cols);
         for p in parts {
-            let t = self.fetch(&p.name)?;
-            self.check_shape(&p.name, &t, &[p.rows, cols])?;
+            let t = self.part_tensor(p, cols)?;
             let v = self.f32_of(&p.name, &t)?;
             match &p.perm {
                 Some(perm) => {
@@ -315,9 +318,93 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
         Ok(Matrix::Dense(Tensor::from_data(TensorData::new(all, [rows, cols]), self.device)))
     }
 
+    /// The `[rows, cols]` tensor of a part, shape-checked: the checkpoint's tensor, or expert
+    /// `e`'s slab of a stacked `[experts, rows, cols]` one.
+    fn part_tensor(&self, p: &PartSpec, cols: usize) -> Result<RawTensor<'a>> {
+        let t = self.fetch(&p.name)?;
+        let Some((e, n)) = p.slab else {
+            self.check_shape(&p.name, &t, &[p.rows, cols])?;
+            return Ok(t);
+        };
+        self.check_shape(&p.name, &t, &[n, p.rows, cols])?;
+        // every expert's rows take the same bytes (blocks run along the columns)
+        let per = t.data.len() / n;
+        Ok(RawTensor { ty: t.ty, shape: vec![p.rows, cols], data: &t.data[e * per..(e + 1) * per] })
+    }
+
     fn spec(&self, part: Part, i: usize, rows: usize, unpermute_heads: Option<usize>) -> PartSpec {
         let perm = unpermute_heads.filter(|_| self.unpermute_qk).map(|h| unpermute_order(rows, h));
-        PartSpec { name: self.name(part, i, "weight"), rows, perm }
+        PartSpec { name: self.name(part, i, "weight"), rows, perm, slab: None }
+    }
+
+    /// Expert `e` (of `n`) of layer `i`: its own HF tensor, or its slab of the GGUF stack.
+    fn expert_spec(&self, part: Part, i: usize, e: usize, n: usize, rows: usize) -> PartSpec {
+        let name = self.family.expert_name(self.naming, part, i, e);
+        let slab = (self.naming == Naming::Gguf).then_some((e, n));
+        PartSpec { name, rows, perm: None, slab }
+    }
+
+    /// A layer's feed-forward block as its spec says: the dense gated MLP (gate/up fused or
+    /// not, biases where the config says), or the router and experts of a sparse one.
+    fn ffn(&self, ls: &LayerSpec, i: usize, d: usize, inter: usize) -> Result<Ffn<B>> {
+        if let Some(moe) = ls.moe {
+            if ls.mlp_bias {
+                return Err(self.src.error(format!("layer {i}: MLP biases on MoE experts are not supported")));
+            }
+            let w = moe.intermediate;
+            let experts = (0..moe.experts)
+                .map(|e| {
+                    let gu = [
+                        self.expert_spec(Part::ExpertGate, i, e, moe.experts, w),
+                        self.expert_spec(Part::ExpertUp, i, e, moe.experts, w),
+                    ];
+                    Ok(Mlp {
+                        gate_up: Linear { weight: self.matrix(&gu, d)?, bias: None },
+                        down: Linear {
+                            weight: self.matrix(&[self.expert_spec(Part::ExpertDown, i, e, moe.experts, d)], w)?,
+                            bias: None,
+                        },
+                        act: ls.act,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Ffn::Sparse(SparseMoe {
+                router: Linear {
+                    weight: self.matrix(&[self.spec(Part::Router, i, moe.experts, None)], d)?,
+                    bias: None,
+                },
+                experts,
+                top_k: moe.top_k,
+                norm_topk_prob: moe.norm_topk_prob,
+            }));
+        }
+        let gu_parts = [(Part::Gate, inter, None), (Part::Up, inter, None)];
+        // fused gate/up: HF `gate_up_proj`, or a GGUF `ffn_up` of twice the width without `ffn_gate`
+        let fused_gu = match self.naming {
+            Naming::Hf => self.src.get(&self.name(Part::GateUp, i, "weight")).is_some(),
+            Naming::Gguf => {
+                self.src.get(&self.name(Part::Gate, i, "weight")).is_none()
+                    && self
+                        .src
+                        .get(&self.name(Part::Up, i, "weight"))
+                        .is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
+            }
+        };
+        let gu_specs: Vec<PartSpec> = if fused_gu {
+            vec![self.spec(Part::GateUp, i, 2 * inter, None)]
+        } else {
+            vec![self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)]
+        };
+        let gu_bias = if ls.mlp_bias && !fused_gu { self.stacked_bias(&gu_parts, i)? } else { None };
+        if ls.mlp_bias && gu_bias.is_none() {
+            return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
+        }
+        let down_bias = if ls.mlp_bias { Some(self.vector(&self.name(Part::Down, i, "bias"), d)?) } else { None };
+        Ok(Ffn::Dense(Mlp {
+            gate_up: Linear { weight: self.matrix(&gu_specs, d)?, bias: gu_bias },
+            down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
+            act: ls.act,
+        }))
     }
 
     /// Biases of stacked parts (all or none present), concatenated, permuted like their rows.
@@ -376,28 +463,6 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 return Err(self.src.error(format!("the config says attention_bias but layer {i} has no q/k/v bias")));
             }
             let o_bias = if ls.o_bias { Some(self.vector(&self.name(Part::O, i, "bias"), d)?) } else { None };
-            let gu_parts = [(Part::Gate, inter, None), (Part::Up, inter, None)];
-            // fused gate/up: HF `gate_up_proj`, or a GGUF `ffn_up` of twice the width without `ffn_gate`
-            let fused_gu = match self.naming {
-                Naming::Hf => self.src.get(&self.name(Part::GateUp, i, "weight")).is_some(),
-                Naming::Gguf => {
-                    self.src.get(&self.name(Part::Gate, i, "weight")).is_none()
-                        && self
-                            .src
-                            .get(&self.name(Part::Up, i, "weight"))
-                            .is_some_and(|t| t.shape.first() == Some(&(2 * inter)))
-                }
-            };
-            let gu_specs: Vec<PartSpec> = if fused_gu {
-                vec![self.spec(Part::GateUp, i, 2 * inter, None)]
-            } else {
-                vec![self.spec(Part::Gate, i, inter, None), self.spec(Part::Up, i, inter, None)]
-            };
-            let gu_bias = if ls.mlp_bias && !fused_gu { self.stacked_bias(&gu_parts, i)? } else { None };
-            if ls.mlp_bias && gu_bias.is_none() {
-                return Err(self.src.error(format!("the config says mlp_bias but layer {i} has no gate/up bias")));
-            }
-            let down_bias = if ls.mlp_bias { Some(self.vector(&self.name(Part::Down, i, "bias"), d)?) } else { None };
             let qk_norm = if ls.qk_norm {
                 Some((self.norm(Part::QNorm, i, hd, eps)?, self.norm(Part::KNorm, i, hd, eps)?))
             } else {
@@ -420,11 +485,7 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 },
                 post_attention_norm: sandwich(Part::PostAttnNorm)?,
                 mlp_norm: self.norm(Part::MlpNorm, i, d, eps)?,
-                mlp: Mlp {
-                    gate_up: Linear { weight: self.matrix(&gu_specs, d)?, bias: gu_bias },
-                    down: Linear { weight: self.matrix(&[self.spec(Part::Down, i, d, None)], inter)?, bias: down_bias },
-                    act: ls.act,
-                },
+                mlp: self.ffn(ls, i, d, inter)?,
                 post_mlp_norm: sandwich(Part::PostMlpNorm)?,
             });
         }
