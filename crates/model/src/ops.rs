@@ -164,6 +164,9 @@ pub struct Step<B: Backend> {
     host_rope: RefCell<Vec<(usize, std::rc::Rc<(Vec<f32>, Vec<f32>)>)>>,
     /// Per (heads, window): the default body's mask.
     mask: RefCell<Vec<((usize, usize, Option<usize>), Option<Tensor<B, 4, Bool>>)>>,
+    /// Kernels' uploads: positions, and the key mask (1 = real token) when some key is padding.
+    device_positions: std::cell::OnceCell<Tensor<B, 1, Int>>,
+    device_key_valid: std::cell::OnceCell<Option<Tensor<B, 1, Int>>>,
 }
 
 impl<B: Backend> Step<B> {
@@ -190,7 +193,34 @@ impl<B: Backend> Step<B> {
             rope: RefCell::new(vec![]),
             host_rope: RefCell::new(vec![]),
             mask: RefCell::new(vec![]),
+            device_positions: std::cell::OnceCell::new(),
+            device_key_valid: std::cell::OnceCell::new(),
         }
+    }
+
+    /// This call's positions on the device (`[batch · seq]`), uploaded on first use.
+    pub fn device_positions(&self) -> Tensor<B, 1, Int> {
+        self.device_positions
+            .get_or_init(|| {
+                let p: Vec<i32> = self.positions.iter().map(|&p| p as i32).collect();
+                let n = p.len();
+                Tensor::from_data(TensorData::new(p, [n]), &self.device)
+            })
+            .clone()
+    }
+
+    /// Per row, for every key, 1 for a real token and 0 for padding (`[batch · keys]`), on the
+    /// device; `None` when every key is real.
+    pub fn device_key_valid(&self) -> Option<Tensor<B, 1, Int>> {
+        self.device_key_valid
+            .get_or_init(|| {
+                self.key_valid.as_ref().map(|kv| {
+                    let v: Vec<i32> = kv.iter().flatten().map(|&b| i32::from(b)).collect();
+                    let n = v.len();
+                    Tensor::from_data(TensorData::new(v, [n]), &self.device)
+                })
+            })
+            .clone()
     }
 
     pub fn rows(&self) -> usize {

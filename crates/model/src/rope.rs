@@ -108,7 +108,9 @@ impl<B: Backend> RotaryEmbedding<B> {
         (cos, sin)
     }
 
-    fn tables(&self) -> &(Tensor<B, 2>, Tensor<B, 2>) {
+    /// The cos / signed-sin tables of every position, `[max_pos, head_dim]` each, built on the
+    /// device on first use.
+    pub fn tables(&self) -> &(Tensor<B, 2>, Tensor<B, 2>) {
         self.tables.get_or_init(|| {
             let all: Vec<usize> = (0..self.max_pos).collect();
             let (cos, sin) = self.host_rows(&all);

@@ -289,6 +289,12 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         }
         let scale = if softcap.is_some() { 0.25 } else { AttnSpec::plain(heads).scale };
         let spec = AttnSpec { window, softcap, scale, ..AttnSpec::plain(heads) };
+        if past == 0 {
+            // without a cache: the new keys only
+            let got = host(B::cached_attention(qb.clone(), kb.clone(), vb.clone(), None, &sb, &spec));
+            let want = host(NdArray::cached_attention(qn.clone(), kn.clone(), vn.clone(), None, &sn, &spec));
+            assert!(max_abs_diff(&got, &want) < tol, "uncached attention b={b} t={t} pad={pad} window={window:?}");
+        }
         let got = host(B::cached_attention(qb, kb, vb, Some(cb.layer_mut(0)), &sb, &spec));
         let want = host(NdArray::cached_attention(qn, kn, vn, Some(cn.layer_mut(0)), &sn, &spec));
         assert!(

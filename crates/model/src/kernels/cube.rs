@@ -25,9 +25,13 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
+use crate::families::Activation;
 use crate::kernels::blocks::{device_words, DeviceLayout};
+use crate::kernels::cube_layers as layers;
 use crate::kernels::QuantMatrix;
-use crate::ops::{DecodeOps, DeviceBlocks, Linear, Matrix};
+use crate::kv_cache::LayerKv;
+use crate::ops::{AttnSpec, DecodeOps, DeviceBlocks, Heads, Linear, Matrix, QkNorm, Step};
+use crate::rope::RotaryEmbedding;
 
 /// Input rows at most this many go through [`matvec`]; more are multiplied by Burn's matmul
 /// against the dequantized matrix.
@@ -275,5 +279,42 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
             Matrix::Device(blocks) => dequantize(blocks, Some(ids), device),
             other => crate::ops::default_embed(ids, other, device),
         }
+    }
+
+    fn rms_norm(x: Tensor<Self, 2>, gamma: &Tensor<Self, 1>, eps: f64) -> Tensor<Self, 2> {
+        layers::rms_norm(x, gamma, eps)
+    }
+
+    fn gated_act(gate_up: Tensor<Self, 2>, act: Activation) -> Tensor<Self, 2> {
+        layers::gated_act(gate_up, act)
+    }
+
+    fn split_rope(
+        qkv: Tensor<Self, 2>,
+        step: &Step<Self>,
+        rope: &RotaryEmbedding<Self>,
+        heads: Heads,
+        qk_norm: Option<QkNorm<'_, Self>>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        layers::split_rope(qkv, step, rope, heads, qk_norm)
+    }
+
+    fn cached_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        cache: Option<&mut LayerKv<Self>>,
+        step: &Step<Self>,
+        attn: &AttnSpec,
+    ) -> Tensor<Self, 2> {
+        let (kc, vc) = match cache {
+            Some(layer) => {
+                // the new rows written into the cache, then every key read from it in place
+                layer.append(k, v, step.past);
+                (layer.k.clone(), layer.v.clone())
+            }
+            None => (k, v),
+        };
+        layers::attention(q, kc, vc, step, attn)
     }
 }

@@ -6,6 +6,8 @@ pub mod blocks;
 pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod cube_layers;
 pub mod dot;
 #[cfg(feature = "flex")]
 mod flex;

@@ -1,0 +1,449 @@
+//! CubeCL kernels for the decoder's non-linear steps on the cube backends (wgpu, cuda), each one
+//! launch where the default bodies take several Burn ops: RMSNorm of rows, the gated activation,
+//! split + q/k norm + RoPE of the fused q/k/v rows, and attention over the KV cache in place
+//! (scores, then softmax and the weighted sum of values). Tested against the default bodies
+//! (`decode_ops_match_ndarray`).
+use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
+
+use crate::families::Activation;
+use crate::ops::{AttnSpec, Heads, QkNorm, Step};
+use crate::rope::RotaryEmbedding;
+
+type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+
+/// The score of a hidden key (its softmax weight underflows to 0).
+const HIDDEN: f32 = -1.0e30;
+
+/// Units of the per-row reduction cubes.
+const LANES: u32 = 32;
+
+/// Most cubes along one dimension of a launch (wgpu's limit); more rows spill into `y`.
+const MAX_CUBES_X: usize = 65_535;
+
+/// The row a per-row cube works on (rows spread over x, then y).
+#[cube]
+fn cube_row() -> usize {
+    CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize
+}
+
+fn row_count(rows: usize) -> CubeCount {
+    let x = rows.clamp(1, MAX_CUBES_X);
+    CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
+}
+
+/// `y = x / sqrt(mean(x²) + eps) · gamma` per row. Cube: [`LANES`] units per row.
+#[cube(launch)]
+fn rms_norm_rows(x: &Array<f32>, gamma: &Array<f32>, y: &mut Array<f32>, rows: usize, cols: usize, eps: f32) {
+    let r = cube_row();
+    if r >= rows {
+        terminate!();
+    }
+    let lane = UNIT_POS_X as usize;
+    let base = r * cols;
+    let mut ss = 0.0f32;
+    let mut c = lane;
+    while c < cols {
+        let v = x[base + c];
+        ss += v * v;
+        c += 32;
+    }
+    let mut part = SharedMemory::<f32>::new(32usize);
+    part[lane] = ss;
+    sync_cube();
+    let mut total = 0.0f32;
+    for t in 0..32usize {
+        total += part[t];
+    }
+    let rms = f32::sqrt(total / f32::cast_from(cols) + eps);
+    let mut c = lane;
+    while c < cols {
+        y[base + c] = x[base + c] / rms * gamma[c];
+        c += 32;
+    }
+}
+
+/// `y[r, j] = act(gu[r, j]) · gu[r, inter + j]`; `gelu` 0: SiLU, 1: tanh-approximated GELU.
+#[cube(launch)]
+fn gated_rows(gu: &Array<f32>, y: &mut Array<f32>, inter: usize, n: usize, gelu: u32) {
+    let pos = ABSOLUTE_POS;
+    if pos >= n {
+        terminate!();
+    }
+    let r = pos / inter;
+    let j = pos % inter;
+    let g = gu[r * 2 * inter + j];
+    let u = gu[r * 2 * inter + inter + j];
+    let mut a = g / (1.0f32 + f32::exp(-g));
+    if gelu != 0u32 {
+        // √(2/π)
+        let inner = 0.797_884_6f32 * (g + 0.044715f32 * g * g * g);
+        a = 0.5f32 * g * (1.0f32 + f32::tanh(inner));
+    }
+    y[pos] = a * u;
+}
+
+/// One unit per (row, head) of the fused q/k/v rows: v heads copied to `[b, kv, t, d]`; q and k
+/// heads RMS-normalised (when `norm`), rotated by the cos / signed-sin rows of their position
+/// (HF half split) and written to `[b, heads, t, d]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn split_rope_heads(
+    qkv: &Array<f32>,
+    cos: &Array<f32>,
+    sin: &Array<f32>,
+    pos: &Array<u32>,
+    q_gamma: &Array<f32>,
+    k_gamma: &Array<f32>,
+    q: &mut Array<f32>,
+    k: &mut Array<f32>,
+    v: &mut Array<f32>,
+    t: usize,
+    hq: usize,
+    kv: usize,
+    d: usize,
+    n: usize,
+    norm: u32,
+    eps: f32,
+) {
+    let id = ABSOLUTE_POS;
+    if id >= n {
+        terminate!();
+    }
+    let heads = hq + 2 * kv;
+    let row = id / heads;
+    let h = id % heads;
+    let bi = row / t;
+    let i = row % t;
+    let src = row * heads * d + h * d;
+    if h >= hq + kv {
+        let dst = ((bi * kv + (h - hq - kv)) * t + i) * d;
+        for c in 0..d {
+            v[dst + c] = qkv[src + c];
+        }
+    } else {
+        let mut rms = 1.0f32;
+        if norm != 0u32 {
+            let mut ss = 0.0f32;
+            for c in 0..d {
+                let x = qkv[src + c];
+                ss += x * x;
+            }
+            rms = f32::sqrt(ss / f32::cast_from(d) + eps);
+        }
+        let p = usize::cast_from(pos[row]) * d;
+        let half = d / 2;
+        let is_q = h < hq;
+        for c in 0..d {
+            let o = (c + half) % d;
+            let mut x = qkv[src + c];
+            let mut xo = qkv[src + o];
+            if norm != 0u32 {
+                if is_q {
+                    x = x / rms * q_gamma[c];
+                    xo = xo / rms * q_gamma[o];
+                } else {
+                    x = x / rms * k_gamma[c];
+                    xo = xo / rms * k_gamma[o];
+                }
+            }
+            let val = x * cos[p + c] + xo * sin[p + c];
+            if is_q {
+                q[((bi * hq + h) * t + i) * d + c] = val;
+            } else {
+                k[((bi * kv + (h - hq)) * t + i) * d + c] = val;
+            }
+        }
+    }
+}
+
+/// One unit per (row, q head, query, key): `scale · q·k`, softcapped when `softcap > 0`, or
+/// −1e30 where the key is hidden (after the query, outside its window, or padding other than
+/// the query's own slot: the default body's mask).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn attn_scores(
+    q: &Array<f32>,
+    kc: &Array<f32>,
+    valid: &Array<u32>,
+    s: &mut Array<f32>,
+    t: usize,
+    keys: usize,
+    past: usize,
+    cap: usize,
+    hq: usize,
+    kv: usize,
+    d: usize,
+    n: usize,
+    scale: f32,
+    softcap: f32,
+    window: usize,
+    has_valid: u32,
+) {
+    let id = ABSOLUTE_POS;
+    if id >= n {
+        terminate!();
+    }
+    let j = id % keys;
+    let qrow = id / keys; // (bi · hq + h) · t + i
+    let i = qrow % t;
+    let h = (qrow / t) % hq;
+    let bi = qrow / (t * hq);
+    let slot = past + i;
+    let mut visible = j <= slot;
+    if window > 0 && j + window <= slot {
+        visible = false;
+    }
+    if has_valid != 0u32 && j != slot && valid[bi * keys + j] == 0u32 {
+        visible = false;
+    }
+    let mut acc = 0.0f32;
+    if visible {
+        let g = h / (hq / kv);
+        let kbase = ((bi * kv + g) * cap + j) * d;
+        let qbase = qrow * d;
+        for c in 0..d {
+            acc += q[qbase + c] * kc[kbase + c];
+        }
+    }
+    let mut score = acc * scale;
+    if softcap > 0.0f32 {
+        score = softcap * f32::tanh(score / softcap);
+    }
+    if !visible {
+        score = HIDDEN;
+    }
+    s[id] = score;
+}
+
+/// One cube per (row, q head, query), one unit per value dimension: softmax over the row's
+/// scores and the weighted sum of the values, written to `[b·t, hq·d]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn attn_softmax_values(
+    s: &Array<f32>,
+    vc: &Array<f32>,
+    out: &mut Array<f32>,
+    t: usize,
+    keys: usize,
+    cap: usize,
+    hq: usize,
+    kv: usize,
+    d: usize,
+    rows: usize,
+) {
+    let qrow = cube_row();
+    if qrow >= rows {
+        terminate!();
+    }
+    let c = UNIT_POS_X as usize;
+    let i = qrow % t;
+    let h = (qrow / t) % hq;
+    let bi = qrow / (t * hq);
+    let g = h / (hq / kv);
+    let sbase = qrow * keys;
+    let mut m = s[sbase];
+    for j in 1..keys {
+        let x = s[sbase + j];
+        if x > m {
+            m = x;
+        }
+    }
+    let mut l = 0.0f32;
+    let mut acc = 0.0f32;
+    let vbase = (bi * kv + g) * cap * d + c;
+    for j in 0..keys {
+        let e = f32::exp(s[sbase + j] - m);
+        l += e;
+        acc += e * vc[vbase + j * d];
+    }
+    out[((bi * t + i) * hq + h) * d + c] = acc / l;
+}
+
+fn prim<R: CubeRuntime, BT: BoolElement, const D: usize>(t: Tensor<Cube<R, BT>, D>) -> CubeTensor<R> {
+    into_contiguous(t.into_primitive().tensor())
+}
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: &[usize]) -> CubeTensor<R> {
+    let handle = like.client.empty(dims.iter().product::<usize>() * 4);
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(dims.to_vec()), handle, DType::F32)
+}
+
+fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTensor<R>) -> Tensor<Cube<R, BT>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn elemwise(client: &ComputeClient<impl Runtime>, n: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(client, n.max(1));
+    (calculate_cube_count_elemwise(client, n.max(1), dim), dim)
+}
+
+/// [`DecodeOps::rms_norm`](crate::ops::DecodeOps::rms_norm) in one launch.
+///
+/// # Shapes
+/// - x: `[m, hidden]` → `[m, hidden]`
+pub fn rms_norm<R: CubeRuntime, BT: BoolElement>(
+    x: Tensor<Cube<R, BT>, 2>,
+    gamma: &Tensor<Cube<R, BT>, 1>,
+    eps: f64,
+) -> Tensor<Cube<R, BT>, 2> {
+    let [m, cols] = x.dims();
+    let x = prim(x);
+    let gamma = prim(gamma.clone());
+    let y = empty(&x, &[m, cols]);
+    let client = x.client.clone();
+    rms_norm_rows::launch::<R>(
+        &client,
+        row_count(m),
+        CubeDim::new_1d(LANES),
+        x.into_array_arg(),
+        gamma.into_array_arg(),
+        y.clone().into_array_arg(),
+        m,
+        cols,
+        eps as f32,
+    );
+    float(y)
+}
+
+/// [`DecodeOps::gated_act`](crate::ops::DecodeOps::gated_act) in one launch.
+///
+/// # Shapes
+/// - gate_up: `[m, 2·inter]` → `[m, inter]`
+pub fn gated_act<R: CubeRuntime, BT: BoolElement>(
+    gate_up: Tensor<Cube<R, BT>, 2>,
+    act: Activation,
+) -> Tensor<Cube<R, BT>, 2> {
+    let [m, w] = gate_up.dims();
+    let inter = w / 2;
+    let gu = prim(gate_up);
+    let y = empty(&gu, &[m, inter]);
+    let n = m * inter;
+    let client = gu.client.clone();
+    let (count, dim) = elemwise(&client, n);
+    let gelu = u32::from(act == Activation::GeluTanh);
+    gated_rows::launch::<R>(&client, count, dim, gu.into_array_arg(), y.clone().into_array_arg(), inter, n, gelu);
+    float(y)
+}
+
+/// [`DecodeOps::split_rope`](crate::ops::DecodeOps::split_rope) in one launch (the cos / sin
+/// tables stay on the device; the call's positions are uploaded once per step).
+///
+/// # Shapes
+/// - qkv: `[batch·seq, (q + 2·kv)·dim]`
+/// - output: q `[batch, q, seq, dim]`, k and v `[batch, kv, seq, dim]`
+pub fn split_rope<R: CubeRuntime, BT: BoolElement>(
+    qkv: Tensor<Cube<R, BT>, 2>,
+    step: &Step<Cube<R, BT>>,
+    rope: &RotaryEmbedding<Cube<R, BT>>,
+    heads: Heads,
+    qk_norm: Option<QkNorm<'_, Cube<R, BT>>>,
+) -> (Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>) {
+    let (b, t, d, hq, kv) = (step.batch, step.seq, heads.dim, heads.q, heads.kv);
+    let qkv = prim(qkv);
+    let (cos, sin) = rope.tables();
+    let (cos, sin) = (prim(cos.clone()), prim(sin.clone()));
+    let pos: CubeTensor<R> = step.device_positions().into_primitive();
+    let (qg, kg, eps) = match qk_norm {
+        Some(ref n) => (prim(n.q.clone()), prim(n.k.clone()), n.eps as f32),
+        None => (cos.clone(), cos.clone(), 0.0),
+    };
+    let q = empty(&qkv, &[b, hq, t, d]);
+    let k = empty(&qkv, &[b, kv, t, d]);
+    let v = empty(&qkv, &[b, kv, t, d]);
+    let n = b * t * (hq + 2 * kv);
+    let client = qkv.client.clone();
+    let (count, dim) = elemwise(&client, n);
+    split_rope_heads::launch::<R>(
+        &client,
+        count,
+        dim,
+        qkv.into_array_arg(),
+        cos.into_array_arg(),
+        sin.into_array_arg(),
+        pos.into_array_arg(),
+        qg.into_array_arg(),
+        kg.into_array_arg(),
+        q.clone().into_array_arg(),
+        k.clone().into_array_arg(),
+        v.clone().into_array_arg(),
+        t,
+        hq,
+        kv,
+        d,
+        n,
+        u32::from(qk_norm.is_some()),
+        eps,
+    );
+    (float(q), float(k), float(v))
+}
+
+/// Attention of `q` over `keys` keys of the cache buffers `kc` / `vc` (`[b, kv, cap, d]`, read
+/// in place) in two launches: scores, then softmax and the weighted values.
+///
+/// # Shapes
+/// - q: `[batch, q, seq, dim]`; kc, vc: `[batch, kv, cap, dim]`
+/// - output: `[batch·seq, q·dim]`
+pub fn attention<R: CubeRuntime, BT: BoolElement>(
+    q: Tensor<Cube<R, BT>, 4>,
+    kc: Tensor<Cube<R, BT>, 4>,
+    vc: Tensor<Cube<R, BT>, 4>,
+    step: &Step<Cube<R, BT>>,
+    attn: &AttnSpec,
+) -> Tensor<Cube<R, BT>, 2> {
+    let Heads { q: hq, kv, dim: d } = attn.heads;
+    let (b, t) = (step.batch, step.seq);
+    let cap = kc.dims()[2];
+    let keys = step.keys();
+    let (q, kc, vc) = (prim(q), prim(kc), prim(vc));
+    let valid: Option<Tensor<Cube<R, BT>, 1, Int>> = step.device_key_valid();
+    let has_valid = u32::from(valid.is_some());
+    let valid: CubeTensor<R> = valid.unwrap_or_else(|| step.device_positions()).into_primitive();
+    let rows = b * hq * t;
+    let s = empty(&q, &[rows, keys]);
+    let n = rows * keys;
+    let client = q.client.clone();
+    let (count, dim) = elemwise(&client, n);
+    attn_scores::launch::<R>(
+        &client,
+        count,
+        dim,
+        q.clone().into_array_arg(),
+        kc.into_array_arg(),
+        valid.into_array_arg(),
+        s.clone().into_array_arg(),
+        t,
+        keys,
+        step.past,
+        cap,
+        hq,
+        kv,
+        d,
+        n,
+        attn.scale as f32,
+        attn.softcap.unwrap_or(0.0) as f32,
+        attn.window.unwrap_or(0),
+        has_valid,
+    );
+    let out = empty(&q, &[b * t, hq * d]);
+    attn_softmax_values::launch::<R>(
+        &client,
+        row_count(rows),
+        CubeDim::new_1d(d as u32),
+        s.into_array_arg(),
+        vc.into_array_arg(),
+        out.clone().into_array_arg(),
+        t,
+        keys,
+        cap,
+        hq,
+        kv,
+        d,
+        rows,
+    );
+    float(out)
+}
