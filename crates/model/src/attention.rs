@@ -22,21 +22,29 @@ pub struct Attention<B: DecodeOps> {
 }
 
 impl<B: DecodeOps> Attention<B> {
+    /// Attention of the RMS-normalised `x` (`norm` fused into the q/k/v projection where the
+    /// backend can), plus `residual` when given (fused into the output projection).
+    ///
     /// # Shapes
-    /// - x: `[batch·seq, hidden]`
+    /// - x, residual: `[batch·seq, hidden]`
     /// - output: `[batch·seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
+        norm: &RmsNorm<B>,
         step: &Step<B>,
         ropes: &[RotaryEmbedding<B>],
         cache: Option<&mut LayerKv<B>>,
+        residual: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 2> {
-        let qkv = time(Op::Qkv, || B::linear_layer(x, &self.qkv));
+        let qkv = time(Op::Qkv, || B::norm_linear(x, &norm.gamma, norm.eps, &self.qkv, None));
         let qk_norm = self.qk_norm.as_ref().map(|(q, k)| QkNorm { q: &q.gamma, k: &k.gamma, eps: q.eps });
         let heads = self.spec.heads;
         let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, &ropes[self.rope], heads, qk_norm));
         let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, &self.spec));
-        time(Op::AttnOut, || B::linear_layer(out, &self.o_proj))
+        time(Op::AttnOut, || match residual {
+            Some(r) => B::linear_residual(out, &self.o_proj, r),
+            None => B::linear_layer(out, &self.o_proj),
+        })
     }
 }

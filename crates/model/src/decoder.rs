@@ -7,8 +7,8 @@ use burn::tensor::{s, Tensor};
 use crate::attention::Attention;
 use crate::error::{ModelError, Result};
 use crate::families::ModelConfig;
+use crate::ffn::Ffn;
 use crate::kv_cache::{KvCache, LayerKv};
-use crate::mlp::Ffn;
 use crate::norm::RmsNorm;
 use crate::ops::{DecodeOps, Linear, Matrix, Step};
 use crate::profile::{time, Op};
@@ -38,18 +38,25 @@ impl<B: DecodeOps> DecoderLayer<B> {
         ropes: &[RotaryEmbedding<B>],
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 2> {
-        let a = self.self_attn.forward(self.input_layernorm.forward(x.clone()), step, ropes, cache);
-        let a = match &self.post_attention_norm {
-            Some(n) => n.forward(a),
+        // residual adds fused into the output projections, except after a sandwich norm
+        let res = self.post_attention_norm.is_none().then(|| x.clone());
+        let a = self.self_attn.forward(x.clone(), &self.input_layernorm, step, ropes, cache, res);
+        let h = match &self.post_attention_norm {
+            Some(n) => {
+                let a = n.forward(a);
+                time(Op::Residual, || x + a)
+            }
             None => a,
         };
-        let h = time(Op::Residual, || x + a);
-        let m = self.mlp.forward(self.mlp_norm.forward(h.clone()));
-        let m = match &self.post_mlp_norm {
-            Some(n) => n.forward(m),
+        let res = self.post_mlp_norm.is_none().then(|| h.clone());
+        let m = self.mlp.forward(h.clone(), &self.mlp_norm, res);
+        match &self.post_mlp_norm {
+            Some(n) => {
+                let m = n.forward(m);
+                time(Op::Residual, || h + m)
+            }
             None => m,
-        };
-        time(Op::Residual, || h + m)
+        }
     }
 }
 

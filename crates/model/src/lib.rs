@@ -13,6 +13,7 @@ pub mod decoder;
 pub mod engine;
 pub mod error;
 pub mod families;
+pub mod ffn;
 pub mod generate;
 pub mod ggml;
 pub mod kernels;

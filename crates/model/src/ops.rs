@@ -20,6 +20,7 @@ use crate::ggml::GgmlType;
 use crate::kernels::blocks::{dequantize_words, DeviceLayout};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
+use crate::profile::{time, Op};
 use crate::rope::{RopeSlice, RotaryEmbedding};
 
 /// A weight matrix `[out, in]` (rows = output features, as GGUF and PyTorch store it).
@@ -339,6 +340,37 @@ pub trait DecodeOps: Backend {
     /// - x: `[m, in]` → `[m, out]`
     fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
         default_linear(x, w)
+    }
+
+    /// `rms_norm(x) · Wᵀ + b`, then the gated activation of its `[gate | up]` halves when
+    /// `gated` is given: the input norm of a projection (and the activation after gate/up) fused
+    /// with it where the backend has a kernel for that.
+    ///
+    /// # Shapes
+    /// - x: `[m, in]` → `[m, out]`, or `[m, out / 2]` when `gated`
+    fn norm_linear(
+        x: Tensor<Self, 2>,
+        gamma: &Tensor<Self, 1>,
+        eps: f64,
+        w: &Linear<Self>,
+        gated: Option<Activation>,
+    ) -> Tensor<Self, 2> {
+        let x = time(Op::Norm, || Self::rms_norm(x, gamma, eps));
+        let y = Self::linear_layer(x, w);
+        match gated {
+            Some(act) => time(Op::GatedAct, || Self::gated_act(y, act)),
+            None => y,
+        }
+    }
+
+    /// `residual + x · Wᵀ + b` (a projection and the residual add after it, fused where the
+    /// backend has a kernel for that).
+    ///
+    /// # Shapes
+    /// - x: `[m, in]`; residual: `[m, out]` → `[m, out]`
+    fn linear_residual(x: Tensor<Self, 2>, w: &Linear<Self>, residual: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let y = Self::linear_layer(x, w);
+        time(Op::Residual, || residual + y)
     }
 
     /// Rows `ids` of an embedding table `[vocab, hidden]`.

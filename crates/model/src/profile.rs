@@ -86,16 +86,25 @@ pub fn totals() -> Vec<(Op, f64, u64)> {
         .collect()
 }
 
-/// Run `f`, timing it as `op` when profiling is on.
+thread_local! {
+    /// Nanoseconds spent in timed operations nested inside the one running on this thread.
+    static NESTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Run `f`, timing it as `op` when profiling is on. Time spent in operations timed inside `f`
+/// counts for them, not for `op` (a fused default body times its parts).
 #[inline]
 pub fn time<R>(op: Op, f: impl FnOnce() -> R) -> R {
     if !ENABLED.load(Ordering::Relaxed) {
         return f();
     }
+    let outer = NESTED.replace(0);
     let t = Instant::now();
     let r = f();
+    let total = t.elapsed().as_nanos() as u64;
+    let inner = NESTED.replace(outer + total);
     let i = OPS.iter().position(|&o| o == op).expect("every op is listed");
-    NANOS[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    NANOS[i].fetch_add(total.saturating_sub(inner), Ordering::Relaxed);
     CALLS[i].fetch_add(1, Ordering::Relaxed);
     r
 }

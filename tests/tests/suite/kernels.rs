@@ -309,7 +309,8 @@ demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match
 /// Blocks kept on the device (the cube backends: wgpu, cuda) against dequantize-then-matmul:
 /// every block type with a device layout, odd shapes (rows not a multiple of a cube's 4, fewer
 /// blocks per row than a cube's 32 units), the matrix-vector kernel (1 and 3 rows) and the
-/// dequantize + matmul path (17 rows), embeddings. Other backends and types must decline.
+/// dequantize + matmul path (17 rows), embeddings, and the fused input norm, gated output and
+/// residual against the separate ops. Other backends and types must decline.
 fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
     let mut rng = Lcg(21);
     let mut checked = 0;
@@ -338,6 +339,31 @@ fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
                 };
                 let got = host(B::linear_layer(t2::<B>(&x, [n, cols], device), &lin));
                 check(&format!("device {ty:?} {rows}x{cols} m={n}"), &got, &want, &w, &x, n, 1e-4);
+            }
+            // the fused steps around the product (input norm, gated output, residual) against
+            // the same backend's separate ops
+            let plain_lin = Linear::<B> { weight: m.clone(), bias: None };
+            let gamma = Tensor::<B, 1>::from_data(TensorData::new(rng.vec(cols), [cols]), device);
+            let close = |got: Tensor<B, 2>, want: Tensor<B, 2>, what: &str| {
+                let (got, want) = (host(got), host(want));
+                let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+                let d = max_abs_diff(&got, &want);
+                assert!(d <= 1e-5 * scale, "device {ty:?} {rows}x{cols} {what}: differs by {d} (values up to {scale})");
+            };
+            for n in [1usize, 3, 17] {
+                let x = t2::<B>(&rng.vec(n * cols), [n, cols], device);
+                let normed = B::linear_layer(B::rms_norm(x.clone(), &gamma, 1e-5), &plain_lin);
+                let got = B::norm_linear(x.clone(), &gamma, 1e-5, &plain_lin, None);
+                close(got, normed.clone(), &format!("norm_linear m={n}"));
+                if rows % 2 == 0 {
+                    for act in [Activation::Silu, Activation::GeluTanh] {
+                        let got = B::norm_linear(x.clone(), &gamma, 1e-5, &plain_lin, Some(act));
+                        close(got, B::gated_act(normed.clone(), act), &format!("gated {act:?} m={n}"));
+                    }
+                }
+                let r = t2::<B>(&rng.vec(n * rows), [n, rows], device);
+                let got = B::linear_residual(x.clone(), &plain_lin, r.clone());
+                close(got, r + B::linear_layer(x, &plain_lin), &format!("linear_residual m={n}"));
             }
             let ids = [0, rows as u32 - 1, 5 % rows as u32, 0];
             let got = host(B::embed(&ids, &m, device));
