@@ -18,16 +18,15 @@
 use std::sync::Arc;
 
 use burn::tensor::ops::IntTensorOps;
-use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
-use burn_cubecl::kernel::into_contiguous;
+use burn::tensor::{Int, Tensor, TensorData};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
 use crate::kernels::blocks::{device_words, DeviceLayout};
-use crate::kernels::cube_layers as layers;
+use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, DecodeOps, DeviceBlocks, Heads, Linear, Matrix, QkNorm, Step};
@@ -160,12 +159,7 @@ fn matvec_blocks(
         }
         let mut v = g;
         if gated {
-            if gelu {
-                let inner = 0.797_884_6f32 * (g + 0.044715f32 * g * g * g);
-                v = 0.5f32 * g * (1.0f32 + f32::tanh(inner)) * u;
-            } else {
-                v = g / (1.0f32 + f32::exp(-g)) * u;
-            }
+            v = gated_value(g, u, gelu);
         }
         if residual {
             v += res[i * rows + o];
@@ -174,10 +168,18 @@ fn matvec_blocks(
     }
 }
 
-/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks, one unit per
-/// output value.
+/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks (6 words,
+/// `d · q + m`) or, when `q8`, 8-bit ones (9 words, `d · q`); one unit per output value.
 #[cube(launch)]
-fn dequantize_q4(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: usize, n: usize, by_id: u32) {
+fn dequantize_blocks(
+    w: &Array<u32>,
+    ids: &Array<u32>,
+    out: &mut Array<f32>,
+    cols: usize,
+    n: usize,
+    by_id: u32,
+    #[comptime] q8: bool,
+) {
     let pos = ABSOLUTE_POS;
     if pos >= n * cols {
         terminate!();
@@ -185,42 +187,22 @@ fn dequantize_q4(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: u
     let r = source_row(pos, cols, ids, by_id);
     let c = pos % cols;
     let k = c % 32;
-    let base = (r * (cols / 32) + c / 32) * 6;
-    let d = f32::reinterpret(w[base]);
-    let m = f32::reinterpret(w[base + 1]);
-    let byte_at = k % 16;
-    let byte = byte_of(w[base + 2 + byte_at / 4], byte_at % 4);
-    let mut q = byte & 15u32;
-    if k >= 16 {
-        q = byte >> 4u32;
+    if q8 {
+        let base = (r * (cols / 32) + c / 32) * 9;
+        let d = f32::reinterpret(w[base]);
+        out[pos] = d * signed(byte_of(w[base + 1 + k / 4], k % 4));
+    } else {
+        let base = (r * (cols / 32) + c / 32) * 6;
+        let d = f32::reinterpret(w[base]);
+        let m = f32::reinterpret(w[base + 1]);
+        let byte_at = k % 16;
+        let byte = byte_of(w[base + 2 + byte_at / 4], byte_at % 4);
+        let mut q = byte & 15u32;
+        if k >= 16 {
+            q = byte >> 4u32;
+        }
+        out[pos] = d * f32::cast_from(q) + m;
     }
-    out[pos] = d * f32::cast_from(q) + m;
-}
-
-/// [`dequantize_q4`] over 8-bit blocks.
-#[cube(launch)]
-fn dequantize_q8(w: &Array<u32>, ids: &Array<u32>, out: &mut Array<f32>, cols: usize, n: usize, by_id: u32) {
-    let pos = ABSOLUTE_POS;
-    if pos >= n * cols {
-        terminate!();
-    }
-    let r = source_row(pos, cols, ids, by_id);
-    let c = pos % cols;
-    let k = c % 32;
-    let base = (r * (cols / 32) + c / 32) * 9;
-    let d = f32::reinterpret(w[base]);
-    out[pos] = d * signed(byte_of(w[base + 1 + k / 4], k % 4));
-}
-
-type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
-
-fn float<R: CubeRuntime, BT: BoolElement>(t: Tensor<Cube<R, BT>, 2>) -> CubeTensor<R> {
-    into_contiguous(t.into_primitive().tensor())
-}
-
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: [usize; 2]) -> CubeTensor<R> {
-    let handle = like.client.empty(dims[0] * dims[1] * 4);
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), handle, DType::F32)
 }
 
 /// What [`matvec`] fuses around the product.
@@ -249,14 +231,14 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
 ) -> Tensor<Cube<R, BT>, 2> {
     let [m, _] = x.dims();
     let rows = if fused.gated.is_some() { w.rows / 2 } else { w.rows };
-    let x = float(x);
+    let x = prim(x);
     let words: CubeTensor<R> = w.words.clone().into_primitive();
-    let y = empty(&x, [m, rows]);
+    let y = empty(&x, &[m, rows]);
     let count = CubeCount::Static(rows.div_ceil(4) as u32, m as u32, 1);
     let dim = CubeDim::new_2d(32, 4);
     let client = x.client.clone();
     let residual = fused.residual.is_some();
-    let res = fused.residual.map_or_else(|| x.clone(), float);
+    let res = fused.residual.map_or_else(|| x.clone(), prim);
     matvec_blocks::launch::<R>(
         &client,
         count,
@@ -272,7 +254,7 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
         fused.gated == Some(Activation::GeluTanh),
         residual,
     );
-    Tensor::from_primitive(TensorPrimitive::Float(y))
+    float(y)
 }
 
 /// Rows `ids` of the matrix as f32 (every row when `ids` is `None`).
@@ -289,18 +271,25 @@ pub fn dequantize<R: CubeRuntime, BT: BoolElement>(
     let id_len = id_data.len();
     let ids_t: CubeTensor<R> = Cube::<R, BT>::int_from_data(TensorData::new(id_data, [id_len]), device);
     let words: CubeTensor<R> = w.words.clone().into_primitive();
-    let out = empty(&words, [n, w.cols]);
+    let out = empty(&words, &[n, w.cols]);
     let total = n * w.cols;
     let dim = CubeDim::new(&words.client, total);
     let count = calculate_cube_count_elemwise(&words.client, total, dim);
     let client = words.client.clone();
     let by_id = u32::from(ids.is_some());
-    let args = (words.into_array_arg(), ids_t.into_array_arg(), out.clone().into_array_arg());
-    match w.layout {
-        DeviceLayout::Q4 => dequantize_q4::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.cols, n, by_id),
-        DeviceLayout::Q8 => dequantize_q8::launch::<R>(&client, count, dim, args.0, args.1, args.2, w.cols, n, by_id),
-    }
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    dequantize_blocks::launch::<R>(
+        &client,
+        count,
+        dim,
+        words.into_array_arg(),
+        ids_t.into_array_arg(),
+        out.clone().into_array_arg(),
+        w.cols,
+        n,
+        by_id,
+        w.layout == DeviceLayout::Q8,
+    );
+    float(out)
 }
 
 /// The device blocks of `w` when [`matvec`] can compute `x · Wᵀ` with fused steps: blocks on
@@ -358,17 +347,13 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
         w: &Linear<Self>,
         gated: Option<Activation>,
     ) -> Tensor<Self, 2> {
-        match fusable(&x, w) {
-            // the norm stays its own launch: in the matvec prologue every cube recomputes the
-            // row's norm (two barriers), measured 2.4x slower on lavapipe
-            Some(blocks) => matvec(layers::rms_norm(x, gamma, eps), blocks, Fused { gated, residual: None }),
-            None => {
-                let y = Self::linear_layer(Self::rms_norm(x, gamma, eps), w);
-                match gated {
-                    Some(act) => Self::gated_act(y, act),
-                    None => y,
-                }
-            }
+        // the norm stays its own launch: in the matvec prologue every cube recomputes the row's
+        // norm (two barriers), measured 2.4x slower on lavapipe
+        let x = layers::rms_norm(x, gamma, eps);
+        match (fusable(&x, w), gated) {
+            (Some(blocks), _) => matvec(x, blocks, Fused { gated, residual: None }),
+            (None, Some(act)) => layers::gated_act(Self::linear_layer(x, w), act),
+            (None, None) => Self::linear_layer(x, w),
         }
     }
 

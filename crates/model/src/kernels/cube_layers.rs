@@ -14,7 +14,8 @@ use crate::families::Activation;
 use crate::ops::{AttnSpec, Heads, QkNorm, Step};
 use crate::rope::RotaryEmbedding;
 
-type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+/// Every cube backend with f32 floats (what the decoder runs).
+pub(crate) type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
 
 /// The score of a hidden key (its softmax weight underflows to 0).
 const HIDDEN: f32 = -1.0e30;
@@ -67,24 +68,28 @@ fn rms_norm_rows(x: &Array<f32>, gamma: &Array<f32>, y: &mut Array<f32>, rows: u
     }
 }
 
-/// `y[r, j] = act(gu[r, j]) · gu[r, inter + j]`; `gelu` 0: SiLU, 1: tanh-approximated GELU.
+/// `act(g) · u`: SiLU, or GELU with the tanh approximation when `gelu`.
+#[cube]
+pub(crate) fn gated_value(g: f32, u: f32, #[comptime] gelu: bool) -> f32 {
+    let mut a = g / (1.0f32 + f32::exp(-g));
+    if gelu {
+        // √(2/π)
+        let inner = 0.797_884_6f32 * (g + 0.044715f32 * g * g * g);
+        a = 0.5f32 * g * (1.0f32 + f32::tanh(inner));
+    }
+    a * u
+}
+
+/// `y[r, j] = act(gu[r, j]) · gu[r, inter + j]` ([`gated_value`]).
 #[cube(launch)]
-fn gated_rows(gu: &Array<f32>, y: &mut Array<f32>, inter: usize, n: usize, gelu: u32) {
+fn gated_rows(gu: &Array<f32>, y: &mut Array<f32>, inter: usize, n: usize, #[comptime] gelu: bool) {
     let pos = ABSOLUTE_POS;
     if pos >= n {
         terminate!();
     }
     let r = pos / inter;
     let j = pos % inter;
-    let g = gu[r * 2 * inter + j];
-    let u = gu[r * 2 * inter + inter + j];
-    let mut a = g / (1.0f32 + f32::exp(-g));
-    if gelu != 0u32 {
-        // √(2/π)
-        let inner = 0.797_884_6f32 * (g + 0.044715f32 * g * g * g);
-        a = 0.5f32 * g * (1.0f32 + f32::tanh(inner));
-    }
-    y[pos] = a * u;
+    y[pos] = gated_value(gu[r * 2 * inter + j], gu[r * 2 * inter + inter + j], gelu);
 }
 
 /// One unit per (row, head) of the fused q/k/v rows: v heads copied to `[b, kv, t, d]`; q and k
@@ -264,16 +269,19 @@ fn attn_softmax_values(
     out[((bi * t + i) * hq + h) * d + c] = acc / l;
 }
 
-fn prim<R: CubeRuntime, BT: BoolElement, const D: usize>(t: Tensor<Cube<R, BT>, D>) -> CubeTensor<R> {
+/// The contiguous device tensor behind a float tensor.
+pub(crate) fn prim<R: CubeRuntime, BT: BoolElement, const D: usize>(t: Tensor<Cube<R, BT>, D>) -> CubeTensor<R> {
     into_contiguous(t.into_primitive().tensor())
 }
 
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: &[usize]) -> CubeTensor<R> {
+/// An uninitialised f32 tensor of `dims` on `like`'s device.
+pub(crate) fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: &[usize]) -> CubeTensor<R> {
     let handle = like.client.empty(dims.iter().product::<usize>() * 4);
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(dims.to_vec()), handle, DType::F32)
 }
 
-fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTensor<R>) -> Tensor<Cube<R, BT>, D> {
+/// A kernel's output as a float tensor.
+pub(crate) fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTensor<R>) -> Tensor<Cube<R, BT>, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
@@ -325,7 +333,7 @@ pub fn gated_act<R: CubeRuntime, BT: BoolElement>(
     let n = m * inter;
     let client = gu.client.clone();
     let (count, dim) = elemwise(&client, n);
-    let gelu = u32::from(act == Activation::GeluTanh);
+    let gelu = act == Activation::GeluTanh;
     gated_rows::launch::<R>(&client, count, dim, gu.into_array_arg(), y.clone().into_array_arg(), inter, n, gelu);
     float(y)
 }
