@@ -39,9 +39,7 @@ impl<B: DecodeOps> Attention<B> {
     ) -> Tensor<B, 2> {
         let qkv = time(Op::Qkv, || B::norm_linear(x, &norm.gamma, norm.eps, &self.qkv, None));
         let qk_norm = self.qk_norm.as_ref().map(|(q, k)| QkNorm { q: &q.gamma, k: &k.gamma, eps: q.eps });
-        let heads = self.spec.heads;
-        let (q, k, v) = time(Op::Rope, || B::split_rope(qkv, step, &ropes[self.rope], heads, qk_norm));
-        let out = time(Op::Attention, || B::cached_attention(q, k, v, cache, step, &self.spec));
+        let out = B::rope_attention(qkv, step, &ropes[self.rope], qk_norm, cache, &self.spec);
         time(Op::AttnOut, || match residual {
             Some(r) => B::linear_residual(out, &self.o_proj, r),
             None => B::linear_layer(out, &self.o_proj),

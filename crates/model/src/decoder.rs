@@ -203,7 +203,7 @@ impl<B: DecodeOps> Decoder<B> {
         Ok((b, t))
     }
 
-    /// Run the decoder; returns the final hidden states (after the last norm).
+    /// Run the decoder; returns the last layer's hidden states (before the final norm: [`Self::head`]).
     ///
     /// # Shapes
     /// - output: `[batch·seq, hidden]`, or `[batch, hidden]` when `last_only`
@@ -240,7 +240,16 @@ impl<B: DecodeOps> Decoder<B> {
             let d = self.config.hidden_size;
             x = x.reshape([b, t, d]).slice(s![.., t - 1..t, ..]).reshape([b, d]);
         }
-        Ok(self.weights.norm.forward(x))
+        Ok(x)
+    }
+
+    /// The final norm and the head over hidden states (one fused launch where the backend has it).
+    ///
+    /// # Shapes
+    /// - x: `[rows, hidden]` → `[rows, vocab]`
+    fn head(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let norm = &self.weights.norm;
+        self.softcap(time(Op::Head, || B::norm_linear(x, &norm.gamma, norm.eps, &self.weights.lm_head, None)))
     }
 
     /// Logits of the last position only (what decoding needs).
@@ -250,7 +259,7 @@ impl<B: DecodeOps> Decoder<B> {
     pub fn forward_last(&self, input: &StepInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 2>> {
         B::run_step(|| {
             let x = self.hidden(input, cache, true)?;
-            Ok(self.softcap(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head))))
+            Ok(self.head(x))
         })
     }
 
@@ -262,7 +271,7 @@ impl<B: DecodeOps> Decoder<B> {
         let (b, t) = (input.tokens.len(), input.tokens.first().map_or(0, Vec::len));
         B::run_step(|| {
             let x = self.hidden(input, cache, false)?;
-            let logits = self.softcap(time(Op::Head, || B::linear_layer(x, &self.weights.lm_head)));
+            let logits = self.head(x);
             Ok(logits.reshape([b, t, self.config.vocab_size]))
         })
     }

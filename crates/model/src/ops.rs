@@ -405,6 +405,24 @@ pub trait DecodeOps: Backend {
         gate * up
     }
 
+    /// A layer's attention from its fused q/k/v rows to the heads' outputs (before the output
+    /// projection): [`Self::split_rope`], then [`Self::cached_attention`] with the new keys and
+    /// values written into `cache` at `step.past`.
+    ///
+    /// # Shapes
+    /// - qkv: `[batch·seq, (q + 2·kv)·dim]` → `[batch·seq, q·dim]`
+    fn rope_attention(
+        qkv: Tensor<Self, 2>,
+        step: &Step<Self>,
+        rope: &RotaryEmbedding<Self>,
+        qk_norm: Option<QkNorm<'_, Self>>,
+        cache: Option<&mut LayerKv<Self>>,
+        attn: &AttnSpec,
+    ) -> Tensor<Self, 2> {
+        let (q, k, v) = time(Op::Rope, || Self::split_rope(qkv, step, rope, attn.heads, qk_norm));
+        time(Op::Attention, || Self::cached_attention(q, k, v, cache, step, attn))
+    }
+
     /// Split fused q/k/v rows into heads, RMS-normalise q and k per head when the layer has
     /// q/k norms, and rotate q and k (HF half-split RoPE).
     ///

@@ -241,8 +241,8 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
     assert!(max_abs_diff(&got, &want) < 1e-6, "embed");
     // split_rope + attention with a cache, padding and a sliding window
     let heads = Heads { q: 4, kv: 2, dim: 8 };
-    let rope_b = RotaryEmbedding::<B>::new(10000.0, 8, 64, device);
-    let rope_n = RotaryEmbedding::<NdArray>::new(10000.0, 8, 64, &nd);
+    let rope_b = RotaryEmbedding::<B>::new(10000.0, 8, 128, device);
+    let rope_n = RotaryEmbedding::<NdArray>::new(10000.0, 8, 128, &nd);
     let width = (heads.q + 2 * heads.kv) * heads.dim;
     // q/k norm weights (Qwen 3, Gemma 3) and the attention variants: scale, softcap, window
     let qn_w = rng.vec(8);
@@ -261,6 +261,10 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         (1, 3, 4, false, Some(4), false, Some(5.0)),
         (2, 2, 3, false, None, true, Some(2.0)),
         (2, 4, 0, true, Some(2), true, Some(3.0)),
+        // past several chunks of the cube attention's online softmax, a window skipping some
+        (1, 2, 40, true, Some(20), false, None),
+        (2, 1, 70, false, None, true, Some(3.0)),
+        (2, 3, 66, true, Some(33), true, None),
     ];
     for (b, t, past, pad, window, qk, softcap) in cases {
         let keys = past + t;
@@ -277,14 +281,16 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(max_abs_diff(&host(kb.clone()), &host(kn.clone())) < tol, "rope k (qk norm {qk})");
         assert!(max_abs_diff(&host(vb.clone()), &host(vn.clone())) < tol, "split v");
         // a cache pre-filled with the same random past on both
-        let cfg = cache_config(32, 4, 2, 8, 64);
-        let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 16, device).unwrap();
-        let mut cn = demiurgic_model::KvCache::<NdArray>::new(&cfg, b, 16, &nd).unwrap();
+        let cfg = cache_config(32, 4, 2, 8, 128);
+        let mut cb = demiurgic_model::KvCache::<B>::new(&cfg, b, 80, device).unwrap();
+        let mut cf = demiurgic_model::KvCache::<B>::new(&cfg, b, 80, device).unwrap();
+        let mut cn = demiurgic_model::KvCache::<NdArray>::new(&cfg, b, 80, &nd).unwrap();
         let old = rng.vec(b * 2 * past.max(1) * 8);
         if past > 0 {
             let pk = |d: &B::Device| Tensor::<B, 4>::from_data(TensorData::new(old.clone(), [b, 2, past, 8]), d);
             let pn = Tensor::<NdArray, 4>::from_data(TensorData::new(old.clone(), [b, 2, past, 8]), &nd);
             cb.layer_mut(0).append(pk(device), pk(device), 0);
+            cf.layer_mut(0).append(pk(device), pk(device), 0);
             cn.layer_mut(0).append(pn.clone(), pn, 0);
         }
         let scale = if softcap.is_some() { 0.25 } else { AttnSpec::plain(heads).scale };
@@ -297,18 +303,43 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         }
         let got = host(B::cached_attention(qb, kb, vb, Some(cb.layer_mut(0)), &sb, &spec));
         let want = host(NdArray::cached_attention(qn, kn, vn, Some(cn.layer_mut(0)), &sn, &spec));
-        assert!(
-            max_abs_diff(&got, &want) < tol,
-            "attention b={b} t={t} past={past} pad={pad} window={window:?} softcap={softcap:?}"
+        let case = format!("b={b} t={t} past={past} pad={pad} window={window:?} softcap={softcap:?} qk norm {qk}");
+        assert!(max_abs_diff(&got, &want) < tol, "attention {case}");
+        // the fused step (the cube backends write k and v straight into the cache), then one more
+        // step over what it wrote
+        let norm_b = qk.then_some(QkNorm { q: &qn_b, k: &kn_b, eps: 1e-6 });
+        let fused = B::rope_attention(
+            t2::<B>(&qkv, [b * t, width], device),
+            &sb,
+            &rope_b,
+            norm_b,
+            Some(cf.layer_mut(0)),
+            &spec,
         );
+        assert!(max_abs_diff(&host(fused), &want) < tol, "rope_attention {case}");
+        let next = rng.vec(b * width);
+        let (sb1, sn1) = (step::<B>(b, 1, keys, None, device), step::<NdArray>(b, 1, keys, None, &nd));
+        let norm_b = qk.then_some(QkNorm { q: &qn_b, k: &kn_b, eps: 1e-6 });
+        let norm_n = qk.then_some(QkNorm { q: &qn_n, k: &kn_n, eps: 1e-6 });
+        let got =
+            B::rope_attention(t2::<B>(&next, [b, width], device), &sb1, &rope_b, norm_b, Some(cf.layer_mut(0)), &spec);
+        let want = NdArray::rope_attention(
+            t2::<NdArray>(&next, [b, width], &nd),
+            &sn1,
+            &rope_n,
+            norm_n,
+            Some(cn.layer_mut(0)),
+            &spec,
+        );
+        assert!(max_abs_diff(&host(got), &host(want)) < tol, "rope_attention, the step after {case}");
     }
 }
 
 demiurgic_tests::per_backend!(except_ndarray decode_ops_match_ndarray, ops_match_ndarray);
 
 /// Blocks kept on the device (the cube backends: wgpu, cuda) against dequantize-then-matmul:
-/// every block type with a device layout, odd shapes (rows not a multiple of a cube's 4, fewer
-/// blocks per row than a cube's 32 units), the matrix-vector kernel (1 and 3 rows) and the
+/// every block type with a device layout, odd shapes (rows not a multiple of a row group's 32,
+/// long rows whose blocks several units split), the matrix-vector kernel (1 and 3 rows) and the
 /// dequantize + matmul path (17 rows), embeddings, and the fused input norm, gated output and
 /// residual against the separate ops. Other backends and types must decline.
 fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
@@ -316,15 +347,17 @@ fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
     let mut checked = 0;
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6K] {
         let shapes: &[(usize, usize)] =
-            if ty == GgmlType::Q6K { &[(5, 256)] } else { &[(37, 96), (4, 32), (130, 1088)] };
+            if ty == GgmlType::Q6K { &[(5, 256)] } else { &[(37, 96), (4, 32), (130, 1088), (33, 2080)] };
         for &(rows, cols) in shapes {
             let w = Arc::new(random_matrix(ty, rows, cols, &mut rng));
             let blocks = B::device_blocks(w.clone(), device);
             let layout = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
             assert_eq!(blocks.is_some(), B::device_blocks_supported() && layout, "{ty:?} on the device");
             let Some(m) = blocks else { continue };
-            // at most 4/3 of the file's bytes (Q4_0's 18-byte blocks become 24)
-            assert!(m.bytes() * 3 <= w.bytes() * 4, "{ty:?}: {} bytes on the device for {}", m.bytes(), w.bytes());
+            // at most 4/3 of the file's bytes (Q4_0's 18-byte blocks become 24), rows padded to
+            // whole groups of 32
+            let padded = w.bytes() / rows * rows.div_ceil(32) * 32;
+            assert!(m.bytes() * 3 <= padded * 4, "{ty:?}: {} bytes on the device for {}", m.bytes(), w.bytes());
             assert_eq!(m.dims(), [rows, cols]);
             let bias = rng.vec(rows);
             for n in [1usize, 3, 17] {

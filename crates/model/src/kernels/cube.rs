@@ -63,38 +63,64 @@ fn source_row(pos: usize, cols: usize, ids: &Array<u32>, by_id: u32) -> usize {
     r
 }
 
-/// Block `b` of weight row `r` against the matching 32 inputs of row `xrow`: 4-bit blocks
-/// (`q8` 0: 6 words, `d · q + m`) or 8-bit ones (9 words, `d · q`).
+/// Where block `b` of row `r` starts in the device layout (its word `j` is `32 · j` further:
+/// [`word_index`](crate::kernels::blocks::word_index)).
+#[cube]
+fn block_base(r: usize, b: usize, nb: usize, #[comptime] wpb: usize) -> usize {
+    (r / 32 * nb + b) * wpb * 32 + r % 32
+}
+
+/// Block `b` of weight row `r` against the matching 32 values of `x`: 4-bit blocks (`q8`
+/// false: `d · q + m`, with the block's `Σ x` from `sums` when `staged`) or 8-bit ones
+/// (`d · q`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn block_dot(x: &Array<f32>, w: &Array<u32>, xrow: usize, r: usize, b: usize, nb: usize, #[comptime] q8: bool) -> f32 {
+fn block_dot(
+    x: &Slice<f32>,
+    sums: &Slice<f32>,
+    w: &Array<u32>,
+    r: usize,
+    b: usize,
+    nb: usize,
+    #[comptime] q8: bool,
+    #[comptime] staged: bool,
+) -> f32 {
     let mut out = 0.0f32;
+    let xb = b * 32;
     if !q8 {
-        let base = (r * nb + b) * 6;
+        let base = block_base(r, b, nb, 6usize);
         let d = f32::reinterpret(w[base]);
-        let m = f32::reinterpret(w[base + 1]);
+        let m = f32::reinterpret(w[base + 32]);
         let mut sq = 0.0f32;
         let mut sx = 0.0f32;
+        #[unroll]
         for j in 0..4usize {
-            let word = w[base + 2 + j];
+            let word = w[base + (2 + j) * 32];
+            #[unroll]
             for k in 0..4usize {
                 let byte = byte_of(word, k);
-                let at = xrow + b * 32 + j * 4 + k;
-                let lo = x[at];
-                let hi = x[at + 16];
+                let lo = x[xb + j * 4 + k];
+                let hi = x[xb + 16 + j * 4 + k];
                 sq += lo * f32::cast_from(byte & 15u32) + hi * f32::cast_from(byte >> 4u32);
-                sx += lo + hi;
+                if !staged {
+                    sx += lo + hi;
+                }
             }
+        }
+        if staged {
+            sx += sums[b];
         }
         out += d * sq + m * sx;
     } else {
-        let base = (r * nb + b) * 9;
+        let base = block_base(r, b, nb, 9usize);
         let d = f32::reinterpret(w[base]);
         let mut sq = 0.0f32;
+        #[unroll]
         for j in 0..8usize {
-            let word = w[base + 1 + j];
+            let word = w[base + (1 + j) * 32];
+            #[unroll]
             for k in 0..4usize {
-                sq += x[xrow + b * 32 + j * 4 + k] * signed(byte_of(word, k));
+                sq += x[xb + j * 4 + k] * signed(byte_of(word, k));
             }
         }
         out += d * sq;
@@ -102,61 +128,146 @@ fn block_dot(x: &Array<f32>, w: &Array<u32>, xrow: usize, r: usize, b: usize, nb
     out
 }
 
-/// `y[i, o] = Σ_c x[i, c] · W[o, c]` over blocks on the device, with optional fused steps:
-/// - `gated` (1: SiLU, 2: tanh GELU): `W` holds `[gate | up]` rows and `y[i, o] =
-///   act(gate_o · x) · (up_o · x)` for `o < rows`;
+/// Row `r` of the matrix against `x` over the blocks `split`, `split + splits`, … (0 when not
+/// `live`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn row_dot(
+    x: &Slice<f32>,
+    sums: &Slice<f32>,
+    w: &Array<u32>,
+    r: usize,
+    live: bool,
+    nb: usize,
+    split: usize,
+    #[comptime] splits: usize,
+    #[comptime] q8: bool,
+    #[comptime] staged: bool,
+) -> f32 {
+    let mut acc = 0.0f32;
+    if live {
+        let mut b = split;
+        while b < nb {
+            acc += block_dot(x, sums, w, r, b, nb, q8, staged);
+            b += splits;
+        }
+    }
+    acc
+}
+
+/// `y[i, o] = Σ_c x̂[i, c] · W[o, c]` over blocks on the device, with optional fused steps:
+/// - `norm`: `x̂ = x / sqrt(mean(x²) + eps) · gamma`, the RMSNorm of the input row (otherwise
+///   `x̂ = x`);
+/// - `gated` (`gelu`: tanh GELU, else SiLU): `W` holds `[gate | up]` rows and `y[i, o] =
+///   act(gate_o · x̂) · (up_o · x̂)` for `o < rows`;
 /// - `residual`: `res[i, o]` added to the output.
 ///
-/// Cube: 32 × 4 units, 4 outputs of input row `CUBE_POS_Y`; the 32 lanes of an output split
-/// its blocks and add their sums in shared memory.
+/// Cube: 32 × `splits` units for 32 outputs of input row `CUBE_POS_Y`: lane `x` takes output
+/// `32 · CUBE_POS_X + x` (the 32 lanes read consecutive words and share every input value),
+/// and the `splits` units of an output split its blocks (their sums added in shared memory).
+/// When `stage` (= `cols`, at most [`NORM_MAX_COLS`]) the cube first writes `x̂` and each
+/// block's `Σ x̂` to shared memory (the norm needs it; the 4-bit dot then takes the block sums
+/// from there instead of every lane adding them); `norm` needs `stage`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn matvec_blocks(
     x: &Array<f32>,
+    gamma: &Array<f32>,
     res: &Array<f32>,
     w: &Array<u32>,
     y: &mut Array<f32>,
     rows: usize,
     cols: usize,
+    eps: f32,
     #[comptime] q8: bool,
     #[comptime] gated: bool,
     #[comptime] gelu: bool,
     #[comptime] residual: bool,
+    #[comptime] splits: usize,
+    #[comptime] norm: bool,
+    #[comptime] stage: usize,
 ) {
     let lane = UNIT_POS_X as usize;
-    let unit = UNIT_POS_Y as usize * 32 + lane;
-    let o = CUBE_POS_X as usize * 4 + UNIT_POS_Y as usize;
+    let split = UNIT_POS_Y as usize;
+    let unit = split * 32 + lane;
+    let units = comptime!(splits * 32);
+    let o = CUBE_POS_X as usize * 32 + lane;
     let i = CUBE_POS_Y as usize;
     let xrow = i * cols;
     let nb = cols / 32;
-    let mut acc = 0.0f32;
-    let mut acc_up = 0.0f32;
-    if o < rows {
-        let mut b = lane;
-        while b < nb {
-            acc += block_dot(x, w, xrow, o, b, nb, q8);
-            b += 32;
+    let live = o < rows;
+    let mut g = 0.0f32;
+    let mut u = 0.0f32;
+    if comptime!(stage > 0) {
+        let mut xs = SharedMemory::<f32>::new(stage);
+        let mut sums = SharedMemory::<f32>::new(comptime!(stage.div_ceil(32)));
+        if norm {
+            let mut red = SharedMemory::<f32>::new(units);
+            let mut ss = 0.0f32;
+            let mut c = unit;
+            while c < cols {
+                let v = x[xrow + c];
+                ss += v * v;
+                c += units;
+            }
+            red[unit] = ss;
+            sync_cube();
+            let mut total = 0.0f32;
+            for t in 0..units {
+                total += red[t];
+            }
+            let rms = f32::sqrt(total / f32::cast_from(cols) + eps);
+            let mut c = unit;
+            while c < cols {
+                xs[c] = x[xrow + c] / rms * gamma[c];
+                c += units;
+            }
+        } else {
+            let mut c = unit;
+            while c < cols {
+                xs[c] = x[xrow + c];
+                c += units;
+            }
         }
-        if gated {
-            let mut b = lane;
+        sync_cube();
+        if !q8 {
+            let mut b = unit;
             while b < nb {
-                acc_up += block_dot(x, w, xrow, rows + o, b, nb, q8);
-                b += 32;
+                let mut s = 0.0f32;
+                for k in 0..32usize {
+                    s += xs[b * 32 + k];
+                }
+                sums[b] = s;
+                b += units;
+            }
+            sync_cube();
+        }
+        let xsl = xs.to_slice();
+        let ssl = sums.to_slice();
+        g += row_dot(&xsl, &ssl, w, o, live, nb, split, splits, q8, true);
+        if gated {
+            u += row_dot(&xsl, &ssl, w, rows + o, live, nb, split, splits, q8, true);
+        }
+    } else {
+        let xsl = x.slice(xrow, xrow + cols);
+        g += row_dot(&xsl, &xsl, w, o, live, nb, split, splits, q8, false);
+        if gated {
+            u += row_dot(&xsl, &xsl, w, rows + o, live, nb, split, splits, q8, false);
+        }
+    }
+    if comptime!(splits > 1) {
+        let mut part = SharedMemory::<f32>::new(comptime!(splits * 64));
+        part[unit] = g;
+        part[units + unit] = u;
+        sync_cube();
+        if split == 0 {
+            for s in 1..splits {
+                g += part[s * 32 + lane];
+                u += part[units + s * 32 + lane];
             }
         }
     }
-    let mut part = SharedMemory::<f32>::new(256usize);
-    part[unit] = acc;
-    part[128 + unit] = acc_up;
-    sync_cube();
-    if lane == 0 && o < rows {
-        let row = UNIT_POS_Y as usize * 32;
-        let mut g = 0.0f32;
-        let mut u = 0.0f32;
-        for t in 0..32usize {
-            g += part[row + t];
-            u += part[128 + row + t];
-        }
+    if split == 0 && live {
         let mut v = g;
         if gated {
             v = gated_value(g, u, gelu);
@@ -168,8 +279,8 @@ fn matvec_blocks(
     }
 }
 
-/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks (6 words,
-/// `d · q + m`) or, when `q8`, 8-bit ones (9 words, `d · q`); one unit per output value.
+/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks (`d · q + m`)
+/// or, when `q8`, 8-bit ones (`d · q`); one unit per output value.
 #[cube(launch)]
 fn dequantize_blocks(
     w: &Array<u32>,
@@ -187,16 +298,17 @@ fn dequantize_blocks(
     let r = source_row(pos, cols, ids, by_id);
     let c = pos % cols;
     let k = c % 32;
+    let nb = cols / 32;
     if q8 {
-        let base = (r * (cols / 32) + c / 32) * 9;
+        let base = block_base(r, c / 32, nb, 9usize);
         let d = f32::reinterpret(w[base]);
-        out[pos] = d * signed(byte_of(w[base + 1 + k / 4], k % 4));
+        out[pos] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
     } else {
-        let base = (r * (cols / 32) + c / 32) * 6;
+        let base = block_base(r, c / 32, nb, 6usize);
         let d = f32::reinterpret(w[base]);
-        let m = f32::reinterpret(w[base + 1]);
+        let m = f32::reinterpret(w[base + 32]);
         let byte_at = k % 16;
-        let byte = byte_of(w[base + 2 + byte_at / 4], byte_at % 4);
+        let byte = byte_of(w[base + (2 + byte_at / 4) * 32], byte_at % 4);
         let mut q = byte & 15u32;
         if k >= 16 {
             q = byte >> 4u32;
@@ -206,16 +318,31 @@ fn dequantize_blocks(
 }
 
 /// What [`matvec`] fuses around the product.
-pub struct Fused<R: CubeRuntime, BT: BoolElement> {
+pub struct Fused<'a, R: CubeRuntime, BT: BoolElement> {
+    /// RMSNorm of the input rows first: `(gamma, eps)` (inputs at most [`NORM_MAX_COLS`] wide).
+    pub norm: Option<(&'a Tensor<Cube<R, BT>, 1>, f64)>,
     /// The matrix holds `[gate | up]` rows: output `act(gate) · up`.
     pub gated: Option<Activation>,
     /// Added to the output.
     pub residual: Option<Tensor<Cube<R, BT>, 2>>,
 }
 
-impl<R: CubeRuntime, BT: BoolElement> Default for Fused<R, BT> {
+impl<R: CubeRuntime, BT: BoolElement> Default for Fused<'_, R, BT> {
     fn default() -> Self {
-        Self { gated: None, residual: None }
+        Self { norm: None, gated: None, residual: None }
+    }
+}
+
+/// Widest input [`matvec`] stages (and normalises) in shared memory (with its reduction
+/// buffers, within wgpu's default 16 KiB of workgroup storage).
+pub const NORM_MAX_COLS: usize = 3072;
+
+/// Units splitting one output's blocks: more for long rows, so short matrices still fill a GPU.
+fn splits_for(blocks: usize) -> usize {
+    match blocks {
+        0..32 => 1,
+        32..64 => 2,
+        _ => 4,
     }
 }
 
@@ -227,32 +354,45 @@ impl<R: CubeRuntime, BT: BoolElement> Default for Fused<R, BT> {
 pub fn matvec<R: CubeRuntime, BT: BoolElement>(
     x: Tensor<Cube<R, BT>, 2>,
     w: &DeviceBlocks<Cube<R, BT>>,
-    fused: Fused<R, BT>,
+    fused: Fused<'_, R, BT>,
 ) -> Tensor<Cube<R, BT>, 2> {
-    let [m, _] = x.dims();
+    let [m, cols] = x.dims();
+    assert!(fused.norm.is_none() || cols <= NORM_MAX_COLS, "matvec: a fused norm over {cols} columns");
     let rows = if fused.gated.is_some() { w.rows / 2 } else { w.rows };
     let x = prim(x);
     let words: CubeTensor<R> = w.words.clone().into_primitive();
     let y = empty(&x, &[m, rows]);
-    let count = CubeCount::Static(rows.div_ceil(4) as u32, m as u32, 1);
-    let dim = CubeDim::new_2d(32, 4);
+    let splits = splits_for(w.cols / 32);
+    let count = CubeCount::Static(rows.div_ceil(32) as u32, m as u32, 1);
+    let dim = CubeDim::new_2d(32, splits as u32);
     let client = x.client.clone();
     let residual = fused.residual.is_some();
     let res = fused.residual.map_or_else(|| x.clone(), prim);
+    let norm = fused.norm.is_some();
+    let (gamma, eps) = match fused.norm {
+        Some((g, eps)) => (prim(g.clone()), eps as f32),
+        None => (x.clone(), 0.0),
+    };
+    let stage = if cols <= NORM_MAX_COLS { cols } else { 0 };
     matvec_blocks::launch::<R>(
         &client,
         count,
         dim,
         x.clone().into_array_arg(),
+        gamma.into_array_arg(),
         res.into_array_arg(),
         words.into_array_arg(),
         y.clone().into_array_arg(),
         rows,
         w.cols,
+        eps,
         w.layout == DeviceLayout::Q8,
         fused.gated.is_some(),
         fused.gated == Some(Activation::GeluTanh),
         residual,
+        splits,
+        norm,
+        stage,
     );
     float(y)
 }
@@ -347,11 +487,12 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
         w: &Linear<Self>,
         gated: Option<Activation>,
     ) -> Tensor<Self, 2> {
-        // the norm stays its own launch: in the matvec prologue every cube recomputes the row's
-        // norm (two barriers), measured 2.4x slower on lavapipe
+        if let Some(blocks) = fusable(&x, w).filter(|_| x.dims()[1] <= NORM_MAX_COLS) {
+            return matvec(x, blocks, Fused { norm: Some((gamma, eps)), gated, residual: None });
+        }
         let x = layers::rms_norm(x, gamma, eps);
         match (fusable(&x, w), gated) {
-            (Some(blocks), _) => matvec(x, blocks, Fused { gated, residual: None }),
+            (Some(blocks), _) => matvec(x, blocks, Fused { norm: None, gated, residual: None }),
             (None, Some(act)) => layers::gated_act(Self::linear_layer(x, w), act),
             (None, None) => Self::linear_layer(x, w),
         }
@@ -380,6 +521,17 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
         qk_norm: Option<QkNorm<'_, Self>>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
         layers::split_rope(qkv, step, rope, heads, qk_norm)
+    }
+
+    fn rope_attention(
+        qkv: Tensor<Self, 2>,
+        step: &Step<Self>,
+        rope: &RotaryEmbedding<Self>,
+        qk_norm: Option<QkNorm<'_, Self>>,
+        cache: Option<&mut LayerKv<Self>>,
+        attn: &AttnSpec,
+    ) -> Tensor<Self, 2> {
+        layers::rope_attention(qkv, step, rope, qk_norm, cache, attn)
     }
 
     fn cached_attention(

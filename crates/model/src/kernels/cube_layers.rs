@@ -11,7 +11,9 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
+use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, Heads, QkNorm, Step};
+use crate::profile::{time, Op};
 use crate::rope::RotaryEmbedding;
 
 /// Every cube backend with f32 floats (what the decoder runs).
@@ -92,9 +94,10 @@ fn gated_rows(gu: &Array<f32>, y: &mut Array<f32>, inter: usize, n: usize, #[com
     y[pos] = gated_value(gu[r * 2 * inter + j], gu[r * 2 * inter + inter + j], gelu);
 }
 
-/// One unit per (row, head) of the fused q/k/v rows: v heads copied to `[b, kv, t, d]`; q and k
-/// heads RMS-normalised (when `norm`), rotated by the cos / signed-sin rows of their position
-/// (HF half split) and written to `[b, heads, t, d]`.
+/// One unit per (row, head) of the fused q/k/v rows: q and k heads RMS-normalised (when
+/// `norm`) and rotated by the cos / signed-sin rows of their position (HF half split); q written
+/// to `[b, hq, t, d]`, k and v to slots `past..past + t` of `[b, kv, cap, d]` (a KV cache's
+/// buffers, or `cap = t` new ones).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn split_rope_heads(
@@ -112,6 +115,8 @@ fn split_rope_heads(
     kv: usize,
     d: usize,
     n: usize,
+    cap: usize,
+    past: usize,
     norm: u32,
     eps: f32,
 ) {
@@ -126,7 +131,7 @@ fn split_rope_heads(
     let i = row % t;
     let src = row * heads * d + h * d;
     if h >= hq + kv {
-        let dst = ((bi * kv + (h - hq - kv)) * t + i) * d;
+        let dst = ((bi * kv + (h - hq - kv)) * cap + past + i) * d;
         for c in 0..d {
             v[dst + c] = qkv[src + c];
         }
@@ -160,22 +165,27 @@ fn split_rope_heads(
             if is_q {
                 q[((bi * hq + h) * t + i) * d + c] = val;
             } else {
-                k[((bi * kv + (h - hq)) * t + i) * d + c] = val;
+                k[((bi * kv + (h - hq)) * cap + past + i) * d + c] = val;
             }
         }
     }
 }
 
-/// One unit per (row, q head, query, key): `scale · q·k`, softcapped when `softcap > 0`, or
-/// −1e30 where the key is hidden (after the query, outside its window, or padding other than
-/// the query's own slot: the default body's mask).
+/// One cube of `units` (≥ `d`) units per (row, q head, query): attention over the keys of the
+/// buffers `kc` / `vc` (`[b, kv, cap, d]`, a KV cache read in place) in chunks of `units` keys
+/// with a running max and sum (online softmax, as flash attention): unit `u` scores key
+/// `start + u` of a chunk (`scale · q·k`, softcapped when `softcap > 0`), then unit `c < d` adds
+/// the chunk's weighted values of dimension `c`. A key the default body's mask hides (after the
+/// query, outside its window, padding other than the query's own slot) weighs 0; chunks wholly
+/// before the window are skipped. Output `[b·t, hq·d]`.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn attn_scores(
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)] // nested: `valid` is read only in bounds
+fn attend_rows(
     q: &Array<f32>,
     kc: &Array<f32>,
+    vc: &Array<f32>,
     valid: &Array<u32>,
-    s: &mut Array<f32>,
+    out: &mut Array<f32>,
     t: usize,
     keys: usize,
     past: usize,
@@ -183,90 +193,95 @@ fn attn_scores(
     hq: usize,
     kv: usize,
     d: usize,
-    n: usize,
+    rows: usize,
     scale: f32,
     softcap: f32,
     window: usize,
     has_valid: u32,
-) {
-    let id = ABSOLUTE_POS;
-    if id >= n {
-        terminate!();
-    }
-    let j = id % keys;
-    let qrow = id / keys; // (bi · hq + h) · t + i
-    let i = qrow % t;
-    let h = (qrow / t) % hq;
-    let bi = qrow / (t * hq);
-    let slot = past + i;
-    let mut visible = j <= slot;
-    if window > 0 && j + window <= slot {
-        visible = false;
-    }
-    if has_valid != 0u32 && j != slot && valid[bi * keys + j] == 0u32 {
-        visible = false;
-    }
-    let mut acc = 0.0f32;
-    if visible {
-        let g = h / (hq / kv);
-        let kbase = ((bi * kv + g) * cap + j) * d;
-        let qbase = qrow * d;
-        for c in 0..d {
-            acc += q[qbase + c] * kc[kbase + c];
-        }
-    }
-    let mut score = acc * scale;
-    if softcap > 0.0f32 {
-        score = softcap * f32::tanh(score / softcap);
-    }
-    if !visible {
-        score = HIDDEN;
-    }
-    s[id] = score;
-}
-
-/// One cube per (row, q head, query), one unit per value dimension: softmax over the row's
-/// scores and the weighted sum of the values, written to `[b·t, hq·d]`.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn attn_softmax_values(
-    s: &Array<f32>,
-    vc: &Array<f32>,
-    out: &mut Array<f32>,
-    t: usize,
-    keys: usize,
-    cap: usize,
-    hq: usize,
-    kv: usize,
-    d: usize,
-    rows: usize,
+    #[comptime] units: usize,
 ) {
     let qrow = cube_row();
     if qrow >= rows {
         terminate!();
     }
-    let c = UNIT_POS_X as usize;
+    let u = UNIT_POS_X as usize;
     let i = qrow % t;
     let h = (qrow / t) % hq;
     let bi = qrow / (t * hq);
     let g = h / (hq / kv);
-    let sbase = qrow * keys;
-    let mut m = s[sbase];
-    for j in 1..keys {
-        let x = s[sbase + j];
-        if x > m {
-            m = x;
-        }
-    }
+    let slot = past + i;
+    let qbase = qrow * d;
+    let kvbase = (bi * kv + g) * cap * d;
+    let mut p = SharedMemory::<f32>::new(units);
+    let mut m = 0.0f32;
+    m += HIDDEN;
     let mut l = 0.0f32;
     let mut acc = 0.0f32;
-    let vbase = (bi * kv + g) * cap * d + c;
-    for j in 0..keys {
-        let e = f32::exp(s[sbase + j] - m);
-        l += e;
-        acc += e * vc[vbase + j * d];
+    let mut start = 0usize;
+    if window > 0 && slot + 1 > window {
+        start += (slot + 1 - window) / units * units;
     }
-    out[((bi * t + i) * hq + h) * d + c] = acc / l;
+    while start <= slot {
+        // scores of the chunk's keys
+        let j = start + u;
+        let mut visible = j <= slot;
+        if window > 0 && j + window <= slot {
+            visible = false;
+        }
+        if visible && has_valid != 0u32 && j != slot {
+            if valid[bi * keys + j] == 0u32 {
+                visible = false;
+            }
+        }
+        let mut score = 0.0f32;
+        if visible {
+            let kbase = kvbase + j * d;
+            for c in 0..d {
+                score += q[qbase + c] * kc[kbase + c];
+            }
+            score *= scale;
+            if softcap > 0.0f32 {
+                score = softcap * f32::tanh(score / softcap);
+            }
+        } else {
+            score = HIDDEN;
+        }
+        p[u] = score;
+        sync_cube();
+        let mut top = m;
+        for jj in 0..units {
+            let sc = p[jj];
+            if sc > top {
+                top = sc;
+            }
+        }
+        sync_cube();
+        // weights of the chunk (hidden keys 0)
+        let mut e = 0.0f32;
+        if visible {
+            e += f32::exp(score - top);
+        }
+        p[u] = e;
+        sync_cube();
+        let alpha = f32::exp(m - top);
+        let mut cl = 0.0f32;
+        let mut ca = 0.0f32;
+        for jj in 0..units {
+            let wt = p[jj];
+            cl += wt;
+            if u < d && start + jj <= slot {
+                ca += wt * vc[kvbase + (start + jj) * d + u];
+            }
+        }
+        l = l * alpha + cl;
+        acc = acc * alpha + ca;
+        m = top;
+        sync_cube();
+        start += units;
+    }
+    if u < d {
+        out[((bi * t + i) * hq + h) * d + u] = acc / l;
+    }
 }
 
 /// The contiguous device tensor behind a float tensor.
@@ -338,20 +353,22 @@ pub fn gated_act<R: CubeRuntime, BT: BoolElement>(
     float(y)
 }
 
-/// [`DecodeOps::split_rope`](crate::ops::DecodeOps::split_rope) in one launch (the cos / sin
-/// tables stay on the device; the call's positions are uploaded once per step).
-///
-/// # Shapes
-/// - qkv: `[batch·seq, (q + 2·kv)·dim]`
-/// - output: q `[batch, q, seq, dim]`, k and v `[batch, kv, seq, dim]`
-pub fn split_rope<R: CubeRuntime, BT: BoolElement>(
+/// Launch [`split_rope_heads`]: q into a new `[b, hq, t, d]` tensor (returned), k and v into
+/// slots `past..past + t` of `k` / `v` (`[b, kv, cap, d]`).
+#[allow(clippy::too_many_arguments)]
+fn launch_split_rope<R: CubeRuntime, BT: BoolElement>(
     qkv: Tensor<Cube<R, BT>, 2>,
     step: &Step<Cube<R, BT>>,
     rope: &RotaryEmbedding<Cube<R, BT>>,
     heads: Heads,
     qk_norm: Option<QkNorm<'_, Cube<R, BT>>>,
-) -> (Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>) {
+    k: &CubeTensor<R>,
+    v: &CubeTensor<R>,
+    past: usize,
+) -> CubeTensor<R> {
     let (b, t, d, hq, kv) = (step.batch, step.seq, heads.dim, heads.q, heads.kv);
+    let cap = k.meta.shape()[2];
+    assert!(past + t <= cap, "split_rope: slots {past}..{} past the cache's {cap}", past + t);
     let qkv = prim(qkv);
     let (cos, sin) = rope.tables();
     let (cos, sin) = (prim(cos.clone()), prim(sin.clone()));
@@ -361,8 +378,6 @@ pub fn split_rope<R: CubeRuntime, BT: BoolElement>(
         None => (cos.clone(), cos.clone(), 0.0),
     };
     let q = empty(&qkv, &[b, hq, t, d]);
-    let k = empty(&qkv, &[b, kv, t, d]);
-    let v = empty(&qkv, &[b, kv, t, d]);
     let n = b * t * (hq + 2 * kv);
     let client = qkv.client.clone();
     let (count, dim) = elemwise(&client, n);
@@ -384,14 +399,83 @@ pub fn split_rope<R: CubeRuntime, BT: BoolElement>(
         kv,
         d,
         n,
+        cap,
+        past,
         u32::from(qk_norm.is_some()),
         eps,
     );
+    q
+}
+
+/// [`DecodeOps::split_rope`](crate::ops::DecodeOps::split_rope) in one launch (the cos / sin
+/// tables stay on the device; the call's positions are uploaded once per step).
+///
+/// # Shapes
+/// - qkv: `[batch·seq, (q + 2·kv)·dim]`
+/// - output: q `[batch, q, seq, dim]`, k and v `[batch, kv, seq, dim]`
+pub fn split_rope<R: CubeRuntime, BT: BoolElement>(
+    qkv: Tensor<Cube<R, BT>, 2>,
+    step: &Step<Cube<R, BT>>,
+    rope: &RotaryEmbedding<Cube<R, BT>>,
+    heads: Heads,
+    qk_norm: Option<QkNorm<'_, Cube<R, BT>>>,
+) -> (Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>, Tensor<Cube<R, BT>, 4>) {
+    let (b, t, d, kv) = (step.batch, step.seq, heads.dim, heads.kv);
+    let like = prim(qkv.clone());
+    let k = empty(&like, &[b, kv, t, d]);
+    let v = empty(&like, &[b, kv, t, d]);
+    let q = launch_split_rope(qkv, step, rope, heads, qk_norm, &k, &v, 0);
     (float(q), float(k), float(v))
 }
 
-/// Attention of `q` over `keys` keys of the cache buffers `kc` / `vc` (`[b, kv, cap, d]`, read
-/// in place) in two launches: scores, then softmax and the weighted values.
+/// A tensor's device buffer for a kernel to write in place: its own, or a copy when another
+/// tensor shares it (as Burn's in-place ops do).
+fn writable<R: CubeRuntime, BT: BoolElement>(t: Tensor<Cube<R, BT>, 4>) -> CubeTensor<R> {
+    let t = prim(t);
+    if t.can_mut() {
+        t
+    } else {
+        t.copy()
+    }
+}
+
+/// [`DecodeOps::rope_attention`](crate::ops::DecodeOps::rope_attention) in two launches: split +
+/// q/k norm + RoPE writing the new keys and values straight into the cache's slots, then
+/// [`attention`] over the cache in place.
+///
+/// # Shapes
+/// - qkv: `[batch·seq, (q + 2·kv)·dim]` → `[batch·seq, q·dim]`
+pub fn rope_attention<R: CubeRuntime, BT: BoolElement>(
+    qkv: Tensor<Cube<R, BT>, 2>,
+    step: &Step<Cube<R, BT>>,
+    rope: &RotaryEmbedding<Cube<R, BT>>,
+    qk_norm: Option<QkNorm<'_, Cube<R, BT>>>,
+    cache: Option<&mut LayerKv<Cube<R, BT>>>,
+    attn: &AttnSpec,
+) -> Tensor<Cube<R, BT>, 2> {
+    let heads = attn.heads;
+    let Some(layer) = cache else {
+        let (q, k, v) = time(Op::Rope, || split_rope(qkv, step, rope, heads, qk_norm));
+        return time(Op::Attention, || attention(q, k, v, step, attn));
+    };
+    let q = time(Op::Rope, || {
+        let mut q = None;
+        layer.k.inplace(|k| {
+            let k = writable(k);
+            layer.v.inplace(|v| {
+                let v = writable(v);
+                q = Some(launch_split_rope(qkv, step, rope, heads, qk_norm, &k, &v, step.past));
+                float(v)
+            });
+            float(k)
+        });
+        float(q.expect("the rope kernel ran"))
+    });
+    time(Op::Attention, || attention(q, layer.k.clone(), layer.v.clone(), step, attn))
+}
+
+/// Attention of `q` over `keys` keys of the buffers `kc` / `vc` (`[b, kv, cap, d]`, read in
+/// place) in one launch ([`attend_rows`]).
 ///
 /// # Shapes
 /// - q: `[batch, q, seq, dim]`; kc, vc: `[batch, kv, cap, dim]`
@@ -412,18 +496,19 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
     let has_valid = u32::from(valid.is_some());
     let valid: CubeTensor<R> = valid.unwrap_or_else(|| step.device_positions()).into_primitive();
     let rows = b * hq * t;
-    let s = empty(&q, &[rows, keys]);
-    let n = rows * keys;
+    assert!(d <= ATTENTION_MAX_DIM, "attention: heads of {d} dimensions (the cube kernel takes {ATTENTION_MAX_DIM})");
+    let units = attention_units(d);
+    let out = empty(&q, &[b * t, hq * d]);
     let client = q.client.clone();
-    let (count, dim) = elemwise(&client, n);
-    attn_scores::launch::<R>(
+    attend_rows::launch::<R>(
         &client,
-        count,
-        dim,
-        q.clone().into_array_arg(),
+        row_count(rows),
+        CubeDim::new_1d(units as u32),
+        q.into_array_arg(),
         kc.into_array_arg(),
+        vc.into_array_arg(),
         valid.into_array_arg(),
-        s.clone().into_array_arg(),
+        out.clone().into_array_arg(),
         t,
         keys,
         step.past,
@@ -431,27 +516,20 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
         hq,
         kv,
         d,
-        n,
+        rows,
         attn.scale as f32,
         attn.softcap.unwrap_or(0.0) as f32,
         attn.window.unwrap_or(0),
         has_valid,
-    );
-    let out = empty(&q, &[b * t, hq * d]);
-    attn_softmax_values::launch::<R>(
-        &client,
-        row_count(rows),
-        CubeDim::new_1d(d as u32),
-        s.into_array_arg(),
-        vc.into_array_arg(),
-        out.clone().into_array_arg(),
-        t,
-        keys,
-        cap,
-        hq,
-        kv,
-        d,
-        rows,
+        units,
     );
     float(out)
 }
+
+/// Units of an [`attend_rows`] cube for heads of `d` dimensions: `d` rounded up to 32.
+fn attention_units(d: usize) -> usize {
+    d.next_multiple_of(32)
+}
+
+/// Widest head [`attention`] takes (one unit per dimension, within wgpu's 256 units per cube).
+pub const ATTENTION_MAX_DIM: usize = 256;
