@@ -7,7 +7,7 @@ use demiurgic_model::{Activations, DecodeOps, LoadOptions, WeightMode};
 #[derive(Args, Clone, Debug, Default)]
 pub struct LoadArgs {
     /// Weight storage: native (keep the GGUF file's quantization where the backend computes on
-    /// it: flex on the host; wgpu/cuda on the device for Q4_0, Q4_1, Q8_0; dense f32 otherwise), f32,
+    /// it: flex on the host; wgpu/cuda on the device for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; dense f32 otherwise), f32,
     /// or f16 (flex). [default: native]
     #[arg(long, value_name = "native|f32|f16", allow_hyphen_values = true)]
     pub weights: Option<String>,

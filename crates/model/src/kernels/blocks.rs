@@ -1,12 +1,19 @@
 //! GGUF blocks as the cube backends keep them on the device (host side: the layout, the
 //! conversion from the file's blocks, and its inverse for the reference path and the tests).
 //!
-//! Each block's scale (and offset) is widened to f32 and its quants kept as the file's packed
-//! bytes, so every field is 4-byte aligned:
-//! - 4-bit (Q4_0, Q4_1): 6 words per 32 values — `d`, `m`, then the file's 16 bytes of nibbles
-//!   (value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble); Q4_0's
-//!   `d · (q − 8)` is stored as `d · q + m` with `m = −8 d`;
-//! - 8-bit (Q8_0): 9 words per 32 values — `d`, then the 32 signed bytes.
+//! Every block covers 32 values; its scales (and offset) are widened to f32 — for the K-quants,
+//! the file's f16 super-block scale times the sub-block's small integer scale, exact in f32 —
+//! and its quants kept as small integers, so every field is 4-byte aligned and every value is
+//! the file's ([`DeviceLayout`]):
+//! - 4-bit (Q4_0, Q4_1, Q4_K): 6 words — scale, offset, 16 bytes of nibbles (value `j` in the
+//!   low nibble of byte `j`, value `j + 16` in its high nibble); Q4_0's `d · (q − 8)` is stored
+//!   as `d · q + m` with `m = −8 d`, Q4_K's `d·sc · q − dmin·m` with offset `−dmin·m`;
+//! - 8-bit (Q8_0, Q5_0 as `d · (q − 16)`): 9 words — scale, 32 signed bytes;
+//! - 8-bit with two half-block scales and an offset (Q5_1, Q5_K, and Q6_K, whose scales cover
+//!   16 values): 11 words.
+//!
+//! A file block of 256 values (K-quants) becomes 8 device blocks. Other types (Q2_K, Q3_K, f16,
+//! bf16) stay dense.
 //!
 //! Rows come in groups of [`ROW_GROUP`] (the last one padded with zero blocks), and inside a
 //! group the words are interleaved row by row: word `j` of block `b` of row `r` is at
@@ -18,20 +25,25 @@ use half::f16;
 use crate::ggml::GgmlType;
 use crate::kernels::QuantMatrix;
 
-/// How a block type is laid out on the device.
+/// How a block type is laid out on the device (every block 32 values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceLayout {
-    /// 6 words per block: d, m, 16 bytes of nibbles.
+    /// 6 words per block: scale, offset, 16 bytes of nibbles (value `scale · q + offset`):
+    /// Q4_0, Q4_1, Q4_K (each of its 32-value sub-blocks).
     Q4,
-    /// 9 words per block: d, 32 signed bytes.
+    /// 9 words per block: scale, 32 signed bytes (value `scale · q`): Q8_0, Q5_0.
     Q8,
+    /// 11 words per block: the scales of values 0–15 and of 16–31, an offset, 32 signed bytes
+    /// (value `scale · q + offset`): Q5_1, Q5_K, Q6_K (whose scales cover 16 values).
+    Q8Split,
 }
 
 impl DeviceLayout {
     pub fn of(ty: GgmlType) -> Option<Self> {
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 => Some(Self::Q4),
-            GgmlType::Q8_0 => Some(Self::Q8),
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => Some(Self::Q4),
+            GgmlType::Q8_0 | GgmlType::Q5_0 => Some(Self::Q8),
+            GgmlType::Q5_1 | GgmlType::Q5K | GgmlType::Q6K => Some(Self::Q8Split),
             _ => None,
         }
     }
@@ -40,7 +52,13 @@ impl DeviceLayout {
         match self {
             Self::Q4 => 6,
             Self::Q8 => 9,
+            Self::Q8Split => 11,
         }
+    }
+
+    /// The kernels' comptime code of the layout (0, 1, 2 in declaration order).
+    pub fn code(self) -> u32 {
+        self as u32
     }
 }
 
@@ -56,31 +74,137 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
-fn words_of(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+/// One 32-value block as the device holds it: value `j` is `scale[j / 16] · q[j] + offset`.
+struct DevBlock {
+    scale: [f32; 2],
+    offset: f32,
+    q: [i8; 32],
 }
 
-/// One block of the file as its device words (`d`, [`m`,] quants), or `None` for a type without
-/// a device layout.
-fn block_words(ty: GgmlType, blk: &[u8]) -> Option<Vec<u32>> {
-    let mut out = Vec::with_capacity(9);
-    match ty {
-        GgmlType::Q4_0 => {
-            let d = f16_at(blk, 0);
-            out.extend([d.to_bits(), (-8.0 * d).to_bits()]);
-            out.extend(words_of(&blk[2..18]));
+impl DevBlock {
+    fn new(scale: f32, offset: f32, q: [i8; 32]) -> Self {
+        Self { scale: [scale, scale], offset, q }
+    }
+
+    fn words(&self, layout: DeviceLayout) -> Vec<u32> {
+        let bytes = |q: &[i8]| -> Vec<u32> {
+            q.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])).collect()
+        };
+        let mut out = Vec::with_capacity(layout.words_per_block());
+        match layout {
+            DeviceLayout::Q4 => {
+                out.extend([self.scale[0].to_bits(), self.offset.to_bits()]);
+                let nib: Vec<i8> = (0..16).map(|j| (self.q[j] as u8 | (self.q[j + 16] as u8) << 4) as i8).collect();
+                out.extend(bytes(&nib));
+            }
+            DeviceLayout::Q8 => {
+                out.push(self.scale[0].to_bits());
+                out.extend(bytes(&self.q));
+            }
+            DeviceLayout::Q8Split => {
+                out.extend([self.scale[0].to_bits(), self.scale[1].to_bits(), self.offset.to_bits()]);
+                out.extend(bytes(&self.q));
+            }
         }
-        GgmlType::Q4_1 => {
-            out.extend([f16_at(blk, 0).to_bits(), f16_at(blk, 2).to_bits()]);
-            out.extend(words_of(&blk[4..20]));
+        out
+    }
+}
+
+/// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// One block of the file as 32-value device blocks with the same values (one, or eight for the
+/// 256-value K-quants), or `None` for a type without a device layout. Each scale is the file's
+/// f16 times its small integer sub-scale, exact in f32, so the values are the reference
+/// dequantization's (Q4_0's `d · (q − 8)` becomes `d · q − 8 d`).
+fn dev_blocks(ty: GgmlType, b: &[u8]) -> Option<Vec<DevBlock>> {
+    let mut q = [0i8; 32];
+    Some(match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let (d, m, qs) = match ty {
+                GgmlType::Q4_0 => (f16_at(b, 0), -8.0 * f16_at(b, 0), &b[2..18]),
+                _ => (f16_at(b, 0), f16_at(b, 2), &b[4..20]),
+            };
+            for j in 0..16 {
+                q[j] = (qs[j] & 15) as i8;
+                q[j + 16] = (qs[j] >> 4) as i8;
+            }
+            vec![DevBlock::new(d, m, q)]
         }
         GgmlType::Q8_0 => {
-            out.push(f16_at(blk, 0).to_bits());
-            out.extend(words_of(&blk[2..34]));
+            for j in 0..32 {
+                q[j] = b[2 + j] as i8;
+            }
+            vec![DevBlock::new(f16_at(b, 0), 0.0, q)]
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (d, m, bias, at) = match ty {
+                GgmlType::Q5_0 => (f16_at(b, 0), 0.0, 16, 2),
+                _ => (f16_at(b, 0), f16_at(b, 2), 0, 4),
+            };
+            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let qs = &b[at + 4..at + 20];
+            for j in 0..16 {
+                let h0 = (((qh >> j) << 4) & 0x10) as i32;
+                let h1 = ((qh >> (j + 12)) & 0x10) as i32;
+                q[j] = (((qs[j] & 15) as i32 | h0) - bias) as i8;
+                q[j + 16] = (((qs[j] >> 4) as i32 | h1) - bias) as i8;
+            }
+            vec![DevBlock::new(d, m, q)]
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            let (qh, qs) = match ty {
+                GgmlType::Q4K => (None, &b[16..144]),
+                _ => (Some(&b[16..48]), &b[48..176]),
+            };
+            (0..8)
+                .map(|k| {
+                    let (sc, mn) = scale_min_k4(k, scales);
+                    let chunk = &qs[k / 2 * 32..k / 2 * 32 + 32];
+                    let mut q = [0i8; 32];
+                    for l in 0..32 {
+                        let low = if k % 2 == 0 { chunk[l] & 15 } else { chunk[l] >> 4 };
+                        let high = qh.map_or(0, |h| if h[l] & (1 << k) != 0 { 16 } else { 0 });
+                        q[l] = (low + high) as i8;
+                    }
+                    DevBlock::new(d * sc as f32, -(dmin * mn as f32), q)
+                })
+                .collect()
+        }
+        GgmlType::Q6K => {
+            let d = f16_at(b, 208);
+            (0..8)
+                .map(|k| {
+                    let (n, g) = (k / 4, k % 4);
+                    let ql = &b[n * 64..n * 64 + 64];
+                    let qh = &b[128 + n * 32..128 + n * 32 + 32];
+                    let sc = &b[192 + n * 8..192 + n * 8 + 8];
+                    let mut q = [0i8; 32];
+                    for l in 0..32 {
+                        let low = match g {
+                            0 => ql[l] & 15,
+                            1 => ql[l + 32] & 15,
+                            2 => ql[l] >> 4,
+                            _ => ql[l + 32] >> 4,
+                        };
+                        let high = (qh[l] >> (2 * g)) & 3;
+                        q[l] = ((low | high << 4) as i32 - 32) as i8;
+                    }
+                    let scale = |i: usize| d * (sc[i] as i8) as f32;
+                    DevBlock { scale: [scale(2 * g), scale(2 * g + 1)], offset: 0.0, q }
+                })
+                .collect()
         }
         _ => return None,
-    }
-    Some(out)
+    })
 }
 
 /// The device words of `q` (row groups of interleaved blocks), or `None` for a type without a
@@ -92,10 +216,14 @@ pub fn device_words(q: &QuantMatrix) -> Option<(DeviceLayout, Vec<u32>)> {
     let wpb = layout.words_per_block();
     let (rows, nb) = (q.rows(), q.cols() / 32);
     let mut out = vec![0u32; rows.div_ceil(ROW_GROUP) * ROW_GROUP * nb * wpb];
-    for (i, blk) in q.data().chunks_exact(block_bytes).enumerate() {
-        let (r, b) = (i / nb, i % nb);
-        for (j, w) in block_words(q.ty(), blk)?.into_iter().enumerate() {
-            out[word_index(r, b, j, nb, wpb)] = w;
+    let mut i = 0;
+    for blk in q.data().chunks_exact(block_bytes) {
+        for dev in dev_blocks(q.ty(), blk)? {
+            let (r, b) = (i / nb, i % nb);
+            for (j, w) in dev.words(layout).into_iter().enumerate() {
+                out[word_index(r, b, j, nb, wpb)] = w;
+            }
+            i += 1;
         }
     }
     Some((layout, out))
@@ -109,20 +237,20 @@ pub fn dequantize_words(layout: DeviceLayout, words: &[u32], rows: usize, cols: 
     for r in 0..rows {
         for b in 0..nb {
             let blk: Vec<u32> = (0..wpb).map(|j| words[word_index(r, b, j, nb, wpb)]).collect();
-            let d = f32::from_bits(blk[0]);
-            let first = match layout {
-                DeviceLayout::Q4 => 2,
-                DeviceLayout::Q8 => 1,
+            let f = |j: usize| f32::from_bits(blk[j]);
+            let (scale, offset, first) = match layout {
+                DeviceLayout::Q4 => ([f(0), f(0)], f(1), 2),
+                DeviceLayout::Q8 => ([f(0), f(0)], 0.0, 1),
+                DeviceLayout::Q8Split => ([f(0), f(1)], f(2), 3),
             };
             let bytes: Vec<u8> = blk[first..].iter().flat_map(|w| w.to_le_bytes()).collect();
-            match layout {
+            let q: Vec<i32> = match layout {
                 DeviceLayout::Q4 => {
-                    let m = f32::from_bits(blk[1]);
-                    out.extend(bytes.iter().map(|b| d * (b & 15) as f32 + m));
-                    out.extend(bytes.iter().map(|b| d * (b >> 4) as f32 + m));
+                    bytes.iter().map(|b| (b & 15) as i32).chain(bytes.iter().map(|b| (b >> 4) as i32)).collect()
                 }
-                DeviceLayout::Q8 => out.extend(bytes.iter().map(|&b| d * b as i8 as f32)),
-            }
+                _ => bytes.iter().map(|&b| b as i8 as i32).collect(),
+            };
+            out.extend(q.iter().enumerate().map(|(j, &q)| scale[j / 16] * q as f32 + offset));
         }
     }
     out
@@ -139,15 +267,54 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let q = QuantMatrix::quantize(ty, rows, cols, &w).unwrap();
-            let (layout, words) = device_words(&q).unwrap();
-            assert_eq!(words.len(), rows.div_ceil(ROW_GROUP) * ROW_GROUP * cols / 32 * layout.words_per_block());
-            let back = dequantize_words(layout, &words, rows, cols);
-            let want = q.dequantize();
-            assert_eq!(back.len(), want.len());
-            for (i, (a, b)) in back.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{ty:?} value {i}: {a} vs {b}");
-            }
+            round_trip(&q);
+        }
+        // the other types from random blocks (finite scales): 2 K-quant blocks per row
+        for ty in [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            round_trip(&random_blocks(ty, 35, 512, 7));
         }
         assert!(device_words(&QuantMatrix::quantize(GgmlType::F32, 1, 32, &w[..32]).unwrap()).is_none());
+        assert!(device_words(&random_blocks(GgmlType::Q3K, 1, 256, 1)).is_none());
+    }
+
+    /// The device words of `q` dequantize to the reference dequantization of the file's blocks.
+    fn round_trip(q: &QuantMatrix) {
+        let (ty, rows, cols) = (q.ty(), q.rows(), q.cols());
+        let (layout, words) = device_words(q).unwrap();
+        assert_eq!(words.len(), rows.div_ceil(ROW_GROUP) * ROW_GROUP * cols / 32 * layout.words_per_block());
+        let back = dequantize_words(layout, &words, rows, cols);
+        let want = q.dequantize();
+        assert_eq!(back.len(), want.len());
+        // exact but for Q4_0's `d · q − 8 d` (one rounding of its own)
+        let tol = if ty == GgmlType::Q4_0 { 1e-6 } else { 0.0 };
+        for (i, (a, b)) in back.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= tol * b.abs().max(1.0), "{ty:?} value {i}: {a} vs {b}");
+        }
+    }
+
+    /// `rows × cols` of random blocks of `ty` whose f16 scales are small finite numbers.
+    fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
+        let (per_block, block_bytes) = ty.block();
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        };
+        let scales: &[usize] = match ty {
+            GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
+            GgmlType::Q6K => &[208],
+            GgmlType::Q3K => &[108],
+            _ => &[0, 2],
+        };
+        let mut data = Vec::new();
+        for _ in 0..rows * cols / per_block {
+            let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
+            for &at in scales {
+                let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
+                blk[at..at + 2].copy_from_slice(&v);
+            }
+            data.extend(blk);
+        }
+        QuantMatrix::new(ty, rows, cols, data).unwrap()
     }
 }

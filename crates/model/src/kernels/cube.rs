@@ -1,20 +1,17 @@
 //! The cube backends (wgpu, cuda: `CubeBackend<R, f32, i32, u32>`): GGUF blocks kept on the
 //! device and CubeCL kernels over them, one source for every runtime.
 //!
-//! Q4_0, Q4_1 and Q8_0 matrices are uploaded block by block, each block's scale (and offset)
-//! widened to f32 and its quants kept as packed bytes, so every field is 4-byte aligned:
-//! - 4-bit (Q4_0, Q4_1): 6 words per 32 values — `d`, `m`, then the file's 16 bytes of nibbles
-//!   (value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble); Q4_0's
-//!   `d · (q − 8)` is stored as `d · q + m` with `m = −8 d`;
-//! - 8-bit (Q8_0): 9 words per 32 values — `d`, then the 32 signed bytes.
-//!
+//! GGUF matrices of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K are uploaded block by
+//! block in the layouts of [`crate::kernels::blocks`] (32-value blocks, f32 scales, the
+//! file's small integer quants; rows interleaved in groups of 32); other types stay dense f32.
 //! The SmolLM2 file (Q4_1 layers, Q8_0 embeddings) takes 1.15x its bytes on the device instead
-//! of 6.4x as f32. Other block types stay dense f32 (dequantized at load).
+//! of 6.4x as f32.
 //!
-//! Kernels: [`matvec`] for the few rows of a decode step (a cube of 32 × 4 units computes 4
-//! outputs of one input row; the 32 units of an output split its blocks and add their sums in
-//! shared memory), and [`dequantize`] (rows of the matrix as f32: embeddings, and a dense
-//! matrix for Burn's matmul when many rows come at once).
+//! Kernels: [`matvec`] for the few rows of a decode step (a cube of 32 × `splits` units gives
+//! 32 outputs of one input row, one per lane, the `splits` units of a lane splitting its blocks;
+//! the input row, normalised when the RMSNorm is fused, staged in shared memory), and
+//! [`dequantize`] (rows of the matrix as f32: embeddings, and a dense matrix for Burn's matmul
+//! when many rows come at once).
 use std::sync::Arc;
 
 use burn::tensor::ops::IntTensorOps;
@@ -25,7 +22,7 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
-use crate::kernels::blocks::{device_words, DeviceLayout};
+use crate::kernels::blocks::device_words;
 use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
@@ -70,9 +67,10 @@ fn block_base(r: usize, b: usize, nb: usize, #[comptime] wpb: usize) -> usize {
     (r / 32 * nb + b) * wpb * 32 + r % 32
 }
 
-/// Block `b` of weight row `r` against the matching 32 values of `x`: 4-bit blocks (`q8`
-/// false: `d · q + m`, with the block's `Σ x` from `sums` when `staged`) or 8-bit ones
-/// (`d · q`).
+/// Block `b` of weight row `r` against the matching 32 values of `x`, in device layout `layout`
+/// ([`crate::kernels::blocks::DeviceLayout::code`]): 0 4-bit (`d · q + m`), 1 8-bit (`d · q`), 2 8-bit with half-block
+/// scales (`d_lo · q` / `d_hi · q`, `+ m`). The block's `Σ x` (for the offset) comes from `sums`
+/// when `staged`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn block_dot(
@@ -82,17 +80,17 @@ fn block_dot(
     r: usize,
     b: usize,
     nb: usize,
-    #[comptime] q8: bool,
+    #[comptime] layout: u32,
     #[comptime] staged: bool,
 ) -> f32 {
     let mut out = 0.0f32;
     let xb = b * 32;
-    if !q8 {
+    let mut sx = 0.0f32;
+    if comptime!(layout == 0) {
         let base = block_base(r, b, nb, 6usize);
         let d = f32::reinterpret(w[base]);
         let m = f32::reinterpret(w[base + 32]);
         let mut sq = 0.0f32;
-        let mut sx = 0.0f32;
         #[unroll]
         for j in 0..4usize {
             let word = w[base + (2 + j) * 32];
@@ -111,7 +109,8 @@ fn block_dot(
             sx += sums[b];
         }
         out += d * sq + m * sx;
-    } else {
+    }
+    if comptime!(layout == 1) {
         let base = block_base(r, b, nb, 9usize);
         let d = f32::reinterpret(w[base]);
         let mut sq = 0.0f32;
@@ -124,6 +123,33 @@ fn block_dot(
             }
         }
         out += d * sq;
+    }
+    if comptime!(layout == 2) {
+        let base = block_base(r, b, nb, 11usize);
+        let d_lo = f32::reinterpret(w[base]);
+        let d_hi = f32::reinterpret(w[base + 32]);
+        let m = f32::reinterpret(w[base + 64]);
+        let mut lo = 0.0f32;
+        let mut hi = 0.0f32;
+        #[unroll]
+        for j in 0..4usize {
+            let word_lo = w[base + (3 + j) * 32];
+            let word_hi = w[base + (7 + j) * 32];
+            #[unroll]
+            for k in 0..4usize {
+                let a = x[xb + j * 4 + k];
+                let c = x[xb + 16 + j * 4 + k];
+                lo += a * signed(byte_of(word_lo, k));
+                hi += c * signed(byte_of(word_hi, k));
+                if !staged {
+                    sx += a + c;
+                }
+            }
+        }
+        if staged {
+            sx += sums[b];
+        }
+        out += d_lo * lo + d_hi * hi + m * sx;
     }
     out
 }
@@ -141,14 +167,14 @@ fn row_dot(
     nb: usize,
     split: usize,
     #[comptime] splits: usize,
-    #[comptime] q8: bool,
+    #[comptime] layout: u32,
     #[comptime] staged: bool,
 ) -> f32 {
     let mut acc = 0.0f32;
     if live {
         let mut b = split;
         while b < nb {
-            acc += block_dot(x, sums, w, r, b, nb, q8, staged);
+            acc += block_dot(x, sums, w, r, b, nb, layout, staged);
             b += splits;
         }
     }
@@ -179,7 +205,7 @@ fn matvec_blocks(
     rows: usize,
     cols: usize,
     eps: f32,
-    #[comptime] q8: bool,
+    #[comptime] layout: u32,
     #[comptime] gated: bool,
     #[comptime] gelu: bool,
     #[comptime] residual: bool,
@@ -230,7 +256,7 @@ fn matvec_blocks(
             }
         }
         sync_cube();
-        if !q8 {
+        if comptime!(layout != 1) {
             let mut b = unit;
             while b < nb {
                 let mut s = 0.0f32;
@@ -244,15 +270,15 @@ fn matvec_blocks(
         }
         let xsl = xs.to_slice();
         let ssl = sums.to_slice();
-        g += row_dot(&xsl, &ssl, w, o, live, nb, split, splits, q8, true);
+        g += row_dot(&xsl, &ssl, w, o, live, nb, split, splits, layout, true);
         if gated {
-            u += row_dot(&xsl, &ssl, w, rows + o, live, nb, split, splits, q8, true);
+            u += row_dot(&xsl, &ssl, w, rows + o, live, nb, split, splits, layout, true);
         }
     } else {
         let xsl = x.slice(xrow, xrow + cols);
-        g += row_dot(&xsl, &xsl, w, o, live, nb, split, splits, q8, false);
+        g += row_dot(&xsl, &xsl, w, o, live, nb, split, splits, layout, false);
         if gated {
-            u += row_dot(&xsl, &xsl, w, rows + o, live, nb, split, splits, q8, false);
+            u += row_dot(&xsl, &xsl, w, rows + o, live, nb, split, splits, layout, false);
         }
     }
     if comptime!(splits > 1) {
@@ -279,8 +305,8 @@ fn matvec_blocks(
     }
 }
 
-/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over 4-bit blocks (`d · q + m`)
-/// or, when `q8`, 8-bit ones (`d · q`); one unit per output value.
+/// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over blocks in device layout
+/// `layout` (as [`block_dot`]); one unit per output value.
 #[cube(launch)]
 fn dequantize_blocks(
     w: &Array<u32>,
@@ -289,7 +315,7 @@ fn dequantize_blocks(
     cols: usize,
     n: usize,
     by_id: u32,
-    #[comptime] q8: bool,
+    #[comptime] layout: u32,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= n * cols {
@@ -299,11 +325,7 @@ fn dequantize_blocks(
     let c = pos % cols;
     let k = c % 32;
     let nb = cols / 32;
-    if q8 {
-        let base = block_base(r, c / 32, nb, 9usize);
-        let d = f32::reinterpret(w[base]);
-        out[pos] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
-    } else {
+    if comptime!(layout == 0) {
         let base = block_base(r, c / 32, nb, 6usize);
         let d = f32::reinterpret(w[base]);
         let m = f32::reinterpret(w[base + 32]);
@@ -314,6 +336,17 @@ fn dequantize_blocks(
             q = byte >> 4u32;
         }
         out[pos] = d * f32::cast_from(q) + m;
+    }
+    if comptime!(layout == 1) {
+        let base = block_base(r, c / 32, nb, 9usize);
+        let d = f32::reinterpret(w[base]);
+        out[pos] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
+    }
+    if comptime!(layout == 2) {
+        let base = block_base(r, c / 32, nb, 11usize);
+        let d = f32::reinterpret(w[base + (k / 16) * 32]);
+        let m = f32::reinterpret(w[base + 64]);
+        out[pos] = d * signed(byte_of(w[base + (3 + k / 4) * 32], k % 4)) + m;
     }
 }
 
@@ -386,7 +419,7 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
         rows,
         w.cols,
         eps,
-        w.layout == DeviceLayout::Q8,
+        w.layout.code(),
         fused.gated.is_some(),
         fused.gated == Some(Activation::GeluTanh),
         residual,
@@ -427,7 +460,7 @@ pub fn dequantize<R: CubeRuntime, BT: BoolElement>(
         w.cols,
         n,
         by_id,
-        w.layout == DeviceLayout::Q8,
+        w.layout.code(),
     );
     float(out)
 }
