@@ -43,14 +43,18 @@ pub struct DeviceBlocks<B: Backend> {
     pub layout: DeviceLayout,
     pub rows: usize,
     pub cols: usize,
-    /// `u32` words.
-    pub words: Tensor<B, 1, Int>,
+    /// `u32` words, in chunks of [`Self::chunk_rows`] rows (whole row groups) so that no buffer
+    /// passes the device's largest allocation (a 262k-row embedding does on lavapipe); their
+    /// concatenation is the whole matrix's layout.
+    pub words: Vec<Tensor<B, 1, Int>>,
+    /// Rows per chunk of `words` (the last chunk may hold fewer).
+    pub chunk_rows: usize,
 }
 
 impl<B: Backend> DeviceBlocks<B> {
     /// The values on the host (the reference path: the words read back and dequantized).
     pub fn to_host(&self) -> Vec<f32> {
-        let words: Vec<u32> = self.words.to_data().iter::<u32>().collect();
+        let words: Vec<u32> = self.words.iter().flat_map(|w| w.to_data().iter::<u32>().collect::<Vec<_>>()).collect();
         dequantize_words(self.layout, &words, self.rows, self.cols)
     }
 }
@@ -70,7 +74,7 @@ impl<B: Backend> Matrix<B> {
         match self {
             Matrix::Dense(t) => t.shape().num_elements() * t.dtype().size(),
             Matrix::Host(q) => q.bytes(),
-            Matrix::Device(d) => d.words.shape().num_elements() * 4,
+            Matrix::Device(d) => d.words.iter().map(|w| w.shape().num_elements() * 4).sum(),
         }
     }
 

@@ -15,14 +15,14 @@
 use std::sync::Arc;
 
 use burn::tensor::ops::IntTensorOps;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{s, Tensor, TensorData};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
-use crate::kernels::blocks::device_words;
+use crate::kernels::blocks::{device_words, ROW_GROUP};
 use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
@@ -47,17 +47,6 @@ fn signed(byte: u32) -> f32 {
         q -= 256.0f32;
     }
     q
-}
-
-/// The matrix row output value `pos` of a dequantize kernel comes from: `ids[pos / cols]`, or
-/// `pos / cols` itself when `by_id` is 0.
-#[cube]
-fn source_row(pos: usize, cols: usize, ids: &Array<u32>, by_id: u32) -> usize {
-    let mut r = pos / cols;
-    if by_id != 0u32 {
-        r = usize::cast_from(ids[r]);
-    }
-    r
 }
 
 /// Where block `b` of row `r` starts in the device layout (its word `j` is `32 · j` further:
@@ -188,6 +177,9 @@ fn row_dot(
 ///   act(gate_o · x̂) · (up_o · x̂)` for `o < rows`;
 /// - `residual`: `res[i, o]` added to the output.
 ///
+/// `W` may be one chunk of a matrix's rows: its outputs go to columns `row0..row0 + rows` of
+/// `y` (`out_cols` wide).
+///
 /// Cube: 32 × `splits` units for 32 outputs of input row `CUBE_POS_Y`: lane `x` takes output
 /// `32 · CUBE_POS_X + x` (the 32 lanes read consecutive words and share every input value),
 /// and the `splits` units of an output split its blocks (their sums added in shared memory).
@@ -204,6 +196,8 @@ fn matvec_blocks(
     y: &mut Array<f32>,
     rows: usize,
     cols: usize,
+    out_cols: usize,
+    row0: usize,
     eps: f32,
     #[comptime] layout: u32,
     #[comptime] gated: bool,
@@ -299,14 +293,16 @@ fn matvec_blocks(
             v = gated_value(g, u, gelu);
         }
         if residual {
-            v += res[i * rows + o];
+            v += res[i * out_cols + row0 + o];
         }
-        y[i * rows + o] = v;
+        y[i * out_cols + row0 + o] = v;
     }
 }
 
 /// `out[r, c] = W[ids[r], c]` (or `W[r, c]` when `by_id` is 0) over blocks in device layout
-/// `layout` (as [`block_dot`]); one unit per output value.
+/// `layout` (as [`block_dot`]); one unit per output value. `w` holds rows `row0..row0 +
+/// chunk_rows` of the matrix: with ids, only the ids among them are written; without, those
+/// rows of `out`.
 #[cube(launch)]
 fn dequantize_blocks(
     w: &Array<u32>,
@@ -315,13 +311,24 @@ fn dequantize_blocks(
     cols: usize,
     n: usize,
     by_id: u32,
+    row0: usize,
+    chunk_rows: usize,
     #[comptime] layout: u32,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= n * cols {
         terminate!();
     }
-    let r = source_row(pos, cols, ids, by_id);
+    let mut r = pos / cols;
+    let mut at = row0 * cols + pos;
+    if by_id != 0u32 {
+        let id = usize::cast_from(ids[pos / cols]);
+        if id < row0 || id >= row0 + chunk_rows {
+            terminate!();
+        }
+        r = id - row0;
+        at = pos;
+    }
     let c = pos % cols;
     let k = c % 32;
     let nb = cols / 32;
@@ -335,18 +342,18 @@ fn dequantize_blocks(
         if k >= 16 {
             q = byte >> 4u32;
         }
-        out[pos] = d * f32::cast_from(q) + m;
+        out[at] = d * f32::cast_from(q) + m;
     }
     if comptime!(layout == 1) {
         let base = block_base(r, c / 32, nb, 9usize);
         let d = f32::reinterpret(w[base]);
-        out[pos] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
+        out[at] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
     }
     if comptime!(layout == 2) {
         let base = block_base(r, c / 32, nb, 11usize);
         let d = f32::reinterpret(w[base + (k / 16) * 32]);
         let m = f32::reinterpret(w[base + 64]);
-        out[pos] = d * signed(byte_of(w[base + (3 + k / 4) * 32], k % 4)) + m;
+        out[at] = d * signed(byte_of(w[base + (3 + k / 4) * 32], k % 4)) + m;
     }
 }
 
@@ -391,12 +398,11 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
 ) -> Tensor<Cube<R, BT>, 2> {
     let [m, cols] = x.dims();
     assert!(fused.norm.is_none() || cols <= NORM_MAX_COLS, "matvec: a fused norm over {cols} columns");
+    assert!(fused.gated.is_none() || w.words.len() == 1, "matvec: a gated matrix in chunks");
     let rows = if fused.gated.is_some() { w.rows / 2 } else { w.rows };
     let x = prim(x);
-    let words: CubeTensor<R> = w.words.clone().into_primitive();
     let y = empty(&x, &[m, rows]);
     let splits = splits_for(w.cols / 32);
-    let count = CubeCount::Static(rows.div_ceil(32) as u32, m as u32, 1);
     let dim = CubeDim::new_2d(32, splits as u32);
     let client = x.client.clone();
     let residual = fused.residual.is_some();
@@ -407,26 +413,33 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
         None => (x.clone(), 0.0),
     };
     let stage = if cols <= NORM_MAX_COLS { cols } else { 0 };
-    matvec_blocks::launch::<R>(
-        &client,
-        count,
-        dim,
-        x.clone().into_array_arg(),
-        gamma.into_array_arg(),
-        res.into_array_arg(),
-        words.into_array_arg(),
-        y.clone().into_array_arg(),
-        rows,
-        w.cols,
-        eps,
-        w.layout.code(),
-        fused.gated.is_some(),
-        fused.gated == Some(Activation::GeluTanh),
-        residual,
-        splits,
-        norm,
-        stage,
-    );
+    for (c, words) in w.words.iter().enumerate() {
+        let row0 = c * w.chunk_rows;
+        let chunk = if fused.gated.is_some() { rows } else { w.chunk_rows.min(rows - row0) };
+        let words: CubeTensor<R> = words.clone().into_primitive();
+        matvec_blocks::launch::<R>(
+            &client,
+            CubeCount::Static(chunk.div_ceil(32) as u32, m as u32, 1),
+            dim,
+            x.clone().into_array_arg(),
+            gamma.clone().into_array_arg(),
+            res.clone().into_array_arg(),
+            words.into_array_arg(),
+            y.clone().into_array_arg(),
+            chunk,
+            w.cols,
+            rows,
+            row0,
+            eps,
+            w.layout.code(),
+            fused.gated.is_some(),
+            fused.gated == Some(Activation::GeluTanh),
+            residual,
+            splits,
+            norm,
+            stage,
+        );
+    }
     float(y)
 }
 
@@ -439,30 +452,41 @@ pub fn dequantize<R: CubeRuntime, BT: BoolElement>(
     ids: Option<&[u32]>,
     device: &R::Device,
 ) -> Tensor<Cube<R, BT>, 2> {
-    let n = ids.map_or(w.rows, <[u32]>::len);
     let id_data = ids.map_or_else(|| vec![0u32], <[u32]>::to_vec);
     let id_len = id_data.len();
     let ids_t: CubeTensor<R> = Cube::<R, BT>::int_from_data(TensorData::new(id_data, [id_len]), device);
-    let words: CubeTensor<R> = w.words.clone().into_primitive();
-    let out = empty(&words, &[n, w.cols]);
-    let total = n * w.cols;
-    let dim = CubeDim::new(&words.client, total);
-    let count = calculate_cube_count_elemwise(&words.client, total, dim);
-    let client = words.client.clone();
+    let out = empty(&ids_t, &[ids.map_or(w.rows, <[u32]>::len), w.cols]);
+    let client = ids_t.client.clone();
     let by_id = u32::from(ids.is_some());
-    dequantize_blocks::launch::<R>(
-        &client,
-        count,
-        dim,
-        words.into_array_arg(),
-        ids_t.into_array_arg(),
-        out.clone().into_array_arg(),
-        w.cols,
-        n,
-        by_id,
-        w.layout.code(),
-    );
+    for (c, words) in w.words.iter().enumerate() {
+        let row0 = c * w.chunk_rows;
+        let chunk_rows = w.chunk_rows.min(w.rows - row0);
+        let n = ids.map_or(chunk_rows, <[u32]>::len);
+        let total = n * w.cols;
+        let dim = CubeDim::new(&client, total);
+        let count = calculate_cube_count_elemwise(&client, total, dim);
+        let words: CubeTensor<R> = words.clone().into_primitive();
+        dequantize_blocks::launch::<R>(
+            &client,
+            count,
+            dim,
+            words.into_array_arg(),
+            ids_t.clone().into_array_arg(),
+            out.clone().into_array_arg(),
+            w.cols,
+            n,
+            by_id,
+            row0,
+            chunk_rows,
+            w.layout.code(),
+        );
+    }
     float(out)
+}
+
+/// Whether the f32 values of `w` fit one device buffer (Burn's matmul over them).
+fn dequantizable<R: CubeRuntime, BT: BoolElement>(w: &DeviceBlocks<Cube<R, BT>>, device: &R::Device) -> bool {
+    (w.rows * w.cols * 4) as u64 <= R::client(device).properties().memory.max_page_size
 }
 
 /// The device blocks of `w` when [`matvec`] can compute `x · Wᵀ` with fused steps: blocks on
@@ -484,21 +508,34 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
 
     fn device_blocks(q: Arc<QuantMatrix>, device: &Self::Device) -> Option<Matrix<Self>> {
         let (layout, words) = device_words(&q)?;
-        let n = words.len();
-        let words: Tensor<Self, 1, Int> =
-            Tensor::from_primitive(Self::int_from_data(TensorData::new(words, [n]), device));
-        Some(Matrix::Device(DeviceBlocks { ty: q.ty(), layout, rows: q.rows(), cols: q.cols(), words }))
+        // whole row groups per chunk, each within the device's largest buffer
+        let group_words = ROW_GROUP * q.cols() / 32 * layout.words_per_block();
+        let max_words = (R::client(device).properties().memory.max_page_size / 4) as usize;
+        let chunk_rows = (max_words / group_words).max(1) * ROW_GROUP;
+        let words = words
+            .chunks(chunk_rows / ROW_GROUP * group_words)
+            .map(|c| Tensor::from_primitive(Self::int_from_data(TensorData::new(c.to_vec(), [c.len()]), device)))
+            .collect();
+        Some(Matrix::Device(DeviceBlocks { ty: q.ty(), layout, rows: q.rows(), cols: q.cols(), words, chunk_rows }))
     }
 
     fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
         let Matrix::Device(blocks) = &w.weight else {
             return crate::ops::default_linear(x, w);
         };
-        let y = if x.dims()[0] <= MATVEC_MAX_ROWS {
+        let device = x.device();
+        let m = x.dims()[0];
+        let y = if m <= MATVEC_MAX_ROWS {
             matvec(x, blocks, Fused::default())
-        } else {
-            let device = x.device();
+        } else if dequantizable(blocks, &device) {
             x.matmul(dequantize(blocks, None, &device).transpose())
+        } else {
+            // too large to dequantize at once (a 262k-row head): the matvec, a few rows at a time
+            let parts = (0..m)
+                .step_by(MATVEC_MAX_ROWS)
+                .map(|i| matvec(x.clone().slice(s![i..(i + MATVEC_MAX_ROWS).min(m), ..]), blocks, Fused::default()))
+                .collect();
+            Tensor::cat(parts, 0)
         };
         match &w.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),
