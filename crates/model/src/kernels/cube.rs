@@ -57,9 +57,9 @@ fn block_base(r: usize, b: usize, nb: usize, #[comptime] wpb: usize) -> usize {
 }
 
 /// Block `b` of weight row `r` against the matching 32 values of `x`, in device layout `layout`
-/// ([`crate::kernels::blocks::DeviceLayout::code`]): 0 4-bit (`d · q + m`), 1 8-bit (`d · q`), 2 8-bit with half-block
-/// scales (`d_lo · q` / `d_hi · q`, `+ m`). The block's `Σ x` (for the offset) comes from `sums`
-/// when `staged`.
+/// ([`crate::kernels::blocks::DeviceLayout::code`]): 0 4-bit (`d · q + m`), 1 8-bit (`d · q`),
+/// 2 8-bit with half-block scales (`d_lo · q` / `d_hi · q`, `+ m`). The block's `Σ x` (for the
+/// offset) comes from `sums` when `staged`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn block_dot(
