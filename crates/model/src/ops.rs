@@ -142,12 +142,21 @@ impl AttnSpec {
 }
 
 /// Per-head RMSNorm weights of queries and keys (`[dim]` each).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct QkNorm<'a, B: Backend> {
     pub q: &'a Tensor<B, 1>,
     pub k: &'a Tensor<B, 1>,
     pub eps: f64,
 }
+
+// Copy for every backend (two references and a float; a derive would ask `B: Copy`).
+impl<B: Backend> Clone for QkNorm<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for QkNorm<'_, B> {}
 
 /// What one forward call computes: host-side ids, positions and key masks, with the device
 /// tensors the default bodies need built on first use (a specialised backend never builds them).

@@ -307,7 +307,6 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(max_abs_diff(&got, &want) < tol, "attention {case}");
         // the fused step (the cube backends write k and v straight into the cache), then one more
         // step over what it wrote
-        let norm_b = qk.then_some(QkNorm { q: &qn_b, k: &kn_b, eps: 1e-6 });
         let fused = B::rope_attention(
             t2::<B>(&qkv, [b * t, width], device),
             &sb,
@@ -319,8 +318,6 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
         assert!(max_abs_diff(&host(fused), &want) < tol, "rope_attention {case}");
         let next = rng.vec(b * width);
         let (sb1, sn1) = (step::<B>(b, 1, keys, None, device), step::<NdArray>(b, 1, keys, None, &nd));
-        let norm_b = qk.then_some(QkNorm { q: &qn_b, k: &kn_b, eps: 1e-6 });
-        let norm_n = qk.then_some(QkNorm { q: &qn_n, k: &kn_n, eps: 1e-6 });
         let got =
             B::rope_attention(t2::<B>(&next, [b, width], device), &sb1, &rope_b, norm_b, Some(cf.layer_mut(0)), &spec);
         let want = NdArray::rope_attention(

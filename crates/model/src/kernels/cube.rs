@@ -23,7 +23,7 @@ use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
 use crate::kernels::blocks::{device_words, ROW_GROUP};
-use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, Cube};
+use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, row_rms, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, DecodeOps, DeviceBlocks, Heads, Linear, Matrix, QkNorm, Step};
@@ -222,21 +222,7 @@ fn matvec_blocks(
         let mut xs = SharedMemory::<f32>::new(stage);
         let mut sums = SharedMemory::<f32>::new(comptime!(stage.div_ceil(32)));
         if norm {
-            let mut red = SharedMemory::<f32>::new(units);
-            let mut ss = 0.0f32;
-            let mut c = unit;
-            while c < cols {
-                let v = x[xrow + c];
-                ss += v * v;
-                c += units;
-            }
-            red[unit] = ss;
-            sync_cube();
-            let mut total = 0.0f32;
-            for t in 0..units {
-                total += red[t];
-            }
-            let rms = f32::sqrt(total / f32::cast_from(cols) + eps);
+            let rms = row_rms(x, xrow, cols, eps, unit, units);
             let mut c = unit;
             while c < cols {
                 xs[c] = x[xrow + c] / rms * gamma[c];
@@ -484,9 +470,14 @@ pub fn dequantize<R: CubeRuntime, BT: BoolElement>(
     float(out)
 }
 
+/// The largest buffer the device allocates, in bytes.
+fn max_buffer_bytes<R: CubeRuntime>(device: &R::Device) -> usize {
+    R::client(device).properties().memory.max_page_size as usize
+}
+
 /// Whether the f32 values of `w` fit one device buffer (Burn's matmul over them).
 fn dequantizable<R: CubeRuntime, BT: BoolElement>(w: &DeviceBlocks<Cube<R, BT>>, device: &R::Device) -> bool {
-    (w.rows * w.cols * 4) as u64 <= R::client(device).properties().memory.max_page_size
+    w.rows * w.cols * 4 <= max_buffer_bytes::<R>(device)
 }
 
 /// The device blocks of `w` when [`matvec`] can compute `x · Wᵀ` with fused steps: blocks on
@@ -510,7 +501,7 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
         let (layout, words) = device_words(&q)?;
         // whole row groups per chunk, each within the device's largest buffer
         let group_words = ROW_GROUP * q.cols() / 32 * layout.words_per_block();
-        let max_words = (R::client(device).properties().memory.max_page_size / 4) as usize;
+        let max_words = max_buffer_bytes::<R>(device) / 4;
         let chunk_rows = (max_words / group_words).max(1) * ROW_GROUP;
         let words = words
             .chunks(chunk_rows / ROW_GROUP * group_words)

@@ -39,6 +39,34 @@ fn row_count(rows: usize) -> CubeCount {
     CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
 }
 
+/// `sqrt(mean(x²) + eps)` of the `cols` values of `x` from `base`, by the cube's `units` units
+/// (`unit` is this one's index; every unit gets the result; one barrier).
+#[cube]
+pub(crate) fn row_rms(
+    x: &Array<f32>,
+    base: usize,
+    cols: usize,
+    eps: f32,
+    unit: usize,
+    #[comptime] units: usize,
+) -> f32 {
+    let mut ss = 0.0f32;
+    let mut c = unit;
+    while c < cols {
+        let v = x[base + c];
+        ss += v * v;
+        c += units;
+    }
+    let mut part = SharedMemory::<f32>::new(units);
+    part[unit] = ss;
+    sync_cube();
+    let mut total = 0.0f32;
+    for t in 0..units {
+        total += part[t];
+    }
+    f32::sqrt(total / f32::cast_from(cols) + eps)
+}
+
 /// `y = x / sqrt(mean(x²) + eps) · gamma` per row. Cube: [`LANES`] units per row.
 #[cube(launch)]
 fn rms_norm_rows(x: &Array<f32>, gamma: &Array<f32>, y: &mut Array<f32>, rows: usize, cols: usize, eps: f32) {
@@ -48,21 +76,7 @@ fn rms_norm_rows(x: &Array<f32>, gamma: &Array<f32>, y: &mut Array<f32>, rows: u
     }
     let lane = UNIT_POS_X as usize;
     let base = r * cols;
-    let mut ss = 0.0f32;
-    let mut c = lane;
-    while c < cols {
-        let v = x[base + c];
-        ss += v * v;
-        c += 32;
-    }
-    let mut part = SharedMemory::<f32>::new(32usize);
-    part[lane] = ss;
-    sync_cube();
-    let mut total = 0.0f32;
-    for t in 0..32usize {
-        total += part[t];
-    }
-    let rms = f32::sqrt(total / f32::cast_from(cols) + eps);
+    let rms = row_rms(x, base, cols, eps, lane, 32usize);
     let mut c = lane;
     while c < cols {
         y[base + c] = x[base + c] / rms * gamma[c];
@@ -497,7 +511,7 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
     let valid: CubeTensor<R> = valid.unwrap_or_else(|| step.device_positions()).into_primitive();
     let rows = b * hq * t;
     assert!(d <= ATTENTION_MAX_DIM, "attention: heads of {d} dimensions (the cube kernel takes {ATTENTION_MAX_DIM})");
-    let units = attention_units(d);
+    let units = d.next_multiple_of(32);
     let out = empty(&q, &[b * t, hq * d]);
     let client = q.client.clone();
     attend_rows::launch::<R>(
@@ -524,11 +538,6 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
         units,
     );
     float(out)
-}
-
-/// Units of an [`attend_rows`] cube for heads of `d` dimensions: `d` rounded up to 32.
-fn attention_units(d: usize) -> usize {
-    d.next_multiple_of(32)
 }
 
 /// Widest head [`attention`] takes (one unit per dimension, within wgpu's 256 units per cube).
