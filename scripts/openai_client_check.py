@@ -46,6 +46,18 @@ assert [x.text for x in a.choices] == [x.text for x in b.choices] and len(a.choi
 r = c.completions.create(model=model, prompt="def f(x):", max_tokens=40, temperature=0, stop=["\n"])
 assert "\n" not in r.choices[0].text and r.choices[0].finish_reason == "stop", r
 
+# streamed log-probabilities, every alternative a number
+stream = c.chat.completions.create(
+    model=model, messages=msgs, max_tokens=8, temperature=0, stream=True, logprobs=True, top_logprobs=2
+)
+entries = [e for ch in stream for ch_ in ch.choices if ch_.logprobs and ch_.logprobs.content for e in ch_.logprobs.content]
+assert entries and all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries), entries
+# n > 1 at temperature 0: identical choices; echo: the prompt before the completion
+r = c.completions.create(model=model, prompt="Hi", max_tokens=4, temperature=0, n=2)
+assert len(r.choices) == 2 and r.choices[0].text == r.choices[1].text, r
+r = c.completions.create(model=model, prompt="The capital of France is", max_tokens=4, temperature=0, echo=True)
+assert r.choices[0].text.startswith("The capital of France is"), r
+
 for call, exc in [
     (lambda: c.completions.create(model=model, prompt="hi", temperature=3), openai.BadRequestError),
     (lambda: c.completions.create(model="no-such-model", prompt="hi"), openai.NotFoundError),

@@ -19,14 +19,17 @@ use crate::decoder::{Decoder, StepInput};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::ops::DecodeOps;
-use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState};
+use crate::strategy::{prepare, GenerationOutput, GenerationStats, SampleState, StepLogprob};
 use crate::text::TextStops;
 
 /// What one request did in one step: each of its rows' new token (None once the row finished),
+/// its log-probabilities (when the request asked for them: what a stream sends with the token),
 /// and its output when the request has finished.
 pub struct EngineStep {
     pub id: u64,
     pub tokens: Vec<Option<u32>>,
+    /// Per row: the new token's log-probabilities (None for a finished row or when not asked).
+    pub logprobs: Vec<Option<StepLogprob>>,
     pub output: Option<GenerationOutput>,
 }
 
@@ -176,12 +179,13 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
             let n = config.num_return_sequences;
             let mut state = SampleState::<B>::new(&config, prep, None, None, self.grammar.as_deref())?;
             let tokens = state.advance(raw.clone().repeat_dim(0, n), stops.as_mut(), None)?;
+            let logprobs = state.last_logprobs(&tokens);
             let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
             let a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };
             if a.state.done() {
-                steps.push(EngineStep { id, tokens, output: Some(a.finish()) });
+                steps.push(EngineStep { id, tokens, logprobs, output: Some(a.finish()) });
             } else {
-                steps.push(EngineStep { id, tokens, output: None });
+                steps.push(EngineStep { id, tokens, logprobs, output: None });
                 joining.push(a);
             }
         }
@@ -310,9 +314,10 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
             let rows = raw.clone().slice(s![r..r + n, ..]);
             r += n;
             let tokens = a.state.advance(rows, a.stops.as_mut(), None)?;
+            let logprobs = a.state.last_logprobs(&tokens);
             a.next_pos += 1;
             keep.push(!a.state.done());
-            out.push(EngineStep { id: a.id, tokens, output: None });
+            out.push(EngineStep { id: a.id, tokens, logprobs, output: None });
         }
         for a in self.retain(&keep)? {
             let id = a.id;

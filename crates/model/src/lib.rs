@@ -40,4 +40,4 @@ pub use kv_cache::KvCache;
 pub use lm::CausalLm;
 pub use load::{load_model, load_model_with, Activations, ChatMessage, LoadOptions, LoadedModel, WeightMode};
 pub use ops::DecodeOps;
-pub use strategy::{GenOption, GenerateOptions, GenerationOutput, GenerationStats};
+pub use strategy::{prompt_logprobs, GenOption, GenerateOptions, GenerationOutput, GenerationStats, StepLogprob};

@@ -18,6 +18,10 @@ struct Server {
     child: Child,
     addr: String,
     name: String,
+    /// The line that said where it listens.
+    startup: String,
+    /// Every later line of its stderr (the request log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -55,15 +59,18 @@ fn start(extra: &[&str]) -> Server {
         }
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_string();
-            // keep draining stderr so the server never blocks on it
+            // keep reading stderr so the server never blocks on it; its lines are kept
+            let log = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+            let lines = log.clone();
             std::thread::spawn(move || {
-                let mut sink = String::new();
-                while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
+                let mut l = String::new();
+                while err.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+                    lines.lock().unwrap().push(l.trim_end().to_string());
+                    l.clear();
                 }
             });
             let name = std::path::Path::new(&m).file_name().unwrap().to_string_lossy().to_string();
-            return Server { child, addr, name };
+            return Server { child, addr, name, startup: line.trim_end().to_string(), log };
         }
     }
 }
@@ -72,13 +79,27 @@ const KEY: &str = "test-key";
 
 /// One HTTP/1.1 request: (status, body) with chunked bodies decoded.
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> (u16, String) {
+    let (st, _, body) = http_with(addr, method, path, body, key, "");
+    (st, body)
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`), returning the response's head too
+/// (lower-cased).
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+    headers: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let body = body.unwrap_or("");
     let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -87,9 +108,10 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>, key: Option<&s
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let head = head.to_ascii_lowercase();
+    let chunked = head.contains("transfer-encoding: chunked");
     let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -258,6 +280,14 @@ fn openai_api_over_http() {
     assert_error(st, &serde_json::from_str(&b).unwrap(), 401, None);
     let (st, b) = http(&srv.addr, "GET", "/v2/nothing", None, Some(KEY));
     assert_error(st, &serde_json::from_str(&b).unwrap(), 404, None);
+    // CORS is off by default: no header lets a browser page read the answer
+    let (_, head, _) = http_with(&srv.addr, "GET", "/health", None, None, "Origin: https://app.example\r\n");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert!(srv.startup.contains("2 slots,"), "{}", srv.startup);
+    // OPTIONS (no CORS): 405 with an error object, as any method a route does not answer
+    let (st, head, b) = http_with(&srv.addr, "OPTIONS", "/v1/chat/completions", None, Some(KEY), "");
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 405, None);
+    assert!(head.contains("\r\nallow: post"), "{head}");
     let (st, v) = post(&srv, "/v1/completions", &json!({"model": "gpt-4", "prompt": "hi"}));
     assert_error(st, &v, 404, Some("model"));
     for (bad, param) in [
@@ -422,9 +452,12 @@ fn busy_server_answers_429_and_a_disconnected_client_frees_its_slot() {
     let n = s.read(&mut first).unwrap();
     let head = String::from_utf8_lossy(&first[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let (st, b) = http(&srv.addr, "POST", "/v1/completions", Some(r#"{"prompt": "hi", "max_tokens": 2}"#), None);
+    let (st, head, b) =
+        http_with(&srv.addr, "POST", "/v1/completions", Some(r#"{"prompt": "hi", "max_tokens": 2}"#), None, "");
     let v: Value = serde_json::from_str(&b).unwrap();
     assert_error(st, &v, 429, None);
+    assert!(head.contains("\r\nretry-after: 1"), "a 429 says when to retry: {head}");
+    assert!(srv.startup.contains("1 slot,"), "{}", srv.startup);
     // the client goes away: its generation stops at the next step and the slot frees within a
     // few seconds, far sooner than the 2,000 tokens would have taken
     drop(s);
@@ -555,4 +588,194 @@ fn load_of_32_clients_keeps_every_answer_its_own() {
     let after = rss_kib(srv.child.id());
     assert!(after <= before + 64 * 1024, "resident memory grew from {before} KiB to {after} KiB");
     eprintln!("load: {ok} completed, {cancelled} cancelled; RSS {before} KiB before, {after} KiB after");
+}
+
+/// The first-hour defects of the server (issue 29): streamed log-probabilities, finite
+/// alternatives after truncation, the context the server accepts, greedy `n`, `echo`, `best_of`,
+/// user words in errors, 405s, CORS, and one log line per request.
+#[test]
+fn first_hour_server_defects() {
+    let srv = start(&["--max-context", "512", "--log-format", "json", "--cors-origin", "https://app.example"]);
+    let mut sent: Vec<(String, String, u64)> = vec![]; // what the request log must list
+    let mut call = |method: &str, path: &str, body: Option<&Value>, headers: &str| {
+        let (st, head, b) = http_with(&srv.addr, method, path, body.map(|b| b.to_string()).as_deref(), None, headers);
+        sent.push((method.to_string(), path.to_string(), st as u64));
+        (st, head, b)
+    };
+    let json_of = |b: &str| -> Value { serde_json::from_str(b).unwrap_or_else(|e| panic!("not JSON ({e}): {b}")) };
+
+    // /v1/models reports the context this server accepts (--max-context), not the model's
+    let (_, _, b) = call("GET", "/v1/models", None, "");
+    assert_eq!(json_of(&b)["data"][0]["context_length"], 512, "{b}");
+    assert!(srv.startup.contains("4 slots,"), "{}", srv.startup);
+
+    // 1. streamed chat logprobs: the non-streamed entries, token for token
+    let req = json!({"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8,
+        "temperature": 0, "logprobs": true, "top_logprobs": 2});
+    let (st, _, b) = call("POST", "/v1/chat/completions", Some(&req), "");
+    assert_eq!(st, 200, "{b}");
+    let whole = json_of(&b);
+    let want = whole["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    assert_eq!(want.len() as u64, whole["usage"]["completion_tokens"].as_u64().unwrap(), "{whole}");
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (_, _, body) = call("POST", "/v1/chat/completions", Some(&sreq), "");
+    let mut got = vec![];
+    for e in events(&body).iter().filter(|e| *e != "[DONE]") {
+        if let Some(c) = json_of(e)["choices"][0]["logprobs"]["content"].as_array() {
+            got.extend(c.iter().cloned());
+        }
+    }
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "streamed {got:?}\nwhole {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["token"], w["token"]);
+        assert!((g["logprob"].as_f64().unwrap() - w["logprob"].as_f64().unwrap()).abs() < 1e-4, "{g} vs {w}");
+        assert_eq!(g["top_logprobs"].as_array().unwrap().len(), 2, "{g}");
+    }
+    // completions: streamed token_logprobs concatenate to the whole ones, offsets run on
+    let creq = json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0, "logprobs": 1});
+    let (_, _, b) = call("POST", "/v1/completions", Some(&creq), "");
+    let whole = json_of(&b)["choices"][0]["logprobs"].clone();
+    let mut sreq = creq.clone();
+    sreq["stream"] = json!(true);
+    let (_, _, body) = call("POST", "/v1/completions", Some(&sreq), "");
+    let (mut lps, mut offsets) = (vec![], vec![]);
+    for e in events(&body).iter().filter(|e| *e != "[DONE]") {
+        let l = &json_of(e)["choices"][0]["logprobs"];
+        if !l.is_null() {
+            lps.extend(l["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()));
+            offsets.extend(l["text_offset"].as_array().unwrap().iter().cloned());
+        }
+    }
+    let want: Vec<f64> = whole["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(lps.len(), want.len(), "{body}");
+    assert!(lps.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4), "{lps:?} vs {want:?}");
+    assert_eq!(Value::Array(offsets), whole["text_offset"]);
+
+    // 2. after top-k/top-p truncation every alternative still has a number: the model's own
+    // distribution is reported
+    let req = json!({"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 6,
+        "temperature": 0.7, "top_k": 2, "top_p": 0.5, "seed": 3, "logprobs": true, "top_logprobs": 5});
+    let (_, _, b) = call("POST", "/v1/chat/completions", Some(&req), "");
+    let v = json_of(&b);
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert!(!content.is_empty(), "{v}");
+    for e in content {
+        let alts = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(alts.len(), 5, "{e}");
+        assert!(alts.iter().all(|a| a["logprob"].as_f64().is_some_and(|l| l <= 0.0)), "{e}");
+        assert!(e["logprob"].as_f64().is_some(), "{e}");
+    }
+
+    // 4. n = 2 at temperature 0: two identical choices (as OpenAI); errors in the request's words
+    let (st, _, b) = call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "temperature": 0, "n": 2})), "");
+    let v = json_of(&b);
+    assert_eq!(st, 200, "{v}");
+    let ch = v["choices"].as_array().unwrap();
+    assert_eq!((ch.len(), ch[0]["text"].clone(), ch[1]["index"].clone()), (2, ch[1]["text"].clone(), json!(1)), "{v}");
+    let (st, _, b) = call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "min_new_tokens": 8})), "");
+    let v = json_of(&b);
+    assert_error(st, &v, 400, Some("min_tokens"));
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("max_tokens") && !m.contains("max_new_tokens") && !m.contains("min_new_tokens"), "{m}");
+
+    // 5. echo: the prompt before the completion, with its log-probabilities (the first has none)
+    let prompt = "The capital of France is";
+    let base = json!({"prompt": prompt, "max_tokens": 4, "temperature": 0});
+    let (_, _, b) = call("POST", "/v1/completions", Some(&base), "");
+    let plain = json_of(&b)["choices"][0]["text"].as_str().unwrap().to_string();
+    let mut echo = base.clone();
+    echo["echo"] = json!(true);
+    echo["logprobs"] = json!(1);
+    let (st, _, b) = call("POST", "/v1/completions", Some(&echo), "");
+    let v = json_of(&b);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), format!("{prompt}{plain}"), "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let n_prompt = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    let tl = lp["token_logprobs"].as_array().unwrap();
+    assert_eq!(tl.len(), n_prompt + 4, "{v}");
+    assert!(tl[0].is_null() && tl[1..].iter().all(Value::is_f64), "{v}");
+    assert!(lp["top_logprobs"][0].is_null() && lp["top_logprobs"][1].as_object().unwrap().len() == 1, "{v}");
+    assert_eq!(lp["text_offset"][n_prompt], prompt.len(), "{v}");
+    let tokens: String = lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tokens, v["choices"][0]["text"].as_str().unwrap());
+    let mut secho = echo.clone();
+    secho["stream"] = json!(true);
+    let (_, _, body) = call("POST", "/v1/completions", Some(&secho), "");
+    let streamed: String = events(&body)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| json_of(e)["choices"][0]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(streamed, format!("{prompt}{plain}"));
+    // best_of: the n = 3 sample (same seed) of highest mean log-probability
+    let samples = json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 1.0, "seed": 5, "n": 3, "logprobs": 0});
+    let (_, _, b) = call("POST", "/v1/completions", Some(&samples), "");
+    let v = json_of(&b);
+    let mean = |c: &Value| {
+        let l: Vec<f64> = c["logprobs"]["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        l.iter().sum::<f64>() / l.len() as f64
+    };
+    let best = v["choices"].as_array().unwrap().iter().max_by(|a, b| mean(a).total_cmp(&mean(b))).unwrap().clone();
+    let mut bo = samples.clone();
+    bo["n"] = json!(1);
+    bo["best_of"] = json!(3);
+    bo.as_object_mut().unwrap().remove("logprobs");
+    let (st, _, b) = call("POST", "/v1/completions", Some(&bo), "");
+    let v = json_of(&b);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 1);
+    assert_eq!(v["choices"][0]["text"], best["text"], "{v}");
+    assert!(v["choices"][0]["logprobs"].is_null(), "not asked: {v}");
+    for bad in [json!({"prompt": "Hi", "n": 2, "best_of": 1}), json!({"prompt": "Hi", "best_of": 2, "stream": true})] {
+        let (st, _, b) = call("POST", "/v1/completions", Some(&bad), "");
+        assert_error(st, &json_of(&b), 400, Some("best_of"));
+    }
+
+    // 6. a tool message: refused in user words
+    let req = json!({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}]});
+    let (st, _, b) = call("POST", "/v1/chat/completions", Some(&req), "");
+    let v = json_of(&b);
+    assert_error(st, &v, 400, Some("messages[1].role"));
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains(r#"role "tool" is not supported"#) && !m.contains("String("), "{m}");
+
+    // 7. a method a route does not answer: 405 with an error object and Allow
+    // (OPTIONS without CORS: in `openai_api_over_http`; here the CORS layer answers it)
+    for (method, path, allow) in [("GET", "/v1/completions", "post"), ("POST", "/v1/models", "get")] {
+        let (st, head, b) = call(method, path, None, "");
+        assert_error(st, &json_of(&b), 405, None);
+        assert!(head.contains(&format!("\r\nallow: {allow}")), "{method} {path}: {head}");
+    }
+    // CORS for the origin given: the preflight and the answer carry it
+    let (st, head, _) = call("OPTIONS", "/v1/chat/completions", None,
+        "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n");
+    assert!(st < 300 && head.contains("access-control-allow-origin: https://app.example"), "{st} {head}");
+    let (_, head, _) = call("GET", "/v1/models", None, "Origin: https://app.example\r\n");
+    assert!(head.contains("access-control-allow-origin: https://app.example"), "{head}");
+    let (_, head, _) = call("GET", "/v1/models", None, "Origin: https://evil.example\r\n");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+
+    // one JSON log line per request, streams included (written when they end)
+    let t = Instant::now();
+    let logged = loop {
+        let lines: Vec<Value> =
+            srv.log.lock().unwrap().iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+        if lines.len() >= sent.len() || t.elapsed() > Duration::from_secs(10) {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut got: Vec<(String, String, u64)> = logged
+        .iter()
+        .map(|l| (l["method"].as_str().unwrap().into(), l["path"].as_str().unwrap().into(), l["status"].as_u64().unwrap()))
+        .collect();
+    let mut want = sent.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the request log");
+    let chat = logged.iter().find(|l| l["path"] == "/v1/chat/completions" && l["status"] == 200).unwrap();
+    assert!(chat["completion_tokens"].as_u64().is_some_and(|t| t > 0) && chat["duration_ms"].is_number(), "{chat}");
 }

@@ -59,12 +59,17 @@ pub fn logprobs_of<B: Backend>(logits: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> 
 }
 
 /// The `k` most likely tokens of each row of `logits` with their log-probabilities, best first
-/// (`k · batch` values leave the device).
+/// (`k · batch` values leave the device). Only tokens the distribution can draw are listed: after
+/// a truncation (top-k, top-p, a grammar…) a row may have fewer than `k`, never one at −∞.
 pub fn top_logprobs_of<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Vec<Vec<(u32, f32)>> {
     let [b, v] = logits.dims();
     let k = k.min(v);
     let (vals, idx) = log_softmax(logits, 1).topk_with_indices(k, 1);
     let vals: Vec<f32> = vals.into_data().iter::<f32>().collect();
     let idx: Vec<i64> = idx.into_data().iter::<i64>().collect();
-    (0..b).map(|r| (0..k).map(|j| (idx[r * k + j] as u32, vals[r * k + j])).collect()).collect()
+    (0..b)
+        .map(|r| {
+            (0..k).map(|j| (idx[r * k + j] as u32, vals[r * k + j])).filter(|&(_, lp)| lp.is_finite()).collect()
+        })
+        .collect()
 }

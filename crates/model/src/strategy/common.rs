@@ -4,6 +4,7 @@ use demiurgic_sampling::{FinishReason, GenerationConfig};
 
 use super::types::{GenerationStats, TopLogprob};
 use crate::batch::Batch;
+use crate::decoder::StepInput;
 use crate::error::{ModelError, Result};
 use crate::ops::DecodeOps;
 
@@ -154,7 +155,8 @@ pub(crate) fn host_logprobs(logits: &[f32], id: u32, top: usize) -> (f32, Vec<To
         order.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
         order.truncate(k);
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        alts = order.into_iter().map(|i| (i as u32, logits[i] - lse)).collect();
+        // only tokens the distribution can draw (as `top_logprobs_of`)
+        alts = order.into_iter().map(|i| (i as u32, logits[i] - lse)).filter(|&(_, lp)| lp.is_finite()).collect();
     }
     (lp, alts)
 }
@@ -176,4 +178,33 @@ pub(crate) fn stats(
         decode_tokens_per_s: if decode_ms > 0.0 { decode_tokens as f64 / (decode_ms / 1e3) } else { 0.0 },
         ..Default::default()
     }
+}
+
+/// The log-probability of each prompt token given the tokens before it (the first token has
+/// none) with the `top` most likely tokens at each position, under the model's raw distribution:
+/// what the OpenAI API's `echo` with `logprobs` reports for the prompt. One forward pass over the
+/// prompt, no cache.
+pub fn prompt_logprobs<B: DecodeOps>(
+    model: &crate::decoder::Decoder<B>,
+    ids: &[u32],
+    top: usize,
+) -> Result<Vec<Option<super::StepLogprob>>> {
+    let n = ids.len();
+    if n == 0 {
+        return Err(ModelError::Input("the prompt is empty".into()));
+    }
+    let mut out = vec![None];
+    if n == 1 {
+        return Ok(out);
+    }
+    let input = StepInput { tokens: vec![ids.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
+    let v = model.config.vocab_size;
+    // position t predicts token t + 1
+    let logits = model.forward_all(&input, None)?.reshape([n, v]).slice(burn::tensor::s![0..n - 1, ..]);
+    let next: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
+    let next = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(next.as_slice(), model.device()).reshape([n - 1, 1]);
+    let lps = demiurgic_sampling::sampler::logprobs_of(logits.clone(), next);
+    let tops = if top > 0 { demiurgic_sampling::sampler::top_logprobs_of(logits, top) } else { vec![vec![]; n - 1] };
+    out.extend(lps.into_iter().zip(tops).map(|(lp, top)| Some(super::StepLogprob { logprob: Some(lp), top })));
+    Ok(out)
 }

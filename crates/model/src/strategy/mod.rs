@@ -11,13 +11,13 @@ mod speculative;
 mod types;
 
 pub use beam::Beam;
-pub use common::memory_estimate;
+pub use common::{memory_estimate, prompt_logprobs};
 pub(crate) use common::{prepare, resolve_seed};
 pub use contract::{GenOption, Job, Strategy};
 pub use sample::Sample;
 pub(crate) use sample::SampleState;
 pub use speculative::{prompt_lookup, speculative_accept, DraftModel, PromptLookup};
-pub use types::{GenerateOptions, GenerationOutput, GenerationStats, TopLogprob};
+pub use types::{GenerateOptions, GenerationOutput, GenerationStats, StepLogprob, TopLogprob};
 
 /// The strategies, in the order of the README's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use demiurgic_sampling::{FinishReason, GenerationConfig, LogitsPipeline, Process
 
 use super::common::{finish_after, prepare, resolve_seed, stats, Prepared};
 use super::contract::{GenOption, Job, Strategy};
-use super::types::{GenerationOutput, GenerationStats, TopLogprob};
+use super::types::{GenerationOutput, GenerationStats, StepLogprob, TopLogprob};
 use crate::decoder::StepInput;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
@@ -139,6 +139,20 @@ impl<B: DecodeOps> SampleState<B> {
                 finish_after(&self.eos, stop_hit, stop_check, &self.out_tokens[i][..self.lengths[i]], self.max_new);
         }
         Ok(emitted)
+    }
+
+    /// The log-probabilities of the tokens the last [`Self::advance`] emitted (`emitted`: what it
+    /// returned), per row; None for a row that emitted nothing or when none were asked for.
+    pub(crate) fn last_logprobs(&self, emitted: &[Option<u32>]) -> Vec<Option<StepLogprob>> {
+        let want = self.logprobs.is_some() || self.top.is_some();
+        (0..emitted.len())
+            .map(|i| {
+                (want && emitted[i].is_some()).then(|| StepLogprob {
+                    logprob: self.logprobs.as_ref().and_then(|l| l[i].last().copied()),
+                    top: self.top.as_ref().and_then(|t| t[i].last().cloned()).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Every row has finished (or the length limit is reached).

@@ -66,6 +66,15 @@ pub struct GenerationStats {
 /// One alternative of a step: token id and log-probability.
 pub type TopLogprob = (u32, f32);
 
+/// One generated token's log-probability and its top alternatives (a streamed step's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLogprob {
+    /// The token's own (when `logprobs` was asked).
+    pub logprob: Option<f32>,
+    /// The `top_logprobs` most likely tokens (empty when not asked).
+    pub top: Vec<TopLogprob>,
+}
+
 /// Result of [`generate`](crate::generate): rows grouped per prompt (`num_return_sequences` consecutive rows each).
 #[derive(Debug, Clone)]
 pub struct GenerationOutput {

@@ -14,6 +14,8 @@ pub(crate) struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a client should wait before retrying (a 429's `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -34,7 +36,7 @@ impl ApiError {
     /// 4xx are the request's fault (`invalid_request_error`), 5xx the server's (`server_error`).
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-        Self { status, message: message.into(), kind, param: None, code: None }
+        Self { status, message: message.into(), kind, param: None, code: None, retry_after: None }
     }
 
     /// A 400 naming the request field at fault.
@@ -57,6 +59,11 @@ impl ApiError {
         self
     }
 
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn param(mut self, p: &str) -> Self {
         self.param = Some(p.into());
         self
@@ -74,7 +81,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body: serde_json::Value = serde_json::from_str(&self.body()).unwrap_or_default();
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 
@@ -85,7 +96,7 @@ impl From<SamplingError> for ApiError {
             SamplingError::BadField { field, .. } => field.clone(),
             _ => "body".into(),
         };
-        ApiError::bad(&param, e.to_string())
+        ApiError::bad(&param, openai_words(&e.to_string()))
     }
 }
 
@@ -96,11 +107,23 @@ impl From<ModelError> for ApiError {
         use ModelError as E;
         match e {
             E::Sampling(s) => ApiError::from(s),
-            E::Unsupported { option, .. } => ApiError::bad(openai_name(option), e.to_string()),
-            E::Input(_) | E::CacheOverflow { .. } | E::Tokenizer(_) => ApiError::bad("body", e.to_string()),
+            E::Unsupported { option, .. } => ApiError::bad(openai_name(option), openai_words(&e.to_string())),
+            E::Input(_) | E::CacheOverflow { .. } | E::Tokenizer(_) => {
+                ApiError::bad("body", openai_words(&e.to_string()))
+            }
             e => ApiError::internal(e.to_string()),
         }
     }
+}
+
+/// A message in the request's words: our config field names replaced by the OpenAI fields that
+/// set them (a client never sees `num_return_sequences`).
+pub(crate) fn openai_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for f in ["num_return_sequences", "max_new_tokens", "min_new_tokens"] {
+        m = m.replace(f, openai_name(f));
+    }
+    m
 }
 
 /// Our config field names → the request's.

@@ -7,6 +7,7 @@
 //! `--max-batch` requests run at once, up to `--max-queue` more wait, and beyond that a request
 //! is answered 429. A client that disconnects stops its generation at the next step.
 mod error;
+mod log;
 mod request;
 mod response;
 mod worker;
@@ -67,6 +68,13 @@ pub struct ServeArgs {
     /// The model id reported by /v1/models and expected in requests [default: the file name].
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Allow browsers on this origin to call the API (CORS; repeatable; `*` = any origin)
+    /// [default: none, CORS off].
+    #[arg(long = "cors-origin")]
+    pub cors_origin: Vec<String>,
+    /// The request log on stderr (one line per request): text or json (one object per line).
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: log::LogFormat,
 }
 
 pub struct ServeJob {
@@ -137,10 +145,12 @@ impl BackendJob for ServeJob {
                 .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
             let addr = listener.local_addr()?;
             eprintln!(
-                "demiurgic serve: listening on http://{addr} (model {name}, backend {backend}, loaded in {load_ms:.0} ms, {} slots)",
-                a.max_batch
+                "demiurgic serve: listening on http://{addr} (model {name}, backend {backend}, loaded in {load_ms:.0} ms, {}, {} positions per request)",
+                crate::plural(a.max_batch as usize, "slot"),
+                max_context
             );
-            axum::serve(listener, router(app))
+            let cors = cors_layer(&a.cors_origin)?;
+            axum::serve(listener, router(app, a.log_format, cors))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
@@ -160,14 +170,52 @@ fn health(engine_alive: &AtomicBool) -> (StatusCode, Json<Value>) {
     }
 }
 
-fn router<B: DecodeOps>(app: Arc<App<B>>) -> Router {
+/// The CORS layer of `--cors-origin` (None: no CORS headers, as by default).
+fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                o.parse::<header::HeaderValue>()
+                    .map_err(|_| anyhow::anyhow!("--cors-origin {o:?} is not a valid origin (e.g. https://example.com or *)"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    ))
+}
+
+/// The methods a path answers (what a 405 says).
+fn allowed_methods(path: &str) -> &'static str {
+    match path {
+        "/v1/completions" | "/v1/chat/completions" => "POST",
+        _ => "GET",
+    }
+}
+
+fn router<B: DecodeOps>(
+    app: Arc<App<B>>,
+    log_format: log::LogFormat,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> Router {
     let v1 = Router::new()
         .route("/v1/models", get(models::<B>))
         .route("/v1/models/{id}", get(model_one::<B>))
         .route("/v1/completions", post(completions::<B>))
         .route("/v1/chat/completions", post(chat_completions::<B>))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::<B>));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(|State(app): State<Arc<App<B>>>| async move { health(&app.engine_alive) }))
         .merge(v1)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
@@ -175,7 +223,24 @@ fn router<B: DecodeOps>(app: Arc<App<B>>) -> Router {
                 .kind("invalid_request_error")
                 .code("not_found")
         })
-        .with_state(app)
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            let allowed = allowed_methods(uri.path());
+            let e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} does not answer {method} (allowed: {allowed})", uri.path()),
+            )
+            .code("method_not_allowed");
+            let mut r = e.into_response();
+            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            r
+        })
+        .with_state(app);
+    // CORS inside the log: a preflight gets its line too
+    let router = match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    };
+    router.layer(middleware::from_fn_with_state(log_format, log::log_requests))
 }
 
 async fn auth<B: DecodeOps>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
@@ -212,7 +277,7 @@ async fn model_one<B: DecodeOps>(
 
 fn model_card<B: DecodeOps>(app: &App<B>) -> Value {
     json!({"id": app.name, "object": "model", "created": app.created, "owned_by": "demiurgic",
-        "context_length": app.loaded.model.config.max_position_embeddings})
+        "context_length": app.max_context})
 }
 
 pub(crate) fn unknown_model<B: DecodeOps>(app: &App<B>, id: &str) -> ApiError {
@@ -251,7 +316,8 @@ async fn slot<B: DecodeOps>(app: &App<B>) -> Result<OwnedSemaphorePermit, ApiErr
             format!("the server is busy: every slot is in use and {} requests are waiting", app.max_queue),
         )
         .kind("rate_limit_error")
-        .code("queue_full"));
+        .code("queue_full")
+        .retry_after(1));
     }
     let p = app.slots.clone().acquire_owned().await;
     app.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -259,17 +325,34 @@ async fn slot<B: DecodeOps>(app: &App<B>) -> Result<OwnedSemaphorePermit, ApiErr
 }
 
 async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Result<Response, ApiError> {
+    let request_log = req.extensions().get::<log::RequestLog>().cloned();
     let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
             .code("request_too_large")
     })?;
     let job = request::parse(&app, &bytes, kind)?;
     let permit = slot(&app).await?;
+    // `echo` with `logprobs`: the prompts' own log-probabilities (one forward pass each)
+    let mut echo = vec![];
+    if job.echo {
+        for (p, text) in job.prompts.iter().zip(&job.prompt_texts) {
+            let lps = if job.logprobs {
+                let (loaded, ids, top) = (app.loaded, p.clone(), job.config.top_logprobs);
+                tokio::task::spawn_blocking(move || demiurgic_model::prompt_logprobs(&loaded.model, &ids, top))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("prompt log-probabilities failed: {e}")))??
+            } else {
+                vec![]
+            };
+            echo.push((text.clone(), lps));
+        }
+    }
     let cancelled = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancelled.clone());
-    // each prompt is one request of the batching engine; its rows are `n` consecutive choices
+    // each submission is one request of the batching engine: prompt p's copy c is submission
+    // p · copies + c, its rows the consecutive choices from (p · copies + c) · rows
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EngineMsg>();
-    for (index, p) in job.prompts.iter().enumerate() {
+    for (index, p) in job.prompts.iter().flat_map(|p| std::iter::repeat_n(p, job.copies)).enumerate() {
         let sub = Submission {
             prompt: p.clone(),
             config: job.config.clone(),
@@ -281,18 +364,27 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
     }
     drop(tx);
     let stream = job.stream;
-    let mut col = Collect::new(job, app.name.clone(), app.loaded.tokenizer.as_ref());
+    let mut col = Collect::new(job, app.name.clone(), app.loaded.tokenizer.as_ref(), echo);
     if !stream {
         while !col.done() {
             let msg = rx.recv().await.ok_or_else(|| ApiError::internal("the engine stopped"))?;
             col.push(msg)?;
         }
         drop((permit, guard));
-        return Ok(Json(col.response()?).into_response());
+        let body = col.response()?;
+        let tokens = body.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
+        let mut resp = Json(body).into_response();
+        if let Some(t) = tokens {
+            resp.extensions_mut().insert(t);
+        }
+        return Ok(resp);
     }
+    // the stream writes the request's log line when it ends (or its client leaves)
+    let slog = request_log.map(|log| log::StreamLog { log, tokens: None, finished: false });
+    let deferred = slog.is_some();
     let ended = |e: ApiError| vec![e.body(), "[DONE]".to_string()];
-    let events = futures_util::stream::unfold(Some((rx, col, guard, permit)), move |state| async move {
-        let (mut rx, mut col, guard, permit) = state?;
+    let events = futures_util::stream::unfold(Some((rx, col, guard, permit, slog)), move |state| async move {
+        let (mut rx, mut col, guard, permit, mut slog) = state?;
         loop {
             let Some(msg) = rx.recv().await else {
                 return Some((ended(ApiError::internal("the engine stopped")), None));
@@ -304,16 +396,24 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
                         Ok(last) => chunks.extend(last),
                         Err(e) => chunks.extend(ended(e)),
                     }
+                    if let Some(l) = slog.as_mut() {
+                        l.finished = true;
+                        l.tokens = col.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
+                    }
                     return Some((chunks, None));
                 }
-                Ok(chunks) if !chunks.is_empty() => return Some((chunks, Some((rx, col, guard, permit)))),
+                Ok(chunks) if !chunks.is_empty() => return Some((chunks, Some((rx, col, guard, permit, slog)))),
                 Ok(_) => {}
             }
         }
     })
     .flat_map(futures_util::stream::iter)
     .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    let mut resp = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    if deferred {
+        resp.extensions_mut().insert(log::Deferred);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -25,9 +25,35 @@ pub(crate) struct Job {
     pub kind: Kind,
     pub id: String,
     pub prompts: Vec<Vec<u32>>,
+    /// The config of each submission to the engine (its `num_return_sequences` rows).
     pub config: GenerationConfig,
+    /// Submissions per prompt: greedy `n > 1` runs `n` one-row submissions (identical choices,
+    /// as OpenAI gives), sampling runs one with `num_return_sequences` rows.
+    pub copies: usize,
+    /// Choices returned per prompt (`n`).
+    pub n: usize,
+    /// Whether the response carries log-probabilities (`best_of` computes them to rank its
+    /// candidates even when they are not asked for).
+    pub logprobs: bool,
+    /// Completions' `echo`: the prompt's text (and, with `logprobs`, its log-probabilities)
+    /// before each choice's completion.
+    pub echo: bool,
+    /// Completions: each prompt's text (a token-id prompt decoded), what `echo` prints.
+    pub prompt_texts: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+}
+
+impl Job {
+    /// Candidate rows per prompt (`best_of`, or `n`).
+    pub fn candidates(&self) -> usize {
+        self.copies * self.config.num_return_sequences
+    }
+
+    /// Engine submissions in all.
+    pub fn submissions(&self) -> usize {
+        self.prompts.len() * self.copies
+    }
 }
 
 /// Both endpoints' bodies (the endpoint decides which of `prompt` / `messages` is needed).
@@ -50,6 +76,8 @@ struct Request {
     presence_penalty: Option<f64>,
     min_tokens: Option<i64>,
     n: Option<i64>,
+    best_of: Option<i64>,
+    echo: Option<bool>,
     seed: Option<i64>,
     stop: Option<Stop>,
     logit_bias: Option<Map<String, Value>>,
@@ -216,6 +244,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
     let loaded = app.loaded;
     let mc = &loaded.model.config;
     let tok = loaded.text_tokenizer().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()));
+    let mut prompt_texts = vec![];
     let prompts: Vec<Vec<u32>> = match kind {
         Kind::Completion => {
             let p = r.prompt.as_ref().ok_or_else(|| ApiError::bad("prompt", "`prompt` is required"))?;
@@ -229,8 +258,12 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
             let mut out = vec![];
             for t in texts {
                 if let Some(ids) = ids_of(t, mc.vocab_size) {
-                    out.push(ids?);
+                    let ids = ids?;
+                    let text = tok.as_ref().ok().and_then(|tk| tk.decode_with(&ids, false).ok());
+                    prompt_texts.push(text.unwrap_or_default());
+                    out.push(ids);
                 } else if let Some(s) = t.as_str() {
+                    prompt_texts.push(s.to_string());
                     let ids = tok
                         .as_ref()
                         .map_err(|e| ApiError::bad("prompt", e.message.clone()))?
@@ -254,11 +287,13 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
                 .ok_or_else(|| ApiError::bad("messages", "`messages` must be a non-empty list"))?;
             let mut messages = vec![];
             for (i, m) in msgs.iter().enumerate() {
-                let role = m.role.as_str().unwrap_or("");
+                let role = m.role.as_str().ok_or_else(|| {
+                    ApiError::bad(&format!("messages[{i}].role"), format!("`role` must be a string, got {}", m.role))
+                })?;
                 if !["system", "user", "assistant", "developer"].contains(&role) {
                     return Err(ApiError::bad(
                         &format!("messages[{i}].role"),
-                        format!("role {:?} is not supported (system, user, assistant)", m.role),
+                        format!("role \"{role}\" is not supported (allowed: system, developer, user, assistant)"),
                     ));
                 }
                 let content = match &m.content {
@@ -317,6 +352,36 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
         .code("context_length_exceeded"));
     }
     let mut c = config(&r, kind, max_tokens, mc.vocab_size)?;
+    let n = int_in("n", r.n, 1, 128)?.unwrap_or(1) as usize;
+    let asked_logprobs = c.logprobs;
+    let echo = r.echo.unwrap_or(false);
+    let best_of = int_in("best_of", r.best_of, 1, 128)?.map(|b| b as usize);
+    if kind == Kind::Chat {
+        // chat has neither (OpenAI's schema): refused by name, not ignored
+        for (field, given) in [("best_of", best_of.is_some()), ("echo", r.echo.is_some())] {
+            if given {
+                return Err(ApiError::bad(field, format!("`{field}` is a /v1/completions field")));
+            }
+        }
+    }
+    let mut best_of = best_of.unwrap_or(n);
+    if best_of < n {
+        return Err(ApiError::bad("best_of", format!("`best_of` = {best_of} must be ≥ `n` = {n}")));
+    }
+    let stream = r.stream.unwrap_or(false);
+    let sampling = c.is_sampling();
+    if !sampling {
+        best_of = n; // greedy candidates are identical: n copies suffice
+    }
+    if best_of > n && stream {
+        return Err(ApiError::bad("best_of", "`best_of` > `n` cannot be streamed (the best choices are known at the end)"));
+    }
+    // greedy n > 1: n identical one-row submissions; sampling: one submission of best_of rows
+    let copies = if sampling { 1 } else { n };
+    c.num_return_sequences = if sampling { best_of } else { 1 };
+    if best_of > n {
+        c.logprobs = true; // candidates are ranked by their mean log-probability
+    }
     if let Some((field_name, k)) = constraint {
         // compiled here so a bad schema is a 400 naming it, before the request is queued
         let g = loaded.grammar_compiler().map_err(|e| ApiError::bad(field_name, e.to_string()))?;
@@ -327,7 +392,6 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
         tok.as_ref().map_err(|e| ApiError::bad("stop", e.message.clone()))?;
     }
     c.validate()?;
-    let stream = r.stream.unwrap_or(false);
     let include_usage = match &r.stream_options {
         None => false,
         Some(o) => {
@@ -343,7 +407,19 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
         now(),
         app.counter.fetch_add(1, Ordering::Relaxed) & 0xffff
     );
-    Ok(Job { kind, id, prompts, config: c, stream, include_usage })
+    Ok(Job {
+        kind,
+        id,
+        prompts,
+        config: c,
+        copies,
+        n,
+        logprobs: asked_logprobs,
+        echo,
+        prompt_texts,
+        stream,
+        include_usage,
+    })
 }
 
 /// The generation config of a request: OpenAI's defaults and ranges (temperature 1, top_p 1,
@@ -351,11 +427,9 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
 fn config(r: &Request, kind: Kind, max_tokens: usize, vocab: usize) -> Result<GenerationConfig, ApiError> {
     let temperature = in_range("temperature", r.temperature, |x| (0.0..=2.0).contains(&x), "0 to 2")?.unwrap_or(1.0);
     let unit = |x: f64| x > 0.0 && x <= 1.0;
-    let n = int_in("n", r.n, 1, 128)?.unwrap_or(1) as usize;
     let mut c = GenerationConfig {
         max_new_tokens: Some(max_tokens),
         do_sample: temperature > 0.0,
-        num_return_sequences: n,
         seed: r.seed.map(|s| s as u64),
         stop: r.stops()?,
         ..GenerationConfig::default()
@@ -425,5 +499,8 @@ fn config(r: &Request, kind: Kind, max_tokens: usize, vocab: usize) -> Result<Ge
             }
         }
     }
+    // log-probabilities of the model's own distribution (before temperature, penalties and
+    // truncation), as vLLM reports by default: every alternative has a finite value
+    c.raw_logprobs = c.logprobs;
     Ok(c)
 }

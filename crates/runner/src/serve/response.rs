@@ -4,7 +4,7 @@
 //! string), the final texts when every prompt is done.
 use demiurgic_model::load::TextTokenizer;
 use demiurgic_model::text::{row_text, safe_len, StreamDecoder};
-use demiurgic_model::GenerationOutput;
+use demiurgic_model::{GenerationOutput, StepLogprob};
 use demiurgic_sampling::FinishReason;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -73,6 +73,25 @@ fn finish_name(f: FinishReason) -> &'static str {
     }
 }
 
+/// One token of a log-probability report: its id, its log-probability (None: the prompt's first
+/// token, which nothing predicts) and its alternatives (None: not asked, or that first token).
+#[derive(Clone)]
+pub(crate) struct Entry {
+    id: u32,
+    logprob: Option<f32>,
+    top: Option<Vec<(u32, f32)>>,
+}
+
+impl Entry {
+    fn of(id: u32, lp: Option<&StepLogprob>, want_top: bool) -> Self {
+        Self {
+            id,
+            logprob: lp.and_then(|l| l.logprob),
+            top: lp.filter(|_| want_top).map(|l| l.top.clone()),
+        }
+    }
+}
+
 /// One request's progress.
 pub(crate) struct Collect<'a> {
     job: Job,
@@ -82,18 +101,49 @@ pub(crate) struct Collect<'a> {
     text: Vec<String>,
     sent: Vec<usize>,
     started: Vec<bool>,
+    /// Per row: the log-probability entries streamed tokens have not sent yet.
+    pending: Vec<Vec<Entry>>,
+    /// Per row: bytes of token text reported so far (completions' `text_offset`).
+    offsets: Vec<usize>,
+    /// Per prompt, with `echo`: its text and (with `logprobs`) its tokens' entries.
+    echo: Vec<(String, Vec<Entry>)>,
     outs: Vec<Option<GenerationOutput>>,
+    /// The usage, once every submission is done.
+    pub usage: Option<Usage>,
 }
 
 impl<'a> Collect<'a> {
-    pub fn new(job: Job, model: String, tok: Option<&'a TextTokenizer>) -> Self {
-        let rows = job.prompts.len() * job.config.num_return_sequences;
+    /// `echo`: per prompt, its text and log-probabilities (when the job echoes its prompts).
+    pub fn new(
+        job: Job,
+        model: String,
+        tok: Option<&'a TextTokenizer>,
+        echo: Vec<(String, Vec<Option<StepLogprob>>)>,
+    ) -> Self {
+        let rows = job.prompts.len() * job.candidates();
+        let want_top = job.config.top_logprobs > 0;
+        let echo = echo
+            .into_iter()
+            .zip(&job.prompts)
+            .map(|((text, lps), ids)| {
+                let entries = if lps.is_empty() {
+                    vec![]
+                } else {
+                    ids.iter().zip(&lps).map(|(&id, lp)| Entry::of(id, lp.as_ref(), want_top)).collect()
+                };
+                (text, entries)
+            })
+            .collect();
         Self {
             decoders: (0..rows).map(|_| StreamDecoder::with_skip_special(true)).collect(),
             text: vec![String::new(); rows],
             sent: vec![0; rows],
             started: vec![false; rows],
-            outs: (0..job.prompts.len()).map(|_| None).collect(),
+            pending: vec![vec![]; rows],
+            offsets: vec![0; rows],
+            echo,
+            outs: (0..job.submissions()).map(|_| None).collect(),
+            usage: None,
             job,
             model,
             tok,
@@ -121,16 +171,33 @@ impl<'a> Collect<'a> {
         }
     }
 
+    /// The prompt of a row (rows are `candidates()` per prompt).
+    fn prompt_of(&self, row: usize) -> usize {
+        row / self.job.candidates()
+    }
+
+    /// A streamed chunk of row `row`: its text piece (the prompt's text first with `echo`) and the
+    /// log-probabilities of the tokens received since the last chunk.
     fn chunk(&mut self, row: usize, piece: Option<String>, finish: Option<&'static str>) -> String {
         let first = !self.started[row];
         self.started[row] = true;
+        let mut piece = piece;
+        let mut entries = vec![];
+        if first && self.job.echo {
+            let (text, lps) = &self.echo[self.prompt_of(row)];
+            piece = Some(format!("{text}{}", piece.unwrap_or_default()));
+            entries.extend(lps.iter().cloned());
+        }
+        entries.append(&mut self.pending[row]);
+        let logprobs = (self.job.logprobs && !entries.is_empty())
+            .then(|| logprobs_json(self.job.kind, self.tok, &entries, &mut self.offsets[row]));
         let choice = match self.job.kind {
             Kind::Completion => Choice {
                 index: row,
                 text: Some(piece.unwrap_or_default()),
                 message: None,
                 delta: None,
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
             },
             Kind::Chat => Choice {
@@ -138,7 +205,7 @@ impl<'a> Collect<'a> {
                 text: None,
                 message: None,
                 delta: Some(Delta { role: first.then_some("assistant"), content: piece }),
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
             },
         };
@@ -148,15 +215,19 @@ impl<'a> Collect<'a> {
     /// Take one message of the worker; returns the chunks to stream now (when streaming).
     pub fn push(&mut self, msg: EngineMsg) -> Result<Vec<String>, ApiError> {
         match msg {
-            EngineMsg::Tokens { index, tokens } => {
+            EngineMsg::Tokens { index, tokens, logprobs } => {
                 if !self.job.stream {
                     return Ok(vec![]);
                 }
                 let mut chunks = vec![];
                 let Some(t) = self.tok else { return Ok(chunks) };
                 let n = self.job.config.num_return_sequences;
+                let want_top = self.job.config.top_logprobs > 0;
                 for (k, id) in tokens.iter().enumerate() {
                     let (Some(id), r) = (id, index * n + k) else { continue };
+                    if self.job.logprobs {
+                        self.pending[r].push(Entry::of(*id, logprobs.get(k).and_then(Option::as_ref), want_top));
+                    }
                     if let Ok(Some(p)) = self.decoders[r].push(t, *id) {
                         self.text[r].push_str(&p);
                     }
@@ -178,13 +249,13 @@ impl<'a> Collect<'a> {
         }
     }
 
-    /// Every prompt has its output.
+    /// Every submission has its output.
     pub fn done(&self) -> bool {
         self.outs.iter().all(Option::is_some)
     }
 
-    /// The outputs of the request's prompts as one (rows in prompt order), their final texts
-    /// and the usage.
+    /// The outputs of the request's submissions as one (rows in prompt order, `candidates()`
+    /// per prompt), their final texts and the usage.
     fn merged(&mut self) -> Result<(GenerationOutput, Vec<String>, Usage), ApiError> {
         let mut it = std::mem::take(&mut self.outs).into_iter();
         let mut a = it.next().flatten().ok_or_else(|| ApiError::internal("the engine dropped a request"))?;
@@ -206,6 +277,7 @@ impl<'a> Collect<'a> {
         let completion_tokens: usize = a.lengths.iter().sum();
         let prompt_tokens: usize = self.job.prompts.iter().map(Vec::len).sum();
         let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+        self.usage = Some(usage);
         Ok((a, finals, usage))
     }
 
@@ -230,30 +302,70 @@ impl<'a> Collect<'a> {
         Ok(chunks)
     }
 
+    /// The rows returned, per prompt in order: every row, or with `best_of` the `n` candidates of
+    /// highest mean log-probability (best first, as vLLM orders them).
+    fn chosen(&self, out: &GenerationOutput) -> Vec<usize> {
+        let (c, n) = (self.job.candidates(), self.job.n);
+        if c == n {
+            return (0..out.tokens.len()).collect();
+        }
+        let mean = |r: usize| -> f64 {
+            let l = out.logprobs.as_ref().map(|l| &l[r][..]).unwrap_or(&[]);
+            if l.is_empty() {
+                f64::NEG_INFINITY
+            } else {
+                l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64
+            }
+        };
+        let mut rows = vec![];
+        for p in 0..self.job.prompts.len() {
+            let mut cands: Vec<usize> = (p * c..(p + 1) * c).collect();
+            cands.sort_by(|&a, &b| mean(b).total_cmp(&mean(a)).then(a.cmp(&b)));
+            rows.extend(cands.into_iter().take(n));
+        }
+        rows
+    }
+
+    /// Row `r`'s log-probability entries (the prompt's first with `echo`).
+    fn entries(&self, out: &GenerationOutput, r: usize) -> Vec<Entry> {
+        let mut e = if self.job.echo { self.echo[self.prompt_of(r)].1.clone() } else { vec![] };
+        let lps = out.logprobs.as_ref().map(|l| &l[r]);
+        let top = out.top_logprobs.as_ref().map(|t| &t[r]);
+        for (k, &id) in out.row(r).iter().enumerate() {
+            let logprob = lps.and_then(|l| l.get(k).copied());
+            e.push(Entry { id, logprob, top: top.and_then(|t| t.get(k).cloned()) });
+        }
+        e
+    }
+
     /// The whole response (not streamed).
     pub fn response(mut self) -> Result<Response, ApiError> {
         let (out, finals, usage) = self.merged()?;
-        let choices = finals
-            .into_iter()
-            .enumerate()
-            .map(|(r, text)| {
-                let logprobs = logprobs_json(self.job.kind, self.tok, &out, r);
-                let finish_reason = Some(finish_name(out.finish_reasons[r]));
-                match self.job.kind {
-                    Kind::Completion => {
-                        Choice { index: r, text: Some(text), message: None, delta: None, logprobs, finish_reason }
-                    }
-                    Kind::Chat => Choice {
-                        index: r,
-                        text: None,
-                        message: Some(Message { role: "assistant", content: text }),
-                        delta: None,
-                        logprobs,
-                        finish_reason,
-                    },
+        let mut choices = vec![];
+        for (index, r) in self.chosen(&out).into_iter().enumerate() {
+            let logprobs = self
+                .job
+                .logprobs
+                .then(|| logprobs_json(self.job.kind, self.tok, &self.entries(&out, r), &mut 0));
+            let finish_reason = Some(finish_name(out.finish_reasons[r]));
+            let text = match self.job.echo {
+                true => format!("{}{}", self.echo[self.prompt_of(r)].0, finals[r]),
+                false => finals[r].clone(),
+            };
+            choices.push(match self.job.kind {
+                Kind::Completion => {
+                    Choice { index, text: Some(text), message: None, delta: None, logprobs, finish_reason }
                 }
-            })
-            .collect();
+                Kind::Chat => Choice {
+                    index,
+                    text: None,
+                    message: Some(Message { role: "assistant", content: text }),
+                    delta: None,
+                    logprobs,
+                    finish_reason,
+                },
+            });
+        }
         let mut e = self.envelope(choices, false);
         e.usage = Some(usage);
         e.system_fingerprint = Some(format!("demiurgic-{}", env!("CARGO_PKG_VERSION")));
@@ -279,56 +391,52 @@ fn token_str(tok: Option<&TextTokenizer>, id: u32) -> String {
     tok.and_then(|t| t.decode_with(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
 }
 
-/// OpenAI's log-probability objects: completions' parallel lists, chat's `content` entries.
-fn logprobs_json(kind: Kind, tok: Option<&TextTokenizer>, out: &GenerationOutput, r: usize) -> Option<Value> {
-    let lps = out.logprobs.as_ref().map(|l| &l[r])?;
-    let ids = out.row(r);
-    let top = out.top_logprobs.as_ref().map(|t| &t[r]);
-    Some(match kind {
+/// OpenAI's log-probability objects for `entries`: completions' parallel lists (`text_offset`
+/// counted on from `offset`, which is advanced), chat's `content` entries.
+fn logprobs_json(kind: Kind, tok: Option<&TextTokenizer>, entries: &[Entry], offset: &mut usize) -> Value {
+    match kind {
         Kind::Completion => {
-            let mut offset = 0usize;
             let mut offsets = vec![];
-            let tokens: Vec<String> = ids
-                .iter()
-                .map(|&id| {
-                    let s = token_str(tok, id);
-                    offsets.push(offset);
-                    offset += s.len();
-                    s
-                })
-                .collect();
-            let tops: Value = match top {
-                Some(t) => json!(t
+            let mut tokens = vec![];
+            for e in entries {
+                let s = token_str(tok, e.id);
+                offsets.push(*offset);
+                *offset += s.len();
+                tokens.push(s);
+            }
+            let lps: Vec<Option<f32>> = entries.iter().map(|e| e.logprob).collect();
+            let asked_top = entries.iter().any(|e| e.top.is_some());
+            let tops: Value = if asked_top {
+                json!(entries
                     .iter()
-                    .map(|alts| alts
+                    .map(|e| e.top.as_ref().map(|alts| alts
                         .iter()
                         .map(|&(i, l)| (token_str(tok, i), json!(l)))
-                        .collect::<Map<String, Value>>())
-                    .collect::<Vec<_>>()),
-                None => Value::Null,
+                        .collect::<Map<String, Value>>()))
+                    .collect::<Vec<_>>())
+            } else {
+                Value::Null
             };
             json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
         }
         Kind::Chat => {
-            let content: Vec<Value> = ids
+            let content: Vec<Value> = entries
                 .iter()
-                .enumerate()
-                .map(|(k, &id)| {
-                    let s = token_str(tok, id);
-                    let alts: Vec<Value> = top
-                        .map(|t| {
-                            t[k].iter()
-                                .map(|&(i, l)| {
-                                    let a = token_str(tok, i);
-                                    json!({"token": a, "logprob": l, "bytes": a.as_bytes()})
-                                })
-                                .collect()
+                .map(|e| {
+                    let s = token_str(tok, e.id);
+                    let alts: Vec<Value> = e
+                        .top
+                        .iter()
+                        .flatten()
+                        .map(|&(i, l)| {
+                            let a = token_str(tok, i);
+                            json!({"token": a, "logprob": l, "bytes": a.as_bytes()})
                         })
-                        .unwrap_or_default();
-                    json!({"token": s, "logprob": lps[k], "bytes": s.as_bytes(), "top_logprobs": alts})
+                        .collect();
+                    json!({"token": s, "logprob": e.logprob, "bytes": s.as_bytes(), "top_logprobs": alts})
                 })
                 .collect();
             json!({"content": content})
         }
-    })
+    }
 }

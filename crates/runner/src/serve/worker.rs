@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use demiurgic_model::load::LoadedModel;
 use demiurgic_model::text::TextStops;
-use demiurgic_model::{DecodeOps, Engine, GenerationOutput, ModelError};
+use demiurgic_model::{DecodeOps, Engine, GenerationOutput, ModelError, StepLogprob};
 use demiurgic_sampling::GenerationConfig;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 pub(crate) struct Submission {
     pub prompt: Vec<u32>,
     pub config: GenerationConfig,
-    /// Which prompt of its request.
+    /// Which submission of its request (prompt × copy).
     pub index: usize,
     pub events: UnboundedSender<EngineMsg>,
     pub cancelled: Arc<AtomicBool>,
@@ -23,10 +23,12 @@ pub(crate) struct Submission {
 
 /// What the worker tells a request.
 pub(crate) enum EngineMsg {
-    /// The tokens a step gave the prompt's rows (None: a row that has finished).
+    /// The tokens a step gave the submission's rows (None: a row that has finished), with their
+    /// log-probabilities when the request asked for them.
     Tokens {
         index: usize,
         tokens: Vec<Option<u32>>,
+        logprobs: Vec<Option<StepLogprob>>,
     },
     Done {
         index: usize,
@@ -95,7 +97,7 @@ pub(crate) fn engine_loop<B: DecodeOps>(
             }
             match engine.add(id, sub.prompt.clone(), &sub.config, stops) {
                 Ok(step) => {
-                    send(&sub, EngineMsg::Tokens { index: sub.index, tokens: step.tokens });
+                    send(&sub, EngineMsg::Tokens { index: sub.index, tokens: step.tokens, logprobs: step.logprobs });
                     match step.output {
                         Some(output) => {
                             send(&sub, EngineMsg::Done { index: sub.index, output });
@@ -122,7 +124,8 @@ pub(crate) fn engine_loop<B: DecodeOps>(
             Ok(steps) => {
                 for st in steps {
                     let Some(sub) = running.get(&st.id) else { continue };
-                    let alive = send(sub, EngineMsg::Tokens { index: sub.index, tokens: st.tokens });
+                    let alive =
+                        send(sub, EngineMsg::Tokens { index: sub.index, tokens: st.tokens, logprobs: st.logprobs });
                     if let Some(output) = st.output {
                         let sub = running.remove(&st.id).expect("running");
                         send(&sub, EngineMsg::Done { index: sub.index, output });
