@@ -4,13 +4,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// I/O failure on a named file.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// I/O failure on a named file. The OS error is part of the message and deliberately not a
+    /// `source` (a chain printer such as anyhow's `{:#}` would print it a second time).
+    #[error("cannot read {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A config file (config.json, generation_config.json, GGUF metadata) is malformed.
     #[error("invalid config {origin}: {message}")]
     Config { origin: String, message: String },

@@ -12,11 +12,15 @@ use crate::{backends, load_args};
 pub struct ModelArgs {
     /// A .gguf file, an HF checkpoint directory, or a fetchable model's name (smollm2-135m,
     /// gemma3-270m; fetched on first use) [default: smollm2-135m, SmolLM2-135M-Instruct Q4_1].
-    #[arg(long)]
+    #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
     /// Backend to run on (compiled in: see `demiurgic backends`).
     #[arg(long, default_value = backends::DEFAULT)]
     pub backend: String,
+    /// CPU threads of the flex and ndarray backends, ≥ 1 [default: every core, or
+    /// RAYON_NUM_THREADS].
+    #[arg(long, short = 't', value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(flatten)]
     pub load: load_args::LoadArgs,
 }
@@ -49,7 +53,7 @@ pub struct SamplingArgs {
     #[arg(long = "do-sample", conflicts_with = "greedy")]
     pub do_sample: bool,
     /// New tokens to generate, at least 1 [default: 256].
-    #[arg(long = "max-new-tokens", allow_negative_numbers = true)]
+    #[arg(long = "max-new-tokens", short = 'n', allow_negative_numbers = true)]
     pub max_new_tokens: Option<usize>,
     /// Prompt + new tokens, at least 1 (--max-new-tokens wins when both are given, as in
     /// transformers).
@@ -58,12 +62,17 @@ pub struct SamplingArgs {
     /// Sequences per prompt, ≥ 1 (more than 1 needs sampling) [default: 1].
     #[arg(long = "num-return-sequences", allow_negative_numbers = true)]
     pub num_return_sequences: Option<usize>,
-    /// Seed of the sampler, 0..=18446744073709551615 [default: drawn from the clock and reported].
-    #[arg(long, allow_negative_numbers = true)]
+    /// Seed of the sampler, 0..=18446744073709551615 [default: drawn from the clock and reported
+    /// in the stats line and --json].
+    #[arg(long, short = 's', allow_negative_numbers = true)]
     pub seed: Option<u64>,
-    /// Stop when this text appears (repeatable). Escapes \n, \t, \\ and \" are understood.
+    /// Stop when this text appears (repeatable); the text ends before it. Escapes \n, \t, \\ and
+    /// \" are understood.
     #[arg(long, allow_hyphen_values = true)]
     pub stop: Vec<String>,
+    /// Keep the stop string that ended the text (it is cut by default, as the OpenAI API does).
+    #[arg(long = "include-stop")]
+    pub include_stop: bool,
     /// Override the model's EOS token ids (repeatable; every strategy).
     #[arg(long = "eos-token-id", allow_negative_numbers = true)]
     pub eos_token_id: Vec<u32>,
@@ -289,12 +298,16 @@ fn unescaped(s: &str) -> Result<String, String> {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub m: ModelArgs,
-    /// Prompt text (repeat for a batch); `-` reads standard input.
-    #[arg(long, allow_hyphen_values = true)]
+    /// Prompt text (repeat for a batch); `-` reads standard input (one trailing newline is
+    /// dropped, as llama.cpp does; see --keep-trailing-newline).
+    #[arg(long, short = 'p', allow_hyphen_values = true)]
     pub prompt: Vec<String>,
-    /// Read a prompt from a file (repeat for a batch).
-    #[arg(long = "prompt-file")]
+    /// Read a prompt from a file (repeat for a batch; one trailing newline is dropped).
+    #[arg(long = "prompt-file", short = 'f')]
     pub prompt_file: Vec<PathBuf>,
+    /// Keep the trailing newline of a prompt read from standard input or a file.
+    #[arg(long = "keep-trailing-newline")]
+    pub keep_trailing_newline: bool,
     /// Prompt as comma-separated token ids (repeat for a batch).
     #[arg(long = "prompt-ids", allow_hyphen_values = true)]
     pub prompt_ids: Vec<String>,
@@ -346,6 +359,13 @@ pub struct ChatArgs {
     /// Positions the conversation may use (KV cache size) [default: min(4096, the model's context)].
     #[arg(long, allow_negative_numbers = true)]
     pub ctx: Option<usize>,
+    /// The file of the line history (↑/↓ on a terminal) [default: chat_history.txt in the cache
+    /// directory, $DEMIURGIC_HOME or ~/.cache/demiurgic].
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Keep no line history on disk.
+    #[arg(long = "no-history", conflicts_with = "history")]
+    pub no_history: bool,
     #[command(flatten)]
     pub s: SamplingArgs,
 }

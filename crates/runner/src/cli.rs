@@ -7,6 +7,8 @@ use crate::{bench, soak};
 
 #[derive(Parser)]
 #[command(name = "demiurgic", version, about = "Run decoder-only language models on Burn")]
+// a repeated flag: the last value wins (as llama.cpp); repeatable flags (--prompt, --stop…) add up
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -53,7 +55,7 @@ fn allowed(flag: &str) -> String {
         "--num-beams" | "--prompt-lookup" | "--max-matching-ngram-size" | "--num-assistant-tokens" => "an integer ≥ 1",
         "--length-penalty" => "a finite number",
         "--eos-token-id" => "a token id (an integer ≥ 0)",
-        "--ctx" => "an integer ≥ 1",
+        "--ctx" | "--threads" => "an integer ≥ 1",
         "--tokens" | "--per-generation" | "--max-growth-mib" | "--reps" | "--decode-tokens" => "an integer ≥ 1",
         _ => return help_of(flag).unwrap_or_else(|| "see --help".into()),
     };
@@ -90,8 +92,14 @@ pub fn one_line(e: &clap::Error) -> String {
                 _ => format!("{flag} {value:?} is not valid: {}", allowed(&flag)),
             }
         }
-        ErrorKind::UnknownArgument => format!("unknown argument {arg:?} (see --help for the flags)"),
-        ErrorKind::InvalidSubcommand => format!("unknown command {arg:?} (see `demiurgic --help`)"),
+        ErrorKind::UnknownArgument => match ctx_str(e, ContextKind::SuggestedArg) {
+            Some(s) => format!("unknown argument {arg:?}: did you mean {s}? (see --help for the flags)"),
+            None => format!("unknown argument {arg:?} (see --help for the flags)"),
+        },
+        ErrorKind::InvalidSubcommand => match ctx_str(e, ContextKind::SuggestedSubcommand) {
+            Some(s) => format!("unknown command {arg:?}: did you mean `demiurgic {s}`?"),
+            None => format!("unknown command {arg:?} (see `demiurgic --help`)"),
+        },
         ErrorKind::ArgumentConflict => {
             let prior = ctx_str(e, ContextKind::PriorArg).unwrap_or_default();
             format!("{arg} cannot be used with {prior}")
@@ -116,6 +124,34 @@ pub fn one_line(e: &clap::Error) -> String {
 mod tests {
     use super::*;
 
+    fn generate(argv: &[&str]) -> crate::args::GenerateArgs {
+        let mut all = vec!["demiurgic", "generate"];
+        all.extend_from_slice(argv);
+        match Cli::try_parse_from(all).map(|c| c.cmd) {
+            Ok(Cmd::Generate(g)) => g,
+            Ok(_) => panic!("not generate"),
+            Err(e) => panic!("{}", one_line(&e)),
+        }
+    }
+
+    /// llama-cli habits: the last value of a repeated flag wins, repeatable flags add up, and the
+    /// short flags -m -p -f -n -s -t.
+    #[test]
+    fn repeated_flags_and_short_flags() {
+        let g =
+            generate(&["--seed", "1", "--seed", "2", "--max-new-tokens", "3", "-n", "5", "--prompt", "a", "-p", "b"]);
+        assert_eq!((g.s.seed, g.s.max_new_tokens), (Some(2), Some(5)));
+        assert_eq!(g.prompt, ["a", "b"]);
+        let g = generate(&["--stop", "x", "--stop", "y", "-m", "m.gguf", "-f", "p.txt", "-s", "9", "-t", "3"]);
+        assert_eq!(g.s.stop, ["x", "y"]);
+        assert_eq!(g.m.model.as_deref(), Some(std::path::Path::new("m.gguf")));
+        assert_eq!(g.prompt_file, [std::path::PathBuf::from("p.txt")]);
+        assert_eq!((g.s.seed, g.m.threads), (Some(9), Some(3)));
+        let e = Cli::try_parse_from(["demiurgic", "generate", "-t", "0"]).err().unwrap();
+        let m = one_line(&e);
+        assert!(m.contains("--threads") && m.contains("0"), "{m}");
+    }
+
     #[test]
     fn parse_errors_name_flag_value_and_range() {
         let e = Cli::try_parse_from(["demiurgic", "generate", "--top-k", "abc"]).err().unwrap();
@@ -130,6 +166,12 @@ mod tests {
         assert!(m.contains("--max-new-tokens") && m.contains("-3") && m.contains("≥ 1"), "{m}");
         let e = Cli::try_parse_from(["demiurgic", "generate", "--bogus"]).err().unwrap();
         assert!(one_line(&e).contains("--bogus"));
+        // a typo gets clap's suggestion
+        let e = Cli::try_parse_from(["demiurgic", "generate", "--temprature", "0.5"]).err().unwrap();
+        let m = one_line(&e);
+        assert!(m.contains("--temprature") && m.contains("did you mean --temperature"), "{m}");
+        let e = Cli::try_parse_from(["demiurgic", "generat"]).err().unwrap();
+        assert!(one_line(&e).contains("did you mean `demiurgic generate`"), "{}", one_line(&e));
         // text starting with '-' is a value, not a flag
         assert!(Cli::try_parse_from(["demiurgic", "generate", "--prompt", "- item one", "--stop", "---"]).is_ok());
         assert!(Cli::try_parse_from(["demiurgic", "generate", "--prompt", "-5 plus 3"]).is_ok());

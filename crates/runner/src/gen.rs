@@ -230,14 +230,28 @@ pub(crate) fn in_flag_words(e: demiurgic_model::ModelError) -> anyhow::Error {
     e.into()
 }
 
+/// A prompt read from standard input or a file without its one trailing newline (what `echo` and
+/// editors add; llama.cpp's `-f` drops it too), unless `keep`.
+fn strip_newline(mut s: String, keep: bool) -> String {
+    if !keep {
+        if s.ends_with("\r\n") {
+            s.truncate(s.len() - 2);
+        } else if s.ends_with('\n') {
+            s.pop();
+        }
+    }
+    s
+}
+
 /// Prompt texts of `--prompt` (`-` = standard input) and `--prompt-file`.
 fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>> {
     let mut out = vec![];
+    let keep = a.keep_trailing_newline;
     for (i, p) in a.prompt.iter().enumerate() {
         if p == "-" {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).context("cannot read the prompt from standard input")?;
-            out.push(s);
+            out.push(strip_newline(s, keep));
         } else {
             if p.is_empty() {
                 bail!("--prompt {} is empty: give some text", i + 1);
@@ -246,7 +260,8 @@ fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>> {
         }
     }
     for f in &a.prompt_file {
-        out.push(std::fs::read_to_string(f).with_context(|| format!("cannot read --prompt-file {}", f.display()))?);
+        let s = std::fs::read_to_string(f).with_context(|| format!("cannot read --prompt-file {}", f.display()))?;
+        out.push(strip_newline(s, keep));
     }
     if out.iter().any(String::is_empty) {
         bail!("a prompt read from a file or standard input is empty");
@@ -350,6 +365,9 @@ impl BackendJob for GenerateJob {
         }
         let skip_special = !a.keep_special_tokens;
         let stream = !a.json && prompts.len() == 1 && config.num_return_sequences == 1 && config.num_beams == 1;
+        // the stop string that ended a text is cut (as the server and the OpenAI API do)
+        let cut_stops: Vec<String> = if a.s.include_stop { vec![] } else { config.stop.clone() };
+        let mut cut = StopCut::new(&cut_stops);
         let mut decoder = StreamDecoder::with_skip_special(skip_special);
         let mut stream_err = None;
         let mut echo = shown.first().cloned().flatten();
@@ -360,7 +378,11 @@ impl BackendJob for GenerateJob {
             let Some(Some(id)) = ids.first() else { return };
             match tok {
                 Some(tok) => match decoder.push(tok, *id) {
-                    Ok(Some(t)) => emit(&t),
+                    Ok(Some(t)) => {
+                        if let Some(s) = cut.push(&t) {
+                            emit(&s);
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => stream_err = Some(e),
                 },
@@ -420,7 +442,7 @@ impl BackendJob for GenerateJob {
         let texts: Option<Vec<String>> = match tok {
             Some(t) => Some(
                 (0..out.tokens.len())
-                    .map(|i| Ok(row_text(t, out.row(i), out.finish_reasons[i], &config.stop, skip_special)?))
+                    .map(|i| Ok(row_text(t, out.row(i), out.finish_reasons[i], &cut_stops, skip_special)?))
                     .collect::<Result<_>>()?,
             ),
             None => None,
@@ -479,6 +501,9 @@ impl BackendJob for GenerateJob {
             }
             emit(&format!("{}\n", serde_json::to_string(&obj)?));
         } else if stream {
+            if let Some(t) = texts.as_ref().and_then(|t| t.first()) {
+                emit(&cut.finish(t));
+            }
             emit("\n");
             if let Some(lp) = &out.logprobs {
                 print_logprobs(
@@ -490,11 +515,12 @@ impl BackendJob for GenerateJob {
                 );
             }
             eprintln!(
-                "[{}, finish: {}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}]",
+                "[{}, finish: {}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}{}]",
                 plural(out.stats.generated_tokens, "token"),
                 finish_name(&out, 0),
                 out.stats.prefill_ms,
-                out.stats.decode_tokens_per_s
+                out.stats.decode_tokens_per_s,
+                seed_note(&out)
             );
         } else {
             for i in 0..out.tokens.len() {
@@ -514,14 +540,21 @@ impl BackendJob for GenerateJob {
                 }
             }
             eprintln!(
-                "[{}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}]",
+                "[{}, prefill {:.0} ms, decode {:.1} tokens/s on {backend}{}]",
                 plural(out.stats.generated_tokens, "token"),
                 out.stats.prefill_ms,
-                out.stats.decode_tokens_per_s
+                out.stats.decode_tokens_per_s,
+                seed_note(&out)
             );
         }
         Ok(())
     }
+}
+
+/// `, seed N` when tokens were drawn (the seed given, or the one drawn from the clock): what
+/// reproduces the run with `--seed`.
+fn seed_note(out: &GenerationOutput) -> String {
+    out.seed.map(|s| format!(", seed {s}")).unwrap_or_default()
 }
 
 fn finish_name(out: &GenerationOutput, i: usize) -> String {
@@ -542,5 +575,68 @@ fn print_logprobs(tok: Option<&TextTokenizer>, ids: &[u32], lps: &[f32], top: Op
             line += &format!("   [{}]", alts.join(", "));
         }
         emit(&format!("{line}\n"));
+    }
+}
+
+/// A streamed row's text with its stop strings cut, as the server and `--json` give it: text that
+/// could still begin a stop string is held back until it cannot; the row's final text (cut before
+/// the stop string that ended it) says what is left to print.
+pub(crate) struct StopCut {
+    stops: Vec<String>,
+    text: String,
+    sent: usize,
+}
+
+impl StopCut {
+    /// `stops`: the strings to cut (empty with `--include-stop`: everything is printed at once).
+    pub fn new(stops: &[String]) -> Self {
+        Self { stops: stops.to_vec(), text: String::new(), sent: 0 }
+    }
+
+    /// Take a decoded piece; returns the text that may be printed now.
+    pub fn push(&mut self, piece: &str) -> Option<String> {
+        self.text.push_str(piece);
+        let safe = demiurgic_model::text::safe_len(&self.text, &self.stops);
+        if safe > self.sent && self.text.is_char_boundary(safe) {
+            let out = self.text[self.sent..safe].to_string();
+            self.sent = safe;
+            Some(out)
+        } else {
+            None
+        }
+    }
+
+    /// What is left to print of the row's final text.
+    pub fn finish(&self, final_text: &str) -> String {
+        match final_text.get(self.sent..) {
+            Some(rest) if final_text.starts_with(&self.text[..self.sent]) => rest.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod stop_cut_tests {
+    use super::StopCut;
+
+    #[test]
+    fn holds_back_what_may_start_a_stop_string() {
+        let mut c = StopCut::new(&["blue".to_string()]);
+        let mut shown = String::new();
+        for piece in ["red", ", b", "lu", "e sky"] {
+            shown.extend(c.push(piece));
+        }
+        assert_eq!(shown, "red, ");
+        shown += &c.finish("red, ");
+        assert_eq!(shown, "red, ", "the stop string is cut");
+        // a held-back start that was not a stop string is printed in the end
+        let mut c = StopCut::new(&["blue".to_string()]);
+        let mut shown: String = ["red, b"].iter().filter_map(|p| c.push(p)).collect();
+        shown += &c.finish("red, b");
+        assert_eq!(shown, "red, b");
+        // nothing to cut: printed as it comes
+        let mut c = StopCut::new(&[]);
+        assert_eq!(c.push("red, blue").as_deref(), Some("red, blue"));
+        assert_eq!(c.finish("red, blue"), "");
     }
 }

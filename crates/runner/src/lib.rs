@@ -85,6 +85,13 @@ pub fn main() {
         }
     };
     let json_errors = matches!(&cli.cmd, Cmd::Generate(a) if a.json);
+    if let Some(n) = threads_of(&cli.cmd) {
+        // the CPU backends' pool (rayon's global one), before anything uses it
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global() {
+            eprintln!("error: --threads {n}: {e}");
+            std::process::exit(1);
+        }
+    }
     let result = std::panic::catch_unwind(|| run(cli));
     match result {
         Ok(Ok(())) => {}
@@ -97,6 +104,23 @@ pub fn main() {
             std::process::exit(1);
         }
         Err(_) => std::process::exit(1),
+    }
+}
+
+/// `--threads` of the command that loads a model.
+fn threads_of(cmd: &Cmd) -> Option<u16> {
+    match cmd {
+        Cmd::Generate(a) => a.m.threads,
+        Cmd::Chat(a) => a.m.threads,
+        Cmd::Tokenize(a) => a.m.threads,
+        Cmd::Detokenize(a) => a.m.threads,
+        Cmd::Info(a) => a.m.threads,
+        Cmd::Serve(a) => a.m.threads,
+        Cmd::Eval(e) => match &e.cmd {
+            eval::EvalCmd::Run(r) => r.m.threads,
+            eval::EvalCmd::Score(_) => None,
+        },
+        _ => None,
     }
 }
 

@@ -200,6 +200,34 @@ fn logprobs_in_text_mode_with_alternatives() {
     // greedy: the chosen token is the most likely one
     assert_eq!(top[0]["id"], j["generated_ids"][0][0]);
     assert!((top[0]["logprob"].as_f64().unwrap() - j["logprobs"][0][0].as_f64().unwrap()).abs() < 1e-5);
+    // after top-k truncation the processed distribution lists only the tokens it could draw:
+    // never a -inf (JSON null) alternative
+    let (code, out, err) = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "6",
+            "--top-k",
+            "2",
+            "--top-logprobs",
+            "5",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let steps = j["top_logprobs"][0].as_array().unwrap();
+    assert_eq!(steps.len(), 6, "{out}");
+    for alts in steps {
+        let alts = alts.as_array().unwrap();
+        assert!((1..=2).contains(&alts.len()), "top-k 2 leaves at most 2: {alts:?}");
+        assert!(alts.iter().all(|a| a["logprob"].as_f64().is_some_and(f64::is_finite)), "{alts:?}");
+    }
 }
 
 #[test]
@@ -246,10 +274,19 @@ fn chat_loop_keeps_history_in_the_cache() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().filter(|l| !l.trim().is_empty()).count() >= 3, "three answers: {out:?}");
-    // the second turn reuses the first turn's keys and values
+    // the second turn reuses the first turn's keys and values: "[12 new tokens; 40 prompt
+    // tokens reused from the previous turn, 9 computed; …]" (or "; 30 prompt tokens computed")
     let reused: Vec<u64> = err
         .lines()
-        .filter_map(|l| l.split(", ").nth(1).and_then(|p| p.split_whitespace().next()).and_then(|n| n.parse().ok()))
+        .filter(|l| l.starts_with('[') && l.contains("new token"))
+        .map(|l| {
+            let part = l.split("; ").nth(1).unwrap_or("");
+            if part.contains("reused") {
+                part.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+            } else {
+                0
+            }
+        })
         .collect();
     assert_eq!(reused.len(), 3, "{err}");
     assert_eq!(reused[0], 0, "first turn: nothing cached");
@@ -459,4 +496,174 @@ fn strategies_honour_stop_and_logprobs_or_refuse_by_flag() {
         assert_eq!(code, 1, "{extra:?} must be refused: {err}");
         assert!(err.contains(flag), "{extra:?}: the refusal names {flag}: {err}");
     }
+}
+
+/// Run `demiurgic ARGS` on a pseudo-terminal through `scripts/pty_drive.py` (steps: expect /
+/// grow / send / sleep); returns its JSON report.
+fn on_a_terminal(args: &[&str], steps: serde_json::Value) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pty_drive.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(steps.to_string())
+        .arg(env!("CARGO_BIN_EXE_demiurgic"))
+        .args(args)
+        .output()
+        .expect("python3 runs the pseudo-terminal driver");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Chat on a terminal (issue 29): Ctrl-C stops a reply and keeps the conversation, /help and
+/// unknown commands are answered locally, ↑ recalls the previous line (history in a file),
+/// Ctrl-C at an empty prompt asks for one more, Ctrl-D leaves on a new line.
+#[test]
+fn chat_on_a_terminal() {
+    let m = model();
+    let dir = std::env::temp_dir().join(format!("demiurgic-chat-tty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let history = dir.join("history.txt");
+    let h = history.to_str().unwrap();
+    let args =
+        ["chat", "--model", &m, "--greedy", "--max-new-tokens", "400", "--min-new-tokens", "400", "--history", h];
+    let steps = serde_json::json!([
+        {"expect": "> ", "timeout": 120},
+        {"send": "Tell me a very long story about a dragon.\r"},
+        {"grow": 60, "timeout": 120},
+        {"send": "\u{3}"},
+        {"expect": "(interrupted", "timeout": 60},
+        {"expect": "new tokens", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
+        {"send": "/help\r"},
+        {"expect": "/reset", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
+        {"send": "/nonsense\r"},
+        {"expect": "unknown command /nonsense", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
+        // ↑ recalls "/nonsense": Enter sends it again, answered locally again
+        {"send": "\u{1b}[A"},
+        {"sleep": 0.3},
+        {"send": "\r"},
+        {"expect": "unknown command /nonsense", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
+        {"send": "\u{3}"},
+        {"expect": "Ctrl-C again", "timeout": 10},
+        {"send": "\u{4}"},
+    ]);
+    let r = on_a_terminal(&args, steps);
+    let out = r["output"].as_str().unwrap();
+    assert!(r["ok"].as_bool().unwrap(), "step {} failed; output:\n{out}", r["failed"]);
+    assert_eq!(r["status"], 0, "Ctrl-D leaves normally: {out}");
+    assert!(!out.contains("^[[A"), "the arrow key did not reach the model: {out}");
+    // the interrupted reply is part of the conversation: the stats line says what was reused
+    assert!(out.contains("prompt tokens computed") || out.contains("prompt token computed"), "{out}");
+    // Ctrl-D: the shell's prompt would start on a line of its own
+    assert!(out.ends_with('\n'), "{:?}", &out[out.len().saturating_sub(40)..]);
+    let saved = std::fs::read_to_string(&history).expect("the history file");
+    assert!(saved.contains("Tell me a very long story about a dragon.") && saved.contains("/nonsense"), "{saved}");
+    // Ctrl-C twice at the prompt leaves too
+    let steps = serde_json::json!([
+        {"expect": "> ", "timeout": 120},
+        {"send": "\u{3}"},
+        {"expect": "Ctrl-C again", "timeout": 10},
+        {"send": "\u{3}"},
+    ]);
+    let r = on_a_terminal(&["chat", "--model", &m, "--no-history"], steps);
+    assert!(r["ok"].as_bool().unwrap(), "{r}");
+    assert_eq!(r["status"], 0, "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chat's flags and messages (issue 29): --stop is honoured (and cut), a flag chat cannot
+/// honour is refused at start, a full context is said when it happens, the stats line is plain.
+#[test]
+fn chat_stop_refusals_and_full_context() {
+    let m = model();
+    let q = "Count from 1 to 20, separated by commas.\n";
+    let reply = |extra: &[&str]| {
+        let mut args = vec!["chat", "--model", &m, "--greedy", "--max-new-tokens", "40", "--no-history"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, Some(q));
+        assert_eq!(code, 0, "{err}");
+        (out, err)
+    };
+    let (plain, err) = reply(&[]);
+    assert!(err.contains("prompt tokens computed"), "{err}");
+    let words: Vec<&str> = plain.split_whitespace().collect();
+    assert!(words.len() >= 6, "{plain:?}");
+    let stop = words[4];
+    let (cut, _) = reply(&["--stop", stop]);
+    let at = plain.find(stop).unwrap();
+    assert_eq!(cut.trim_end(), plain[..at].trim_end(), "--stop {stop:?} ends the reply before it");
+    let (kept, _) = reply(&["--stop", stop, "--include-stop"]);
+    assert_eq!(kept.trim_end(), plain[..at + stop.len()].trim_end(), "--include-stop keeps it");
+    // refused at start, exit 1, naming the flag
+    let (code, _, err) = run(&["chat", "--model", &m, "--do-sample", "--num-return-sequences", "2"], Some("Hi\n"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--num-return-sequences 2"), "{err}");
+    // the conversation fills --ctx: said when it happens
+    let (code, _, err) = run(
+        &["chat", "--model", &m, "--greedy", "--max-new-tokens", "200", "--ctx", "48", "--no-history"],
+        Some("Tell me a long story.\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("filled the 48 positions") && err.contains("/reset"), "{err}");
+}
+
+/// CLI habits (issue 29): one trailing newline of stdin / --prompt-file dropped, the stop string
+/// cut in text mode as in --json, the drawn seed in the stats line, an OS error said once.
+#[test]
+fn cli_prompt_newlines_stop_cut_seed_and_errors() {
+    let m = model();
+    let p = "The capital of France is";
+    let ids = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["generate", "--model", &m, "--greedy", "-n", "1", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&all, stdin);
+        assert_eq!(code, 0, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        j["prompt_ids"][0].clone()
+    };
+    let want = ids(&["--prompt", p], None);
+    assert_eq!(ids(&["--prompt", "-"], Some(&format!("{p}\n"))), want, "echo's newline is dropped");
+    assert_ne!(ids(&["--prompt", "-", "--keep-trailing-newline"], Some(&format!("{p}\n"))), want);
+    let file = std::env::temp_dir().join(format!("demiurgic-prompt-{}.txt", std::process::id()));
+    std::fs::write(&file, format!("{p}\r\n")).unwrap();
+    assert_eq!(ids(&["-f", file.to_str().unwrap()], None), want, "the file's newline is dropped");
+    let _ = std::fs::remove_file(&file);
+
+    // the stop string: cut in text mode as in --json; --include-stop keeps it in both
+    let gen = |extra: &[&str]| {
+        let mut all = vec!["generate", "--model", &m, "-p", "Name three colours:", "--greedy", "-n", "24"];
+        all.extend_from_slice(extra);
+        let (code, out, err) = run(&all, None);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let j: serde_json::Value = serde_json::from_str(&gen(&["--json"])).unwrap();
+    let full = j["texts"][0].as_str().unwrap().to_string();
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() >= 4, "{full:?}");
+    let stop = words[2];
+    let at = full.find(stop).unwrap();
+    let text = gen(&["--stop", stop]);
+    assert_eq!(text, format!("Name three colours:{}\n", &full[..at]), "text mode cuts {stop:?}");
+    let j: serde_json::Value = serde_json::from_str(&gen(&["--stop", stop, "--json"])).unwrap();
+    assert_eq!(j["texts"][0], full[..at]);
+    let text = gen(&["--stop", stop, "--include-stop"]);
+    assert_eq!(text, format!("Name three colours:{}\n", &full[..at + stop.len()]));
+
+    // the seed drawn from the clock is in the stats line, and reproduces the text
+    let (code, out, err) = run(&["generate", "--model", &m, "-p", "Once upon a time", "-n", "8"], None);
+    assert_eq!(code, 0, "{err}");
+    let seed = err.split(", seed ").nth(1).and_then(|s| s.split(']').next()).expect("a seed in the stats line");
+    let (_, again, _) = run(&["generate", "--model", &m, "-p", "Once upon a time", "-n", "8", "-s", seed], None);
+    assert_eq!(out, again, "--seed {seed} reproduces the run");
+
+    // an OS error is said once
+    let empty = std::env::temp_dir().join(format!("demiurgic-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, err) = run(&["generate", "--model", empty.to_str().unwrap(), "-p", "hi"], None);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&empty);
 }

@@ -669,12 +669,14 @@ fn first_hour_server_defects() {
     }
 
     // 4. n = 2 at temperature 0: two identical choices (as OpenAI); errors in the request's words
-    let (st, _, b) = call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "temperature": 0, "n": 2})), "");
+    let (st, _, b) =
+        call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "temperature": 0, "n": 2})), "");
     let v = json_of(&b);
     assert_eq!(st, 200, "{v}");
     let ch = v["choices"].as_array().unwrap();
     assert_eq!((ch.len(), ch[0]["text"].clone(), ch[1]["index"].clone()), (2, ch[1]["text"].clone(), json!(1)), "{v}");
-    let (st, _, b) = call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "min_new_tokens": 8})), "");
+    let (st, _, b) =
+        call("POST", "/v1/completions", Some(&json!({"prompt": "Hi", "max_tokens": 4, "min_new_tokens": 8})), "");
     let v = json_of(&b);
     assert_error(st, &v, 400, Some("min_tokens"));
     let m = v["error"]["message"].as_str().unwrap();
@@ -711,11 +713,13 @@ fn first_hour_server_defects() {
         .collect();
     assert_eq!(streamed, format!("{prompt}{plain}"));
     // best_of: the n = 3 sample (same seed) of highest mean log-probability
-    let samples = json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 1.0, "seed": 5, "n": 3, "logprobs": 0});
+    let samples =
+        json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 1.0, "seed": 5, "n": 3, "logprobs": 0});
     let (_, _, b) = call("POST", "/v1/completions", Some(&samples), "");
     let v = json_of(&b);
     let mean = |c: &Value| {
-        let l: Vec<f64> = c["logprobs"]["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let l: Vec<f64> =
+            c["logprobs"]["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         l.iter().sum::<f64>() / l.len() as f64
     };
     let best = v["choices"].as_array().unwrap().iter().max_by(|a, b| mean(a).total_cmp(&mean(b))).unwrap().clone();
@@ -770,7 +774,9 @@ fn first_hour_server_defects() {
     };
     let mut got: Vec<(String, String, u64)> = logged
         .iter()
-        .map(|l| (l["method"].as_str().unwrap().into(), l["path"].as_str().unwrap().into(), l["status"].as_u64().unwrap()))
+        .map(|l| {
+            (l["method"].as_str().unwrap().into(), l["path"].as_str().unwrap().into(), l["status"].as_u64().unwrap())
+        })
         .collect();
     let mut want = sent.clone();
     got.sort();

@@ -68,8 +68,6 @@ pub fn top_logprobs_of<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Vec<Vec<(u
     let vals: Vec<f32> = vals.into_data().iter::<f32>().collect();
     let idx: Vec<i64> = idx.into_data().iter::<i64>().collect();
     (0..b)
-        .map(|r| {
-            (0..k).map(|j| (idx[r * k + j] as u32, vals[r * k + j])).filter(|&(_, lp)| lp.is_finite()).collect()
-        })
+        .map(|r| (0..k).map(|j| (idx[r * k + j] as u32, vals[r * k + j])).filter(|&(_, lp)| lp.is_finite()).collect())
         .collect()
 }

@@ -69,11 +69,11 @@ pub fn from_hf_json(text: &str, origin: &str) -> Result<ModelConfig> {
 /// Read `config.json` (and `generation_config.json` beside it when present) from a directory.
 pub fn from_hf_dir(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|error| ModelError::Io { path: path.clone(), error })?;
     let mut cfg = from_hf_json(&text, &path.display().to_string())?;
     let gpath = dir.join("generation_config.json");
     if gpath.exists() {
-        let text = std::fs::read_to_string(&gpath).map_err(|source| ModelError::Io { path: gpath.clone(), source })?;
+        let text = std::fs::read_to_string(&gpath).map_err(|error| ModelError::Io { path: gpath.clone(), error })?;
         let gorigin = gpath.display().to_string();
         let g: HfGenerationConfig = serde_json::from_str(&text).map_err(|e| cfg_err(&gorigin, e.to_string()))?;
         if g.eos_token_id.is_some() {

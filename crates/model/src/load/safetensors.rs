@@ -20,7 +20,7 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index.clone(), source })?;
+        let text = std::fs::read_to_string(&index).map_err(|error| ModelError::Io { path: index.clone(), error })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::Checkpoint { path: index.clone(), message: e.to_string() })?;
         let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Checkpoint {
@@ -66,7 +66,7 @@ const MAX_HEADER: u64 = 100 << 20;
 /// ranges inside the file.
 pub fn validate_safetensors(path: &Path) -> Result<()> {
     use std::io::Read;
-    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let io = |error| ModelError::Io { path: path.to_path_buf(), error };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
     let mut prefix = [0u8; 8];
@@ -182,10 +182,10 @@ impl SafetensorsSource {
         for (fi, file) in files.iter().enumerate() {
             validate_safetensors(file)?;
             let bad = |message: String| ModelError::Checkpoint { path: file.clone(), message };
-            let f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source })?;
+            let f = std::fs::File::open(file).map_err(|error| ModelError::Io { path: file.clone(), error })?;
             // SAFETY: read-only map of a file we do not modify; sizes were validated above.
             let map =
-                unsafe { memmap2::Mmap::map(&f) }.map_err(|source| ModelError::Io { path: file.clone(), source })?;
+                unsafe { memmap2::Mmap::map(&f) }.map_err(|error| ModelError::Io { path: file.clone(), error })?;
             let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
             let header: serde_json::Value =
                 serde_json::from_slice(&map[8..8 + header_len]).map_err(|e| bad(format!("header is not JSON: {e}")))?;

@@ -197,12 +197,14 @@ pub fn prompt_logprobs<B: DecodeOps>(
     if n == 1 {
         return Ok(out);
     }
-    let input = StepInput { tokens: vec![ids.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
+    let input =
+        StepInput { tokens: vec![ids.to_vec()], positions: vec![(0..n).collect()], key_valid: vec![vec![true; n]] };
     let v = model.config.vocab_size;
     // position t predicts token t + 1
     let logits = model.forward_all(&input, None)?.reshape([n, v]).slice(burn::tensor::s![0..n - 1, ..]);
     let next: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
-    let next = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(next.as_slice(), model.device()).reshape([n - 1, 1]);
+    let next =
+        burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(next.as_slice(), model.device()).reshape([n - 1, 1]);
     let lps = demiurgic_sampling::sampler::logprobs_of(logits.clone(), next);
     let tops = if top > 0 { demiurgic_sampling::sampler::top_logprobs_of(logits, top) } else { vec![vec![]; n - 1] };
     out.extend(lps.into_iter().zip(tops).map(|(lp, top)| Some(super::StepLogprob { logprob: Some(lp), top })));

@@ -107,15 +107,22 @@ mod tests {
 
     #[test]
     fn lines_in_both_formats() {
-        let mut log =
-            RequestLog { format: LogFormat::Text, method: "POST".into(), path: "/v1/completions".into(), start: Instant::now() };
+        let mut log = RequestLog {
+            format: LogFormat::Text,
+            method: "POST".into(),
+            path: "/v1/completions".into(),
+            start: Instant::now(),
+        };
         let t = Some(Tokens { prompt: 5, completion: 16 });
         let line = log.line(200, t, None);
         assert!(line.starts_with("POST /v1/completions 200 5 prompt + 16 completion tokens "), "{line}");
         assert!(line.ends_with(" ms"), "{line}");
         log.format = LogFormat::Json;
         let v: serde_json::Value = serde_json::from_str(&log.line(429, None, Some("busy"))).unwrap();
-        assert_eq!((v["method"].as_str(), v["status"].as_u64(), v["note"].as_str()), (Some("POST"), Some(429), Some("busy")));
+        assert_eq!(
+            (v["method"].as_str(), v["status"].as_u64(), v["note"].as_str()),
+            (Some("POST"), Some(429), Some("busy"))
+        );
         assert!(v["prompt_tokens"].is_null() && v["duration_ms"].is_number(), "{v}");
     }
 }

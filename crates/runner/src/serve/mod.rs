@@ -182,8 +182,9 @@ fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>>
         let list = origins
             .iter()
             .map(|o| {
-                o.parse::<header::HeaderValue>()
-                    .map_err(|_| anyhow::anyhow!("--cors-origin {o:?} is not a valid origin (e.g. https://example.com or *)"))
+                o.parse::<header::HeaderValue>().map_err(|_| {
+                    anyhow::anyhow!("--cors-origin {o:?} is not a valid origin (e.g. https://example.com or *)")
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         AllowOrigin::list(list)
@@ -398,7 +399,8 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
                     }
                     if let Some(l) = slog.as_mut() {
                         l.finished = true;
-                        l.tokens = col.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
+                        l.tokens =
+                            col.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
                     }
                     return Some((chunks, None));
                 }

@@ -374,7 +374,10 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
         best_of = n; // greedy candidates are identical: n copies suffice
     }
     if best_of > n && stream {
-        return Err(ApiError::bad("best_of", "`best_of` > `n` cannot be streamed (the best choices are known at the end)"));
+        return Err(ApiError::bad(
+            "best_of",
+            "`best_of` > `n` cannot be streamed (the best choices are known at the end)",
+        ));
     }
     // greedy n > 1: n identical one-row submissions; sampling: one submission of best_of rows
     let copies = if sampling { 1 } else { n };

@@ -84,11 +84,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn of(id: u32, lp: Option<&StepLogprob>, want_top: bool) -> Self {
-        Self {
-            id,
-            logprob: lp.and_then(|l| l.logprob),
-            top: lp.filter(|_| want_top).map(|l| l.top.clone()),
-        }
+        Self { id, logprob: lp.and_then(|l| l.logprob), top: lp.filter(|_| want_top).map(|l| l.top.clone()) }
     }
 }
 
@@ -343,10 +339,8 @@ impl<'a> Collect<'a> {
         let (out, finals, usage) = self.merged()?;
         let mut choices = vec![];
         for (index, r) in self.chosen(&out).into_iter().enumerate() {
-            let logprobs = self
-                .job
-                .logprobs
-                .then(|| logprobs_json(self.job.kind, self.tok, &self.entries(&out, r), &mut 0));
+            let logprobs =
+                self.job.logprobs.then(|| logprobs_json(self.job.kind, self.tok, &self.entries(&out, r), &mut 0));
             let finish_reason = Some(finish_name(out.finish_reasons[r]));
             let text = match self.job.echo {
                 true => format!("{}{}", self.echo[self.prompt_of(r)].0, finals[r]),

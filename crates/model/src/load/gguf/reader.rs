@@ -210,10 +210,10 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Open and parse a file (data memory-mapped).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let file = std::fs::File::open(path).map_err(|error| ModelError::Io { path: path.to_path_buf(), error })?;
         // SAFETY: the map is read-only; a concurrent writer could change the bytes but every
         // access below is bounds-checked against the map's length, so it cannot go out of range.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|error| ModelError::Io { path: path.to_path_buf(), error })?;
         Self::parse(path, DataSource::Mmap(mmap))
     }
 
