@@ -278,7 +278,8 @@ fn chat_loop_keeps_history_in_the_cache() {
     // tokens reused from the previous turn, 9 computed; …]" (or "; 30 prompt tokens computed")
     let reused: Vec<u64> = err
         .lines()
-        .filter(|l| l.starts_with('[') && l.contains("new token"))
+        .filter_map(|l| l.find('[').map(|i| &l[i..]))
+        .filter(|l| l.contains("new token"))
         .map(|l| {
             let part = l.split("; ").nth(1).unwrap_or("");
             if part.contains("reused") {
@@ -547,6 +548,7 @@ fn chat_on_a_terminal() {
         {"expect": "> ", "timeout": 10},
         {"send": "\u{3}"},
         {"expect": "Ctrl-C again", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
         {"send": "\u{4}"},
     ]);
     let r = on_a_terminal(&args, steps);
@@ -565,6 +567,7 @@ fn chat_on_a_terminal() {
         {"expect": "> ", "timeout": 120},
         {"send": "\u{3}"},
         {"expect": "Ctrl-C again", "timeout": 10},
+        {"expect": "> ", "timeout": 10},
         {"send": "\u{3}"},
     ]);
     let r = on_a_terminal(&["chat", "--model", &m, "--no-history"], steps);
