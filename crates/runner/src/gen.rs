@@ -472,6 +472,7 @@ impl BackendJob for GenerateJob {
                     "prefill_ms": out.stats.prefill_ms,
                     "decode_ms": out.stats.decode_ms,
                     "decode_tokens_per_s": out.stats.decode_tokens_per_s,
+                    "threads": rayon::current_num_threads(),
                 }
             });
             if let Some(t) = &texts {

@@ -627,6 +627,11 @@ fn cli_prompt_newlines_stop_cut_seed_and_errors() {
         j["prompt_ids"][0].clone()
     };
     let want = ids(&["--prompt", p], None);
+    // -t / --threads sizes the CPU backends' pool
+    let (code, out, err) = run(&["generate", "--model", &m, "-p", p, "--greedy", "-n", "1", "-t", "1", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["stats"]["threads"], 1, "{out}");
     assert_eq!(ids(&["--prompt", "-"], Some(&format!("{p}\n"))), want, "echo's newline is dropped");
     assert_ne!(ids(&["--prompt", "-", "--keep-trailing-newline"], Some(&format!("{p}\n"))), want);
     let file = std::env::temp_dir().join(format!("demiurgic-prompt-{}.txt", std::process::id()));
