@@ -428,9 +428,19 @@ impl BackendJob for BenchJob {
                 .into_iter()
                 .map(|(op, s, calls)| json!({"op": op.name(), "ms_per_token": 1e3 * s / steps, "calls_per_token": calls as f64 / steps}))
                 .collect();
-            Some(
-                json!({"backend": backend, "tokens": plan.decode_tokens, "decode_ms_per_token": st.decode_ms / steps, "ops": rows}),
-            )
+            // and where a prefill of the first --prefill length goes (whole-prompt milliseconds)
+            let n = plan.prefill.first().copied().unwrap_or(128);
+            let prompts = vec![prompt_of(n, &base, 1)];
+            demiurgic_model::profile::enable(true);
+            let out = generate(model, &prompts, &greedy(1), GenerateOptions::default())?;
+            demiurgic_model::profile::enable(false);
+            let prefill_rows: Vec<Value> = demiurgic_model::profile::totals()
+                .into_iter()
+                .filter(|(_, _, calls)| *calls > 0)
+                .map(|(op, s, calls)| json!({"op": op.name(), "ms": 1e3 * s, "calls": calls}))
+                .collect();
+            Some(json!({"backend": backend, "tokens": plan.decode_tokens, "decode_ms_per_token": st.decode_ms / steps,
+                "ops": rows, "prefill_tokens": n, "prefill_ms": out.stats.prefill_ms, "prefill_ops": prefill_rows}))
         } else {
             None
         };
