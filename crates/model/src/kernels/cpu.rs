@@ -333,23 +333,24 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
 
 /// `tanh(x)` in f32 as Eigen's `generic_fast_tanh_float` (also MLAS's and XLA's): a 13/6
 /// rational approximation on `[-7.9, 7.9]`, within a few ulps of libm's `tanhf`, written without
-/// branches or calls so that loops over it vectorise (libm's `tanh` is a call per element).
+/// branches or calls so that loops over it vectorise (libm's `tanh` is a call per element; so is
+/// `f32::mul_add` without the FMA target feature, hence plain multiply-adds).
 #[inline(always)]
 pub fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
     let mut p = -2.760_768_5e-16f32;
-    p = p.mul_add(x2, 2.000_188e-13);
-    p = p.mul_add(x2, -8.604_672e-11);
-    p = p.mul_add(x2, 5.122_297e-8);
-    p = p.mul_add(x2, 1.485_722_4e-5);
-    p = p.mul_add(x2, 6.372_619_3e-4);
-    p = p.mul_add(x2, 4.893_524_6e-3);
+    p = p * x2 + 2.000_188e-13;
+    p = p * x2 + -8.604_672e-11;
+    p = p * x2 + 5.122_297e-8;
+    p = p * x2 + 1.485_722_4e-5;
+    p = p * x2 + 6.372_619_3e-4;
+    p = p * x2 + 4.893_524_6e-3;
     let mut q = 1.198_258_4e-6f32;
-    q = q.mul_add(x2, 1.185_347_1e-4);
-    q = q.mul_add(x2, 2.268_434_6e-3);
-    q = q.mul_add(x2, 4.893_525e-3);
+    q = q * x2 + 1.185_347_1e-4;
+    q = q * x2 + 2.268_434_6e-3;
+    q = q * x2 + 4.893_525e-3;
     x * p / q
 }
 
