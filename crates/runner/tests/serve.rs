@@ -479,13 +479,20 @@ fn openai_python() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let venv = target.join("serve-venv");
     let py = venv.join("bin/python");
-    let ready =
-        py.exists() && Command::new(&py).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
+    let ready = py.exists()
+        && Command::new(&py)
+            .args(["-c", "import openai, prometheus_client"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
     if !ready {
         let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3");
         assert!(st.success(), "cannot create a venv at {} (install python3-venv)", venv.display());
-        let st = Command::new(&py).args(["-m", "pip", "install", "--quiet", "openai==3.57.0"]).status().expect("pip");
-        assert!(st.success(), "pip install openai==3.57.0 failed");
+        let st = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "openai==3.57.0", "prometheus-client==0.21.1"])
+            .status()
+            .expect("pip");
+        assert!(st.success(), "pip install openai==3.57.0 prometheus-client==0.21.1 failed");
     }
     py
 }
@@ -784,4 +791,107 @@ fn first_hour_server_defects() {
     assert_eq!(got, want, "the request log");
     let chat = logged.iter().find(|l| l["path"] == "/v1/chat/completions" && l["status"] == 200).unwrap();
     assert!(chat["completion_tokens"].as_u64().is_some_and(|t| t > 0) && chat["duration_ms"].is_number(), "{chat}");
+}
+
+/// `/metrics` text parsed by the official Prometheus client's parser: `name{label="v",…}` → value.
+fn scrape(srv: &Server) -> std::collections::HashMap<String, f64> {
+    let (st, text) = http(&srv.addr, "GET", "/metrics", None, None);
+    assert_eq!(st, 200, "{text}");
+    let parse = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "model_name")
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(openai_python())
+        .args(["-c", parse])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Prometheus parser refused:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue 28's lifecycle and metrics: `/metrics` counts exactly what was served (vLLM's names,
+/// read by the Prometheus parser); SIGTERM drains: `/ready` 503, new requests 503 with
+/// `Retry-After`, the running stream finishes, the process exits 0.
+#[test]
+fn metrics_count_exactly_and_sigterm_drains() {
+    let mut srv = start(&["--drain-timeout", "120"]);
+    let (mut prompt, mut completion) = (0.0, 0.0);
+    for body in [
+        json!({"prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}),
+        json!({"prompt": "Once upon a time", "max_tokens": 7, "temperature": 0.8, "n": 2, "seed": 1}),
+    ] {
+        let (st, v) = post(&srv, "/v1/completions", &body);
+        assert_eq!(st, 200, "{v}");
+        prompt += v["usage"]["prompt_tokens"].as_f64().unwrap();
+        completion += v["usage"]["completion_tokens"].as_f64().unwrap();
+    }
+    let req = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "temperature": 0,
+        "stream": true, "stream_options": {"include_usage": true}});
+    let (_, body) = http(&srv.addr, "POST", "/v1/chat/completions", Some(&req.to_string()), Some(KEY));
+    let last: Value =
+        events(&body).iter().rev().find(|e| e.contains("usage")).map(|e| serde_json::from_str(e).unwrap()).unwrap();
+    prompt += last["usage"]["prompt_tokens"].as_f64().unwrap();
+    completion += last["usage"]["completion_tokens"].as_f64().unwrap();
+    let (st, _) = post(&srv, "/v1/completions", &json!({"prompt": "hi", "temperature": 7}));
+    assert_eq!(st, 400);
+    let m = scrape(&srv);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing: {m:?}"));
+    assert_eq!(get("vllm:prompt_tokens_total{}"), prompt);
+    assert_eq!(get("vllm:generation_tokens_total{}"), completion);
+    assert_eq!(get("vllm:time_to_first_token_seconds_count{}"), 3.0, "three generation requests");
+    assert_eq!(get("vllm:e2e_request_latency_seconds_count{}"), 3.0);
+    let finished: f64 = m.iter().filter(|(k, _)| k.starts_with("vllm:request_success_total")).map(|(_, v)| v).sum();
+    assert_eq!(finished, 4.0, "four choices finished");
+    assert_eq!((get("vllm:num_requests_running{}"), get("vllm:num_requests_waiting{}")), (0.0, 0.0));
+    assert_eq!(get(r#"demiurgic_http_requests_total{route="/v1/completions",status="200"}"#), 2.0);
+    assert_eq!(get(r#"demiurgic_http_requests_total{route="/v1/completions",status="400"}"#), 1.0);
+    assert!((0.0..=1.0).contains(&get("vllm:kv_cache_usage_perc{}")));
+    let (st, _) = http(&srv.addr, "GET", "/ready", None, None);
+    assert_eq!(st, 200);
+
+    // SIGTERM while a long stream runs
+    let body = json!({"prompt": "Tell me a long story.", "max_tokens": 300, "min_tokens": 300, "temperature": 0,
+        "stream": true})
+    .to_string();
+    let (started, streaming) = std::sync::mpsc::channel();
+    let long = stream_in_background(&srv.addr, &body, started);
+    streaming.recv_timeout(Duration::from_secs(60)).expect("the long stream sent nothing");
+    let st = Command::new("kill").args(["-TERM", &srv.child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    loop {
+        let (st, _) = http(&srv.addr, "GET", "/ready", None, None);
+        if st == 503 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "/ready still {st} after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, head, b) =
+        http_with(&srv.addr, "POST", "/v1/completions", Some(r#"{"prompt": "hi", "max_tokens": 2}"#), None, "");
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 503, None);
+    assert!(head.contains("\r\nretry-after: 1"), "{head}");
+    let (head, done_at) = long.join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(done_at.is_some(), "the running stream was finished, [DONE] included");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the server did not exit after draining");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(srv.log.lock().unwrap().iter().any(|l| l.contains("draining")), "the drain is said on stderr");
 }

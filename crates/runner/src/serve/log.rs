@@ -86,7 +86,17 @@ impl Drop for StreamLog {
 }
 
 /// The middleware: every request gets its line, written here unless its stream writes it.
-pub(crate) async fn log_requests(State(format): State<LogFormat>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn log_requests(
+    State((format, counts)): State<(LogFormat, prometheus::IntCounterVec)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    // a route's pattern (bounded label values), never the raw path
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let log = RequestLog {
         format,
         method: req.method().to_string(),
@@ -95,6 +105,7 @@ pub(crate) async fn log_requests(State(format): State<LogFormat>, mut req: Reque
     };
     req.extensions_mut().insert(log.clone());
     let resp = next.run(req).await;
+    counts.with_label_values(&[route.as_str(), resp.status().as_str()]).inc();
     if resp.extensions().get::<Deferred>().is_none() {
         log.write(resp.status().as_u16(), resp.extensions().get::<Tokens>().copied(), None);
     }

@@ -8,6 +8,7 @@
 //! is answered 429. A client that disconnects stops its generation at the next step.
 mod error;
 mod log;
+mod metrics;
 mod request;
 mod response;
 mod worker;
@@ -75,6 +76,10 @@ pub struct ServeArgs {
     /// The request log on stderr (one line per request): text or json (one object per line).
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: log::LogFormat,
+    /// On SIGTERM or Ctrl-C: seconds running requests may take to finish (new ones get 503)
+    /// before the server exits.
+    #[arg(long = "drain-timeout", default_value_t = 30)]
+    pub drain_timeout: u64,
 }
 
 pub struct ServeJob {
@@ -95,6 +100,10 @@ pub(crate) struct App<B: DecodeOps> {
     engine_alive: Arc<AtomicBool>,
     /// Largest prompt + new tokens one request may need (the engine's cache positions).
     max_context: usize,
+    max_batch: usize,
+    metrics: metrics::Metrics,
+    /// Set on SIGTERM / Ctrl-C: new requests get 503, `/ready` says so.
+    draining: AtomicBool,
 }
 
 pub(crate) fn now() -> u64 {
@@ -114,11 +123,13 @@ impl BackendJob for ServeJob {
         let (etx, erx) = std::sync::mpsc::channel::<Submission>();
         let engine_alive = Arc::new(AtomicBool::new(true));
         let alive = AliveGuard(engine_alive.clone());
+        let metrics = metrics::Metrics::new(&name).context("cannot set up the metrics")?;
+        let usage = worker::CacheUsage { gauge: metrics.kv_usage.clone(), budget: a.max_batch as usize * max_context };
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
                 let _alive = alive;
-                worker::engine_loop(loaded, max_context, erx)
+                worker::engine_loop(loaded, max_context, erx, usage)
             })
             .context("cannot start the engine thread")?;
         let app = Arc::new(App {
@@ -133,7 +144,11 @@ impl BackendJob for ServeJob {
             max_queue: a.max_queue as usize,
             created: now(),
             counter: AtomicU64::new(0),
+            max_batch: a.max_batch as usize,
+            metrics,
+            draining: AtomicBool::new(false),
         });
+        let drain_app = app.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -150,13 +165,59 @@ impl BackendJob for ServeJob {
                 max_context
             );
             let cors = cors_layer(&a.cors_origin)?;
-            axum::serve(listener, router(app, a.log_format, cors))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+            let requests = app.metrics.requests.clone();
+            axum::serve(listener, router(app, a.log_format, requests, cors))
+                .with_graceful_shutdown(drain(drain_app, a.drain_timeout))
                 .await
                 .context("server failed")
         })
+    }
+}
+
+/// Resolves when the server should stop: after SIGTERM or Ctrl-C, once no request runs or waits
+/// (new ones are answered 503 meanwhile), or when `timeout` seconds have passed.
+async fn drain<B: DecodeOps>(app: Arc<App<B>>, timeout: u64) {
+    let term = async {
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    app.draining.store(true, Ordering::SeqCst);
+    let busy = |app: &App<B>| (app.max_batch - app.slots.available_permits()) + app.waiting.load(Ordering::SeqCst);
+    eprintln!(
+        "demiurgic serve: draining ({} in progress; new requests get 503; at most {timeout} s)",
+        crate::plural(busy(&app), "request")
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    while busy(&app) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if busy(&app) > 0 {
+        eprintln!("demiurgic serve: drain timeout: {} cut", crate::plural(busy(&app), "request"));
+        std::process::exit(0);
+    }
+    eprintln!("demiurgic serve: drained, exiting");
+}
+
+/// `/ready`: 200 while requests are accepted (model loaded, worker alive, not draining), 503
+/// otherwise (a load balancer sends them elsewhere).
+fn ready(engine_alive: &AtomicBool, draining: &AtomicBool) -> (StatusCode, Json<Value>) {
+    if draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})))
+    } else if !engine_alive.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": "the engine has stopped"})))
+    } else {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
     }
 }
 
@@ -208,6 +269,7 @@ fn allowed_methods(path: &str) -> &'static str {
 fn router<B: DecodeOps>(
     app: Arc<App<B>>,
     log_format: log::LogFormat,
+    requests: prometheus::IntCounterVec,
     cors: Option<tower_http::cors::CorsLayer>,
 ) -> Router {
     let v1 = Router::new()
@@ -218,6 +280,8 @@ fn router<B: DecodeOps>(
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::<B>));
     let router = Router::new()
         .route("/health", get(|State(app): State<Arc<App<B>>>| async move { health(&app.engine_alive) }))
+        .route("/ready", get(|State(app): State<Arc<App<B>>>| async move { ready(&app.engine_alive, &app.draining) }))
+        .route("/metrics", get(metrics_text::<B>))
         .merge(v1)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, format!("unknown route {method} {}", uri.path()))
@@ -241,10 +305,23 @@ fn router<B: DecodeOps>(
         Some(c) => router.layer(c),
         None => router,
     };
-    router.layer(middleware::from_fn_with_state(log_format, log::log_requests))
+    router.layer(middleware::from_fn_with_state((log_format, requests), log::log_requests))
+}
+
+async fn metrics_text<B: DecodeOps>(State(app): State<Arc<App<B>>>) -> Response {
+    let m = &app.metrics;
+    m.running.set((app.max_batch - app.slots.available_permits()) as i64);
+    m.waiting.set(app.waiting.load(Ordering::SeqCst) as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
 async fn auth<B: DecodeOps>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down: retry on another replica")
+            .code("draining")
+            .retry_after(1)
+            .into_response();
+    }
     if let Some(key) = &app.api_key {
         let given = req
             .headers()
@@ -327,6 +404,7 @@ async fn slot<B: DecodeOps>(app: &App<B>) -> Result<OwnedSemaphorePermit, ApiErr
 
 async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Result<Response, ApiError> {
     let request_log = req.extensions().get::<log::RequestLog>().cloned();
+    let t0 = std::time::Instant::now();
     let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
             .code("request_too_large")
@@ -372,7 +450,13 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
             col.push(msg)?;
         }
         drop((permit, guard));
+        let first = col.first_token;
         let body = col.response()?;
+        let reasons: Vec<&str> = body.choices.iter().filter_map(|c| c.finish_reason).collect();
+        if let Some(u) = body.usage {
+            let ttft = first.map(|f| (f - t0).as_secs_f64());
+            app.metrics.finished(u.prompt_tokens, u.completion_tokens, &reasons, ttft, t0.elapsed().as_secs_f64());
+        }
         let tokens = body.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
         let mut resp = Json(body).into_response();
         if let Some(t) = tokens {
@@ -384,28 +468,38 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
     let slog = request_log.map(|log| log::StreamLog { log, tokens: None, finished: false });
     let deferred = slog.is_some();
     let ended = |e: ApiError| vec![e.body(), "[DONE]".to_string()];
-    let events = futures_util::stream::unfold(Some((rx, col, guard, permit, slog)), move |state| async move {
-        let (mut rx, mut col, guard, permit, mut slog) = state?;
-        loop {
-            let Some(msg) = rx.recv().await else {
-                return Some((ended(ApiError::internal("the engine stopped")), None));
-            };
-            match col.push(msg) {
-                Err(e) => return Some((ended(e), None)),
-                Ok(mut chunks) if col.done() => {
-                    match col.final_chunks() {
-                        Ok(last) => chunks.extend(last),
-                        Err(e) => chunks.extend(ended(e)),
+    let mapp = app.clone();
+    let events = futures_util::stream::unfold(Some((rx, col, guard, permit, slog)), move |state| {
+        let app = mapp.clone();
+        async move {
+            let (mut rx, mut col, guard, permit, mut slog) = state?;
+            loop {
+                let Some(msg) = rx.recv().await else {
+                    return Some((ended(ApiError::internal("the engine stopped")), None));
+                };
+                match col.push(msg) {
+                    Err(e) => return Some((ended(e), None)),
+                    Ok(mut chunks) if col.done() => {
+                        match col.final_chunks() {
+                            Ok(last) => chunks.extend(last),
+                            Err(e) => chunks.extend(ended(e)),
+                        }
+                        if let Some(l) = slog.as_mut() {
+                            l.finished = true;
+                            l.tokens = col
+                                .usage
+                                .map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
+                        }
+                        if let Some(u) = col.usage {
+                            let ttft = col.first_token.map(|f| (f - t0).as_secs_f64());
+                            let e2e = t0.elapsed().as_secs_f64();
+                            app.metrics.finished(u.prompt_tokens, u.completion_tokens, &col.reasons, ttft, e2e);
+                        }
+                        return Some((chunks, None));
                     }
-                    if let Some(l) = slog.as_mut() {
-                        l.finished = true;
-                        l.tokens =
-                            col.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
-                    }
-                    return Some((chunks, None));
+                    Ok(chunks) if !chunks.is_empty() => return Some((chunks, Some((rx, col, guard, permit, slog)))),
+                    Ok(_) => {}
                 }
-                Ok(chunks) if !chunks.is_empty() => return Some((chunks, Some((rx, col, guard, permit, slog)))),
-                Ok(_) => {}
             }
         }
     })

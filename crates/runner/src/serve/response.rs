@@ -106,6 +106,10 @@ pub(crate) struct Collect<'a> {
     outs: Vec<Option<GenerationOutput>>,
     /// The usage, once every submission is done.
     pub usage: Option<Usage>,
+    /// When the first token arrived (time to first token).
+    pub first_token: Option<std::time::Instant>,
+    /// Every row's finish reason, once done.
+    pub reasons: Vec<&'static str>,
 }
 
 impl<'a> Collect<'a> {
@@ -140,6 +144,8 @@ impl<'a> Collect<'a> {
             echo,
             outs: (0..job.submissions()).map(|_| None).collect(),
             usage: None,
+            first_token: None,
+            reasons: vec![],
             job,
             model,
             tok,
@@ -212,6 +218,9 @@ impl<'a> Collect<'a> {
     pub fn push(&mut self, msg: EngineMsg) -> Result<Vec<String>, ApiError> {
         match msg {
             EngineMsg::Tokens { index, tokens, logprobs } => {
+                if self.first_token.is_none() && tokens.iter().any(Option::is_some) {
+                    self.first_token = Some(std::time::Instant::now());
+                }
                 if !self.job.stream {
                     return Ok(vec![]);
                 }
@@ -274,6 +283,7 @@ impl<'a> Collect<'a> {
         let prompt_tokens: usize = self.job.prompts.iter().map(Vec::len).sum();
         let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
         self.usage = Some(usage);
+        self.reasons = a.finish_reasons.iter().map(|&f| finish_name(f)).collect();
         Ok((a, finals, usage))
     }
 

@@ -50,11 +50,26 @@ impl Drop for AliveGuard {
     }
 }
 
+/// The `vllm:kv_cache_usage_perc` gauge and the positions it is a fraction of.
+pub(crate) struct CacheUsage {
+    pub gauge: prometheus::Gauge,
+    pub budget: usize,
+}
+
+impl CacheUsage {
+    /// The running rows × the positions the shared cache holds for each.
+    fn update<B: DecodeOps>(&self, engine: &Engine<'_, B>) {
+        let held = engine.rows() * engine.cache_size().unwrap_or(0);
+        self.gauge.set((held as f64 / self.budget.max(1) as f64).min(1.0));
+    }
+}
+
 /// The worker loop: runs until every sender of `rx` is gone (the server stopped).
 pub(crate) fn engine_loop<B: DecodeOps>(
     loaded: &'static LoadedModel<B>,
     capacity: usize,
     rx: std::sync::mpsc::Receiver<Submission>,
+    usage: CacheUsage,
 ) {
     let mut engine = match Engine::new(&loaded.model, capacity) {
         Ok(e) => e,
@@ -69,6 +84,7 @@ pub(crate) fn engine_loop<B: DecodeOps>(
     let send = |sub: &Submission, m: EngineMsg| sub.events.send(m).is_ok();
     loop {
         let mut incoming = vec![];
+        usage.update(&engine);
         if engine.is_idle() {
             release_free_memory();
             match rx.recv() {
