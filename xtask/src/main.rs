@@ -86,6 +86,16 @@ fn ensure_bwrap() -> Result<()> {
     bail!("the eval sandbox tests need bubblewrap: run `apt-get install -y bubblewrap`")
 }
 
+/// nginx for the three-replica test (a load balancer in front of `demiurgic serve`); a clear
+/// error when it cannot be had.
+fn ensure_nginx() -> Result<()> {
+    let present = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().any(|p| std::path::Path::new(p).exists());
+    if present() || (apt_install(&["nginx-light"], "the three-replica serving test puts nginx in front") && present()) {
+        return Ok(());
+    }
+    bail!("the three-replica serving test needs nginx: run `apt-get install -y nginx-light`")
+}
+
 fn ensure_vulkan() -> Result<()> {
     if vulkan_present() {
         return Ok(());
@@ -202,6 +212,7 @@ fn main() -> Result<()> {
                 }
             }
             ensure_bwrap()?;
+            ensure_nginx()?;
             test::run(&root(), wgpu, full, lint, &rest)
         }
         Some("soak") => {

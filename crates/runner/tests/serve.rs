@@ -895,3 +895,125 @@ fn metrics_count_exactly_and_sigterm_drains() {
     assert!(status.success(), "exit status {status}");
     assert!(srv.log.lock().unwrap().iter().any(|l| l.contains("draining")), "the drain is said on stderr");
 }
+
+/// Issue 28's deployment check without a cluster: three replicas behind nginx (Debian's
+/// `nginx-light`) on loopback, a bounded load, one replica sent SIGTERM mid-run. Its running
+/// requests finish, new ones get 503 and nginx retries them on another replica (as a gateway
+/// would): every request is answered exactly once — each client gets one 200, and the replicas'
+/// request logs hold exactly as many 200 completions as requests were sent.
+#[test]
+fn three_replicas_behind_nginx_lose_nothing_when_one_drains() {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is needed (apt-get install nginx-light; .ci/run installs it)");
+    let mut replicas: Vec<Server> =
+        (0..3).map(|_| start(&["--drain-timeout", "60", "--log-format", "json", "--max-batch", "2"])).collect();
+    let dir = std::env::temp_dir().join(format!("demiurgic-nginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = dir.display();
+    let upstreams: String = replicas.iter().map(|r| format!("server {} max_fails=0;\n", r.addr)).collect();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+         http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n \
+         fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n \
+         upstream demiurgic {{\n{upstreams} }}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   \
+         proxy_pass http://demiurgic;\n   proxy_http_version 1.1;\n   proxy_read_timeout 300s;\n   \
+         proxy_next_upstream error timeout http_503 non_idempotent;\n   proxy_next_upstream_tries 3;\n  }}\n }}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    struct Nginx(Child);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Nginx(
+        Command::new(nginx)
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c"])
+            .arg(&conf_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let front = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    while TcpStream::connect(&front).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "nginx did not listen: {:?}",
+            std::fs::read_to_string(dir.join("error.log"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // 4 clients, 9 requests each; replica 0 gets SIGTERM once a third of them are answered
+    const CLIENTS: usize = 4;
+    const EACH: usize = 9;
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (front, answered) = (front.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut statuses = vec![];
+                for i in 0..EACH {
+                    let body = json!({"prompt": format!("Request {c}-{i}: the numbers are"), "max_tokens": 16,
+                        "temperature": 0})
+                    .to_string();
+                    let (st, b) = http(&front, "POST", "/v1/completions", Some(&body), None);
+                    statuses.push((st, b));
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                statuses
+            })
+        })
+        .collect();
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < CLIENTS * EACH / 3 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = Command::new("kill").args(["-TERM", &replicas[0].child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let mut ok = 0;
+    for c in clients {
+        for (st, b) in c.join().unwrap() {
+            assert_eq!(st, 200, "a request was lost: {b}");
+            let v: Value = serde_json::from_str(&b).unwrap();
+            assert!(v["choices"][0]["text"].is_string(), "{v}");
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, CLIENTS * EACH);
+    // the drained replica exited cleanly
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = replicas[0].child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "replica 0 did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // none duplicated: the replicas completed exactly one generation per request
+    std::thread::sleep(Duration::from_millis(200));
+    let mut done = 0;
+    let mut refused = 0;
+    for r in &replicas {
+        for l in r.log.lock().unwrap().iter() {
+            let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
+            if v["path"] == "/v1/completions" {
+                match v["status"].as_u64() {
+                    Some(200) => done += 1,
+                    Some(503) => refused += 1,
+                    other => panic!("unexpected status {other:?}: {l}"),
+                }
+            }
+        }
+    }
+    assert_eq!(done, CLIENTS * EACH, "completions served across the replicas ({refused} refused while draining)");
+    replicas.clear();
+    let _ = std::fs::remove_dir_all(&dir);
+}
