@@ -31,6 +31,19 @@ pub fn render_chat_template(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String> {
+    render_chat_template_with(template, messages, add_generation_prompt, bos_token, eos_token, None)
+}
+
+/// [`render_chat_template`] with `tools` (OpenAI-style function definitions) in the template's
+/// context, as transformers' `apply_chat_template(tools=…)` passes them.
+pub fn render_chat_template_with(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+    tools: Option<&serde_json::Value>,
+) -> Result<String> {
     let err = |what: &str, e: minijinja::Error| ModelError::Input(format!("chat template: {what}: {e}"));
     let mut env = minijinja::Environment::new();
     env.set_trim_blocks(true);
@@ -45,6 +58,7 @@ pub fn render_chat_template(
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos_token,
                 eos_token => eos_token,
+                tools => tools.map(minijinja::Value::from_serialize),
             })
         })
         .map_err(|e| err("rendering failed", e))
@@ -54,6 +68,21 @@ impl<B: DecodeOps> LoadedModel<B> {
     /// The model's chat template rendered over `messages` (as transformers' `apply_chat_template`
     /// with `tokenize=False`).
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_chat_with(messages, add_generation_prompt, None)
+    }
+
+    /// Whether the chat template renders `tools` itself (it reads a `tools` variable).
+    pub fn template_renders_tools(&self) -> bool {
+        self.chat_template.as_deref().is_some_and(|t| t.contains("tools"))
+    }
+
+    /// [`Self::render_chat`] with `tools` passed to the template.
+    pub fn render_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -62,6 +91,6 @@ impl<B: DecodeOps> LoadedModel<B> {
         let name = |id: Option<u32>| id.map(|i| tok.tokens(&[i]).join("")).unwrap_or_default();
         let bos = name(self.model.config.bos_token_id);
         let eos = name(self.model.config.eos_token_ids.first().copied());
-        render_chat_template(template, messages, add_generation_prompt, &bos, &eos)
+        render_chat_template_with(template, messages, add_generation_prompt, &bos, &eos, tools)
     }
 }

@@ -12,7 +12,7 @@ pub mod safetensors;
 pub mod tokenizer;
 
 pub use builder::{Activations, LoadOptions, WeightMode};
-pub use chat_template::{render_chat_template, ChatMessage};
+pub use chat_template::{render_chat_template, render_chat_template_with, ChatMessage};
 pub use tokenizer::TextTokenizer;
 
 /// A model with its tokenizer (when one was found) and chat template (when one exists).

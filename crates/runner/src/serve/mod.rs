@@ -11,6 +11,7 @@ mod log;
 mod metrics;
 mod request;
 mod response;
+mod tools;
 mod worker;
 
 use std::convert::Infallible;

@@ -40,6 +40,8 @@ pub(crate) struct Job {
     pub echo: bool,
     /// Completions: each prompt's text (a token-id prompt decoded), what `echo` prints.
     pub prompt_texts: Vec<String>,
+    /// Chat's tools (None: none given, or `tool_choice: "none"`).
+    pub tools: Option<super::tools::Tools>,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -91,6 +93,9 @@ struct Request {
     guided_regex: Option<String>,
     guided_choice: Option<Vec<String>>,
     guided_grammar: Option<String>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
     /// Everything else: the processors' own fields by name; the rest is ignored.
     #[serde(flatten)]
     extra: Map<String, Value>,
@@ -102,6 +107,12 @@ struct Message {
     role: Value,
     #[serde(default)]
     content: Value,
+    /// An assistant message's calls (OpenAI's shape).
+    #[serde(default)]
+    tool_calls: Value,
+    /// A tool message's call.
+    #[serde(default)]
+    tool_call_id: Value,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +256,14 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
     let mc = &loaded.model.config;
     let tok = loaded.text_tokenizer().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()));
     let mut prompt_texts = vec![];
+    if kind == Kind::Completion {
+        for (field, given) in [("tools", r.tools.is_some()), ("tool_choice", r.tool_choice.is_some())] {
+            if given {
+                return Err(ApiError::bad(field, format!("`{field}` is a /v1/chat/completions field")));
+            }
+        }
+    }
+    let tools = super::tools::parse(r.tools.as_ref(), r.tool_choice.as_ref(), r.parallel_tool_calls)?;
     let prompts: Vec<Vec<u32>> = match kind {
         Kind::Completion => {
             let p = r.prompt.as_ref().ok_or_else(|| ApiError::bad("prompt", "`prompt` is required"))?;
@@ -290,10 +309,10 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
                 let role = m.role.as_str().ok_or_else(|| {
                     ApiError::bad(&format!("messages[{i}].role"), format!("`role` must be a string, got {}", m.role))
                 })?;
-                if !["system", "user", "assistant", "developer"].contains(&role) {
+                if !["system", "user", "assistant", "developer", "tool"].contains(&role) {
                     return Err(ApiError::bad(
                         &format!("messages[{i}].role"),
-                        format!("role \"{role}\" is not supported (allowed: system, developer, user, assistant)"),
+                        format!("role \"{role}\" is not supported (allowed: system, developer, user, assistant, tool)"),
                     ));
                 }
                 let content = match &m.content {
@@ -314,6 +333,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
                         s
                     }
                     Value::Null if role == "assistant" => String::new(),
+                    Value::Null if role == "tool" => String::new(),
                     other => {
                         return Err(ApiError::bad(
                             &format!("messages[{i}].content"),
@@ -322,14 +342,60 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
                     }
                 };
                 let role = if role == "developer" { "system" } else { role };
-                messages.push(ChatMessage::new(role, content));
+                if role == "assistant" && !m.tool_calls.is_null() {
+                    // the calls as the model writes them (one object, or a list)
+                    let calls = m.tool_calls.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+                        ApiError::bad(&format!("messages[{i}].tool_calls"), "`tool_calls` must be a non-empty list")
+                    })?;
+                    let mut written = vec![];
+                    for c in calls {
+                        let f = &c["function"];
+                        let args = match &f["arguments"] {
+                            Value::String(a) => serde_json::from_str(a).unwrap_or(Value::String(a.clone())),
+                            other => other.clone(),
+                        };
+                        written.push(serde_json::json!({"name": f["name"], "arguments": args}));
+                    }
+                    let text =
+                        if written.len() == 1 { written[0].to_string() } else { Value::Array(written).to_string() };
+                    messages.push(ChatMessage::new("assistant", format!("{content}{text}")));
+                } else if role == "tool" && !loaded.template_renders_tools() {
+                    // a template without tools has no tool turn: the result comes back as a user turn
+                    let result = serde_json::json!({"tool_call_id": m.tool_call_id, "result": content});
+                    messages.push(ChatMessage::new("user", result.to_string()));
+                } else {
+                    messages.push(ChatMessage::new(role, content));
+                }
             }
-            let text = loaded.render_chat(&messages, true).map_err(|e| ApiError::bad("messages", e.to_string()))?;
+            let mut tools_json = None;
+            if let Some(t) = &tools {
+                if loaded.template_renders_tools() {
+                    tools_json = Some(&t.json);
+                } else {
+                    // described in the system message
+                    match messages.first_mut().filter(|m| m.role == "system") {
+                        Some(sys) => sys.content = format!("{}\n\n{}", sys.content, t.system_text()),
+                        None => messages.insert(0, ChatMessage::new("system", t.system_text())),
+                    }
+                }
+            }
+            let text = loaded
+                .render_chat_with(&messages, true, tools_json)
+                .map_err(|e| ApiError::bad("messages", e.to_string()))?;
             let tok = tok.as_ref().map_err(|e| ApiError::bad("messages", e.message.clone()))?;
             vec![tok.encode(&text).map_err(|e| ApiError::bad("messages", format!("cannot tokenize: {e}")))?]
         }
     };
-    let constraint = r.constraint()?;
+    let mut constraint = r.constraint()?;
+    if let Some(t) = tools.as_ref().filter(|t| t.mode == super::tools::Mode::Forced) {
+        if let Some((other, _)) = &constraint {
+            return Err(ApiError::bad(
+                "tool_choice",
+                format!("`tool_choice` forces a call and `{other}` constrains the answer too: choose one"),
+            ));
+        }
+        constraint = Some(("tool_choice", Constraint::JsonSchema(t.schema())));
+    }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let ctx = app.max_context;
     let max_tokens = match int_in("max_completion_tokens", r.max_completion_tokens, 1, i64::MAX)? {
@@ -420,6 +486,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
         logprobs: asked_logprobs,
         echo,
         prompt_texts,
+        tools,
         stream,
         include_usage,
     })

@@ -55,7 +55,10 @@ pub(crate) struct Choice {
 #[derive(Serialize)]
 pub(crate) struct Message {
     pub role: &'static str,
-    pub content: String,
+    /// None (JSON null) when the answer is tool calls.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Serialize, Default)]
@@ -64,6 +67,8 @@ pub(crate) struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 fn finish_name(f: FinishReason) -> &'static str {
@@ -206,7 +211,7 @@ impl<'a> Collect<'a> {
                 index: row,
                 text: None,
                 message: None,
-                delta: Some(Delta { role: first.then_some("assistant"), content: piece }),
+                delta: Some(Delta { role: first.then_some("assistant"), content: piece, tool_calls: None }),
                 logprobs,
                 finish_reason: finish,
             },
@@ -237,7 +242,9 @@ impl<'a> Collect<'a> {
                         self.text[r].push_str(&p);
                     }
                     let safe = safe_len(&self.text[r], &self.job.config.stop);
-                    if safe > self.sent[r] && self.text[r].is_char_boundary(safe) {
+                    // text that may be a tool call is held back until the end
+                    let held = self.job.tools.as_ref().is_some_and(|t| t.hold(&self.text[r]));
+                    if !held && safe > self.sent[r] && self.text[r].is_char_boundary(safe) {
                         let piece = self.text[r][self.sent[r]..safe].to_string();
                         self.sent[r] = safe;
                         chunks.push(self.chunk(r, Some(piece), None));
@@ -293,6 +300,29 @@ impl<'a> Collect<'a> {
         let (out, finals, usage) = self.merged()?;
         let mut chunks = vec![];
         for (r, fin) in finals.iter().enumerate() {
+            if let Some(calls) = self.calls_of(fin) {
+                // the calls in one delta, then the finish
+                let tool_calls = super::tools::tool_calls_json(&calls, &self.job.id, r, true);
+                let first = !self.started[r];
+                self.started[r] = true;
+                let delta = Delta { role: first.then_some("assistant"), content: None, tool_calls: Some(tool_calls) };
+                let entries = std::mem::take(&mut self.pending[r]);
+                let logprobs = (self.job.logprobs && !entries.is_empty())
+                    .then(|| logprobs_json(self.job.kind, self.tok, &entries, &mut self.offsets[r]));
+                let choice =
+                    Choice { index: r, text: None, message: None, delta: Some(delta), logprobs, finish_reason: None };
+                chunks.push(serde_json::to_string(&self.envelope(vec![choice], true)).unwrap_or_default());
+                let end = Choice {
+                    index: r,
+                    text: None,
+                    message: None,
+                    delta: Some(Delta::default()),
+                    logprobs: None,
+                    finish_reason: Some("tool_calls"),
+                };
+                chunks.push(serde_json::to_string(&self.envelope(vec![end], true)).unwrap_or_default());
+                continue;
+            }
             // what the streamed pieces have not said yet (the final text is the reference)
             let sent = self.sent[r];
             let rest = fin.get(sent..).filter(|_| fin.starts_with(&self.text[r][..sent])).unwrap_or("");
@@ -306,6 +336,11 @@ impl<'a> Collect<'a> {
         }
         chunks.push("[DONE]".into());
         Ok(chunks)
+    }
+
+    /// The tool calls a finished text makes (chat with tools), None for an ordinary answer.
+    fn calls_of(&self, text: &str) -> Option<Vec<(String, String)>> {
+        self.job.tools.as_ref().filter(|_| self.job.kind == Kind::Chat)?.calls(text)
     }
 
     /// The rows returned, per prompt in order: every row, or with `best_of` the `n` candidates of
@@ -351,11 +386,15 @@ impl<'a> Collect<'a> {
         for (index, r) in self.chosen(&out).into_iter().enumerate() {
             let logprobs =
                 self.job.logprobs.then(|| logprobs_json(self.job.kind, self.tok, &self.entries(&out, r), &mut 0));
-            let finish_reason = Some(finish_name(out.finish_reasons[r]));
+            let mut finish_reason = Some(finish_name(out.finish_reasons[r]));
             let text = match self.job.echo {
                 true => format!("{}{}", self.echo[self.prompt_of(r)].0, finals[r]),
                 false => finals[r].clone(),
             };
+            let calls = self.calls_of(&text);
+            if calls.is_some() {
+                finish_reason = Some("tool_calls");
+            }
             choices.push(match self.job.kind {
                 Kind::Completion => {
                     Choice { index, text: Some(text), message: None, delta: None, logprobs, finish_reason }
@@ -363,7 +402,14 @@ impl<'a> Collect<'a> {
                 Kind::Chat => Choice {
                     index,
                     text: None,
-                    message: Some(Message { role: "assistant", content: text }),
+                    message: Some(match &calls {
+                        Some(c) => Message {
+                            role: "assistant",
+                            content: None,
+                            tool_calls: Some(super::tools::tool_calls_json(c, &self.job.id, index, false)),
+                        },
+                        None => Message { role: "assistant", content: Some(text), tool_calls: None },
+                    }),
                     delta: None,
                     logprobs,
                     finish_reason,
