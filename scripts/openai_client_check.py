@@ -4,6 +4,7 @@
 usage: python scripts/openai_client_check.py BASE_URL API_KEY MODEL
 Exits 0 when every check holds; an AssertionError (exit 1) names the one that did not.
 """
+import json
 import sys
 
 import openai
@@ -57,6 +58,57 @@ r = c.completions.create(model=model, prompt="Hi", max_tokens=4, temperature=0, 
 assert len(r.choices) == 2 and r.choices[0].text == r.choices[1].text, r
 r = c.completions.create(model=model, prompt="The capital of France is", max_tokens=4, temperature=0, echo=True)
 assert r.choices[0].text.startswith("The capital of France is"), r
+
+# tool calling: required, named, auto, streamed, and the result sent back
+tools = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "add", "description": "Add two integers",
+     "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                    "required": ["a", "b"]}}},
+]
+
+
+def valid(name, arguments):
+    # the functions' schemas, checked by hand: required keys, types, enum
+    args = json.loads(arguments)
+    if name == "get_weather":
+        return isinstance(args.get("city"), str) and args.get("unit") in ("celsius", "fahrenheit")
+    return name == "add" and type(args.get("a")) is int and type(args.get("b")) is int
+
+
+q = [{"role": "user", "content": "What is the weather in Paris? And what is 2 plus 3?"}]
+r = c.chat.completions.create(model=model, messages=q, tools=tools, tool_choice="required", max_tokens=96, temperature=0)
+ch = r.choices[0]
+assert ch.finish_reason == "tool_calls" and ch.message.content is None and ch.message.tool_calls, r
+assert all(valid(t.function.name, t.function.arguments) for t in ch.message.tool_calls), r
+first_call = ch.message.tool_calls[0]
+r = c.chat.completions.create(model=model, messages=q, tools=tools, max_tokens=96, temperature=0,
+                              tool_choice={"type": "function", "function": {"name": "add"}})
+calls = r.choices[0].message.tool_calls
+assert calls and all(t.function.name == "add" and valid("add", t.function.arguments) for t in calls), r
+r = c.chat.completions.create(model=model, messages=q, tools=tools, tool_choice="auto", max_tokens=48, temperature=0)
+m = r.choices[0].message
+assert (m.content and not m.tool_calls) or all(valid(t.function.name, t.function.arguments) for t in m.tool_calls), r
+stream = c.chat.completions.create(model=model, messages=q, tools=tools, tool_choice="required", max_tokens=96,
+                                   temperature=0, stream=True)
+acc, finish = {}, None
+for chunk in stream:
+    for choice in chunk.choices:
+        for d in choice.delta.tool_calls or []:
+            e = acc.setdefault(d.index, {"name": "", "arguments": ""})
+            e["name"] += (d.function.name or "") if d.function else ""
+            e["arguments"] += (d.function.arguments or "") if d.function else ""
+        finish = choice.finish_reason or finish
+assert finish == "tool_calls" and acc and all(valid(e["name"], e["arguments"]) for e in acc.values()), acc
+assert acc[0]["name"] == first_call.function.name and acc[0]["arguments"] == first_call.function.arguments
+back = q + [
+    {"role": "assistant", "content": None, "tool_calls": [first_call.model_dump()]},
+    {"role": "tool", "tool_call_id": first_call.id, "content": "18 degrees, sunny"},
+]
+r = c.chat.completions.create(model=model, messages=back, tools=tools, tool_choice="none", max_tokens=24, temperature=0)
+assert r.choices[0].message.content and not r.choices[0].message.tool_calls, r
 
 for call, exc in [
     (lambda: c.completions.create(model=model, prompt="hi", temperature=3), openai.BadRequestError),

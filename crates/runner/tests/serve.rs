@@ -745,13 +745,14 @@ fn first_hour_server_defects() {
         assert_error(st, &json_of(&b), 400, Some("best_of"));
     }
 
-    // 6. a tool message: refused in user words
-    let req = json!({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}]});
+    // 6. a role this server does not take (OpenAI's deprecated `function`): refused in user words
+    // (`tool` messages are accepted since tool calling: the official client's test sends them)
+    let req = json!({"messages": [{"role": "user", "content": "hi"}, {"role": "function", "content": "42"}]});
     let (st, _, b) = call("POST", "/v1/chat/completions", Some(&req), "");
     let v = json_of(&b);
     assert_error(st, &v, 400, Some("messages[1].role"));
     let m = v["error"]["message"].as_str().unwrap();
-    assert!(m.contains(r#"role "tool" is not supported"#) && !m.contains("String("), "{m}");
+    assert!(m.contains(r#"role "function" is not supported"#) && !m.contains("String("), "{m}");
 
     // 7. a method a route does not answer: 405 with an error object and Allow
     // (OPTIONS without CORS: in `openai_api_over_http`; here the CORS layer answers it)
