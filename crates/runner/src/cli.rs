@@ -18,7 +18,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Generate text or token ids.
     Generate(GenerateArgs),
-    /// Talk with the model: a multi-turn chat on the terminal (history kept in the KV cache).
+    /// Talk with the model: a multi-turn chat on the terminal (history kept in the KV cache;
+    /// /help lists the commands, Ctrl-C stops a reply, ↑/↓ recall earlier lines).
     Chat(ChatArgs),
     /// Show the token ids of a text, with each token's bytes and readable text.
     Tokenize(TokenizeArgs),
@@ -26,8 +27,8 @@ pub enum Cmd {
     Detokenize(DetokenizeArgs),
     /// Describe a model: family, parameters, context, weight types, tokenizer, chat template, EOS.
     Info(InfoArgs),
-    /// Serve the model over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions,
-    /// /v1/models, /health), streaming included.
+    /// Serve the model over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions with
+    /// tools, /v1/models, /health, /ready, /metrics), streaming included; SIGTERM drains.
     Serve(crate::serve::ServeArgs),
     /// List the generation presets with their values.
     Presets,

@@ -917,7 +917,7 @@ fn three_replicas_behind_nginx_lose_nothing_when_one_drains() {
     let d = dir.display();
     let upstreams: String = replicas.iter().map(|r| format!("server {} max_fails=0;\n", r.addr)).collect();
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
          http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n \
          fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n \
          upstream demiurgic {{\n{upstreams} }}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   \
@@ -937,6 +937,10 @@ fn three_replicas_behind_nginx_lose_nothing_when_one_drains() {
         Command::new(nginx)
             .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c"])
             .arg(&conf_path)
+            // one process (`master_process off`), holding none of the test's pipes: killing it
+            // leaves no worker behind
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx"),

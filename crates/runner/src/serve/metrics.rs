@@ -68,19 +68,23 @@ impl Metrics {
             )?,
             registry,
         };
-        let r = &m.registry;
-        r.register(Box::new(m.running.clone()))?;
-        r.register(Box::new(m.waiting.clone()))?;
-        r.register(Box::new(m.kv_usage.clone()))?;
-        r.register(Box::new(m.prompt_tokens.clone()))?;
-        r.register(Box::new(m.generation_tokens.clone()))?;
-        r.register(Box::new(m.prefix_hits.clone()))?;
-        r.register(Box::new(m.prefix_queries.clone()))?;
-        r.register(Box::new(m.ttft.clone()))?;
-        r.register(Box::new(m.tpot.clone()))?;
-        r.register(Box::new(m.e2e.clone()))?;
-        r.register(Box::new(m.success.clone()))?;
-        r.register(Box::new(m.requests.clone()))?;
+        let all: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(m.running.clone()),
+            Box::new(m.waiting.clone()),
+            Box::new(m.kv_usage.clone()),
+            Box::new(m.prompt_tokens.clone()),
+            Box::new(m.generation_tokens.clone()),
+            Box::new(m.prefix_hits.clone()),
+            Box::new(m.prefix_queries.clone()),
+            Box::new(m.ttft.clone()),
+            Box::new(m.tpot.clone()),
+            Box::new(m.e2e.clone()),
+            Box::new(m.success.clone()),
+            Box::new(m.requests.clone()),
+        ];
+        for c in all {
+            m.registry.register(c)?;
+        }
         Ok(m)
     }
 
