@@ -33,6 +33,59 @@ pub struct EngineStep {
     pub output: Option<GenerationOutput>,
 }
 
+/// Prompts' keys and values kept after their prefill (one cache row each, the whole prompt),
+/// reused by any later request whose prompt starts with at least [`PREFIX_MIN`] of the same
+/// tokens: multi-turn chats resend the conversation, agents resend one long system prompt. Held
+/// up to a budget of positions; the least recently used entry goes first.
+struct PrefixCache<B: DecodeOps> {
+    /// (tokens, their keys/values, last use)
+    entries: Vec<(Vec<u32>, KvCache<B>, u64)>,
+    budget: usize,
+    clock: u64,
+}
+
+/// Shorter shared prefixes are computed again (a lookup would save next to nothing).
+pub const PREFIX_MIN: usize = 16;
+
+impl<B: DecodeOps> PrefixCache<B> {
+    /// The entry sharing the longest prefix with `prompt` and that length, at most all but the
+    /// prompt's last token (whose logits the request needs); None under [`PREFIX_MIN`].
+    fn lookup(&mut self, prompt: &[u32]) -> Option<(&KvCache<B>, usize)> {
+        let most = prompt.len().saturating_sub(1);
+        let (i, n) = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.0.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(most)))
+            .max_by_key(|&(_, n)| n)?;
+        if n < PREFIX_MIN {
+            return None;
+        }
+        self.clock += 1;
+        self.entries[i].2 = self.clock;
+        Some((&self.entries[i].1, n))
+    }
+
+    /// Keep `tokens`' keys/values (an entry they extend is replaced; one that extends them makes
+    /// them redundant), then drop the least recently used entries past the budget.
+    fn insert(&mut self, tokens: Vec<u32>, kv: KvCache<B>) {
+        if tokens.len() < PREFIX_MIN || tokens.len() > self.budget {
+            return;
+        }
+        self.clock += 1;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0.starts_with(&tokens)) {
+            e.2 = self.clock;
+            return;
+        }
+        self.entries.retain(|e| !tokens.starts_with(&e.0));
+        self.entries.push((tokens, kv, self.clock));
+        while self.entries.iter().map(|e| e.0.len()).sum::<usize>() > self.budget {
+            let oldest = (0..self.entries.len()).min_by_key(|&i| self.entries[i].2).expect("entries");
+            self.entries.remove(oldest);
+        }
+    }
+}
+
 struct Active<'m, B: DecodeOps> {
     id: u64,
     state: SampleState<B>,
@@ -43,6 +96,8 @@ struct Active<'m, B: DecodeOps> {
     next_pos: usize,
     t_start: Instant,
     prefill_ms: f64,
+    /// Prompt tokens whose keys/values came from the prefix cache.
+    reused: usize,
 }
 
 impl<B: DecodeOps> Active<'_, B> {
@@ -56,6 +111,7 @@ impl<B: DecodeOps> Active<'_, B> {
             prefill_ms: self.prefill_ms,
             decode_ms,
             decode_tokens_per_s: if decode_ms > 0.0 { (steps * rows) as f64 / (decode_ms / 1e3) } else { 0.0 },
+            cached_prompt_tokens: self.reused,
             ..Default::default()
         };
         self.state.into_output(stats)
@@ -69,6 +125,7 @@ pub struct Engine<'m, B: DecodeOps> {
     cache: Option<KvCache<B>>,
     active: Vec<Active<'m, B>>,
     grammar: Option<std::sync::Arc<demiurgic_sampling::GrammarCompiler>>,
+    prefix: Option<PrefixCache<B>>,
 }
 
 impl<'m, B: DecodeOps> Engine<'m, B> {
@@ -81,7 +138,15 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
                 "engine cache size {capacity} must be between 1 and the model's context ({ctx})"
             )));
         }
-        Ok(Self { model, capacity, cache: None, active: vec![], grammar: None })
+        Ok(Self { model, capacity, cache: None, active: vec![], grammar: None, prefix: None })
+    }
+
+    /// Keep prompts' keys and values after their prefill, up to `positions` positions in all,
+    /// and start later requests that share a prefix of at least [`PREFIX_MIN`] tokens from them
+    /// (their stats' `cached_prompt_tokens` say how many). 0 keeps none.
+    pub fn with_prefix_cache(mut self, positions: usize) -> Self {
+        self.prefix = (positions > 0).then(|| PrefixCache { entries: vec![], budget: positions, clock: 0 });
+        self
     }
 
     /// Let requests carry a `constraint` (structured generation) compiled with this tokenizer's
@@ -165,14 +230,23 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         let Some(first) = preps.first() else { return Ok(vec![]) };
         let t0 = first.t0;
         let t_start = Instant::now();
-        // prefill the prompt once (one row; every row of every request holds the same prompt)
-        let mut tmp = self.model.new_cache(1, t0)?;
+        // prefill the prompt once (one row; every row of every request holds the same prompt),
+        // from the prefix cache's keys/values of its longest cached prefix when there is one
+        let ids = first.batch.tokens[0].clone();
+        let looked = self.prefix.as_mut().and_then(|p| p.lookup(&ids));
+        let (mut tmp, reused) = match looked {
+            Some((kv, n)) => (KvCache::from_prefix(&self.model.config, kv, n, t0)?, n),
+            None => (self.model.new_cache(1, t0)?, 0),
+        };
         let input = StepInput {
-            tokens: first.batch.tokens[..1].to_vec(),
-            positions: first.batch.positions[..1].to_vec(),
+            tokens: vec![ids[reused..].to_vec()],
+            positions: vec![first.batch.positions[0][reused..].to_vec()],
             key_valid: first.batch.mask[..1].to_vec(),
         };
         let raw = self.model.forward_last(&input, Some(&mut tmp))?;
+        if let Some(p) = self.prefix.as_mut() {
+            p.insert(ids, tmp.clone());
+        }
         let mut steps = vec![];
         let mut joining = vec![];
         for ((id, config, mut stops), prep) in requests.into_iter().zip(&preps) {
@@ -181,7 +255,7 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
             let tokens = state.advance(raw.clone().repeat_dim(0, n), stops.as_mut(), None)?;
             let logprobs = state.last_logprobs(&tokens);
             let prefill_ms = t_start.elapsed().as_secs_f64() * 1e3;
-            let a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms };
+            let a = Active { id, state, stops, start: 0, next_pos: t0, t_start, prefill_ms, reused };
             if a.state.done() {
                 steps.push(EngineStep { id, tokens, logprobs, output: Some(a.finish()) });
             } else {

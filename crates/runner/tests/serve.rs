@@ -825,7 +825,7 @@ print(json.dumps(out))
 /// `Retry-After`, the running stream finishes, the process exits 0.
 #[test]
 fn metrics_count_exactly_and_sigterm_drains() {
-    let mut srv = start(&["--drain-timeout", "120"]);
+    let mut srv = start(&["--drain-timeout", "120", "--max-context", "2048"]);
     let (mut prompt, mut completion) = (0.0, 0.0);
     for body in [
         json!({"prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}),
@@ -845,16 +845,40 @@ fn metrics_count_exactly_and_sigterm_drains() {
     completion += last["usage"]["completion_tokens"].as_f64().unwrap();
     let (st, _) = post(&srv, "/v1/completions", &json!({"prompt": "hi", "temperature": 7}));
     assert_eq!(st, 400);
+    // the prefix cache: a second prompt sharing ~1,000 tokens with the first computes only the
+    // rest, and says so in `usage.prompt_tokens_details.cached_tokens`
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(100);
+    let mut cached = 0.0;
+    for (i, tail) in ["What did the fox do?", "Who was lazy?"].iter().enumerate() {
+        let (st, v) = post(
+            &srv,
+            "/v1/completions",
+            &json!({"prompt": format!("{long}{tail}"), "max_tokens": 4,
+            "temperature": 0}),
+        );
+        assert_eq!(st, 200, "{v}");
+        prompt += v["usage"]["prompt_tokens"].as_f64().unwrap();
+        completion += v["usage"]["completion_tokens"].as_f64().unwrap();
+        let c = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_f64().unwrap();
+        if i == 0 {
+            assert_eq!(c, 0.0, "{v}");
+        } else {
+            assert!(c >= 960.0, "the shared prefix came from the cache: {v}");
+        }
+        cached += c;
+    }
     let m = scrape(&srv);
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing: {m:?}"));
     assert_eq!(get("vllm:prompt_tokens_total{}"), prompt);
     assert_eq!(get("vllm:generation_tokens_total{}"), completion);
-    assert_eq!(get("vllm:time_to_first_token_seconds_count{}"), 3.0, "three generation requests");
-    assert_eq!(get("vllm:e2e_request_latency_seconds_count{}"), 3.0);
+    assert_eq!(get("vllm:time_to_first_token_seconds_count{}"), 5.0, "five generation requests");
+    assert_eq!(get("vllm:e2e_request_latency_seconds_count{}"), 5.0);
+    assert_eq!(get("vllm:prefix_cache_hits_total{}"), cached);
+    assert_eq!(get("vllm:prefix_cache_queries_total{}"), prompt);
     let finished: f64 = m.iter().filter(|(k, _)| k.starts_with("vllm:request_success_total")).map(|(_, v)| v).sum();
-    assert_eq!(finished, 4.0, "four choices finished");
+    assert_eq!(finished, 6.0, "six choices finished");
     assert_eq!((get("vllm:num_requests_running{}"), get("vllm:num_requests_waiting{}")), (0.0, 0.0));
-    assert_eq!(get(r#"demiurgic_http_requests_total{route="/v1/completions",status="200"}"#), 2.0);
+    assert_eq!(get(r#"demiurgic_http_requests_total{route="/v1/completions",status="200"}"#), 4.0);
     assert_eq!(get(r#"demiurgic_http_requests_total{route="/v1/completions",status="400"}"#), 1.0);
     assert!((0.0..=1.0).contains(&get("vllm:kv_cache_usage_perc{}")));
     let (st, _) = http(&srv.addr, "GET", "/ready", None, None);

@@ -184,3 +184,45 @@ fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
 }
 
 per_backend!(engine_shared_prefill_requests_match_generate_alone, shared_prefill_matches_generate);
+
+/// The prefix cache: requests whose prompts start like an earlier one's reuse its keys/values
+/// (their stats say how many tokens) and still get what `generate` gives them alone.
+fn prefix_cache_matches_generate<B: DecodeOps>(d: &B::Device) {
+    let m = load_model::<B>(&fixture("tiny-llama"), d).unwrap().model;
+    let prefix: Vec<u32> = (0..40).map(|i| (i * 53 + 7) % 250 + 3).collect();
+    let with = |tail: &[u32]| prefix.iter().chain(tail).copied().collect::<Vec<u32>>();
+    // (prompt, config, tokens the cache should supply: 0 when nothing cached shares 16+)
+    let first = with(&[17, 18, 19]);
+    let cases: Vec<(Vec<u32>, GenerationConfig, usize)> = vec![
+        (first.clone(), greedy(6), 0),
+        (with(&[21, 22]), greedy(6), 40),                   // shares the 40-token prefix
+        (first.clone(), sampled(5, 4, 2), first.len() - 1), // the same prompt: all but its last token
+        (with(&[17, 18, 19, 30, 31, 32, 33]), greedy(5), first.len()), // extends the first prompt
+        (vec![9, 8, 7, 6, 5, 4, 3], greedy(4), 0),          // nothing in common
+    ];
+    let mut eng = Engine::new(&m, 96).unwrap().with_prefix_cache(1000);
+    assert!(!cases.is_empty());
+    for (i, (p, c, reused)) in cases.iter().enumerate() {
+        let s = eng.add(i as u64, p.clone(), c, None).unwrap();
+        let mut out = s.output;
+        while out.is_none() {
+            for st in eng.step().unwrap() {
+                if st.id == i as u64 {
+                    out = st.output;
+                }
+            }
+        }
+        let got = out.unwrap();
+        assert_eq!(got.stats.cached_prompt_tokens, *reused, "case {i}: tokens from the prefix cache");
+        let want = generate(&m, &[p.clone()], c, GenerateOptions::default()).unwrap();
+        assert_eq!(got.tokens, want.tokens, "case {i}: tokens");
+        for (g, w) in got.logprobs.as_ref().unwrap().iter().zip(want.logprobs.as_ref().unwrap()) {
+            assert_eq!(g.len(), w.len(), "case {i}");
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() < 1e-4, "case {i}: logprob {a} vs {b}");
+            }
+        }
+    }
+}
+
+per_backend!(engine_prefix_cache_reuses_and_matches_generate_alone, prefix_cache_matches_generate);

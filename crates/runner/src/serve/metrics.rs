@@ -46,7 +46,7 @@ impl Metrics {
             ))?,
             prefix_hits: IntCounter::with_opts(opts(
                 "vllm:prefix_cache_hits_total",
-                "Prompt tokens whose KV came from a prefix cache (none yet: every prompt is computed).",
+                "Prompt tokens whose keys/values came from the prefix cache.",
             ))?,
             prefix_queries: IntCounter::with_opts(opts(
                 "vllm:prefix_cache_queries_total",
@@ -89,8 +89,17 @@ impl Metrics {
     }
 
     /// One finished generation request: its tokens, finish reasons and latencies (seconds).
-    pub fn finished(&self, prompt: usize, completion: usize, reasons: &[&str], ttft: Option<f64>, e2e: f64) {
+    pub fn finished(
+        &self,
+        prompt: usize,
+        cached: usize,
+        completion: usize,
+        reasons: &[&str],
+        ttft: Option<f64>,
+        e2e: f64,
+    ) {
         self.prompt_tokens.inc_by(prompt as u64);
+        self.prefix_hits.inc_by(cached as u64);
         self.generation_tokens.inc_by(completion as u64);
         self.prefix_queries.inc_by(prompt as u64);
         for r in reasons {
@@ -124,8 +133,9 @@ mod tests {
     #[test]
     fn counts_exactly_and_renders_vllm_names() {
         let m = Metrics::new("m.gguf").unwrap();
-        m.finished(5, 16, &["length"], Some(0.02), 0.5);
-        m.finished(7, 3, &["stop", "stop"], Some(0.01), 0.1);
+        m.finished(5, 0, 16, &["length"], Some(0.02), 0.5);
+        m.finished(7, 4, 3, &["stop", "stop"], Some(0.01), 0.1);
+        assert_eq!((m.prefix_hits.get(), m.prefix_queries.get()), (4, 12));
         assert_eq!((m.prompt_tokens.get(), m.generation_tokens.get()), (12, 19));
         assert_eq!(m.success.with_label_values(&["stop"]).get(), 2);
         let text = m.render();

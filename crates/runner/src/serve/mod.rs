@@ -81,6 +81,19 @@ pub struct ServeArgs {
     /// before the server exits.
     #[arg(long = "drain-timeout", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// Memory for prompts' keys/values kept across requests (the prefix cache: a request whose
+    /// prompt starts like an earlier one's computes only the rest), in MiB; 0 = off [default: an
+    /// eighth of the machine's memory, at most 2048].
+    #[arg(long = "prefix-cache-mb")]
+    pub prefix_cache_mb: Option<u64>,
+}
+
+/// An eighth of the machine's memory (`/proc/meminfo`), at most 2 GiB; 512 MiB where unknown.
+fn default_prefix_cache_mb() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok());
+    total_kib.map_or(512, |k| (k / 1024 / 8).min(2048))
 }
 
 pub struct ServeJob {
@@ -126,11 +139,15 @@ impl BackendJob for ServeJob {
         let alive = AliveGuard(engine_alive.clone());
         let metrics = metrics::Metrics::new(&name).context("cannot set up the metrics")?;
         let usage = worker::CacheUsage { gauge: metrics.kv_usage.clone(), budget: a.max_batch as usize * max_context };
+        let c = &loaded.model.config;
+        let per_position = c.num_layers * 2 * c.num_kv_heads * c.head_dim * std::mem::size_of::<f32>();
+        let prefix_mb = a.prefix_cache_mb.unwrap_or_else(default_prefix_cache_mb);
+        let prefix_positions = (prefix_mb as usize * (1 << 20)) / per_position.max(1);
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
                 let _alive = alive;
-                worker::engine_loop(loaded, max_context, erx, usage)
+                worker::engine_loop(loaded, max_context, prefix_positions, erx, usage)
             })
             .context("cannot start the engine thread")?;
         let app = Arc::new(App {
@@ -161,7 +178,7 @@ impl BackendJob for ServeJob {
                 .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
             let addr = listener.local_addr()?;
             eprintln!(
-                "demiurgic serve: listening on http://{addr} (model {name}, backend {backend}, loaded in {load_ms:.0} ms, {}, {} positions per request)",
+                "demiurgic serve: listening on http://{addr} (model {name}, backend {backend}, loaded in {load_ms:.0} ms, {}, {} positions per request, prefix cache {prefix_mb} MiB)",
                 crate::plural(a.max_batch as usize, "slot"),
                 max_context
             );
@@ -456,7 +473,9 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
         let reasons: Vec<&str> = body.choices.iter().filter_map(|c| c.finish_reason).collect();
         if let Some(u) = body.usage {
             let ttft = first.map(|f| (f - t0).as_secs_f64());
-            app.metrics.finished(u.prompt_tokens, u.completion_tokens, &reasons, ttft, t0.elapsed().as_secs_f64());
+            let e2e = t0.elapsed().as_secs_f64();
+            let cached = u.prompt_tokens_details.cached_tokens;
+            app.metrics.finished(u.prompt_tokens, cached, u.completion_tokens, &reasons, ttft, e2e);
         }
         let tokens = body.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
         let mut resp = Json(body).into_response();
@@ -494,7 +513,8 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
                         if let Some(u) = col.usage {
                             let ttft = col.first_token.map(|f| (f - t0).as_secs_f64());
                             let e2e = t0.elapsed().as_secs_f64();
-                            app.metrics.finished(u.prompt_tokens, u.completion_tokens, &col.reasons, ttft, e2e);
+                            let cached = u.prompt_tokens_details.cached_tokens;
+                            app.metrics.finished(u.prompt_tokens, cached, u.completion_tokens, &col.reasons, ttft, e2e);
                         }
                         return Some((chunks, None));
                     }

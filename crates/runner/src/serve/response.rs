@@ -18,6 +18,14 @@ pub(crate) struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptDetails,
+}
+
+/// OpenAI's `usage.prompt_tokens_details`: prompt tokens whose keys/values came from the prefix
+/// cache.
+#[derive(Serialize, Clone, Copy)]
+pub(crate) struct PromptDetails {
+    pub cached_tokens: usize,
 }
 
 /// A response or a streamed chunk: `choices` are [`Choice`]s.
@@ -269,6 +277,14 @@ impl<'a> Collect<'a> {
     /// The outputs of the request's submissions as one (rows in prompt order, `candidates()`
     /// per prompt), their final texts and the usage.
     fn merged(&mut self) -> Result<(GenerationOutput, Vec<String>, Usage), ApiError> {
+        // each prompt's cached tokens: those of its first submission (its copies reuse it too)
+        let copies = self.job.copies;
+        let cached_tokens: usize = self
+            .outs
+            .iter()
+            .step_by(copies.max(1))
+            .map(|o| o.as_ref().map_or(0, |o| o.stats.cached_prompt_tokens))
+            .sum();
         let mut it = std::mem::take(&mut self.outs).into_iter();
         let mut a = it.next().flatten().ok_or_else(|| ApiError::internal("the engine dropped a request"))?;
         for b in it {
@@ -288,7 +304,12 @@ impl<'a> Collect<'a> {
             .collect::<Result<_, _>>()?;
         let completion_tokens: usize = a.lengths.iter().sum();
         let prompt_tokens: usize = self.job.prompts.iter().map(Vec::len).sum();
-        let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptDetails { cached_tokens },
+        };
         self.usage = Some(usage);
         self.reasons = a.finish_reasons.iter().map(|&f| finish_name(f)).collect();
         Ok((a, finals, usage))

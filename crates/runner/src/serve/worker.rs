@@ -68,11 +68,12 @@ impl CacheUsage {
 pub(crate) fn engine_loop<B: DecodeOps>(
     loaded: &'static LoadedModel<B>,
     capacity: usize,
+    prefix_positions: usize,
     rx: std::sync::mpsc::Receiver<Submission>,
     usage: CacheUsage,
 ) {
     let mut engine = match Engine::new(&loaded.model, capacity) {
-        Ok(e) => e,
+        Ok(e) => e.with_prefix_cache(prefix_positions),
         Err(e) => {
             eprintln!("error: cannot start the engine: {e}");
             return;
@@ -158,7 +159,7 @@ pub(crate) fn engine_loop<B: DecodeOps>(
                     send(&sub, EngineMsg::Failed(format!("generation failed: {msg}")));
                 }
                 engine = match Engine::new(&loaded.model, capacity) {
-                    Ok(e) => e,
+                    Ok(e) => e.with_prefix_cache(prefix_positions),
                     Err(_) => return,
                 };
                 if let Some(g) = loaded.tokenizer.as_ref().and_then(|t| t.grammar.get()) {
