@@ -47,11 +47,17 @@ struct PrefixCache<B: DecodeOps> {
 /// Shorter shared prefixes are computed again (a lookup would save next to nothing).
 pub const PREFIX_MIN: usize = 16;
 
+/// The last tokens of every prompt are computed even when cached: the request's first logits
+/// then come from the prefill kernels a whole prompt takes (on flex, more than
+/// [`crate::kernels::cpu::SMALL_M_INT16`] rows take the exact-f32 tiles, fewer the int16 decode
+/// kernels), so the cache does not change them.
+pub const PREFIX_RECOMPUTE: usize = crate::kernels::cpu::SMALL_M_INT16 + 1;
+
 impl<B: DecodeOps> PrefixCache<B> {
     /// The entry sharing the longest prefix with `prompt` and that length, at most all but the
-    /// prompt's last token (whose logits the request needs); None under [`PREFIX_MIN`].
+    /// prompt's last [`PREFIX_RECOMPUTE`] tokens; None under [`PREFIX_MIN`].
     fn lookup(&mut self, prompt: &[u32]) -> Option<(&KvCache<B>, usize)> {
-        let most = prompt.len().saturating_sub(1);
+        let most = prompt.len().saturating_sub(PREFIX_RECOMPUTE);
         let (i, n) = self
             .entries
             .iter()
