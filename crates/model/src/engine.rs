@@ -12,7 +12,7 @@
 //! positions no row uses.
 use std::time::Instant;
 
-use burn::tensor::s;
+use burn::tensor::{s, Tensor};
 use demiurgic_sampling::GenerationConfig;
 
 use crate::decoder::{Decoder, StepInput};
@@ -33,16 +33,28 @@ pub struct EngineStep {
     pub output: Option<GenerationOutput>,
 }
 
-/// Prompts' keys and values kept after their prefill (one cache row each, the whole prompt),
-/// reused by any later request whose prompt starts with at least [`PREFIX_MIN`] of the same
-/// tokens: multi-turn chats resend the conversation, agents resend one long system prompt. Held
-/// up to a budget of positions; the least recently used entry goes first.
+/// Prompts' keys and values kept after their prefill, in blocks of [`PREFIX_BLOCK`] tokens keyed
+/// by the whole prefix they end (a hash chain: a block's key covers its parent's), so prompts that
+/// share a beginning share its blocks. Any later request whose prompt starts with at least
+/// [`PREFIX_MIN`] cached tokens reuses them: multi-turn chats resend the conversation, agents
+/// resend one long system prompt. Held up to a budget; the least recently used block goes first
+/// (a parent is used whenever its children are, so leaves go before the blocks they extend).
 struct PrefixCache<B: DecodeOps> {
-    /// (tokens, their keys/values, last use)
-    entries: Vec<(Vec<u32>, KvCache<B>, u64)>,
-    budget: usize,
+    blocks: std::collections::HashMap<u64, PrefixBlock<B>>,
+    budget_blocks: usize,
     clock: u64,
 }
+
+struct PrefixBlock<B: DecodeOps> {
+    parent: Option<u64>,
+    tokens: Vec<u32>,
+    /// Every layer's keys and values of the block's positions (`[1, kv_heads, PREFIX_BLOCK, d]`).
+    kv: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
+    used: u64,
+}
+
+/// Tokens per prefix-cache block.
+pub const PREFIX_BLOCK: usize = 16;
 
 /// Shorter shared prefixes are computed again (a lookup would save next to nothing).
 pub const PREFIX_MIN: usize = 16;
@@ -53,41 +65,81 @@ pub const PREFIX_MIN: usize = 16;
 /// kernels), so the cache does not change them.
 pub const PREFIX_RECOMPUTE: usize = crate::kernels::cpu::SMALL_M_INT16 + 1;
 
+/// The key of the block `tokens` after the block keyed `parent`.
+fn block_key(parent: Option<u64>, tokens: &[u32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
+}
+
 impl<B: DecodeOps> PrefixCache<B> {
-    /// The entry sharing the longest prefix with `prompt` and that length, at most all but the
-    /// prompt's last [`PREFIX_RECOMPUTE`] tokens; None under [`PREFIX_MIN`].
-    fn lookup(&mut self, prompt: &[u32]) -> Option<(&KvCache<B>, usize)> {
-        let most = prompt.len().saturating_sub(PREFIX_RECOMPUTE);
-        let (i, n) = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, e.0.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(most)))
-            .max_by_key(|&(_, n)| n)?;
-        if n < PREFIX_MIN {
-            return None;
+    /// The keys of the cached blocks `prompt` starts with, in order.
+    fn chain(&self, prompt: &[u32]) -> Vec<u64> {
+        let mut keys = vec![];
+        let mut parent = None;
+        for tokens in prompt.chunks_exact(PREFIX_BLOCK) {
+            let key = block_key(parent, tokens);
+            match self.blocks.get(&key) {
+                Some(b) if b.parent == parent && b.tokens == tokens => keys.push(key),
+                _ => break,
+            }
+            parent = Some(key);
         }
-        self.clock += 1;
-        self.entries[i].2 = self.clock;
-        Some((&self.entries[i].1, n))
+        keys
     }
 
-    /// Keep `tokens`' keys/values (an entry they extend is replaced; one that extends them makes
-    /// them redundant), then drop the least recently used entries past the budget.
-    fn insert(&mut self, tokens: Vec<u32>, kv: KvCache<B>) {
-        if tokens.len() < PREFIX_MIN || tokens.len() > self.budget {
-            return;
+    /// A cache of `capacity` positions holding the longest cached prefix of `prompt` (at most
+    /// all but its last [`PREFIX_RECOMPUTE`] tokens), and its length; None under [`PREFIX_MIN`].
+    fn lookup(
+        &mut self,
+        config: &crate::families::ModelConfig,
+        prompt: &[u32],
+        capacity: usize,
+        device: &B::Device,
+    ) -> Result<Option<(KvCache<B>, usize)>> {
+        let keys = self.chain(prompt);
+        let n = (keys.len() * PREFIX_BLOCK).min(prompt.len().saturating_sub(PREFIX_RECOMPUTE));
+        if n < PREFIX_MIN {
+            return Ok(None);
         }
         self.clock += 1;
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0.starts_with(&tokens)) {
-            e.2 = self.clock;
-            return;
+        let mut kv = KvCache::new(config, 1, capacity, device)?;
+        for (j, key) in keys.iter().take(n.div_ceil(PREFIX_BLOCK)).enumerate() {
+            let b = self.blocks.get_mut(key).expect("a block of the chain");
+            b.used = self.clock;
+            kv.write_positions(j * PREFIX_BLOCK, &b.kv)?;
         }
-        self.entries.retain(|e| !tokens.starts_with(&e.0));
-        self.entries.push((tokens, kv, self.clock));
-        while self.entries.iter().map(|e| e.0.len()).sum::<usize>() > self.budget {
-            let oldest = (0..self.entries.len()).min_by_key(|&i| self.entries[i].2).expect("entries");
-            self.entries.remove(oldest);
+        kv.set_len(n)?;
+        Ok(Some((kv, n)))
+    }
+
+    /// Keep the whole blocks of `prompt` from its prefilled cache `kv` (those already held are
+    /// marked used), then drop the least recently used blocks past the budget.
+    fn insert(&mut self, prompt: &[u32], kv: &KvCache<B>) {
+        self.clock += 1;
+        let mut parent = None;
+        for (i, tokens) in prompt.chunks_exact(PREFIX_BLOCK).enumerate() {
+            let key = block_key(parent, tokens);
+            match self.blocks.get_mut(&key) {
+                Some(b) if b.parent == parent && b.tokens == tokens => b.used = self.clock,
+                Some(_) => return, // a hash collision: keep what is there
+                None => {
+                    let block = PrefixBlock {
+                        parent,
+                        tokens: tokens.to_vec(),
+                        kv: kv.positions(i * PREFIX_BLOCK, PREFIX_BLOCK),
+                        used: self.clock,
+                    };
+                    self.blocks.insert(key, block);
+                }
+            }
+            parent = Some(key);
+        }
+        while self.blocks.len() > self.budget_blocks {
+            let oldest = *self.blocks.iter().min_by_key(|(_, b)| b.used).map(|(k, _)| k).expect("blocks");
+            self.blocks.remove(&oldest);
         }
     }
 }
@@ -147,11 +199,13 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         Ok(Self { model, capacity, cache: None, active: vec![], grammar: None, prefix: None })
     }
 
-    /// Keep prompts' keys and values after their prefill, up to `positions` positions in all,
-    /// and start later requests that share a prefix of at least [`PREFIX_MIN`] tokens from them
-    /// (their stats' `cached_prompt_tokens` say how many). 0 keeps none.
+    /// Keep prompts' keys and values after their prefill (in blocks of [`PREFIX_BLOCK`]
+    /// positions, shared between prompts), up to `positions` positions in all, and start later
+    /// requests that share a prefix of at least [`PREFIX_MIN`] tokens from them (their stats'
+    /// `cached_prompt_tokens` say how many). Under one block keeps none.
     pub fn with_prefix_cache(mut self, positions: usize) -> Self {
-        self.prefix = (positions > 0).then(|| PrefixCache { entries: vec![], budget: positions, clock: 0 });
+        let budget_blocks = positions / PREFIX_BLOCK;
+        self.prefix = (budget_blocks > 0).then(|| PrefixCache { blocks: Default::default(), budget_blocks, clock: 0 });
         self
     }
 
@@ -239,9 +293,12 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         // prefill the prompt once (one row; every row of every request holds the same prompt),
         // from the prefix cache's keys/values of its longest cached prefix when there is one
         let ids = first.batch.tokens[0].clone();
-        let looked = self.prefix.as_mut().and_then(|p| p.lookup(&ids));
+        let looked = match self.prefix.as_mut() {
+            Some(p) => p.lookup(&self.model.config, &ids, t0, self.model.device())?,
+            None => None,
+        };
         let (mut tmp, reused) = match looked {
-            Some((kv, n)) => (KvCache::from_prefix(&self.model.config, kv, n, t0)?, n),
+            Some((kv, n)) => (kv, n),
             None => (self.model.new_cache(1, t0)?, 0),
         };
         let input = StepInput {
@@ -251,7 +308,7 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         };
         let raw = self.model.forward_last(&input, Some(&mut tmp))?;
         if let Some(p) = self.prefix.as_mut() {
-            p.insert(ids, tmp.clone());
+            p.insert(&ids, &tmp);
         }
         let mut steps = vec![];
         let mut joining = vec![];

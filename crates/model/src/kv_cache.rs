@@ -125,6 +125,39 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
+    /// Every layer's keys and values at positions `from..from + n` (all rows).
+    pub(crate) fn positions(&self, from: usize, n: usize) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
+        let r = from..from + n;
+        self.layers
+            .iter()
+            .map(|l| (l.k.clone().slice(s![.., .., r.clone(), ..]), l.v.clone().slice(s![.., .., r.clone(), ..])))
+            .collect()
+    }
+
+    /// Write every layer's keys and values (as [`Self::positions`] gives them) at position `at`;
+    /// the filled length is not changed.
+    pub(crate) fn write_positions(&mut self, at: usize, kv: &[(Tensor<B, 4>, Tensor<B, 4>)]) -> Result<()> {
+        let n = kv.first().map_or(0, |(k, _)| k.dims()[2]);
+        if at + n > self.capacity || kv.len() != self.layers.len() {
+            return Err(ModelError::Input(format!(
+                "cannot write {n} positions at {at} into a cache of {}",
+                self.capacity
+            )));
+        }
+        for (l, (k, v)) in self.layers.iter_mut().zip(kv) {
+            l.k.inplace(|t| t.slice_assign(s![.., .., at..at + n, ..], k.clone()));
+            l.v.inplace(|t| t.slice_assign(s![.., .., at..at + n, ..], v.clone()));
+        }
+        Ok(())
+    }
+
+    /// Say that the first `n` positions are filled (written with [`Self::write_positions`]).
+    pub(crate) fn set_len(&mut self, n: usize) -> Result<()> {
+        self.check_room(n.saturating_sub(self.len))?;
+        self.len = n;
+        Ok(())
+    }
+
     /// The keys/values of layer `i`.
     pub fn layer_mut(&mut self, i: usize) -> &mut LayerKv<B> {
         &mut self.layers[i]
