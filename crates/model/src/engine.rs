@@ -105,12 +105,21 @@ impl<B: DecodeOps> PrefixCache<B> {
             return Ok(None);
         }
         self.clock += 1;
-        let mut kv = KvCache::new(config, 1, capacity, device)?;
-        for (j, key) in keys.iter().take(n.div_ceil(PREFIX_BLOCK)).enumerate() {
-            let b = self.blocks.get_mut(key).expect("a block of the chain");
-            b.used = self.clock;
-            kv.write_positions(j * PREFIX_BLOCK, &b.kv)?;
+        let keys = &keys[..n.div_ceil(PREFIX_BLOCK)];
+        for key in keys {
+            self.blocks.get_mut(key).expect("a block of the chain").used = self.clock;
         }
+        // each layer's blocks joined, then written at once
+        let chosen: Vec<&PrefixBlock<B>> = keys.iter().map(|k| &self.blocks[k]).collect();
+        let joined: Vec<(Tensor<B, 4>, Tensor<B, 4>)> = (0..chosen[0].kv.len())
+            .map(|l| {
+                let k = Tensor::cat(chosen.iter().map(|b| b.kv[l].0.clone()).collect(), 2);
+                let v = Tensor::cat(chosen.iter().map(|b| b.kv[l].1.clone()).collect(), 2);
+                (k, v)
+            })
+            .collect();
+        let mut kv = KvCache::new(config, 1, capacity, device)?;
+        kv.write_positions(0, &joined)?;
         kv.set_len(n)?;
         Ok(Some((kv, n)))
     }
