@@ -125,13 +125,14 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
-    /// Every layer's keys and values at positions `from..from + n` (all rows).
+    /// Every layer's keys and values at positions `from..from + n` (all rows), copied: a slice
+    /// is a view on some backends (flex), which would keep the whole cache's buffer alive.
     pub(crate) fn positions(&self, from: usize, n: usize) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
-        let r = from..from + n;
-        self.layers
-            .iter()
-            .map(|l| (l.k.clone().slice(s![.., .., r.clone(), ..]), l.v.clone().slice(s![.., .., r.clone(), ..])))
-            .collect()
+        let copy = |t: &Tensor<B, 4>| {
+            let part = t.clone().slice(s![.., .., from..from + n, ..]);
+            Tensor::zeros(part.dims(), &part.device()).slice_assign(s![.., .., 0..n, ..], part)
+        };
+        self.layers.iter().map(|l| (copy(&l.k), copy(&l.v))).collect()
     }
 
     /// Write every layer's keys and values (as [`Self::positions`] gives them) at position `at`;

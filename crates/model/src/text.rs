@@ -132,6 +132,52 @@ pub fn safe_len(text: &str, stops: &[String]) -> usize {
     text.len() - hold
 }
 
+/// A streamed row's text with its stop strings cut, as `row_text` cuts the finished row: text
+/// that could still begin a stop string is held back until it cannot; the row's final text says
+/// what is left to print. The CLI, chat and the server's streams all print through it.
+pub struct StopCut {
+    stops: Vec<String>,
+    text: String,
+    sent: usize,
+}
+
+impl StopCut {
+    /// `stops`: the strings to cut (none: everything is printed as it comes).
+    pub fn new(stops: &[String]) -> Self {
+        Self { stops: stops.to_vec(), text: String::new(), sent: 0 }
+    }
+
+    /// Take a decoded piece; returns the text that may be printed now.
+    pub fn push(&mut self, piece: &str) -> Option<String> {
+        self.push_unless(piece, |_| false)
+    }
+
+    /// [`Self::push`], holding everything back while `hold` says so of the text so far (the
+    /// server holds what may still be a tool call).
+    pub fn push_unless(&mut self, piece: &str, hold: impl FnOnce(&str) -> bool) -> Option<String> {
+        self.text.push_str(piece);
+        if hold(&self.text) {
+            return None;
+        }
+        let safe = safe_len(&self.text, &self.stops);
+        if safe > self.sent && self.text.is_char_boundary(safe) {
+            let out = self.text[self.sent..safe].to_string();
+            self.sent = safe;
+            Some(out)
+        } else {
+            None
+        }
+    }
+
+    /// What is left to print of the row's final text.
+    pub fn finish(&self, final_text: &str) -> String {
+        match final_text.get(self.sent..) {
+            Some(rest) if final_text.starts_with(&self.text[..self.sent]) => rest.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
 /// The text of a finished row (its generated `ids`, how it finished): special tokens skipped
 /// when `skip_special`, cut before the stop string that ended it.
 pub fn row_text(
@@ -153,6 +199,31 @@ pub fn row_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_cut_holds_back_what_may_start_a_stop_string() {
+        let mut c = StopCut::new(&["blue".to_string()]);
+        let mut shown = String::new();
+        for piece in ["red", ", b", "lu", "e sky"] {
+            shown.extend(c.push(piece));
+        }
+        assert_eq!(shown, "red, ");
+        shown += &c.finish("red, ");
+        assert_eq!(shown, "red, ", "the stop string is cut");
+        // a held-back start that was not a stop string is printed in the end
+        let mut c = StopCut::new(&["blue".to_string()]);
+        let mut shown: String = ["red, b"].iter().filter_map(|p| c.push(p)).collect();
+        shown += &c.finish("red, b");
+        assert_eq!(shown, "red, b");
+        // nothing to cut: printed as it comes
+        let mut c = StopCut::new(&[]);
+        assert_eq!(c.push("red, blue").as_deref(), Some("red, blue"));
+        assert_eq!(c.finish("red, blue"), "");
+        // held while the predicate says so, then all of it at once
+        let mut c = StopCut::new(&[]);
+        assert_eq!(c.push_unless(" {", |t| t.trim_start().starts_with('{')), None);
+        assert_eq!(c.finish(" {\"a\": 1}"), " {\"a\": 1}");
+    }
 
     #[test]
     fn safe_len_holds_back_a_possible_stop_string_start() {

@@ -116,6 +116,17 @@ pub struct SamplingArgs {
     pub choice: Vec<String>,
 }
 
+impl SamplingArgs {
+    /// The stop strings cut from the printed text: the config's, none with `--include-stop`.
+    pub fn stops_to_cut(&self, config: &demiurgic_sampling::GenerationConfig) -> Vec<String> {
+        if self.include_stop {
+            vec![]
+        } else {
+            config.stop.clone()
+        }
+    }
+}
+
 /// The logit processors' flags. Each is named after its config field (the `GenerationConfig`
 /// JSON name, which is also its serde name here): the flags given become a JSON object merged
 /// over the config, so a new processor needs only its flag here.

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 use demiurgic_model::load::ChatMessage;
-use demiurgic_model::text::{row_text, StreamDecoder, TextStops};
+use demiurgic_model::text::{row_text, StopCut, StreamDecoder, TextStops};
 use demiurgic_model::{generate, DecodeOps, GenOption, GenerateOptions, ModelError};
 use demiurgic_sampling::FinishReason;
 
 use crate::args::ChatArgs;
 use crate::backends::BackendJob;
-use crate::gen::{build_config, in_flag_words, StopCut};
+use crate::gen::{build_config, in_flag_words};
 use crate::{emit, load, plural};
 
 /// Set by Ctrl-C while a reply is generated: the reply stops at the next token.
@@ -143,7 +143,7 @@ impl BackendJob for ChatJob {
         let grammar = if config.needs_vocabulary() { Some(loaded.grammar_compiler()?) } else { None };
         let model = &loaded.model;
         let ctx = ctx.min(model.config.max_position_embeddings);
-        let cut_stops: Vec<String> = if a.s.include_stop { vec![] } else { config.stop.clone() };
+        let cut_stops = a.s.stops_to_cut(&config);
         let mut cache = model.new_cache(1, ctx)?;
         let mut cached: Vec<u32> = vec![]; // the tokens whose keys/values the cache holds
         let mut messages: Vec<ChatMessage> = vec![];

@@ -3,7 +3,7 @@ use std::io::Read;
 
 use anyhow::{anyhow, bail, Context, Result};
 use demiurgic_model::load::{ChatMessage, TextTokenizer};
-use demiurgic_model::text::{row_text, StreamDecoder, TextStops};
+use demiurgic_model::text::{row_text, StopCut, StreamDecoder, TextStops};
 use demiurgic_model::{generate, DecodeOps, GenerateOptions, GenerationOutput};
 use demiurgic_sampling::{Constraint, GenerationConfig, SamplingError};
 use serde_json::json;
@@ -366,7 +366,7 @@ impl BackendJob for GenerateJob {
         let skip_special = !a.keep_special_tokens;
         let stream = !a.json && prompts.len() == 1 && config.num_return_sequences == 1 && config.num_beams == 1;
         // the stop string that ended a text is cut (as the server and the OpenAI API do)
-        let cut_stops: Vec<String> = if a.s.include_stop { vec![] } else { config.stop.clone() };
+        let cut_stops = a.s.stops_to_cut(&config);
         let mut cut = StopCut::new(&cut_stops);
         let mut decoder = StreamDecoder::with_skip_special(skip_special);
         let mut stream_err = None;
@@ -576,68 +576,5 @@ fn print_logprobs(tok: Option<&TextTokenizer>, ids: &[u32], lps: &[f32], top: Op
             line += &format!("   [{}]", alts.join(", "));
         }
         emit(&format!("{line}\n"));
-    }
-}
-
-/// A streamed row's text with its stop strings cut, as the server and `--json` give it: text that
-/// could still begin a stop string is held back until it cannot; the row's final text (cut before
-/// the stop string that ended it) says what is left to print.
-pub(crate) struct StopCut {
-    stops: Vec<String>,
-    text: String,
-    sent: usize,
-}
-
-impl StopCut {
-    /// `stops`: the strings to cut (empty with `--include-stop`: everything is printed at once).
-    pub fn new(stops: &[String]) -> Self {
-        Self { stops: stops.to_vec(), text: String::new(), sent: 0 }
-    }
-
-    /// Take a decoded piece; returns the text that may be printed now.
-    pub fn push(&mut self, piece: &str) -> Option<String> {
-        self.text.push_str(piece);
-        let safe = demiurgic_model::text::safe_len(&self.text, &self.stops);
-        if safe > self.sent && self.text.is_char_boundary(safe) {
-            let out = self.text[self.sent..safe].to_string();
-            self.sent = safe;
-            Some(out)
-        } else {
-            None
-        }
-    }
-
-    /// What is left to print of the row's final text.
-    pub fn finish(&self, final_text: &str) -> String {
-        match final_text.get(self.sent..) {
-            Some(rest) if final_text.starts_with(&self.text[..self.sent]) => rest.to_string(),
-            _ => String::new(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod stop_cut_tests {
-    use super::StopCut;
-
-    #[test]
-    fn holds_back_what_may_start_a_stop_string() {
-        let mut c = StopCut::new(&["blue".to_string()]);
-        let mut shown = String::new();
-        for piece in ["red", ", b", "lu", "e sky"] {
-            shown.extend(c.push(piece));
-        }
-        assert_eq!(shown, "red, ");
-        shown += &c.finish("red, ");
-        assert_eq!(shown, "red, ", "the stop string is cut");
-        // a held-back start that was not a stop string is printed in the end
-        let mut c = StopCut::new(&["blue".to_string()]);
-        let mut shown: String = ["red, b"].iter().filter_map(|p| c.push(p)).collect();
-        shown += &c.finish("red, b");
-        assert_eq!(shown, "red, b");
-        // nothing to cut: printed as it comes
-        let mut c = StopCut::new(&[]);
-        assert_eq!(c.push("red, blue").as_deref(), Some("red, blue"));
-        assert_eq!(c.finish("red, blue"), "");
     }
 }

@@ -59,7 +59,10 @@ impl Metrics {
             ))?,
             e2e: Histogram::with_opts(hist("vllm:e2e_request_latency_seconds", "Request arrival to its last token."))?,
             success: IntCounterVec::new(
-                opts("vllm:request_success_total", "Finished requests by finish reason."),
+                opts(
+                    "vllm:request_success_total",
+                    "Finished generations by finish reason (a request's every choice and best_of candidate).",
+                ),
                 &["finished_reason"],
             )?,
             requests: IntCounterVec::new(

@@ -120,6 +120,13 @@ pub(crate) struct App<B: DecodeOps> {
     draining: AtomicBool,
 }
 
+impl<B: DecodeOps> App<B> {
+    /// Requests holding a slot now.
+    fn running(&self) -> usize {
+        self.max_batch - self.slots.available_permits()
+    }
+}
+
 pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -211,7 +218,7 @@ async fn drain<B: DecodeOps>(app: Arc<App<B>>, timeout: u64) {
         _ = term => {}
     }
     app.draining.store(true, Ordering::SeqCst);
-    let busy = |app: &App<B>| (app.max_batch - app.slots.available_permits()) + app.waiting.load(Ordering::SeqCst);
+    let busy = |app: &App<B>| app.running() + app.waiting.load(Ordering::SeqCst);
     eprintln!(
         "demiurgic serve: draining ({} in progress; new requests get 503; at most {timeout} s)",
         crate::plural(busy(&app), "request")
@@ -328,7 +335,7 @@ fn router<B: DecodeOps>(
 
 async fn metrics_text<B: DecodeOps>(State(app): State<Arc<App<B>>>) -> Response {
     let m = &app.metrics;
-    m.running.set((app.max_batch - app.slots.available_permits()) as i64);
+    m.running.set(app.running() as i64);
     m.waiting.set(app.waiting.load(Ordering::SeqCst) as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
@@ -468,18 +475,9 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
             col.push(msg)?;
         }
         drop((permit, guard));
-        let first = col.first_token;
         let body = col.response()?;
-        let reasons: Vec<&str> = body.choices.iter().filter_map(|c| c.finish_reason).collect();
-        if let Some(u) = body.usage {
-            let ttft = first.map(|f| (f - t0).as_secs_f64());
-            let e2e = t0.elapsed().as_secs_f64();
-            let cached = u.prompt_tokens_details.cached_tokens;
-            app.metrics.finished(u.prompt_tokens, cached, u.completion_tokens, &reasons, ttft, e2e);
-        }
-        let tokens = body.usage.map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
         let mut resp = Json(body).into_response();
-        if let Some(t) = tokens {
+        if let Some(t) = finished(&app, &col, t0) {
             resp.extensions_mut().insert(t);
         }
         return Ok(resp);
@@ -504,17 +502,10 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
                             Ok(last) => chunks.extend(last),
                             Err(e) => chunks.extend(ended(e)),
                         }
+                        let tokens = finished(&app, &col, t0);
                         if let Some(l) = slog.as_mut() {
                             l.finished = true;
-                            l.tokens = col
-                                .usage
-                                .map(|u| log::Tokens { prompt: u.prompt_tokens, completion: u.completion_tokens });
-                        }
-                        if let Some(u) = col.usage {
-                            let ttft = col.first_token.map(|f| (f - t0).as_secs_f64());
-                            let e2e = t0.elapsed().as_secs_f64();
-                            let cached = u.prompt_tokens_details.cached_tokens;
-                            app.metrics.finished(u.prompt_tokens, cached, u.completion_tokens, &col.reasons, ttft, e2e);
+                            l.tokens = tokens;
                         }
                         return Some((chunks, None));
                     }
@@ -531,6 +522,16 @@ async fn handle<B: DecodeOps>(app: Arc<App<B>>, req: Request, kind: Kind) -> Res
         resp.extensions_mut().insert(log::Deferred);
     }
     Ok(resp)
+}
+
+/// A request whose generation is done (`col` has its usage): its metrics, and the tokens its log
+/// line reports. `t0`: when the request arrived.
+fn finished<B: DecodeOps>(app: &App<B>, col: &Collect<'_>, t0: std::time::Instant) -> Option<log::Tokens> {
+    let u = col.usage?;
+    let ttft = col.first_token.map(|f| (f - t0).as_secs_f64());
+    let (prompt, cached) = (u.prompt_tokens, u.prompt_tokens_details.cached_tokens);
+    app.metrics.finished(prompt, cached, u.completion_tokens, &col.reasons, ttft, t0.elapsed().as_secs_f64());
+    Some(log::Tokens { prompt, completion: u.completion_tokens })
 }
 
 #[cfg(test)]

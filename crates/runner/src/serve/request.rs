@@ -256,13 +256,17 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
     let mc = &loaded.model.config;
     let tok = loaded.text_tokenizer().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()));
     let mut prompt_texts = vec![];
-    if kind == Kind::Completion {
-        for (field, given) in [("tools", r.tools.is_some()), ("tool_choice", r.tool_choice.is_some())] {
-            if given {
-                return Err(ApiError::bad(field, format!("`{field}` is a /v1/chat/completions field")));
-            }
+    // each endpoint's own fields are refused by name on the other, not ignored
+    let (elsewhere, fields) = match kind {
+        Kind::Completion => {
+            ("/v1/chat/completions", [("tools", r.tools.is_some()), ("tool_choice", r.tool_choice.is_some())])
         }
+        Kind::Chat => ("/v1/completions", [("best_of", r.best_of.is_some()), ("echo", r.echo.is_some())]),
+    };
+    if let Some((field, _)) = fields.iter().find(|(_, given)| *given) {
+        return Err(ApiError::bad(field, format!("`{field}` is a {elsewhere} field")));
     }
+    let template_tools = loaded.template_renders_tools();
     let tools = super::tools::parse(r.tools.as_ref(), r.tool_choice.as_ref(), r.parallel_tool_calls)?;
     let prompts: Vec<Vec<u32>> = match kind {
         Kind::Completion => {
@@ -359,7 +363,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
                     let text =
                         if written.len() == 1 { written[0].to_string() } else { Value::Array(written).to_string() };
                     messages.push(ChatMessage::new("assistant", format!("{content}{text}")));
-                } else if role == "tool" && !loaded.template_renders_tools() {
+                } else if role == "tool" && !template_tools {
                     // a template without tools has no tool turn: the result comes back as a user turn
                     let result = serde_json::json!({"tool_call_id": m.tool_call_id, "result": content});
                     messages.push(ChatMessage::new("user", result.to_string()));
@@ -369,7 +373,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
             }
             let mut tools_json = None;
             if let Some(t) = &tools {
-                if loaded.template_renders_tools() {
+                if template_tools {
                     tools_json = Some(&t.json);
                 } else {
                     // described in the system message
@@ -421,16 +425,7 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
     let n = int_in("n", r.n, 1, 128)?.unwrap_or(1) as usize;
     let asked_logprobs = c.logprobs;
     let echo = r.echo.unwrap_or(false);
-    let best_of = int_in("best_of", r.best_of, 1, 128)?.map(|b| b as usize);
-    if kind == Kind::Chat {
-        // chat has neither (OpenAI's schema): refused by name, not ignored
-        for (field, given) in [("best_of", best_of.is_some()), ("echo", r.echo.is_some())] {
-            if given {
-                return Err(ApiError::bad(field, format!("`{field}` is a /v1/completions field")));
-            }
-        }
-    }
-    let mut best_of = best_of.unwrap_or(n);
+    let mut best_of = int_in("best_of", r.best_of, 1, 128)?.map_or(n, |b| b as usize);
     if best_of < n {
         return Err(ApiError::bad("best_of", format!("`best_of` = {best_of} must be ≥ `n` = {n}")));
     }
@@ -449,7 +444,10 @@ pub(crate) fn parse<B: DecodeOps>(app: &App<B>, bytes: &[u8], kind: Kind) -> Res
     let copies = if sampling { 1 } else { n };
     c.num_return_sequences = if sampling { best_of } else { 1 };
     if best_of > n {
-        c.logprobs = true; // candidates are ranked by their mean log-probability
+        // candidates are ranked by their mean log-probability, of the distribution the response
+        // reports (the model's own), whether or not it was asked for
+        c.logprobs = true;
+        c.raw_logprobs = true;
     }
     if let Some((field_name, k)) = constraint {
         // compiled here so a bad schema is a 400 naming it, before the request is queued

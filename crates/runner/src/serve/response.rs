@@ -3,7 +3,7 @@
 //! one request: streamed pieces as the tokens come (never a piece that could start a stop
 //! string), the final texts when every prompt is done.
 use demiurgic_model::load::TextTokenizer;
-use demiurgic_model::text::{row_text, safe_len, StreamDecoder};
+use demiurgic_model::text::{row_text, StopCut, StreamDecoder};
 use demiurgic_model::{GenerationOutput, StepLogprob};
 use demiurgic_sampling::FinishReason;
 use serde::Serialize;
@@ -107,8 +107,8 @@ pub(crate) struct Collect<'a> {
     model: String,
     tok: Option<&'a TextTokenizer>,
     decoders: Vec<StreamDecoder>,
-    text: Vec<String>,
-    sent: Vec<usize>,
+    /// Per row: its streamed text, stop strings (and what may be a tool call) held back.
+    cuts: Vec<StopCut>,
     started: Vec<bool>,
     /// Per row: the log-probability entries streamed tokens have not sent yet.
     pending: Vec<Vec<Entry>>,
@@ -121,7 +121,7 @@ pub(crate) struct Collect<'a> {
     pub usage: Option<Usage>,
     /// When the first token arrived (time to first token).
     pub first_token: Option<std::time::Instant>,
-    /// Every row's finish reason, once done.
+    /// Every generated row's finish reason (`best_of`'s candidates included), once done.
     pub reasons: Vec<&'static str>,
 }
 
@@ -149,8 +149,7 @@ impl<'a> Collect<'a> {
             .collect();
         Self {
             decoders: (0..rows).map(|_| StreamDecoder::with_skip_special(true)).collect(),
-            text: vec![String::new(); rows],
-            sent: vec![0; rows],
+            cuts: (0..rows).map(|_| StopCut::new(&job.config.stop)).collect(),
             started: vec![false; rows],
             pending: vec![vec![]; rows],
             offsets: vec![0; rows],
@@ -191,9 +190,15 @@ impl<'a> Collect<'a> {
         row / self.job.candidates()
     }
 
-    /// A streamed chunk of row `row`: its text piece (the prompt's text first with `echo`) and the
-    /// log-probabilities of the tokens received since the last chunk.
-    fn chunk(&mut self, row: usize, piece: Option<String>, finish: Option<&'static str>) -> String {
+    /// A streamed chunk of row `row`: its text piece (the prompt's text first with `echo`) or its
+    /// tool calls, and the log-probabilities of the tokens received since the last chunk.
+    fn chunk(
+        &mut self,
+        row: usize,
+        piece: Option<String>,
+        tool_calls: Option<Vec<Value>>,
+        finish: Option<&'static str>,
+    ) -> String {
         let first = !self.started[row];
         self.started[row] = true;
         let mut piece = piece;
@@ -219,7 +224,7 @@ impl<'a> Collect<'a> {
                 index: row,
                 text: None,
                 message: None,
-                delta: Some(Delta { role: first.then_some("assistant"), content: piece, tool_calls: None }),
+                delta: Some(Delta { role: first.then_some("assistant"), content: piece, tool_calls }),
                 logprobs,
                 finish_reason: finish,
             },
@@ -246,16 +251,11 @@ impl<'a> Collect<'a> {
                     if self.job.logprobs {
                         self.pending[r].push(Entry::of(*id, logprobs.get(k).and_then(Option::as_ref), want_top));
                     }
-                    if let Ok(Some(p)) = self.decoders[r].push(t, *id) {
-                        self.text[r].push_str(&p);
-                    }
-                    let safe = safe_len(&self.text[r], &self.job.config.stop);
+                    let Ok(Some(p)) = self.decoders[r].push(t, *id) else { continue };
                     // text that may be a tool call is held back until the end
-                    let held = self.job.tools.as_ref().is_some_and(|t| t.hold(&self.text[r]));
-                    if !held && safe > self.sent[r] && self.text[r].is_char_boundary(safe) {
-                        let piece = self.text[r][self.sent[r]..safe].to_string();
-                        self.sent[r] = safe;
-                        chunks.push(self.chunk(r, Some(piece), None));
+                    let tools = self.job.tools.as_ref();
+                    if let Some(piece) = self.cuts[r].push_unless(&p, |text| tools.is_some_and(|t| t.hold(text))) {
+                        chunks.push(self.chunk(r, Some(piece), None, None));
                     }
                 }
                 Ok(chunks)
@@ -324,31 +324,15 @@ impl<'a> Collect<'a> {
             if let Some(calls) = self.calls_of(fin) {
                 // the calls in one delta, then the finish
                 let tool_calls = super::tools::tool_calls_json(&calls, &self.job.id, r, true);
-                let first = !self.started[r];
-                self.started[r] = true;
-                let delta = Delta { role: first.then_some("assistant"), content: None, tool_calls: Some(tool_calls) };
-                let entries = std::mem::take(&mut self.pending[r]);
-                let logprobs = (self.job.logprobs && !entries.is_empty())
-                    .then(|| logprobs_json(self.job.kind, self.tok, &entries, &mut self.offsets[r]));
-                let choice =
-                    Choice { index: r, text: None, message: None, delta: Some(delta), logprobs, finish_reason: None };
-                chunks.push(serde_json::to_string(&self.envelope(vec![choice], true)).unwrap_or_default());
-                let end = Choice {
-                    index: r,
-                    text: None,
-                    message: None,
-                    delta: Some(Delta::default()),
-                    logprobs: None,
-                    finish_reason: Some("tool_calls"),
-                };
-                chunks.push(serde_json::to_string(&self.envelope(vec![end], true)).unwrap_or_default());
+                chunks.push(self.chunk(r, None, Some(tool_calls), None));
+                chunks.push(self.chunk(r, None, None, Some("tool_calls")));
+                self.reasons[r] = "tool_calls";
                 continue;
             }
             // what the streamed pieces have not said yet (the final text is the reference)
-            let sent = self.sent[r];
-            let rest = fin.get(sent..).filter(|_| fin.starts_with(&self.text[r][..sent])).unwrap_or("");
-            let piece = (!rest.is_empty()).then(|| rest.to_string());
-            chunks.push(self.chunk(r, piece, Some(finish_name(out.finish_reasons[r]))));
+            let rest = self.cuts[r].finish(fin);
+            let piece = (!rest.is_empty()).then_some(rest);
+            chunks.push(self.chunk(r, piece, None, Some(finish_name(out.finish_reasons[r]))));
         }
         if self.job.include_usage {
             let mut e = self.envelope(vec![], true);
@@ -359,9 +343,10 @@ impl<'a> Collect<'a> {
         Ok(chunks)
     }
 
-    /// The tool calls a finished text makes (chat with tools), None for an ordinary answer.
+    /// The tool calls a finished text makes (chat with tools: the only requests that have
+    /// them), None for an ordinary answer.
     fn calls_of(&self, text: &str) -> Option<Vec<(String, String)>> {
-        self.job.tools.as_ref().filter(|_| self.job.kind == Kind::Chat)?.calls(text)
+        self.job.tools.as_ref()?.calls(text)
     }
 
     /// The rows returned, per prompt in order: every row, or with `best_of` the `n` candidates of
@@ -401,7 +386,7 @@ impl<'a> Collect<'a> {
     }
 
     /// The whole response (not streamed).
-    pub fn response(mut self) -> Result<Response, ApiError> {
+    pub fn response(&mut self) -> Result<Response, ApiError> {
         let (out, finals, usage) = self.merged()?;
         let mut choices = vec![];
         for (index, r) in self.chosen(&out).into_iter().enumerate() {
@@ -415,6 +400,7 @@ impl<'a> Collect<'a> {
             let calls = self.calls_of(&text);
             if calls.is_some() {
                 finish_reason = Some("tool_calls");
+                self.reasons[r] = "tool_calls";
             }
             choices.push(match self.job.kind {
                 Kind::Completion => {
