@@ -1,6 +1,7 @@
 //! Micro-benchmark of the CPU linear kernels on the default model's shapes (development aid).
 use demiurgic_model::ggml::GgmlType;
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
+use half::f16;
 use std::time::Instant;
 
 fn main() {
@@ -35,6 +36,10 @@ fn run() {
             }
         }
         return;
+    }
+    if let Ok(m) = std::env::var("PREFILL") {
+        // PREFILL=128 (FORCE=1: the int16 GEMM at every size)
+        return prefill(m.parse().expect("PREFILL=<rows>"), std::env::var("FORCE").is_ok());
     }
     if std::env::var("BW").is_ok() {
         // read bandwidth: f32 sum over 512 MiB, 1 and all threads
@@ -123,5 +128,77 @@ fn run() {
     }
 }
 
-#[allow(dead_code)]
-fn single() {}
+/// `rows × cols` of random blocks of `ty` whose f16 scales are small finite numbers.
+fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
+    let (per_block, block_bytes) = ty.block();
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as u8
+    };
+    let scales: &[usize] = match ty {
+        GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
+        GgmlType::Q6K => &[208],
+        _ => &[0, 2],
+    };
+    let mut data = Vec::new();
+    for _ in 0..rows * cols / per_block {
+        let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
+        for &at in scales {
+            let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
+            blk[at..at + 2].copy_from_slice(&v);
+        }
+        data.extend(blk);
+    }
+    QuantMatrix::new(ty, rows, cols, data).unwrap()
+}
+
+/// Gemma 3 270M / SmolLM2 shapes at `m` rows: the f32 path (row kernels, or dequantized
+/// tiles + gemm) against int16 activations (group kernels or the int16 GEMM; `force`: always the
+/// GEMM).
+fn prefill(m: usize, force: bool) {
+    let shapes = [
+        ("qkv Q8_0", GgmlType::Q8_0, 1536, 640),
+        ("out Q4K", GgmlType::Q4K, 640, 1024),
+        ("gate_up Q5_0", GgmlType::Q5_0, 4096, 640),
+        ("down Q6K", GgmlType::Q6K, 640, 2048),
+        ("down Q4K", GgmlType::Q4K, 640, 2048),
+        ("smol gate_up Q4_1", GgmlType::Q4_1, 3072, 576),
+    ];
+    for (name, ty, n, k) in shapes {
+        let w = random_blocks(ty, n, k, 5);
+        let x: Vec<f32> = (0..m * k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
+        let mut res = vec![];
+        for act in [ActQuant::F32, ActQuant::Int16, ActQuant::Int8] {
+            let wa = if act != ActQuant::F32 && w.can_interleave8() && (m <= 16 || act == ActQuant::Int8) {
+                w.clone().with_activations(act).interleave8()
+            } else {
+                w.clone().with_activations(act)
+            };
+            let _ = cpu::linear(&wa, &x, m, None);
+            let reps = 10;
+            let t = Instant::now();
+            for _ in 0..reps {
+                if act != ActQuant::F32 && force {
+                    let mut o = vec![0f32; m * n];
+                    demiurgic_model::kernels::igemm::gemm(&wa, &x, m, &mut o);
+                    std::hint::black_box(o);
+                } else {
+                    std::hint::black_box(cpu::linear(&wa, &x, m, None));
+                }
+            }
+            let dt = t.elapsed().as_secs_f64() / reps as f64;
+            res.push(dt);
+        }
+        let flops = 2.0 * (m * n * k) as f64;
+        println!(
+            "{name:20} m={m} f32 {:.2} ms ({:.0} GFLOP/s)  int16 {:.2} ms ({:.0})  int8 {:.2} ms ({:.0})",
+            res[0] * 1e3,
+            flops / res[0] / 1e9,
+            res[1] * 1e3,
+            flops / res[1] / 1e9,
+            res[2] * 1e3,
+            flops / res[2] / 1e9
+        );
+    }
+}

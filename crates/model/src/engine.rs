@@ -61,7 +61,7 @@ pub const PREFIX_MIN: usize = 16;
 
 /// The last tokens of every prompt are computed even when cached: the request's first logits
 /// then come from the prefill kernels a whole prompt takes (on flex, more than
-/// [`crate::kernels::cpu::SMALL_M_INT16`] rows take the exact-f32 tiles, fewer the int16 decode
+/// [`crate::kernels::cpu::SMALL_M_INT16`] rows take the prefill GEMMs, fewer the decode
 /// kernels), so the cache does not change them.
 pub const PREFIX_RECOMPUTE: usize = crate::kernels::cpu::SMALL_M_INT16 + 1;
 

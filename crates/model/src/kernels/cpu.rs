@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use super::dot::{
     dot_f32_slices, dot_row, dot_row_q8, has_q8_kernel, level, Level, Q16Act, Q16View, Q8Act, Q8View, XSums,
 };
+use super::igemm;
 use super::quant::{ActQuant, QuantMatrix, RowLayout};
 use crate::families::Activation;
 use crate::ggml::GgmlType;
@@ -17,7 +18,9 @@ use crate::ggml::GgmlType;
 /// interleaved blocks every batch size takes the integer kernels.
 pub const SMALL_M: usize = 4;
 
-/// Int16 activations use the integer kernels up to this many rows (batched decode).
+/// Quantized activations on interleaved groups use the group kernels up to this many rows
+/// (batched decode); more rows take the integer GEMM (`igemm`) where AVX-512 VNNI is, else the
+/// f32 tiles (int16) or still the group kernels (int8).
 pub const SMALL_M_INT16: usize = 16;
 
 /// Rows per parallel task: a few tasks per thread so uneven finishing evens out, never tiny.
@@ -27,6 +30,16 @@ fn rows_per_task(n: usize, row_cost: usize) -> usize {
     // at least ~32 KiB of weights per task
     let min_rows = (32 * 1024 / row_cost.max(1)).max(1);
     by_threads.max(min_rows).min(n.max(1))
+}
+
+/// Which kernels a linear layer's product takes.
+enum Path {
+    /// Row (or interleaved group) kernels over the blocks, each activation row in turn.
+    Rows,
+    /// The integer GEMM over unpacked panels (`igemm`).
+    Gemm,
+    /// Dequantized tiles and the f32 `gemm` crate.
+    Tiles,
 }
 
 /// `out[m, n] = x[m, k] · wᵀ (+ bias)` where `w` is `[n, k]` in any native block type.
@@ -43,18 +56,33 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "linear: activation length");
     let mut out = vec![0f32; m * n];
-    // int8: the integer kernels at every size (llama.cpp's arithmetic throughout); int16: at
-    // small batch, while prefill-sized products take the dequantized-tile gemm (exact, faster)
-    let integer = w.layout() == RowLayout::Interleaved8
-        && match w.activations() {
-            ActQuant::Int8 => true,
-            ActQuant::Int16 => m <= SMALL_M_INT16,
-            ActQuant::F32 => false,
-        };
-    if m <= SMALL_M || integer {
-        small_m(level, w, x, m, &mut out);
+    // Quantized activations (int16, or int8 as llama.cpp): interleaved groups take their group
+    // kernels up to SMALL_M_INT16 rows, the integer GEMM above (int8 keeps the group kernels
+    // where the GEMM has no SIMD kernel); row-major block matrices take the GEMM from a few rows
+    // on (`igemm::min_rows`; int8 types with row kernels from SMALL_M + 1). Exact f32
+    // activations: row kernels at small batch, dequantized tiles + f32 gemm above.
+    let act = w.activations();
+    let gemm = act != ActQuant::F32 && igemm::supported(w.ty()) && igemm::fast_on(level);
+    let int8_rows = act == ActQuant::Int8 && has_q8_kernel(w.ty());
+    let path = if w.layout() == RowLayout::Interleaved8 && act != ActQuant::F32 {
+        if m <= SMALL_M_INT16 || (act == ActQuant::Int8 && !gemm) {
+            Path::Rows
+        } else if gemm {
+            Path::Gemm
+        } else {
+            Path::Tiles
+        }
+    } else if gemm && m >= igemm::min_rows(w.ty()) && !(int8_rows && m <= SMALL_M) {
+        Path::Gemm
+    } else if m <= SMALL_M {
+        Path::Rows
     } else {
-        tiled_gemm(w, x, m, &mut out);
+        Path::Tiles
+    };
+    match path {
+        Path::Rows => small_m(level, w, x, m, &mut out),
+        Path::Gemm => igemm::gemm_at(level, w, x, m, &mut out),
+        Path::Tiles => tiled_gemm(w, x, m, &mut out),
     }
     if let Some(b) = bias {
         for row in out.chunks_exact_mut(n) {
@@ -701,6 +729,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every path a linear layer can take (row and group kernels, the integer GEMM, f32 tiles)
+    /// for batch sizes 1–33, int16 and int8 activations, every block type in the layout the
+    /// loader gives it: within the activations' quantization error of the exact product.
+    #[test]
+    fn linear_paths_agree_with_the_reference_for_batches_1_to_33() {
+        let mut cases = 0;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
+            let (n, k) = (40, if ty.block().0 == 256 { 256 } else { 64 });
+            let w = super::super::igemm::tests::random_blocks(ty, n, k, 17);
+            let wd = w.dequantize();
+            for (act, tol) in [(ActQuant::Int16, 1e-4f32), (ActQuant::Int8, 0.02)] {
+                let wq = w.clone().with_activations(act);
+                let wq = if has_q8_kernel(ty) { wq.interleave8() } else { wq };
+                for m in 1..=33 {
+                    let x = lcg(40 + m as u64, m * k);
+                    let want = reference(&wd, &x, m, n, k);
+                    let got = linear(&wq, &x, m, None);
+                    assert_eq!(got.len(), want.len(), "{ty:?} {act:?} m={m}: output length");
+                    for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let mag: f32 = (0..k).map(|j| (wd[(o % n) * k + j] * x[(o / n) * k + j]).abs()).sum();
+                        assert!((a - b).abs() <= tol * mag + 1e-6, "{ty:?} {act:?} m={m} out {o}: {a} vs {b} ({mag})");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 8 * 2 * 33);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cube_layers;
 pub mod dot;
 #[cfg(feature = "flex")]
 mod flex;
+pub mod igemm;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -20,8 +20,9 @@ pub struct QuantMatrix {
     layout: RowLayout,
 }
 
-/// How a linear layer quantizes its activations before the integer kernels (types with such
-/// kernels: Q4_0, Q4_1, Q8_0; other types always compute with f32 activations).
+/// How a linear layer quantizes its activations before the integer kernels (the row and group
+/// kernels of Q4_0, Q4_1, Q8_0; the int16 GEMM of `igemm` for products of many rows, every
+/// block type; elsewhere activations stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ActQuant {
     /// f32 activations against the dequantized block values.
@@ -262,6 +263,23 @@ impl QuantMatrix {
                     }
                 }
             }
+        }
+    }
+
+    /// Rebuild the file bytes of block `b` of row `r` of an interleaved matrix into `out` (its
+    /// block size), without allocating.
+    pub fn interleaved_block_into(&self, r: usize, b: usize, out: &mut [u8]) {
+        let (hdr, qb) = interleave_parts(self.ty).expect("interleaved types");
+        let gsize = 8 * (hdr + qb);
+        let base = (r / 8) * (self.cols / 32) * gsize + b * gsize;
+        let lane = r % 8;
+        let col = &self.data[base..base + gsize];
+        for h in (0..hdr).step_by(2) {
+            out[h..h + 2].copy_from_slice(&col[h * 8 + lane * 2..h * 8 + lane * 2 + 2]);
+        }
+        for c in 0..qb / 4 {
+            let o = 8 * hdr + c * 32 + lane * 4;
+            out[hdr + 4 * c..hdr + 4 * c + 4].copy_from_slice(&col[o..o + 4]);
         }
     }
 

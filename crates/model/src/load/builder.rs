@@ -74,10 +74,13 @@ pub enum Activations {
     #[default]
     F32,
     /// Activations quantized to int16 per block of 32 with integer dot products (Q4_0, Q4_1,
-    /// Q8_0 weights; other types stay f32): within float noise of f32, most of int8's speed.
+    /// Q8_0 weights at every size; the other block types in products of many rows — prefill —
+    /// where AVX-512 VNNI runs the int16 GEMM, f32 otherwise): within float noise of f32, most
+    /// of int8's speed.
     Int16,
     /// Activations quantized to int8 per block of 32 and integer dot products, as llama.cpp
-    /// computes (Q4_0, Q4_1, Q8_0 weights; other types stay exact): faster, not exact.
+    /// computes (Q4_0, Q4_1, Q8_0 weights at every size; the other block types in products of
+    /// many rows, as in `Int16`): faster, not exact.
     Int8,
 }
 
@@ -289,6 +292,14 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 }
                 Activations::Int16 if has_q8_kernel(joined.ty()) && joined.can_interleave8() => {
                     joined.with_activations(ActQuant::Int16).interleave8()
+                }
+                // other block types (K-quants, Q5): quantized activations for many-row products
+                // (the integer GEMM), exact f32 ones in the row kernels of decode
+                Activations::Int16 if crate::kernels::igemm::supported(joined.ty()) => {
+                    joined.with_activations(ActQuant::Int16)
+                }
+                Activations::Int8 if crate::kernels::igemm::supported(joined.ty()) => {
+                    joined.with_activations(ActQuant::Int8)
                 }
                 _ => joined,
             };
