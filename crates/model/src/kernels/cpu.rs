@@ -102,6 +102,14 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     if w.activations() == ActQuant::Int16 && w.layout() == RowLayout::Interleaved8 {
         return small_m_q16(level, w, x, m, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    if w.activations() != ActQuant::F32
+        && w.layout() == RowLayout::Rows
+        && level == Level::Avx512
+        && super::x86::has_q16_row(w.ty())
+    {
+        return small_m_rows_q16(w, x, m, out);
+    }
     let rows_copy;
     let w = if w.layout() == RowLayout::Rows {
         w
@@ -135,6 +143,37 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
             for i in 0..m {
                 out[i * n + r] = out_t[r * m + i];
             }
+        }
+    }
+}
+
+/// [`small_m`] on row-major K-quant / Q5_0 blocks with int16 activations (AVX-512 VNNI row
+/// kernels; int8-mode matrices of these types take them too, more exact than int8).
+#[cfg(target_arch = "x86_64")]
+fn small_m_rows_q16(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    let xq: Vec<Q16Act> = x.chunks_exact(k).map(Q16Act::new).collect();
+    let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
+    let per_task = rows_per_task(n, w.row_bytes());
+    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
+    let mut out_t = vec![0f32; n * m];
+    let task = |(ti, o): (usize, &mut [f32])| {
+        let r0 = ti * per_task;
+        for (r, row) in data[r0 * rb..(r0 + o.len() / m) * rb].chunks_exact(rb).enumerate() {
+            for (i, xv) in views.iter().enumerate() {
+                // SAFETY: the caller checked the AVX-512 level; `row` holds `k` values' blocks.
+                o[r * m + i] = unsafe { super::x86::q16_row_avx512(ty, row, xv) };
+            }
+        }
+    };
+    if n <= per_task {
+        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
+    } else {
+        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
+    }
+    for r in 0..n {
+        for i in 0..m {
+            out[i * n + r] = out_t[r * m + i];
         }
     }
 }
@@ -576,6 +615,9 @@ fn attend_at(
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let kbase = (bi * kv + g) * cap * d;
+        if t >= GEMM_ATTENTION_MIN_T {
+            return attend_gemm(q, kc, vc, s, mask, bh, out);
+        }
         let mut scores = vec![0f32; past + t];
         for ti in 0..t {
             let slot = past + ti;
@@ -614,6 +656,99 @@ fn attend_at(
             }
         }
     })
+}
+
+/// From this many queries per (row, head) on (prefill), attention runs as two f32 GEMMs:
+/// scores `Q · Kᵀ` for every query at once, the masked softmax per query, then `P · V`.
+const GEMM_ATTENTION_MIN_T: usize = 8;
+
+/// [`attend_at`] for many queries: `S = Q · Kᵀ · scale` with the `gemm` crate over the cache
+/// in place, per query the causal / window / padding mask, softcap and softmax (invisible keys
+/// get probability 0), then `out = P · V`.
+fn attend_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
+    let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
+    let keys = past + t;
+    let (bi, hi) = (bh / h, bh % h);
+    let g = hi / (h / kv);
+    let kbase = (bi * kv + g) * cap * d;
+    let qbase = ((bi * h + hi) * t) * d;
+    let mut p = vec![0f32; t * keys];
+    // SAFETY: S [t, keys] row-major; Q rows `qbase + ti·d`; Kᵀ (d × keys) read as the cache rows
+    // `kbase + j·d` with column stride d; all within their slices.
+    unsafe {
+        gemm::gemm(
+            t,
+            keys,
+            d,
+            p.as_mut_ptr(),
+            1,
+            keys as isize,
+            false,
+            q[qbase..qbase + t * d].as_ptr(),
+            1,
+            d as isize,
+            kc[kbase..kbase + keys * d].as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            mask.scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for ti in 0..t {
+        let slot = past + ti;
+        let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+        let row = &mut p[ti * keys..(ti + 1) * keys];
+        let mut mx = f32::NEG_INFINITY;
+        for (j, sc) in row.iter_mut().enumerate() {
+            let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
+            if visible {
+                if let Some(c) = mask.softcap {
+                    *sc = (*sc / c).tanh() * c;
+                }
+                mx = mx.max(*sc);
+            } else {
+                *sc = f32::NEG_INFINITY;
+            }
+        }
+        let mut sum = 0f32;
+        for sc in row.iter_mut() {
+            *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
+            sum += *sc;
+        }
+        let inv = 1.0 / sum;
+        for sc in row.iter_mut() {
+            *sc *= inv;
+        }
+    }
+    // SAFETY: out rows `((bi·t + ti)·h + hi)·d` (row stride h·d) of `out`; P [t, keys]; V rows
+    // `kbase + j·d` of the value cache.
+    unsafe {
+        gemm::gemm(
+            t,
+            d,
+            keys,
+            out[((bi * t) * h + hi) * d..].as_mut_ptr(),
+            1,
+            (h * d) as isize,
+            false,
+            p.as_ptr(),
+            1,
+            keys as isize,
+            vc[kbase..kbase + keys * d].as_ptr(),
+            1,
+            d as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// Rows `ids` of an embedding table `[vocab, d]`.

@@ -45,15 +45,16 @@ pub fn fast_on(level: Level) -> bool {
     }
 }
 
-/// The fewest activation rows for which [`gemm`] beats the row kernels (f32 activations) on
-/// row-major matrices: unpacking a panel costs about one row kernel's pass over it, so it pays
-/// from 4 rows, and from 2 on Q6_K, whose row kernel is the slowest (measured on Zen 4, 2
+/// The fewest activation rows for which [`gemm`] beats the row kernels on row-major matrices:
+/// unpacking a panel costs about one row kernel's pass over it, so the int16 row kernels of
+/// Q5_0, Q4_K, Q6_K (and the int8 ones of Q4_0, Q4_1, Q8_0) keep up to 4 rows; types with only
+/// f32 row kernels (Q5_1, Q5_K) take the GEMM from 2 (measured on a Xeon, Sapphire Rapids, 2
 /// threads, Gemma 3 270M shapes).
 pub fn min_rows(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q6K {
-        2
-    } else {
-        4
+    use GgmlType as G;
+    match ty {
+        G::Q5_0 | G::Q4K | G::Q6K | G::Q4_0 | G::Q4_1 | G::Q8_0 => 5,
+        _ => 2,
     }
 }
 
@@ -175,6 +176,24 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// Byte `i` of entry `v` is `0x10` where bit `i` of `v` is set: a Q5 block's fifth bits, eight
+/// values at a time.
+const HIGH_BITS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut v = 0;
+    while v < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if v >> i & 1 == 1 {
+                t[v] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        v += 1;
+    }
+    t
+};
+
 /// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
@@ -211,16 +230,18 @@ pub fn unpack(ty: GgmlType, b: &[u8], put: &mut impl FnMut(usize, [f32; 2], f32,
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
             let (d, m, bias, at) = match ty {
-                GgmlType::Q5_0 => (f16_at(b, 0), 0.0, 16, 2),
-                _ => (f16_at(b, 0), f16_at(b, 2), 0, 4),
+                GgmlType::Q5_0 => (f16_at(b, 0), 0.0, 16u8, 2),
+                _ => (f16_at(b, 0), f16_at(b, 2), 0u8, 4),
             };
-            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            // bit j of qh is the fifth bit of value j: spread 8 bits at a time to bytes
+            let mut high = [0u8; 32];
+            for (i, chunk) in high.chunks_exact_mut(8).enumerate() {
+                chunk.copy_from_slice(&HIGH_BITS[b[at + i] as usize].to_le_bytes());
+            }
             let qs = &b[at + 4..at + 20];
             for j in 0..16 {
-                let h0 = (((qh >> j) << 4) & 0x10) as i32;
-                let h1 = ((qh >> (j + 12)) & 0x10) as i32;
-                q[j] = (((qs[j] & 15) as i32 | h0) - bias) as i8;
-                q[j + 16] = (((qs[j] >> 4) as i32 | h1) - bias) as i8;
+                q[j] = ((qs[j] & 15) | high[j]).wrapping_sub(bias) as i8;
+                q[j + 16] = ((qs[j] >> 4) | high[j + 16]).wrapping_sub(bias) as i8;
             }
             put(0, [d, d], m, &q);
         }

@@ -621,3 +621,117 @@ pub unsafe fn group8_q16_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], 
         _ => group8_q16_avx512_m::<4>(ty, group, xq, out),
     }
 }
+
+// ---- row-major K-quant / Q5 rows × int16 activations (decode): each 32-value sub-block unpacked
+// to 32 i16 in one register, one `vpdpwssd` with the activations, one conversion and
+// multiply-add with its scale; lanes summed once per row ----
+
+/// Whether [`q16_row_avx512`] has a kernel for `ty`.
+pub fn has_q16_row(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q6K)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn f16_at512(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
+}
+
+/// `Σ w·x` for one row of `ty` blocks ([`has_q16_row`]) and int16 activations.
+///
+/// # Safety
+/// AVX-512 (F, BW, DQ, VL, VNNI) must be present; `row` holds the blocks of `x`'s elements.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
+    let nb = x.d.len();
+    let xq = x.qs.as_ptr();
+    // two accumulators (even and odd sub-blocks) so consecutive multiply-adds do not wait on
+    // each other
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut off = 0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    // the int32 lanes of one sub-block's products, times `scale` (f32 ×16) into `acc`
+    macro_rules! sub {
+        ($w16:expr, $b:expr, $scale:expr) => {{
+            let xv = _mm512_loadu_si512(xq.add($b * 32) as *const __m512i);
+            let isum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), $w16, xv);
+            let s = _mm512_mul_ps($scale, _mm512_set1_ps(*x.d.get_unchecked($b)));
+            let a = &mut acc[$b & 1];
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *a);
+        }};
+    }
+    match ty {
+        GgmlType::Q5_0 => {
+            let p = row.as_ptr();
+            let sixteen = _mm256_set1_epi8(16);
+            for b in 0..nb {
+                let blk = p.add(b * 22);
+                let d = f16_at512(blk);
+                let qh = (blk.add(2) as *const u32).read_unaligned();
+                let qs = _mm_loadu_si128(blk.add(6) as *const __m128i);
+                let lo = _mm_and_si128(qs, _mm256_castsi256_si128(m4));
+                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm256_castsi256_si128(m4));
+                let q = _mm256_set_m128i(hi, lo);
+                let high = _mm256_and_si256(_mm256_movm_epi8(qh), sixteen);
+                let q = _mm256_sub_epi8(_mm256_or_si256(q, high), sixteen);
+                sub!(_mm512_cvtepi8_epi16(q), b, _mm512_set1_ps(d));
+            }
+        }
+        GgmlType::Q4K => {
+            for (sb, blk) in row.chunks_exact(144).enumerate() {
+                let p = blk.as_ptr();
+                let (d, dmin) = (f16_at512(p), f16_at512(p.add(2)));
+                let scales = &blk[4..16];
+                for k in 0..8 {
+                    let (sc, mn) = k4_scale_min(k, scales);
+                    let raw = _mm256_loadu_si256(p.add(16 + k / 2 * 32) as *const __m256i);
+                    let q = if k % 2 == 0 { raw } else { _mm256_srli_epi16(raw, 4) };
+                    let q = _mm256_and_si256(q, m4);
+                    let b = sb * 8 + k;
+                    sub!(_mm512_cvtepu8_epi16(q), b, _mm512_set1_ps(d * sc as f32));
+                    off -= dmin * mn as f32 * *x.xsum.get_unchecked(b);
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            let thirty_two = _mm256_set1_epi8(32);
+            let m3 = _mm256_set1_epi8(3);
+            for (sb, blk) in row.chunks_exact(210).enumerate() {
+                let p = blk.as_ptr();
+                let d = f16_at512(p.add(208));
+                for k in 0..8 {
+                    let (n, g) = (k / 4, k % 4);
+                    let ql = _mm256_loadu_si256(p.add(n * 64 + 32 * (g % 2)) as *const __m256i);
+                    let ql = if g / 2 == 0 { ql } else { _mm256_srli_epi16(ql, 4) };
+                    let ql = _mm256_and_si256(ql, m4);
+                    let qh = _mm256_loadu_si256(p.add(128 + n * 32) as *const __m256i);
+                    let qh = match g {
+                        0 => qh,
+                        1 => _mm256_srli_epi16(qh, 2),
+                        2 => _mm256_srli_epi16(qh, 4),
+                        _ => _mm256_srli_epi16(qh, 6),
+                    };
+                    let qh = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                    let q = _mm256_sub_epi8(_mm256_or_si256(ql, qh), thirty_two);
+                    let sc = p.add(192 + n * 8 + 2 * g);
+                    let (s0, s1) = (d * (*sc as i8) as f32, d * (*sc.add(1) as i8) as f32);
+                    // lanes 0–7 hold values 0–15 (pairs), lanes 8–15 values 16–31
+                    let scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+                    sub!(_mm512_cvtepi8_epi16(q), sb * 8 + k, scale);
+                }
+            }
+        }
+        other => unreachable!("no int16 row kernel for {other:?}"),
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + off
+}
+
+/// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
+#[inline(always)]
+fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
