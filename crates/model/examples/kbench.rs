@@ -37,6 +37,32 @@ fn run() {
         }
         return;
     }
+    if std::env::var("COLD").is_ok() {
+        // decode as the model streams it: 18 layers' matrices (72 MB of Gemma 3 270M's shapes),
+        // one row each, so every matrix comes from DRAM
+        for (name, ty, n, k) in [
+            ("qkv Q8_0 il", GgmlType::Q8_0, 1536usize, 640usize),
+            ("gate_up Q5_0", GgmlType::Q5_0, 4096usize, 640usize),
+            ("down Q6K", GgmlType::Q6K, 640, 2048),
+            ("down Q4K", GgmlType::Q4K, 640, 2048),
+            ("out Q4K", GgmlType::Q4K, 640, 1024),
+        ] {
+            let ws: Vec<QuantMatrix> = (0..18)
+                .map(|l| random_blocks(ty, n, k, l as u64).with_activations(ActQuant::Int16).interleave8())
+                .collect();
+            let x: Vec<f32> = (0..k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
+            for _ in 0..3 {
+                let t = Instant::now();
+                for w in &ws {
+                    std::hint::black_box(cpu::linear(w, &x, 1, None));
+                }
+                let dt = t.elapsed().as_secs_f64();
+                let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
+                println!("{name:14} 18 layers m=1: {:.2} ms ({:.1} GB/s)", dt * 1e3, bytes as f64 / dt / 1e9);
+            }
+        }
+        return;
+    }
     if let Ok(m) = std::env::var("PREFILL") {
         // PREFILL=128 (FORCE=1: the int16 GEMM at every size)
         return prefill(m.parse().expect("PREFILL=<rows>"), std::env::var("FORCE").is_ok());
