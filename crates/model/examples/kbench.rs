@@ -1,7 +1,6 @@
 //! Micro-benchmark of the CPU linear kernels on the default model's shapes (development aid).
 use demiurgic_model::ggml::GgmlType;
 use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
-use half::f16;
 use std::time::Instant;
 
 fn main() {
@@ -48,7 +47,7 @@ fn run() {
             ("out Q4K", GgmlType::Q4K, 640, 1024),
         ] {
             let ws: Vec<QuantMatrix> = (0..18)
-                .map(|l| random_blocks(ty, n, k, l as u64).with_activations(ActQuant::Int16).interleave8())
+                .map(|l| QuantMatrix::random_blocks(ty, n, k, l as u64).with_activations(ActQuant::Int16).interleave8())
                 .collect();
             let x: Vec<f32> = (0..k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
             for _ in 0..3 {
@@ -154,31 +153,6 @@ fn run() {
     }
 }
 
-/// `rows × cols` of random blocks of `ty` whose f16 scales are small finite numbers.
-fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
-    let (per_block, block_bytes) = ty.block();
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (state >> 33) as u8
-    };
-    let scales: &[usize] = match ty {
-        GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
-        GgmlType::Q6K => &[208],
-        _ => &[0, 2],
-    };
-    let mut data = Vec::new();
-    for _ in 0..rows * cols / per_block {
-        let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
-        for &at in scales {
-            let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
-            blk[at..at + 2].copy_from_slice(&v);
-        }
-        data.extend(blk);
-    }
-    QuantMatrix::new(ty, rows, cols, data).unwrap()
-}
-
 /// Gemma 3 270M / SmolLM2 shapes at `m` rows: the f32 path (row kernels, or dequantized
 /// tiles + gemm) against int16 activations (group kernels or the int16 GEMM; `force`: always the
 /// GEMM).
@@ -192,7 +166,7 @@ fn prefill(m: usize, force: bool) {
         ("smol gate_up Q4_1", GgmlType::Q4_1, 3072, 576),
     ];
     for (name, ty, n, k) in shapes {
-        let w = random_blocks(ty, n, k, 5);
+        let w = QuantMatrix::random_blocks(ty, n, k, 5);
         let x: Vec<f32> = (0..m * k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
         let mut res = vec![];
         for act in [ActQuant::F32, ActQuant::Int16, ActQuant::Int8] {

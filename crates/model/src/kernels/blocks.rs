@@ -271,10 +271,10 @@ mod tests {
         }
         // the other types from random blocks (finite scales): 2 K-quant blocks per row
         for ty in [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
-            round_trip(&random_blocks(ty, 35, 512, 7));
+            round_trip(&QuantMatrix::random_blocks(ty, 35, 512, 7));
         }
         assert!(device_words(&QuantMatrix::quantize(GgmlType::F32, 1, 32, &w[..32]).unwrap()).is_none());
-        assert!(device_words(&random_blocks(GgmlType::Q3K, 1, 256, 1)).is_none());
+        assert!(device_words(&QuantMatrix::random_blocks(GgmlType::Q3K, 1, 256, 1)).is_none());
     }
 
     /// The device words of `q` dequantize to the reference dequantization of the file's blocks.
@@ -290,31 +290,5 @@ mod tests {
         for (i, (a, b)) in back.iter().zip(&want).enumerate() {
             assert!((a - b).abs() <= tol * b.abs().max(1.0), "{ty:?} value {i}: {a} vs {b}");
         }
-    }
-
-    /// `rows × cols` of random blocks of `ty` whose f16 scales are small finite numbers.
-    fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
-        let (per_block, block_bytes) = ty.block();
-        let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u8
-        };
-        let scales: &[usize] = match ty {
-            GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
-            GgmlType::Q6K => &[208],
-            GgmlType::Q3K => &[108],
-            _ => &[0, 2],
-        };
-        let mut data = Vec::new();
-        for _ in 0..rows * cols / per_block {
-            let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
-            for &at in scales {
-                let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
-                blk[at..at + 2].copy_from_slice(&v);
-            }
-            data.extend(blk);
-        }
-        QuantMatrix::new(ty, rows, cols, data).unwrap()
     }
 }

@@ -139,11 +139,7 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     if m == 1 {
         out.copy_from_slice(&out_t);
     } else {
-        for r in 0..n {
-            for i in 0..m {
-                out[i * n + r] = out_t[r * m + i];
-            }
-        }
+        untranspose(&out_t, n, m, out);
     }
 }
 
@@ -171,6 +167,11 @@ fn small_m_rows_q16(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     } else {
         out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
     }
+    untranspose(&out_t, n, m, out);
+}
+
+/// `out[i · n + r] = out_t[r · m + i]`: the row kernels' `[n, m]` results as `[m, n]`.
+fn untranspose(out_t: &[f32], n: usize, m: usize, out: &mut [f32]) {
     for r in 0..n {
         for i in 0..m {
             out[i * n + r] = out_t[r * m + i];
@@ -203,11 +204,7 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
     } else {
         out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
     }
-    for r in 0..n {
-        for i in 0..m {
-            out[i * n + r] = out_t[r * m + i];
-        }
-    }
+    untranspose(&out_t, n, m, out);
 }
 
 /// [`small_m`] with int16 activations (interleaved groups only).
@@ -228,11 +225,7 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
     } else {
         out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
     }
-    for r in 0..n {
-        for i in 0..m {
-            out[i * n + r] = out_t[r * m + i];
-        }
-    }
+    untranspose(&out_t, n, m, out);
 }
 
 fn groups_q16(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) {
@@ -883,7 +876,7 @@ mod tests {
             GgmlType::Q6K,
         ] {
             let (n, k) = (40, if ty.block().0 == 256 { 256 } else { 64 });
-            let w = super::super::igemm::tests::random_blocks(ty, n, k, 17);
+            let w = QuantMatrix::random_blocks(ty, n, k, 17);
             let wd = w.dequantize();
             for (act, tol) in [(ActQuant::Int16, 1e-4f32), (ActQuant::Int8, 0.02)] {
                 let wq = w.clone().with_activations(act);

@@ -471,6 +471,38 @@ mod x86 {
 
     use super::{Panel, Q16View, NR};
 
+    /// Activation rows in tiles of 8, then 4, 2, 1, each through `$tile::<M, SPLIT, OFFS>`.
+    macro_rules! tiles {
+        ($tile:ident, $p:expr, $nb:expr, $split:expr, $offs:expr, $xs:expr, $dst:expr, $n:expr, $cols:expr) => {{
+            let (p, nb, xs, n, cols) = ($p, $nb, $xs, $n, $cols);
+            let mut i = 0;
+            while i < xs.len() {
+                let tile = match xs.len() - i {
+                    8.. => 8,
+                    4..=7 => 4,
+                    2..=3 => 2,
+                    _ => 1,
+                };
+                let (d, x) = ($dst.add(i * n), &xs[i..i + tile]);
+                match (tile, $split, $offs) {
+                    (8, false, false) => $tile::<8, false, false>(p, nb, x, d, n, cols),
+                    (8, false, true) => $tile::<8, false, true>(p, nb, x, d, n, cols),
+                    (8, true, _) => $tile::<8, true, false>(p, nb, x, d, n, cols),
+                    (4, false, false) => $tile::<4, false, false>(p, nb, x, d, n, cols),
+                    (4, false, true) => $tile::<4, false, true>(p, nb, x, d, n, cols),
+                    (4, true, _) => $tile::<4, true, false>(p, nb, x, d, n, cols),
+                    (2, false, false) => $tile::<2, false, false>(p, nb, x, d, n, cols),
+                    (2, false, true) => $tile::<2, false, true>(p, nb, x, d, n, cols),
+                    (2, true, _) => $tile::<2, true, false>(p, nb, x, d, n, cols),
+                    (_, false, false) => $tile::<1, false, false>(p, nb, x, d, n, cols),
+                    (_, false, true) => $tile::<1, false, true>(p, nb, x, d, n, cols),
+                    (_, true, _) => $tile::<1, true, false>(p, nb, x, d, n, cols),
+                }
+                i += tile;
+            }
+        }};
+    }
+
     /// 16 × 16 transpose of 32-bit lanes: `r[c]` holds row `c`; afterwards `r[j]` holds element
     /// `PAIR_OF[j]` of every row (pairs within rows, then quads, then 128-bit lanes).
     #[inline]
@@ -555,36 +587,7 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        let mut i = 0;
-        while i < xs.len() {
-            let left = xs.len() - i;
-            let tile = if left >= 8 {
-                8
-            } else if left >= 4 {
-                4
-            } else if left >= 2 {
-                2
-            } else {
-                1
-            };
-            let d = dst.add(i * n);
-            let x = &xs[i..i + tile];
-            match (tile, split, offs) {
-                (8, false, false) => tile_rows::<8, false, false>(p, nb, x, d, n, cols),
-                (8, false, true) => tile_rows::<8, false, true>(p, nb, x, d, n, cols),
-                (8, true, _) => tile_rows::<8, true, false>(p, nb, x, d, n, cols),
-                (4, false, false) => tile_rows::<4, false, false>(p, nb, x, d, n, cols),
-                (4, false, true) => tile_rows::<4, false, true>(p, nb, x, d, n, cols),
-                (4, true, _) => tile_rows::<4, true, false>(p, nb, x, d, n, cols),
-                (2, false, false) => tile_rows::<2, false, false>(p, nb, x, d, n, cols),
-                (2, false, true) => tile_rows::<2, false, true>(p, nb, x, d, n, cols),
-                (2, true, _) => tile_rows::<2, true, false>(p, nb, x, d, n, cols),
-                (_, false, false) => tile_rows::<1, false, false>(p, nb, x, d, n, cols),
-                (_, false, true) => tile_rows::<1, false, true>(p, nb, x, d, n, cols),
-                (_, true, _) => tile_rows::<1, true, false>(p, nb, x, d, n, cols),
-            }
-            i += tile;
-        }
+        tiles!(tile_rows, p, nb, split, offs, xs, dst, n, cols);
     }
 
     /// [`panel_product`] with int8 activations: `vpdpbusd` of 4 k at a time (unsigned weights
@@ -601,36 +604,7 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        let mut i = 0;
-        while i < xs.len() {
-            let left = xs.len() - i;
-            let tile = if left >= 8 {
-                8
-            } else if left >= 4 {
-                4
-            } else if left >= 2 {
-                2
-            } else {
-                1
-            };
-            let d = dst.add(i * n);
-            let x = &xs[i..i + tile];
-            match (tile, split, offs) {
-                (8, false, false) => tile_rows_i8::<8, false, false>(p, nb, x, d, n, cols),
-                (8, false, true) => tile_rows_i8::<8, false, true>(p, nb, x, d, n, cols),
-                (8, true, _) => tile_rows_i8::<8, true, false>(p, nb, x, d, n, cols),
-                (4, false, false) => tile_rows_i8::<4, false, false>(p, nb, x, d, n, cols),
-                (4, false, true) => tile_rows_i8::<4, false, true>(p, nb, x, d, n, cols),
-                (4, true, _) => tile_rows_i8::<4, true, false>(p, nb, x, d, n, cols),
-                (2, false, false) => tile_rows_i8::<2, false, false>(p, nb, x, d, n, cols),
-                (2, false, true) => tile_rows_i8::<2, false, true>(p, nb, x, d, n, cols),
-                (2, true, _) => tile_rows_i8::<2, true, false>(p, nb, x, d, n, cols),
-                (_, false, false) => tile_rows_i8::<1, false, false>(p, nb, x, d, n, cols),
-                (_, false, true) => tile_rows_i8::<1, false, true>(p, nb, x, d, n, cols),
-                (_, true, _) => tile_rows_i8::<1, true, false>(p, nb, x, d, n, cols),
-            }
-            i += tile;
-        }
+        tiles!(tile_rows_i8, p, nb, split, offs, xs, dst, n, cols);
     }
 
     #[inline]
@@ -730,34 +704,9 @@ mod x86 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::super::quant::ActQuant;
     use super::*;
-
-    /// `rows × cols` of random blocks of `ty` whose f16 scales are small finite numbers.
-    pub(crate) fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
-        let (per_block, block_bytes) = ty.block();
-        let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u8
-        };
-        let scales: &[usize] = match ty {
-            GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
-            GgmlType::Q6K => &[208],
-            _ => &[0, 2],
-        };
-        let mut data = Vec::new();
-        for _ in 0..rows * cols / per_block {
-            let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
-            for &at in scales {
-                let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
-                blk[at..at + 2].copy_from_slice(&v);
-            }
-            data.extend(blk);
-        }
-        QuantMatrix::new(ty, rows, cols, data).unwrap()
-    }
 
     const TYPES: [GgmlType; 8] = [
         GgmlType::Q4_0,
@@ -774,7 +723,7 @@ pub(crate) mod tests {
     #[test]
     fn unpacked_values_are_the_files() {
         for ty in TYPES {
-            let w = random_blocks(ty, 3, 512, 9);
+            let w = QuantMatrix::random_blocks(ty, 3, 512, 9);
             let want = w.dequantize();
             let (be, bb) = ty.block();
             let mut got = Vec::new();
@@ -820,7 +769,7 @@ pub(crate) mod tests {
         for ty in TYPES {
             let k = if ty.block().0 == 256 { 512 } else { 96 };
             for n in [37, 16] {
-                let w = random_blocks(ty, n, k, 3 + n as u64);
+                let w = QuantMatrix::random_blocks(ty, n, k, 3 + n as u64);
                 let wd = w.dequantize();
                 let mut layouts = vec![w.clone()];
                 if n % 8 == 0 && w.can_interleave8() {

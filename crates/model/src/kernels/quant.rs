@@ -141,6 +141,33 @@ impl QuantMatrix {
         Self::new(ty, rows, cols, data)
     }
 
+    /// `rows × cols` of random blocks of `ty` (a seeded LCG) whose f16 scales are small finite
+    /// numbers: arbitrary quants of every block type, for kernel tests and micro-benchmarks.
+    pub fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Self {
+        let (per_block, block_bytes) = ty.block();
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        };
+        let scales: &[usize] = match ty {
+            GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
+            GgmlType::Q6K => &[208],
+            GgmlType::Q3K => &[108],
+            _ => &[0, 2],
+        };
+        let mut data = Vec::new();
+        for _ in 0..rows * cols / per_block {
+            let mut blk: Vec<u8> = (0..block_bytes).map(|_| next()).collect();
+            for &at in scales {
+                let v = f16::from_f32(0.001 + next() as f32 / 2048.0).to_le_bytes();
+                blk[at..at + 2].copy_from_slice(&v);
+            }
+            data.extend(blk);
+        }
+        Self::new(ty, rows, cols, data).expect("whole blocks")
+    }
+
     /// Compute products with int8-quantized activations where a kernel exists for the type
     /// (Q4_0, Q4_1, Q8_0): faster, not exact (llama.cpp's default).
     pub fn with_int8_activations(self, on: bool) -> Self {
