@@ -226,7 +226,9 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+/// (scale, min) `j` of a Q4_K/Q5_K block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
+#[inline(always)]
+pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -22,7 +22,7 @@
 //! a GPU, one vector load on a CPU-emulated device) and share every input value.
 use half::f16;
 
-use crate::ggml::GgmlType;
+use crate::ggml::{scale_min_k4, GgmlType};
 use crate::kernels::QuantMatrix;
 
 /// How a block type is laid out on the device (every block 32 values).
@@ -107,15 +107,6 @@ impl DevBlock {
             }
         }
         out
-    }
-}
-
-/// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

@@ -511,11 +511,8 @@ unsafe fn dot_q8_0<I: Isa>(row: &[u8], x: &[f32]) -> f32 {
 /// The 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K super-block.
 #[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
-    if j < 4 {
-        ((q[j] & 63) as f32, (q[j + 4] & 63) as f32)
-    } else {
-        (((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)) as f32, ((q[j + 4] >> 4) | ((q[j] >> 6) << 4)) as f32)
-    }
+    let (sc, m) = crate::ggml::scale_min_k4(j, q);
+    (sc as f32, m as f32)
 }
 
 #[inline(always)]

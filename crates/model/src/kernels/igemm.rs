@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::act::{Q16Act, Q16View, Q8Act};
 use super::dot::Level;
 use super::quant::{QuantMatrix, RowLayout};
-use crate::ggml::GgmlType;
+use crate::ggml::{scale_min_k4, GgmlType};
 
 /// Output rows per panel (one 512-bit vector of int32 / f32 lanes).
 pub const NR: usize = 16;
@@ -193,15 +193,6 @@ const HIGH_BITS: [u64; 256] = {
     }
     t
 };
-
-/// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
-}
 
 /// The 32-value blocks of one file block (one, or eight for the 256-value K-quants), each as
 /// `put(j, [scale of values 0–15, of 16–31], offset, q)` with value `i` = `scale[i / 16] · q[i] +

@@ -705,7 +705,7 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
                 let (d, dmin) = (f16_at512(p), f16_at512(p.add(2)));
                 let scales = &blk[4..16];
                 for k in 0..8 {
-                    let (sc, mn) = k4_scale_min(k, scales);
+                    let (sc, mn) = crate::ggml::scale_min_k4(k, scales);
                     let raw = _mm256_loadu_si256(p.add(16 + k / 2 * 32) as *const __m256i);
                     let q = if k % 2 == 0 { raw } else { _mm256_srli_epi16(raw, 4) };
                     let q = _mm256_and_si256(q, m4);
@@ -747,14 +747,4 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
         other => unreachable!("no int16 row kernel for {other:?}"),
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + off
-}
-
-/// (scale, min) `j` of a K-quant block's 12 packed 6-bit scales (ggml's `get_scale_min_k4`).
-#[inline(always)]
-fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
 }
