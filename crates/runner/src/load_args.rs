@@ -14,9 +14,9 @@ pub struct LoadArgs {
     /// Quantize linear weights at load (an HF checkpoint on flex): q8_0, q4_0 or q4_1.
     #[arg(long, value_name = "q8_0|q4_0|q4_1", allow_hyphen_values = true)]
     pub quantize: Option<String>,
-    /// Activations in linear layers over block weights (flex; Q4_0/Q4_1/Q8_0 at every batch size,
-    /// the other block types in prefill and batches): f32 (exact), int16 (quantized per block of
-    /// 32, integer dot products; within float noise of f32) or int8 (as llama.cpp: fastest, not
+    /// Activations in linear layers over block weights (flex; Q4_0/Q4_1/Q8_0 everywhere, the
+    /// other block types where the CPU has AVX-512 VNNI): f32 (exact), int16 (quantized per block
+    /// of 32, integer dot products; within float noise of f32) or int8 (as llama.cpp: fastest, not
     /// exact). [default: int16 for GGUF files on flex, f32 otherwise]
     #[arg(long, value_name = "f32|int16|int8", allow_hyphen_values = true)]
     pub activations: Option<String>,

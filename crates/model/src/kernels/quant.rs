@@ -21,8 +21,9 @@ pub struct QuantMatrix {
 }
 
 /// How a linear layer quantizes its activations before the integer kernels (the row and group
-/// kernels of Q4_0, Q4_1, Q8_0; the int16 GEMM of `igemm` for products of many rows, every
-/// block type; elsewhere activations stay f32).
+/// kernels of Q4_0, Q4_1, Q8_0; with AVX-512 VNNI the int16 row kernels of Q5_0, Q4_K, Q6_K and
+/// the integer GEMM of `igemm` for products of several rows, every block type; elsewhere
+/// activations stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ActQuant {
     /// f32 activations against the dequantized block values.

@@ -74,13 +74,14 @@ pub enum Activations {
     #[default]
     F32,
     /// Activations quantized to int16 per block of 32 with integer dot products (Q4_0, Q4_1,
-    /// Q8_0 weights at every size; the other block types in products of many rows — prefill —
-    /// where AVX-512 VNNI runs the int16 GEMM, f32 otherwise): within float noise of f32, most
-    /// of int8's speed.
+    /// Q8_0 weights at every size; where AVX-512 VNNI is, also Q5_0, Q4_K, Q6_K at every size and
+    /// Q5_1, Q5_K in products of several rows, else those stay f32): within float noise of f32,
+    /// most of int8's speed.
     Int16,
     /// Activations quantized to int8 per block of 32 and integer dot products, as llama.cpp
-    /// computes (Q4_0, Q4_1, Q8_0 weights at every size; the other block types in products of
-    /// many rows, as in `Int16`): faster, not exact.
+    /// computes (Q4_0, Q4_1, Q8_0 weights at every size; the other block types int8 in products
+    /// of several rows and int16 in the decode row kernels, where AVX-512 VNNI is): faster, not
+    /// exact.
     Int8,
 }
 
@@ -293,8 +294,8 @@ impl<'a, B: DecodeOps> Builder<'a, B> {
                 Activations::Int16 if has_q8_kernel(joined.ty()) && joined.can_interleave8() => {
                     joined.with_activations(ActQuant::Int16).interleave8()
                 }
-                // other block types (K-quants, Q5): quantized activations for many-row products
-                // (the integer GEMM), exact f32 ones in the row kernels of decode
+                // other block types (K-quants, Q5): quantized activations in the integer GEMM and
+                // the int16 row kernels where AVX-512 VNNI is (`linear` picks), f32 elsewhere
                 Activations::Int16 if crate::kernels::igemm::supported(joined.ty()) => {
                     joined.with_activations(ActQuant::Int16)
                 }
