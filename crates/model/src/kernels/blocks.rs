@@ -20,9 +20,9 @@
 //! `((r / 32 · blocks_per_row + b) · words_per_block + j) · 32 + r % 32` ([`word_index`]). The
 //! 32 lanes of a kernel that give one output row each then read consecutive words (coalesced on
 //! a GPU, one vector load on a CPU-emulated device) and share every input value.
-use half::f16;
 
-use crate::ggml::{scale_min_k4, GgmlType};
+use crate::ggml::GgmlType;
+use crate::kernels::igemm;
 use crate::kernels::QuantMatrix;
 
 /// How a block type is laid out on the device (every block 32 values).
@@ -70,10 +70,6 @@ pub fn word_index(r: usize, b: usize, j: usize, nb: usize, wpb: usize) -> usize 
     ((r / ROW_GROUP * nb + b) * wpb + j) * ROW_GROUP + r % ROW_GROUP
 }
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
 /// One 32-value block as the device holds it: value `j` is `scale[j / 16] · q[j] + offset`.
 struct DevBlock {
     scale: [f32; 2],
@@ -82,10 +78,6 @@ struct DevBlock {
 }
 
 impl DevBlock {
-    fn new(scale: f32, offset: f32, q: [i8; 32]) -> Self {
-        Self { scale: [scale, scale], offset, q }
-    }
-
     fn words(&self, layout: DeviceLayout) -> Vec<u32> {
         let bytes = |q: &[i8]| -> Vec<u32> {
             q.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])).collect()
@@ -111,91 +103,22 @@ impl DevBlock {
 }
 
 /// One block of the file as 32-value device blocks with the same values (one, or eight for the
-/// 256-value K-quants), or `None` for a type without a device layout. Each scale is the file's
-/// f16 times its small integer sub-scale, exact in f32, so the values are the reference
-/// dequantization's (Q4_0's `d · (q − 8)` becomes `d · q − 8 d`).
+/// 256-value K-quants), or `None` for a type without a device layout: the CPU GEMM's unpacker
+/// ([`igemm::unpack`]: scales the file's f16 times the small integer sub-scale, exact in f32),
+/// with Q4_0's `d · (q − 8)` stored as `d · q − 8 d` (the device's 4-bit layout keeps nibbles
+/// unsigned).
 fn dev_blocks(ty: GgmlType, b: &[u8]) -> Option<Vec<DevBlock>> {
-    let mut q = [0i8; 32];
-    Some(match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (d, m, qs) = match ty {
-                GgmlType::Q4_0 => (f16_at(b, 0), -8.0 * f16_at(b, 0), &b[2..18]),
-                _ => (f16_at(b, 0), f16_at(b, 2), &b[4..20]),
-            };
-            for j in 0..16 {
-                q[j] = (qs[j] & 15) as i8;
-                q[j + 16] = (qs[j] >> 4) as i8;
-            }
-            vec![DevBlock::new(d, m, q)]
+    DeviceLayout::of(ty)?;
+    let mut out = Vec::with_capacity(8);
+    igemm::unpack(ty, b, &mut |_, scale, offset, q| {
+        let mut block = DevBlock { scale, offset, q: *q };
+        if ty == GgmlType::Q4_0 {
+            block.q.iter_mut().for_each(|v| *v += 8);
+            block.offset = -8.0 * scale[0];
         }
-        GgmlType::Q8_0 => {
-            for j in 0..32 {
-                q[j] = b[2 + j] as i8;
-            }
-            vec![DevBlock::new(f16_at(b, 0), 0.0, q)]
-        }
-        GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (d, m, bias, at) = match ty {
-                GgmlType::Q5_0 => (f16_at(b, 0), 0.0, 16, 2),
-                _ => (f16_at(b, 0), f16_at(b, 2), 0, 4),
-            };
-            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            let qs = &b[at + 4..at + 20];
-            for j in 0..16 {
-                let h0 = (((qh >> j) << 4) & 0x10) as i32;
-                let h1 = ((qh >> (j + 12)) & 0x10) as i32;
-                q[j] = (((qs[j] & 15) as i32 | h0) - bias) as i8;
-                q[j + 16] = (((qs[j] >> 4) as i32 | h1) - bias) as i8;
-            }
-            vec![DevBlock::new(d, m, q)]
-        }
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let scales = &b[4..16];
-            let (qh, qs) = match ty {
-                GgmlType::Q4K => (None, &b[16..144]),
-                _ => (Some(&b[16..48]), &b[48..176]),
-            };
-            (0..8)
-                .map(|k| {
-                    let (sc, mn) = scale_min_k4(k, scales);
-                    let chunk = &qs[k / 2 * 32..k / 2 * 32 + 32];
-                    let mut q = [0i8; 32];
-                    for l in 0..32 {
-                        let low = if k % 2 == 0 { chunk[l] & 15 } else { chunk[l] >> 4 };
-                        let high = qh.map_or(0, |h| if h[l] & (1 << k) != 0 { 16 } else { 0 });
-                        q[l] = (low + high) as i8;
-                    }
-                    DevBlock::new(d * sc as f32, -(dmin * mn as f32), q)
-                })
-                .collect()
-        }
-        GgmlType::Q6K => {
-            let d = f16_at(b, 208);
-            (0..8)
-                .map(|k| {
-                    let (n, g) = (k / 4, k % 4);
-                    let ql = &b[n * 64..n * 64 + 64];
-                    let qh = &b[128 + n * 32..128 + n * 32 + 32];
-                    let sc = &b[192 + n * 8..192 + n * 8 + 8];
-                    let mut q = [0i8; 32];
-                    for l in 0..32 {
-                        let low = match g {
-                            0 => ql[l] & 15,
-                            1 => ql[l + 32] & 15,
-                            2 => ql[l] >> 4,
-                            _ => ql[l + 32] >> 4,
-                        };
-                        let high = (qh[l] >> (2 * g)) & 3;
-                        q[l] = ((low | high << 4) as i32 - 32) as i8;
-                    }
-                    let scale = |i: usize| d * (sc[i] as i8) as f32;
-                    DevBlock { scale: [scale(2 * g), scale(2 * g + 1)], offset: 0.0, q }
-                })
-                .collect()
-        }
-        _ => return None,
-    })
+        out.push(block);
+    });
+    Some(out)
 }
 
 /// The device words of `q` (row groups of interleaved blocks), or `None` for a type without a

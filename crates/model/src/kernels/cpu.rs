@@ -119,28 +119,8 @@ fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) 
         &rows_copy
     };
     let xs: Vec<XSums> = x.chunks_exact(k).map(XSums::new).collect();
-    let per_task = rows_per_task(n, w.row_bytes());
-    let ty = w.ty();
-    let rb = w.row_bytes();
-    let data = w.data();
-    // out_t is [n, m]: each task owns a contiguous range of output rows.
-    let mut out_t = vec![0f32; n * m];
-    let task = |(ti, o): (usize, &mut [f32])| {
-        let r0 = ti * per_task;
-        let rows = o.len() / m;
-        let w_rows = &data[r0 * rb..(r0 + rows) * rb];
-        rows_dot(level, ty, w_rows, rb, x, k, &xs, o);
-    };
-    if n <= per_task {
-        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
-    } else {
-        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
-    }
-    if m == 1 {
-        out.copy_from_slice(&out_t);
-    } else {
-        untranspose(&out_t, n, m, out);
-    }
+    let (ty, rb) = (w.ty(), w.row_bytes());
+    row_tasks(w, m, rows_per_task(n, rb), out, |w_rows, o| rows_dot(level, ty, w_rows, rb, x, k, &xs, o));
 }
 
 /// [`small_m`] on row-major K-quant / Q5_0 blocks with int16 activations (AVX-512 VNNI row
@@ -150,28 +130,36 @@ fn small_m_rows_q16(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     let (n, k) = (w.rows(), w.cols());
     let xq: Vec<Q16Act> = x.chunks_exact(k).map(Q16Act::new).collect();
     let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
-    let per_task = rows_per_task(n, w.row_bytes());
-    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
-    let mut out_t = vec![0f32; n * m];
-    let task = |(ti, o): (usize, &mut [f32])| {
-        let r0 = ti * per_task;
-        for (r, row) in data[r0 * rb..(r0 + o.len() / m) * rb].chunks_exact(rb).enumerate() {
+    let (ty, rb) = (w.ty(), w.row_bytes());
+    row_tasks(w, m, rows_per_task(n, rb), out, |w_rows, o| {
+        for (r, row) in w_rows.chunks_exact(rb).enumerate() {
             for (i, xv) in views.iter().enumerate() {
                 // SAFETY: the caller checked the AVX-512 level; `row` holds `k` values' blocks.
                 o[r * m + i] = unsafe { super::x86::q16_row_avx512(ty, row, xv) };
             }
         }
-    };
-    if n <= per_task {
-        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
-    } else {
-        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
-    }
-    untranspose(&out_t, n, m, out);
+    });
 }
 
-/// `out[i · n + r] = out_t[r · m + i]`: the row kernels' `[n, m]` results as `[m, n]`.
-fn untranspose(out_t: &[f32], n: usize, m: usize, out: &mut [f32]) {
+/// The row kernels' driver: `task(weight bytes, results)` over ranges of `per_task` weight rows
+/// (in parallel when there are several), each writing its rows' results `[rows, m]` into a
+/// contiguous part of `[n, m]`, then transposed into `out` `[m, n]`.
+fn row_tasks(w: &QuantMatrix, m: usize, per_task: usize, out: &mut [f32], task: impl Fn(&[u8], &mut [f32]) + Sync) {
+    let (n, rb, data) = (w.rows(), w.row_bytes(), w.data());
+    let mut out_t = vec![0f32; n * m];
+    let run = |(ti, o): (usize, &mut [f32])| {
+        let r0 = ti * per_task;
+        task(&data[r0 * rb..(r0 + o.len() / m) * rb], o)
+    };
+    if n <= per_task {
+        out_t.chunks_mut(per_task * m).enumerate().for_each(run);
+    } else {
+        out_t.par_chunks_mut(per_task * m).enumerate().for_each(run);
+    }
+    if m == 1 {
+        out.copy_from_slice(&out_t);
+        return;
+    }
     for r in 0..n {
         for i in 0..m {
             out[i * n + r] = out_t[r * m + i];
@@ -188,23 +176,14 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
     let interleaved = w.layout() == RowLayout::Interleaved8;
     let per_task =
         if interleaved { rows_per_task(n, w.row_bytes()).div_ceil(8) * 8 } else { rows_per_task(n, w.row_bytes()) };
-    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
-    let mut out_t = vec![0f32; n * m];
-    let task = |(ti, o): (usize, &mut [f32])| {
-        let r0 = ti * per_task;
-        let rows = o.len() / m;
+    let (ty, rb) = (w.ty(), w.row_bytes());
+    row_tasks(w, m, per_task, out, |w_rows, o| {
         if interleaved {
-            groups_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb * 8, &views, o);
+            groups_q8(level, ty, w_rows, rb * 8, &views, o);
         } else {
-            rows_dot_q8(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb, &views, o);
+            rows_dot_q8(level, ty, w_rows, rb, &views, o);
         }
-    };
-    if n <= per_task {
-        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
-    } else {
-        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
-    }
-    untranspose(&out_t, n, m, out);
+    });
 }
 
 /// [`small_m`] with int16 activations (interleaved groups only).
@@ -213,19 +192,8 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
     let xq: Vec<Q16Act> = x.chunks_exact(k).map(Q16Act::new).collect();
     let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
     let per_task = rows_per_task(n, w.row_bytes()).div_ceil(8) * 8;
-    let (ty, rb, data) = (w.ty(), w.row_bytes(), w.data());
-    let mut out_t = vec![0f32; n * m];
-    let task = |(ti, o): (usize, &mut [f32])| {
-        let r0 = ti * per_task;
-        let rows = o.len() / m;
-        groups_q16(level, ty, &data[r0 * rb..(r0 + rows) * rb], rb * 8, &views, o);
-    };
-    if n <= per_task {
-        out_t.chunks_mut(per_task * m).enumerate().for_each(task);
-    } else {
-        out_t.par_chunks_mut(per_task * m).enumerate().for_each(task);
-    }
-    untranspose(&out_t, n, m, out);
+    let (ty, rb) = (w.ty(), w.row_bytes());
+    row_tasks(w, m, per_task, out, |w_rows, o| groups_q16(level, ty, w_rows, rb * 8, &views, o));
 }
 
 fn groups_q16(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) {
@@ -600,6 +568,9 @@ fn attend_at(
     bh: usize,
     out: &mut [f32],
 ) {
+    if s.t >= GEMM_ATTENTION_MIN_T {
+        return attend_gemm(q, kc, vc, s, mask, bh, out);
+    }
     crate::dispatch!(level; <I> (q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) -> () {
         let _ = std::marker::PhantomData::<I>;
         let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
@@ -608,9 +579,6 @@ fn attend_at(
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let kbase = (bi * kv + g) * cap * d;
-        if t >= GEMM_ATTENTION_MIN_T {
-            return attend_gemm(q, kc, vc, s, mask, bh, out);
-        }
         let mut scores = vec![0f32; past + t];
         for ti in 0..t {
             let slot = past + ti;

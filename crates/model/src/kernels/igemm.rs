@@ -348,9 +348,9 @@ fn run_panels(level: Level, w: &QuantMatrix, out: &mut [f32], quads: bool, produ
     );
 }
 
-/// One activation row quantized to int8 per block of 32 (llama.cpp's Q8_1: `d`, and `s = d ·
-/// Σq` for the offset terms), with the integer sums of each half block (`128 · Σq` undoes the
-/// unsigned weights' bias; per 16 for Q6_K's half-block scales).
+/// One activation row quantized to int8 per block of 32 (llama.cpp's Q8_1: `d`, `s = d · Σq`
+/// for the offset terms, and `Σq`, whose `128 · Σq` undoes the unsigned weights' bias), with the
+/// integer sums of each half block for Q6_K's half-block scales.
 pub struct Act8 {
     q: Q8Act,
     half: Vec<i32>,
@@ -626,11 +626,7 @@ mod x86 {
                 let s = _mm512_loadu_ps(p.scale.as_ptr().add((2 * b + h) * NR));
                 for i in 0..M {
                     let x = &xs[i];
-                    let bias = if SPLIT {
-                        *x.half.get_unchecked(2 * b + h)
-                    } else {
-                        *x.half.get_unchecked(2 * b) + *x.half.get_unchecked(2 * b + 1)
-                    };
+                    let bias = if SPLIT { *x.half.get_unchecked(2 * b + h) } else { *x.q.isum.get_unchecked(b) };
                     let v = _mm512_sub_epi32(iacc[i], _mm512_set1_epi32(128 * bias));
                     let sd = _mm512_mul_ps(s, _mm512_set1_ps(*x.q.d.get_unchecked(b)));
                     facc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), sd, facc[i]);
