@@ -22,7 +22,7 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
-use crate::kernels::blocks::{device_words, ROW_GROUP};
+use crate::kernels::blocks::{device_words, DeviceLayout, ROW_GROUP};
 use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, row_rms, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
@@ -56,10 +56,53 @@ fn block_base(r: usize, b: usize, nb: usize, #[comptime] wpb: usize) -> usize {
     (r / 32 * nb + b) * wpb * 32 + r % 32
 }
 
+/// The low 16 bits of `h` as the f16 they hold, in f32 (exact for every finite f16, subnormals
+/// included: the device may lack f16 arithmetic).
+#[cube]
+fn half_to_f32(h: u32) -> f32 {
+    let exp = (h >> 10u32) & 31u32;
+    let man = h & 1023u32;
+    // 2^-24: a subnormal f16 is `man · 2^-24`
+    let mut mag = f32::cast_from(man) * 0.000000059604645f32;
+    if exp != 0u32 {
+        mag = f32::reinterpret(((exp + 112u32) << 23u32) | (man << 13u32));
+    }
+    if (h & 32768u32) != 0u32 {
+        mag = -mag;
+    }
+    mag
+}
+
+/// The scale of values `16 · half` to `16 · half + 15` of the block at `base`, in device
+/// layout `layout` ([`DeviceLayout::code`]).
+#[cube]
+fn block_scale(w: &Array<u32>, base: usize, half: usize, #[comptime] layout: u32) -> f32 {
+    let mut d = f32::reinterpret(w[base]);
+    if comptime!(layout == DeviceLayout::Q4Half.code() || layout == DeviceLayout::Q5Half.code()) {
+        d = half_to_f32(w[base] & 65535u32);
+    }
+    if comptime!(layout == DeviceLayout::Q6.code()) {
+        d = f32::reinterpret(w[base + half * 32]);
+    }
+    d
+}
+
+/// The offset of the block at `base` (0 for the layouts without one).
+#[cube]
+fn block_offset(w: &Array<u32>, base: usize, #[comptime] layout: u32) -> f32 {
+    let mut m = 0.0f32;
+    if comptime!(layout == DeviceLayout::Q4Half.code() || layout == DeviceLayout::Q5Half.code()) {
+        m = half_to_f32(w[base] >> 16u32);
+    }
+    if comptime!(layout == DeviceLayout::Q4.code() || layout == DeviceLayout::Q5.code()) {
+        m = f32::reinterpret(w[base + 32]);
+    }
+    m
+}
+
 /// Block `b` of weight row `r` against the matching 32 values of `x`, in device layout `layout`
-/// ([`crate::kernels::blocks::DeviceLayout::code`]): 0 4-bit (`d · q + m`), 1 8-bit (`d · q`),
-/// 2 8-bit with half-block scales (`d_lo · q` / `d_hi · q`, `+ m`). The block's `Σ x` (for the
-/// offset) comes from `sums` when `staged`.
+/// ([`DeviceLayout::code`]; the layouts of [`crate::kernels::blocks`]). The block's `Σ x` (for
+/// the offset) comes from `sums` when `staged`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn block_dot(
@@ -72,36 +115,11 @@ fn block_dot(
     #[comptime] layout: u32,
     #[comptime] staged: bool,
 ) -> f32 {
-    let mut out = 0.0f32;
+    let (header, high, _) = comptime!(DeviceLayout::from_code(layout).parts());
+    let base = block_base(r, b, nb, comptime!(DeviceLayout::from_code(layout).words_per_block()));
     let xb = b * 32;
-    let mut sx = 0.0f32;
-    if comptime!(layout == 0) {
-        let base = block_base(r, b, nb, 6usize);
-        let d = f32::reinterpret(w[base]);
-        let m = f32::reinterpret(w[base + 32]);
-        let mut sq = 0.0f32;
-        #[unroll]
-        for j in 0..4usize {
-            let word = w[base + (2 + j) * 32];
-            #[unroll]
-            for k in 0..4usize {
-                let byte = byte_of(word, k);
-                let lo = x[xb + j * 4 + k];
-                let hi = x[xb + 16 + j * 4 + k];
-                sq += lo * f32::cast_from(byte & 15u32) + hi * f32::cast_from(byte >> 4u32);
-                if !staged {
-                    sx += lo + hi;
-                }
-            }
-        }
-        if staged {
-            sx += sums[b];
-        }
-        out += d * sq + m * sx;
-    }
-    if comptime!(layout == 1) {
-        let base = block_base(r, b, nb, 9usize);
-        let d = f32::reinterpret(w[base]);
+    let mut out = 0.0f32;
+    if comptime!(layout == DeviceLayout::Q8.code()) {
         let mut sq = 0.0f32;
         #[unroll]
         for j in 0..8usize {
@@ -111,34 +129,57 @@ fn block_dot(
                 sq += x[xb + j * 4 + k] * signed(byte_of(word, k));
             }
         }
-        out += d * sq;
-    }
-    if comptime!(layout == 2) {
-        let base = block_base(r, b, nb, 11usize);
-        let d_lo = f32::reinterpret(w[base]);
-        let d_hi = f32::reinterpret(w[base + 32]);
-        let m = f32::reinterpret(w[base + 64]);
+        out += f32::reinterpret(w[base]) * sq;
+    } else {
+        let mut h0 = 0u32;
+        let mut h1 = 0u32;
+        if comptime!(high >= 1) {
+            h0 = w[base + header * 32];
+        }
+        if comptime!(high == 2) {
+            h1 = w[base + (header + 1) * 32];
+        }
         let mut lo = 0.0f32;
         let mut hi = 0.0f32;
+        let mut sx = 0.0f32;
         #[unroll]
         for j in 0..4usize {
-            let word_lo = w[base + (3 + j) * 32];
-            let word_hi = w[base + (7 + j) * 32];
+            let word = w[base + (header + high + j) * 32];
             #[unroll]
             for k in 0..4usize {
+                let byte = byte_of(word, k);
+                let at = comptime!((j * 4 + k) as u32);
+                let mut q_lo = byte & 15u32;
+                let mut q_hi = byte >> 4u32;
+                if comptime!(high == 1) {
+                    q_lo |= ((h0 >> at) & 1u32) << 4u32;
+                    q_hi |= ((h0 >> (at + 16u32)) & 1u32) << 4u32;
+                }
+                if comptime!(high == 2) {
+                    q_lo |= ((h0 >> (2u32 * at)) & 3u32) << 4u32;
+                    q_hi |= ((h1 >> (2u32 * at)) & 3u32) << 4u32;
+                }
                 let a = x[xb + j * 4 + k];
                 let c = x[xb + 16 + j * 4 + k];
-                lo += a * signed(byte_of(word_lo, k));
-                hi += c * signed(byte_of(word_hi, k));
-                if !staged {
-                    sx += a + c;
+                if comptime!(layout == DeviceLayout::Q6.code()) {
+                    lo += a * (f32::cast_from(q_lo) - 32.0f32);
+                    hi += c * (f32::cast_from(q_hi) - 32.0f32);
+                } else {
+                    lo += a * f32::cast_from(q_lo) + c * f32::cast_from(q_hi);
+                    if !staged {
+                        sx += a + c;
+                    }
                 }
             }
         }
-        if staged {
-            sx += sums[b];
+        if comptime!(layout == DeviceLayout::Q6.code()) {
+            out += block_scale(w, base, 0, layout) * lo + block_scale(w, base, 1, layout) * hi;
+        } else {
+            if staged {
+                sx = sums[b];
+            }
+            out += block_scale(w, base, 0, layout) * lo + block_offset(w, base, layout) * sx;
         }
-        out += d_lo * lo + d_hi * hi + m * sx;
     }
     out
 }
@@ -236,7 +277,7 @@ fn matvec_blocks(
             }
         }
         sync_cube();
-        if comptime!(layout != 1) {
+        if comptime!(layout != DeviceLayout::Q8.code() && layout != DeviceLayout::Q6.code()) {
             let mut b = unit;
             while b < nb {
                 let mut s = 0.0f32;
@@ -318,28 +359,29 @@ fn dequantize_blocks(
     let c = pos % cols;
     let k = c % 32;
     let nb = cols / 32;
-    if comptime!(layout == 0) {
-        let base = block_base(r, c / 32, nb, 6usize);
-        let d = f32::reinterpret(w[base]);
-        let m = f32::reinterpret(w[base + 32]);
+    let (header, high, _) = comptime!(DeviceLayout::from_code(layout).parts());
+    let base = block_base(r, c / 32, nb, comptime!(DeviceLayout::from_code(layout).words_per_block()));
+    if comptime!(layout == DeviceLayout::Q8.code()) {
+        out[at] = f32::reinterpret(w[base]) * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
+    } else {
         let byte_at = k % 16;
-        let byte = byte_of(w[base + (2 + byte_at / 4) * 32], byte_at % 4);
+        let byte = byte_of(w[base + (header + high + byte_at / 4) * 32], byte_at % 4);
         let mut q = byte & 15u32;
         if k >= 16 {
             q = byte >> 4u32;
         }
-        out[at] = d * f32::cast_from(q) + m;
-    }
-    if comptime!(layout == 1) {
-        let base = block_base(r, c / 32, nb, 9usize);
-        let d = f32::reinterpret(w[base]);
-        out[at] = d * signed(byte_of(w[base + (1 + k / 4) * 32], k % 4));
-    }
-    if comptime!(layout == 2) {
-        let base = block_base(r, c / 32, nb, 11usize);
-        let d = f32::reinterpret(w[base + (k / 16) * 32]);
-        let m = f32::reinterpret(w[base + 64]);
-        out[at] = d * signed(byte_of(w[base + (3 + k / 4) * 32], k % 4)) + m;
+        let kk = k as u32;
+        if comptime!(high == 1) {
+            q |= ((w[base + header * 32] >> kk) & 1u32) << 4u32;
+        }
+        if comptime!(high == 2) {
+            q |= ((w[base + (header + k / 16) * 32] >> (2u32 * (kk % 16u32))) & 3u32) << 4u32;
+        }
+        let mut v = f32::cast_from(q);
+        if comptime!(layout == DeviceLayout::Q6.code()) {
+            v -= 32.0f32;
+        }
+        out[at] = block_scale(w, base, k / 16, layout) * v + block_offset(w, base, layout);
     }
 }
 
