@@ -367,7 +367,12 @@ fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
                 GgmlType::Q6K => (128, 105),
                 _ => (1, 1),
             };
-            assert!(m.bytes() <= padded * on_device / in_file, "{ty:?}: {} bytes on the device for {}", m.bytes(), w.bytes());
+            assert!(
+                m.bytes() <= padded * on_device / in_file,
+                "{ty:?}: {} bytes on the device for {}",
+                m.bytes(),
+                w.bytes()
+            );
             assert_eq!(m.dims(), [rows, cols]);
             let bias = rng.vec(rows);
             for n in [1usize, 3, 17] {

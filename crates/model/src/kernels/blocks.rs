@@ -155,7 +155,9 @@ impl DevBlock {
         if layout == DeviceLayout::Q8 {
             out.extend(q.chunks_exact(4).map(|c| c.iter().rev().fold(0, |w, &v| w << 8 | (v & 255))));
         } else {
-            out.extend((0..4).map(|w| (0..4).fold(0, |acc, k| acc | ((q[4 * w + k] & 15) | (q[16 + 4 * w + k] & 15) << 4) << (8 * k))));
+            out.extend((0..4).map(|w| {
+                (0..4).fold(0, |acc, k| acc | ((q[4 * w + k] & 15) | (q[16 + 4 * w + k] & 15) << 4) << (8 * k))
+            }));
         }
         out
     }
@@ -252,7 +254,11 @@ mod tests {
     fn device_words_hold_the_file_values() {
         let (rows, cols) = (35, 64);
         let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        for (ty, layout) in [(GgmlType::Q4_0, DeviceLayout::Q4Half), (GgmlType::Q4_1, DeviceLayout::Q4Half), (GgmlType::Q8_0, DeviceLayout::Q8)] {
+        for (ty, layout) in [
+            (GgmlType::Q4_0, DeviceLayout::Q4Half),
+            (GgmlType::Q4_1, DeviceLayout::Q4Half),
+            (GgmlType::Q8_0, DeviceLayout::Q8),
+        ] {
             let q = QuantMatrix::quantize(ty, rows, cols, &w).unwrap();
             assert_eq!(round_trip(&q), layout, "{ty:?}");
         }
