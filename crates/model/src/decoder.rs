@@ -8,7 +8,7 @@ use crate::attention::Attention;
 use crate::error::{ModelError, Result};
 use crate::families::ModelConfig;
 use crate::ffn::Ffn;
-use crate::kv_cache::{KvCache, LayerKv};
+use crate::kv_cache::{CacheType, KvCache, LayerKv};
 use crate::norm::RmsNorm;
 use crate::ops::{DecodeOps, Linear, Matrix, Step};
 use crate::profile::{time, Op};
@@ -146,6 +146,7 @@ pub struct Decoder<B: DecodeOps> {
     pub config: ModelConfig,
     ropes: Vec<RotaryEmbedding<B>>,
     device: B::Device,
+    cache_type: CacheType,
 }
 
 impl<B: DecodeOps> Decoder<B> {
@@ -159,7 +160,23 @@ impl<B: DecodeOps> Decoder<B> {
                     .with_key(i)
             })
             .collect();
-        Self { weights, config, ropes, device: device.clone() }
+        Self { weights, config, ropes, device: device.clone(), cache_type: CacheType::F32 }
+    }
+
+    /// Store keys and values of the caches this model makes ([`Self::new_cache`]) as `ty`;
+    /// refused when the backend's attention does not read it or the head dim does not fit it.
+    pub fn set_cache_type(&mut self, ty: CacheType) -> Result<()> {
+        if !B::cache_types().contains(&ty) {
+            return Err(ModelError::Input(format!("this backend's attention does not read a {ty} KV cache")));
+        }
+        ty.check(self.config.head_dim)?;
+        self.cache_type = ty;
+        Ok(())
+    }
+
+    /// How the caches of [`Self::new_cache`] store keys and values.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
     }
 
     pub fn device(&self) -> &B::Device {
@@ -168,7 +185,7 @@ impl<B: DecodeOps> Decoder<B> {
 
     /// A cache for `batch` rows of up to `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache<B>> {
-        KvCache::new(&self.config, batch, capacity, &self.device)
+        KvCache::with_type(&self.config, batch, capacity, &self.device, self.cache_type)
     }
 
     fn check_input(&self, input: &StepInput, past: usize) -> Result<(usize, usize)> {

@@ -98,6 +98,7 @@ impl<B: DecodeOps> PrefixCache<B> {
         prompt: &[u32],
         capacity: usize,
         device: &B::Device,
+        cache_type: crate::CacheType,
     ) -> Result<Option<(KvCache<B>, usize)>> {
         let keys = self.chain(prompt);
         let n = (keys.len() * PREFIX_BLOCK).min(prompt.len().saturating_sub(PREFIX_RECOMPUTE));
@@ -118,7 +119,7 @@ impl<B: DecodeOps> PrefixCache<B> {
                 (k, v)
             })
             .collect();
-        let mut kv = KvCache::new(config, 1, capacity, device)?;
+        let mut kv = KvCache::with_type(config, 1, capacity, device, cache_type)?;
         kv.write_positions(0, &joined)?;
         kv.set_len(n)?;
         Ok(Some((kv, n)))
@@ -303,7 +304,7 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         // from the prefix cache's keys/values of its longest cached prefix when there is one
         let ids = first.batch.tokens[0].clone();
         let looked = match self.prefix.as_mut() {
-            Some(p) => p.lookup(&self.model.config, &ids, t0, self.model.device())?,
+            Some(p) => p.lookup(&self.model.config, &ids, t0, self.model.device(), self.model.cache_type())?,
             None => None,
         };
         let (mut tmp, reused) = match looked {

@@ -1,14 +1,80 @@
 //! Preallocated key/value cache, written in place; overflow is an error, never a wrap-around.
-use burn::tensor::{backend::Backend, s, Tensor};
+//! Rows are f32, f16 or q8_0 ([`CacheType`], llama.cpp's `-ctk`/`-ctv`).
+use burn::tensor::{backend::Backend, s, DType, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::families::ModelConfig;
 
+/// How the cache stores a key or value row of `head_dim` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    /// f32 values: exact.
+    #[default]
+    F32,
+    /// f16 values (llama.cpp's default): half the bytes, rounded to 11 significant bits.
+    F16,
+    /// llama.cpp's q8_0 blocks of 32 values (an f16 scale `max|x|/127`, 32 signed bytes): 34 bytes
+    /// per 32 values. Held in an f16 tensor of `17·head_dim/32` elements per row, so every
+    /// position-wise tensor op (reorder, shift, grow, prefix copies) moves whole rows unchanged.
+    Q8_0,
+}
+
+impl CacheType {
+    /// Elements of the cache tensor's last dimension for rows of `head_dim` values.
+    pub fn row_elems(self, head_dim: usize) -> usize {
+        match self {
+            Self::F32 | Self::F16 => head_dim,
+            Self::Q8_0 => head_dim / 32 * 17,
+        }
+    }
+
+    /// The cache tensor's element type.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 | Self::Q8_0 => DType::F16,
+        }
+    }
+
+    /// Error unless rows of `head_dim` values can be stored this way.
+    pub fn check(self, head_dim: usize) -> Result<()> {
+        if self == Self::Q8_0 && !head_dim.is_multiple_of(32) {
+            return Err(ModelError::Input(format!(
+                "--cache-type q8_0 stores blocks of 32 values; this model's head dim {head_dim} is not a multiple of 32 (use f16 or f32)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+        })
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "q8_0" => Ok(Self::Q8_0),
+            o => Err(format!("--cache-type {o:?} is unknown (allowed: f32, f16, q8_0)")),
+        }
+    }
+}
+
 /// Keys and values of one layer.
 #[derive(Debug, Clone)]
 pub struct LayerKv<B: Backend> {
-    pub(crate) k: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
-    pub(crate) v: Tensor<B, 4>, // [batch, kv_heads, max_seq, head_dim]
+    pub(crate) k: Tensor<B, 4>, // [batch, kv_heads, max_seq, row_elems]
+    pub(crate) v: Tensor<B, 4>, // [batch, kv_heads, max_seq, row_elems]
+    pub(crate) ty: CacheType,
 }
 
 impl<B: Backend> LayerKv<B> {
@@ -17,7 +83,11 @@ impl<B: Backend> LayerKv<B> {
     /// # Shapes
     /// - k, v: `[batch, kv_heads, seq, head_dim]`
     /// - output: `[batch, kv_heads, start + seq, head_dim]` each
+    ///
+    /// The default bodies' path: f32 rows only (f16 and q8_0 rows are written and read by the
+    /// backends whose [`DecodeOps::cache_types`](crate::DecodeOps::cache_types) list them).
     pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        assert_eq!(self.ty, CacheType::F32, "a {} KV cache reached the f32 default body", self.ty);
         let end = start + k.dims()[2];
         self.k.inplace(|c| c.slice_assign(s![.., .., start..end, ..], k));
         self.v.inplace(|c| c.slice_assign(s![.., .., start..end, ..], v));
@@ -32,12 +102,30 @@ pub struct KvCache<B: Backend> {
     len: usize,
     capacity: usize,
     batch: usize,
+    ty: CacheType,
+}
+
+/// Zeros of `shape` with `like`'s element type and device.
+fn zeros_as<B: Backend>(like: &Tensor<B, 4>, shape: [usize; 4]) -> Tensor<B, 4> {
+    Tensor::zeros(shape, (&like.device(), like.dtype()))
 }
 
 impl<B: Backend> KvCache<B> {
     /// Allocate a cache for `batch` sequences of up to `capacity` positions.
     /// `capacity` may not exceed the model's `max_position_embeddings`.
     pub fn new(config: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Result<Self> {
+        Self::with_type(config, batch, capacity, device, CacheType::F32)
+    }
+
+    /// [`Self::new`] with rows stored as `ty`.
+    pub fn with_type(
+        config: &ModelConfig,
+        batch: usize,
+        capacity: usize,
+        device: &B::Device,
+        ty: CacheType,
+    ) -> Result<Self> {
+        ty.check(config.head_dim)?;
         if capacity == 0 || capacity > config.max_position_embeddings {
             return Err(ModelError::Input(format!(
                 "KV cache size {capacity} must be between 1 and the model's context length {}",
@@ -47,11 +135,10 @@ impl<B: Backend> KvCache<B> {
         if batch == 0 {
             return Err(ModelError::Input("KV cache batch size must be at least 1".into()));
         }
-        let shape = [batch, config.num_kv_heads, capacity, config.head_dim];
-        let layers = (0..config.num_layers)
-            .map(|_| LayerKv { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
-            .collect();
-        Ok(Self { layers, len: 0, capacity, batch })
+        let shape = [batch, config.num_kv_heads, capacity, ty.row_elems(config.head_dim)];
+        let z = || Tensor::zeros(shape, (device, ty.dtype()));
+        let layers = (0..config.num_layers).map(|_| LayerKv { k: z(), v: z(), ty }).collect();
+        Ok(Self { layers, len: 0, capacity, batch, ty })
     }
 
     /// Number of cached positions.
@@ -73,9 +160,14 @@ impl<B: Backend> KvCache<B> {
         self.batch
     }
 
-    /// Bytes held by keys and values (f32).
+    /// How rows are stored.
+    pub fn cache_type(&self) -> CacheType {
+        self.ty
+    }
+
+    /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| 2 * l.k.shape().num_elements() * std::mem::size_of::<f32>()).sum()
+        self.layers.iter().map(|l| 2 * l.k.shape().num_elements() * l.k.dtype().size()).sum()
     }
 
     /// Forget every cached position (the buffers are kept and overwritten).
@@ -130,7 +222,7 @@ impl<B: Backend> KvCache<B> {
     pub(crate) fn positions(&self, from: usize, n: usize) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
         let copy = |t: &Tensor<B, 4>| {
             let part = t.clone().slice(s![.., .., from..from + n, ..]);
-            Tensor::zeros(part.dims(), &part.device()).slice_assign(s![.., .., 0..n, ..], part)
+            zeros_as(&part, part.dims()).slice_assign(s![.., .., 0..n, ..], part)
         };
         self.layers.iter().map(|l| (copy(&l.k), copy(&l.v))).collect()
     }
@@ -170,7 +262,7 @@ impl<B: Backend> KvCache<B> {
             return Err(ModelError::Input(format!("the source cache holds {} positions, not {n}", src.len)));
         }
         let device = src.layers[0].k.device();
-        let mut c = Self::new(config, src.batch, capacity, &device)?;
+        let mut c = Self::with_type(config, src.batch, capacity, &device, src.ty)?;
         c.check_room(n)?;
         for (l, s) in c.layers.iter_mut().zip(&src.layers) {
             l.k.inplace(|t| t.slice_assign(s![.., .., 0..n, ..], s.k.clone().slice(s![.., .., 0..n, ..])));
@@ -191,7 +283,7 @@ impl<B: Backend> KvCache<B> {
             for t in [&mut l.k, &mut l.v] {
                 let [b, h, _, d] = t.dims();
                 let part = t.clone().slice(s![.., .., 0..n, ..]);
-                *t = Tensor::zeros([b, h, capacity, d], &t.device()).slice_assign(s![.., .., 0..n, ..], part);
+                *t = zeros_as(t, [b, h, capacity, d]).slice_assign(s![.., .., 0..n, ..], part);
             }
         }
         self.capacity = capacity;
@@ -213,7 +305,7 @@ impl<B: Backend> KvCache<B> {
             for l in &mut self.layers {
                 for t in [&mut l.k, &mut l.v] {
                     let part = t.clone().slice(s![.., .., from..from + n, ..]);
-                    *t = Tensor::zeros(t.shape(), &t.device()).slice_assign(s![.., .., to..to + n, ..], part);
+                    *t = zeros_as(t, t.dims()).slice_assign(s![.., .., to..to + n, ..], part);
                 }
             }
         }
@@ -224,6 +316,9 @@ impl<B: Backend> KvCache<B> {
     /// Add `src`'s rows (its first `n` positions) as new rows whose positions end where this
     /// cache's end: they land at `len - n..len`. Needs `n ≤ len` (shift first).
     pub fn append_rows(&mut self, src: &KvCache<B>, n: usize) -> Result<()> {
+        if src.ty != self.ty {
+            return Err(ModelError::Input(format!("cannot append {} cache rows to a {} cache", src.ty, self.ty)));
+        }
         if n > self.len || n > src.len {
             return Err(ModelError::Input(format!(
                 "cannot append {n} positions to a cache of {} from one of {}",
@@ -235,7 +330,7 @@ impl<B: Backend> KvCache<B> {
             for (t, st) in [(&mut l.k, &sl.k), (&mut l.v, &sl.v)] {
                 let [_, h, cap, d] = t.dims();
                 let rows = st.dims()[0];
-                let add = Tensor::zeros([rows, h, cap, d], &t.device())
+                let add = zeros_as(t, [rows, h, cap, d])
                     .slice_assign(s![.., .., a..b, ..], st.clone().slice(s![.., .., 0..n, ..]));
                 *t = Tensor::cat(vec![t.clone(), add], 0);
             }

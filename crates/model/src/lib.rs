@@ -36,7 +36,7 @@ pub use engine::{Engine, EngineStep};
 pub use error::{ModelError, Result};
 pub use families::ModelConfig;
 pub use generate::generate;
-pub use kv_cache::KvCache;
+pub use kv_cache::{CacheType, KvCache};
 pub use lm::CausalLm;
 pub use load::{load_model, load_model_with, Activations, ChatMessage, LoadOptions, LoadedModel, WeightMode};
 pub use ops::DecodeOps;

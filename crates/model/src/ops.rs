@@ -327,6 +327,12 @@ pub trait DecodeOps: Backend {
         false
     }
 
+    /// The KV cache row types this backend's attention reads ([`crate::CacheType`]). Default:
+    /// f32 (the default bodies append and read with plain tensor ops).
+    fn cache_types() -> &'static [crate::CacheType] {
+        &[crate::CacheType::F32]
+    }
+
     /// Run one forward call. CPU backends with a thread pool run it on a pool thread, so their
     /// parallel kernels share the work with the calling thread instead of waking helpers while
     /// it sleeps (on 2 cores, a third thread only competes).

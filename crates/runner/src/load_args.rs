@@ -2,7 +2,7 @@
 use anyhow::{anyhow, Result};
 use clap::Args;
 use demiurgic_model::ggml::GgmlType;
-use demiurgic_model::{Activations, DecodeOps, LoadOptions, WeightMode};
+use demiurgic_model::{Activations, CacheType, DecodeOps, LoadOptions, WeightMode};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct LoadArgs {
@@ -20,6 +20,11 @@ pub struct LoadArgs {
     /// exact). [default: int16 for GGUF files on flex, f32 otherwise]
     #[arg(long, value_name = "f32|int16|int8", allow_hyphen_values = true)]
     pub activations: Option<String>,
+    /// How the KV cache stores keys and values, as llama.cpp's -ctk/-ctv: f32 (exact), f16 (half
+    /// the bytes; llama.cpp's default) or q8_0 (blocks of 32 signed bytes and an f16 scale: 0.27x
+    /// f32's bytes). f16 and q8_0 on flex. [default: f16 on flex, f32 otherwise]
+    #[arg(long, value_name = "f32|f16|q8_0", allow_hyphen_values = true)]
+    pub cache_type: Option<String>,
 }
 
 impl LoadArgs {
@@ -43,7 +48,12 @@ impl LoadArgs {
             }
             None => Activations::F32,
         };
-        let opts = LoadOptions { weights, quantize, activations };
+        let cache = match &self.cache_type {
+            Some(c) => c.parse().map_err(|e: String| anyhow!(e))?,
+            None if B::cache_types().contains(&CacheType::F16) => CacheType::F16,
+            None => CacheType::F32,
+        };
+        let opts = LoadOptions { weights, quantize, activations, cache };
         opts.check::<B>(backend)?;
         Ok(opts)
     }

@@ -478,17 +478,6 @@ pub fn split_rope(
     (q, k, v)
 }
 
-/// Copy new keys or values `[b, kv, t, d]` into a cache buffer `[b, kv, cap, d]` at `past`.
-pub fn cache_write(cache: &mut [f32], new: &[f32], b: usize, kv: usize, cap: usize, t: usize, d: usize, past: usize) {
-    for bi in 0..b {
-        for g in 0..kv {
-            let src = &new[((bi * kv + g) * t) * d..((bi * kv + g) * t + t) * d];
-            let o = ((bi * kv + g) * cap + past) * d;
-            cache[o..o + t * d].copy_from_slice(src);
-        }
-    }
-}
-
 /// Which keys a query may see, and how scores are computed.
 pub struct KeyMask<'a> {
     /// Per row, for every key (cached + new): a real token? `None`: all are.
@@ -507,8 +496,9 @@ impl KeyMask<'_> {
     }
 }
 
-/// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of the caches
-/// `[b, kv, cap, d]`, query heads grouped over K/V heads (GQA); out `[b, t, h·d]`.
+/// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of f32 caches
+/// `[b, kv, cap, d]`, query heads grouped over K/V heads (GQA); out `[b, t, h·d]`. Every cache
+/// type: [`super::kv::attention`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
@@ -523,29 +513,12 @@ pub fn attention(
     past: usize,
     mask: &KeyMask<'_>,
 ) -> Vec<f32> {
-    let keys = past + t;
-    let mut out = vec![0f32; b * t * h * d];
     let shape = AttnShape { b, h, kv, t, d, cap, past };
-    let cost = b * h * t * keys * d;
-    if cost > 1 << 16 {
-        // one task per (row, head); each writes its own (strided) rows of `out`
-        let dst = SendPtr(out.as_mut_ptr());
-        let dst = &dst;
-        (0..b * h).into_par_iter().for_each(|bh| {
-            // SAFETY: head `bh` writes only `out[((bi·t + ti)·h + hi)·d ..][..d]`, disjoint from
-            // every other head's rows; `out` outlives the loop.
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.0, b * t * h * d) };
-            attend_at(level(), q, kc, vc, &shape, mask, bh, o);
-        });
-    } else {
-        for bh in 0..b * h {
-            attend_at(level(), q, kc, vc, &shape, mask, bh, &mut out);
-        }
-    }
-    out
+    super::kv::attention(q, super::kv::KvRows::F32(kc), super::kv::KvRows::F32(vc), &shape, mask)
 }
 
 /// Dimensions of one attention call.
+#[derive(Clone, Copy)]
 pub struct AttnShape {
     pub b: usize,
     pub h: usize,
@@ -556,72 +529,25 @@ pub struct AttnShape {
     pub past: usize,
 }
 
-/// Softmax attention of every query of (row, head) `bh` over its visible keys, into `out`.
-#[allow(clippy::too_many_arguments)]
-fn attend_at(
-    level: Level,
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    s: &AttnShape,
-    mask: &KeyMask<'_>,
-    bh: usize,
-    out: &mut [f32],
-) {
-    if s.t >= GEMM_ATTENTION_MIN_T {
-        return attend_gemm(q, kc, vc, s, mask, bh, out);
-    }
-    crate::dispatch!(level; <I> (q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) -> () {
-        let _ = std::marker::PhantomData::<I>;
-        let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
-        let rep = h / kv;
-        let (scale, softcap) = (mask.scale, mask.softcap);
-        let (bi, hi) = (bh / h, bh % h);
-        let g = hi / rep;
-        let kbase = (bi * kv + g) * cap * d;
-        let mut scores = vec![0f32; past + t];
-        for ti in 0..t {
-            let slot = past + ti;
-            let qv = &q[((bi * h + hi) * t + ti) * d..][..d];
-            let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
-            let mut mx = f32::NEG_INFINITY;
-            for j in 0..=slot {
-                let visible = j >= lo && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
-                scores[j] = if visible {
-                    let mut sc = dot_f32_slices(qv, &kc[kbase + j * d..kbase + (j + 1) * d]) * scale;
-                    if let Some(cap) = softcap {
-                        sc = (sc / cap).tanh() * cap;
-                    }
-                    mx = mx.max(sc);
-                    sc
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
-            let mut sum = 0f32;
-            for sc in scores[..=slot].iter_mut() {
-                *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
-                sum += *sc;
-            }
-            let inv = 1.0 / sum;
-            let o = &mut out[((bi * t + ti) * h + hi) * d..][..d];
-            o.fill(0.0);
-            for (j, &p) in scores[..=slot].iter().enumerate() {
-                if p != 0.0 {
-                    let pv = p * inv;
-                    let vr = &vc[kbase + j * d..kbase + (j + 1) * d];
-                    for (oo, vv) in o.iter_mut().zip(vr) {
-                        *oo += pv * vv;
-                    }
-                }
-            }
-        }
-    })
+/// [`attention`] for prefill-sized steps: [`attend_gemm`] per (row, head), in parallel.
+pub(crate) fn attention_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
+    let (b, h, t, d) = (s.b, s.h, s.t, s.d);
+    let mut out = vec![0f32; b * t * h * d];
+    // one task per (row, head); each writes its own (strided) rows of `out`
+    let dst = SendPtr(out.as_mut_ptr());
+    let dst = &dst;
+    (0..b * h).into_par_iter().for_each(|bh| {
+        // SAFETY: head `bh` writes only `out[((bi·t + ti)·h + hi)·d ..][..d]`, disjoint from
+        // every other head's rows; `out` outlives the loop.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.0, b * t * h * d) };
+        attend_gemm(q, kc, vc, s, mask, bh, o);
+    });
+    out
 }
 
 /// From this many queries per (row, head) on (prefill), attention runs as two f32 GEMMs:
 /// scores `Q · Kᵀ` for every query at once, the masked softmax per query, then `P · V`.
-const GEMM_ATTENTION_MIN_T: usize = 8;
+pub(crate) const GEMM_ATTENTION_MIN_T: usize = 8;
 
 /// [`attend_at`] for many queries: `S = Q · Kᵀ · scale` with the `gemm` crate over the cache
 /// in place, per query the causal / window / padding mask, softcap and softmax (invisible keys

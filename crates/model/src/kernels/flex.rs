@@ -4,7 +4,11 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
-use super::cpu;
+use half::f16;
+
+use super::cpu::{self, AttnShape};
+use super::kv::{self, KvRows, KvRowsMut};
+use crate::kv_cache::CacheType;
 use crate::families::Activation;
 use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, Matrix, QkNorm, Step};
@@ -36,22 +40,47 @@ fn wrap<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(v, shape))))
 }
 
-/// Run `f` on the cache buffer `[b, kv, cap, d]` of `t`, in place.
-fn with_cache<R>(t: &mut Tensor<Flex, 4>, f: impl FnOnce(&mut [f32]) -> R) -> R {
+/// Run `f` on the cache buffer `[b, kv, cap, row]` of `t` (rows as `ty` stores them), in place.
+fn with_cache<R>(t: &mut Tensor<Flex, 4>, ty: CacheType, f: impl FnOnce(KvRowsMut<'_>) -> R) -> R {
     let mut out = None;
     t.inplace(|t| {
         let p = t.into_primitive().tensor();
         let cont = p.is_contiguous() && p.layout().start_offset() == 0;
         let mut p = if cont { p } else { p.to_contiguous() };
-        out = Some(f(p.storage_mut::<f32>()));
+        out = Some(f(match ty {
+            CacheType::F32 => KvRowsMut::F32(p.storage_mut::<f32>()),
+            CacheType::F16 => KvRowsMut::F16(p.storage_mut::<f16>()),
+            CacheType::Q8_0 => {
+                let s = p.storage_mut::<f16>();
+                // SAFETY: f16 is a plain 2-byte value; the byte view covers exactly its storage.
+                KvRowsMut::Q8(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), s.len() * 2) })
+            }
+        }));
         Tensor::from_primitive(TensorPrimitive::Float(p))
     });
     out.expect("inplace ran the closure")
 }
 
+/// The rows of a cache buffer that [`with_cache`] left contiguous from offset 0.
+fn cache_rows(p: &FlexTensor, ty: CacheType) -> KvRows<'_> {
+    match ty {
+        CacheType::F32 => KvRows::F32(p.storage::<f32>()),
+        CacheType::F16 => KvRows::F16(p.storage::<f16>()),
+        CacheType::Q8_0 => {
+            let s = p.storage::<f16>();
+            // SAFETY: as in `with_cache`, read-only.
+            KvRows::Q8(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() * 2) })
+        }
+    }
+}
+
 impl DecodeOps for Flex {
     fn host_weights() -> bool {
         true
+    }
+
+    fn cache_types() -> &'static [CacheType] {
+        &[CacheType::F32, CacheType::F16, CacheType::Q8_0]
     }
 
     fn run_step<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -131,13 +160,13 @@ impl DecodeOps for Flex {
         };
         let out = match cache {
             Some(layer) => {
-                let cap = layer.k.dims()[2];
-                let past = step.past;
-                with_cache(&mut layer.k, |kc| cpu::cache_write(kc, f32s(&kp), b, kv, cap, t, d, past));
-                with_cache(&mut layer.v, |vc| cpu::cache_write(vc, f32s(&vp), b, kv, cap, t, d, past));
-                let kc = host(layer.k.clone());
-                let vc = host(layer.v.clone());
-                cpu::attention(f32s(&qp), f32s(&kc), f32s(&vc), b, hq, kv, t, d, cap, past, &mask)
+                let (cap, past, ty) = (layer.k.dims()[2], step.past, layer.ty);
+                with_cache(&mut layer.k, ty, |kc| kv::cache_write(kc, f32s(&kp), b, kv, cap, t, d, past));
+                with_cache(&mut layer.v, ty, |vc| kv::cache_write(vc, f32s(&vp), b, kv, cap, t, d, past));
+                let kc = layer.k.clone().into_primitive().tensor();
+                let vc = layer.v.clone().into_primitive().tensor();
+                let shape = AttnShape { b, h: hq, kv, t, d, cap, past };
+                kv::attention(f32s(&qp), cache_rows(&kc, ty), cache_rows(&vc, ty), &shape, &mask)
             }
             None => cpu::attention(f32s(&qp), f32s(&kp), f32s(&vp), b, hq, kv, t, d, t, 0, &mask),
         };

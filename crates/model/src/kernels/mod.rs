@@ -12,6 +12,7 @@ pub mod dot;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod igemm;
+pub mod kv;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
 mod x86;

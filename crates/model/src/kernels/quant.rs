@@ -440,11 +440,21 @@ impl QuantMatrix {
 
 /// llama.cpp's `quantize_row_q8_0_ref`: `d = max|x| / 127`, `q = round(x / d)`.
 fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    let n = out.len();
+    out.resize(n + 34, 0);
+    quantize_q8_0_into(x, &mut out[n..]);
+}
+
+/// [`quantize_q8_0`] of 32 values into the 34 bytes of `out`.
+#[inline(always)]
+pub(crate) fn quantize_q8_0_into(x: &[f32], out: &mut [u8]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-    out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for (o, v) in out[2..34].iter_mut().zip(x) {
+        *o = (v * id).round() as i8 as u8;
+    }
 }
 
 /// llama.cpp's `quantize_row_q4_0_ref`: `d = max / -8` (signed value of largest magnitude),

@@ -17,6 +17,7 @@ pub use crate::families::{Naming, Part};
 use crate::ffn::Ffn;
 use crate::ggml::{dequantize, to_q8_0_exact, GgmlType};
 use crate::kernels::dot::has_q8_kernel;
+use crate::kv_cache::CacheType;
 use crate::kernels::quant::{is_native, ActQuant, QuantMatrix};
 use crate::mlp::Mlp;
 use crate::moe::SparseMoe;
@@ -105,11 +106,22 @@ pub struct LoadOptions {
     /// kernels only.
     pub quantize: Option<GgmlType>,
     pub activations: Activations,
+    /// How the KV cache stores keys and values (f16 and q8_0: backends that list them in
+    /// [`DecodeOps::cache_types`], flex).
+    pub cache: CacheType,
 }
 
 impl LoadOptions {
     /// Refuse combinations the backend `B` cannot run.
     pub fn check<B: DecodeOps>(&self, backend: &str) -> Result<()> {
+        if !B::cache_types().contains(&self.cache) {
+            let have: Vec<String> = B::cache_types().iter().map(|t| t.to_string()).collect();
+            return Err(ModelError::Input(format!(
+                "--cache-type {} is not supported on {backend} (allowed there: {}; f16 and q8_0 run on flex)",
+                self.cache,
+                have.join(", ")
+            )));
+        }
         if !B::host_weights() {
             if self.weights == WeightMode::F16 {
                 return Err(ModelError::Input(format!(

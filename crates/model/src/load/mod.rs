@@ -61,11 +61,17 @@ pub fn load_model<B: DecodeOps>(path: &Path, device: &B::Device) -> Result<Loade
 
 /// Load a `.gguf` file or an HF checkpoint directory.
 pub fn load_model_with<B: DecodeOps>(path: &Path, device: &B::Device, opts: &LoadOptions) -> Result<LoadedModel<B>> {
-    if path.is_dir() {
-        return safetensors::load_hf_dir(path, device, opts);
-    }
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
-        return gguf::load_gguf(path, device, opts);
+    let loaded = if path.is_dir() {
+        Some(safetensors::load_hf_dir(path, device, opts))
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
+        Some(gguf::load_gguf(path, device, opts))
+    } else {
+        None
+    };
+    if let Some(loaded) = loaded {
+        let mut loaded = loaded?;
+        loaded.model.set_cache_type(opts.cache)?;
+        return Ok(loaded);
     }
     if !path.exists() {
         return Err(ModelError::Input(format!(

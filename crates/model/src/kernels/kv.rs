@@ -1,0 +1,403 @@
+//! The KV cache's host rows ([`CacheType`]: f32, f16, q8_0) and the attention that reads them.
+//!
+//! Decode and short multi-token steps (speculative verification) stream the cache once per step:
+//! one task per (batch row, K/V head, span of keys) reads each key and value row once for every
+//! query head of its group and every new query, with the scores, an online softmax and the
+//! value sum fused over tiles of keys (flash-decoding); the spans' partial results are then
+//! combined. Both threads work even at batch 1 with one K/V head (Gemma 3 270M). Prefill-sized
+//! steps take the two-GEMM path of [`super::cpu`] (on an f32 copy of the visible rows when the
+//! cache is f16 or q8_0).
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::cpu::{attention_gemm, AttnShape, KeyMask, GEMM_ATTENTION_MIN_T};
+use super::dot::{dot_f32_slices, level};
+use super::quant::quantize_q8_0_into;
+use crate::kv_cache::CacheType;
+
+/// Bytes of one q8_0 block (f16 scale + 32 values).
+const Q8_BLOCK: usize = 34;
+
+/// Keys or values of a cache buffer `[b, kv, cap, d]` as stored.
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    /// q8_0 blocks of 32 values: a little-endian f16 scale, then 32 signed bytes.
+    Q8(&'a [u8]),
+}
+
+/// A cache buffer `[b, kv, cap, d]` to write rows into.
+pub enum KvRowsMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [f16]),
+    Q8(&'a mut [u8]),
+}
+
+impl KvRows<'_> {
+    pub fn cache_type(&self) -> CacheType {
+        match self {
+            Self::F32(_) => CacheType::F32,
+            Self::F16(_) => CacheType::F16,
+            Self::Q8(_) => CacheType::Q8_0,
+        }
+    }
+
+    /// Rows `row..row + n` (each `d` values) decoded to f32 into `dst` (`n·d` values).
+    #[inline(always)]
+    pub fn decode(&self, row: usize, n: usize, d: usize, dst: &mut [f32]) {
+        match *self {
+            Self::F32(s) => dst.copy_from_slice(&s[row * d..(row + n) * d]),
+            Self::F16(s) => s[row * d..(row + n) * d].convert_to_f32_slice(dst),
+            Self::Q8(s) => {
+                let src = &s[row * d / 32 * Q8_BLOCK..(row + n) * d / 32 * Q8_BLOCK];
+                for (blk, out) in src.chunks_exact(Q8_BLOCK).zip(dst.chunks_exact_mut(32)) {
+                    let sc = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
+                        *o = sc * q as i8 as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `row..row + n` as f32: borrowed from an f32 cache, else decoded into `buf`.
+    #[inline(always)]
+    fn rows<'s>(&'s self, row: usize, n: usize, d: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        match self {
+            Self::F32(s) => &s[row * d..(row + n) * d],
+            _ => {
+                self.decode(row, n, d, &mut buf[..n * d]);
+                &buf[..n * d]
+            }
+        }
+    }
+
+    /// The first `keys` positions of every (row, head) as f32 `[b, kv, keys, d]`.
+    fn to_f32(self, s: &AttnShape, keys: usize) -> Vec<f32> {
+        let mut out = vec![0f32; s.b * s.kv * keys * s.d];
+        for (bg, dst) in out.chunks_exact_mut(keys * s.d).enumerate() {
+            self.decode(bg * s.cap, keys, s.d, dst);
+        }
+        out
+    }
+}
+
+/// Copy new keys or values `[b, kv, t, d]` into a cache buffer `[b, kv, cap, d]` at `past`,
+/// converted to the cache's rows.
+#[allow(clippy::too_many_arguments)]
+pub fn cache_write(cache: KvRowsMut<'_>, new: &[f32], b: usize, kv: usize, cap: usize, t: usize, d: usize, past: usize) {
+    let mut cache = cache;
+    for bg in 0..b * kv {
+        let src = &new[bg * t * d..(bg + 1) * t * d];
+        let (o, n) = ((bg * cap + past) * d, t * d);
+        match &mut cache {
+            KvRowsMut::F32(c) => c[o..o + n].copy_from_slice(src),
+            KvRowsMut::F16(c) => c[o..o + n].convert_from_f32_slice(src),
+            KvRowsMut::Q8(c) => {
+                let dst = &mut c[o / 32 * Q8_BLOCK..(o + n) / 32 * Q8_BLOCK];
+                for (x, blk) in src.chunks_exact(32).zip(dst.chunks_exact_mut(Q8_BLOCK)) {
+                    quantize_q8_0_into(x, blk);
+                }
+            }
+        }
+    }
+}
+
+/// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of the caches
+/// `[b, kv, cap, d]`, query heads grouped over K/V heads (GQA); out `[b, t, h·d]`.
+pub fn attention(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
+    if s.t >= GEMM_ATTENTION_MIN_T {
+        return match (kc, vc) {
+            (KvRows::F32(k), KvRows::F32(v)) => attention_gemm(q, k, v, s, mask),
+            _ => {
+                let keys = s.past + s.t;
+                let (k, v) = (kc.to_f32(s, keys), vc.to_f32(s, keys));
+                attention_gemm(q, &k, &v, &AttnShape { cap: keys, ..*s }, mask)
+            }
+        };
+    }
+    stream(q, kc, vc, s, mask)
+}
+
+/// Keys per tile of the streaming kernel: one max and one rescale of the sums per tile.
+const TILE: usize = 32;
+
+/// Below this much work (`b·h·t·keys·d` multiply-adds) one task does it all.
+const PARALLEL_WORK: usize = 1 << 16;
+
+/// The streaming attention (module docs): tasks over (row, K/V head, key span), then the spans'
+/// partial softmax sums combined.
+fn stream(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
+    let (b, h, kv, t, d) = (s.b, s.h, s.kv, s.t, s.d);
+    let keys = s.past + t;
+    let groups = b * kv;
+    let spans = if b * h * t * keys * d < PARALLEL_WORK {
+        1
+    } else {
+        // two tasks per thread, spans of at least 4 tiles
+        (2 * rayon::current_num_threads()).div_ceil(groups).clamp(1, keys.div_ceil(4 * TILE))
+    };
+    let span = keys.div_ceil(spans).div_ceil(TILE) * TILE;
+    let spans = keys.div_ceil(span);
+    let nq = h / kv * t;
+    let lvl = level();
+    let task = |i: usize| {
+        let (bg, c) = (i / spans, i % spans);
+        let keys_range = c * span..(keys).min((c + 1) * span);
+        span_task(lvl, q, kc, vc, s, mask, bg, keys_range)
+    };
+    let parts: Vec<Vec<f32>> = if groups * spans == 1 {
+        vec![task(0)]
+    } else {
+        (0..groups * spans).into_par_iter().map(task).collect()
+    };
+    // combine: per query, out = Σ e^(m_c − M)·acc_c / Σ e^(m_c − M)·l_c
+    let mut out = vec![0f32; b * t * h * d];
+    let rep = h / kv;
+    for bg in 0..groups {
+        let (bi, g) = (bg / kv, bg % kv);
+        let parts = &parts[bg * spans..(bg + 1) * spans];
+        for qi in 0..nq {
+            let (r, ti) = (qi / t, qi % t);
+            let hi = g * rep + r;
+            let o = &mut out[((bi * t + ti) * h + hi) * d..][..d];
+            let at = qi * (d + 2);
+            let mx = parts.iter().map(|p| p[at]).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for p in parts {
+                if p[at] == f32::NEG_INFINITY {
+                    continue;
+                }
+                let w = (p[at] - mx).exp();
+                sum += w * p[at + 1];
+                for (oo, a) in o.iter_mut().zip(&p[at + 2..at + 2 + d]) {
+                    *oo += w * a;
+                }
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+    out
+}
+
+/// One (row·K/V head `bg`, key span) task: for each of its `rep·t` queries, the running max `m`,
+/// the sum `l` of `e^(score − m)` and the value sum `acc` (d) over the span's visible keys, laid
+/// out as `[m, l, acc…]` per query.
+#[allow(clippy::too_many_arguments)]
+fn span_task(
+    lvl: super::dot::Level,
+    q: &[f32],
+    kc: KvRows<'_>,
+    vc: KvRows<'_>,
+    s: &AttnShape,
+    mask: &KeyMask<'_>,
+    bg: usize,
+    keys_range: std::ops::Range<usize>,
+) -> Vec<f32> {
+    crate::dispatch!(lvl; <I> (q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMask<'_>, bg: usize, keys_range: std::ops::Range<usize>) -> Vec<f32> {
+        let _ = std::marker::PhantomData::<I>;
+        let (h, kv, t, d, past) = (s.h, s.kv, s.t, s.d, s.past);
+        let rep = h / kv;
+        let nq = rep * t;
+        let (bi, g) = (bg / kv, bg % kv);
+        let base = bg * s.cap;
+        let mut st = vec![0f32; nq * (d + 2)];
+        for qi in 0..nq {
+            st[qi * (d + 2)] = f32::NEG_INFINITY;
+        }
+        let (mut kbuf, mut vbuf) = (vec![0f32; TILE * d], vec![0f32; TILE * d]);
+        let mut p = vec![0f32; nq * TILE];
+        // per query: the row of q and the visible keys' bounds
+        let qrow = |qi: usize| {
+            let (r, ti) = (qi / t, qi % t);
+            &q[((bi * h + g * rep + r) * t + ti) * d..][..d]
+        };
+        let mut j0 = keys_range.start;
+        while j0 < keys_range.end {
+            let n = TILE.min(keys_range.end - j0);
+            let kt = kc.rows(base + j0, n, d, &mut kbuf);
+            let mut any = false;
+            for qi in 0..nq {
+                let slot = past + qi % t;
+                let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+                let qv = qrow(qi);
+                let ps = &mut p[qi * TILE..qi * TILE + n];
+                let mut tmax = f32::NEG_INFINITY;
+                for (jj, sc) in ps.iter_mut().enumerate() {
+                    let j = j0 + jj;
+                    let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
+                    *sc = if visible {
+                        let mut x = dot_f32_slices(qv, &kt[jj * d..(jj + 1) * d]) * mask.scale;
+                        if let Some(cap) = mask.softcap {
+                            x = (x / cap).tanh() * cap;
+                        }
+                        tmax = tmax.max(x);
+                        x
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+                let at = qi * (d + 2);
+                if tmax == f32::NEG_INFINITY {
+                    ps.fill(0.0);
+                    continue;
+                }
+                any = true;
+                let m = st[at];
+                let m_new = m.max(tmax);
+                if m_new > m && m != f32::NEG_INFINITY {
+                    let corr = (m - m_new).exp();
+                    st[at + 1..at + 2 + d].iter_mut().for_each(|v| *v *= corr);
+                }
+                st[at] = m_new;
+                let mut l = 0f32;
+                for sc in ps.iter_mut() {
+                    *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - m_new).exp() };
+                    l += *sc;
+                }
+                st[at + 1] += l;
+            }
+            if any {
+                let vt = vc.rows(base + j0, n, d, &mut vbuf);
+                for qi in 0..nq {
+                    let at = qi * (d + 2);
+                    let acc = &mut st[at + 2..at + 2 + d];
+                    for (jj, &pj) in p[qi * TILE..qi * TILE + n].iter().enumerate() {
+                        if pj != 0.0 {
+                            for (a, v) in acc.iter_mut().zip(&vt[jj * d..(jj + 1) * d]) {
+                                *a += pj * v;
+                            }
+                        }
+                    }
+                }
+            }
+            j0 += n;
+        }
+        st
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Plain softmax attention per query in f64 (the definition).
+    fn reference(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
+        let (b, h, kv, t, d, cap, past) = (s.b, s.h, s.kv, s.t, s.d, s.cap, s.past);
+        let mut out = vec![0f32; b * t * h * d];
+        for bi in 0..b {
+            for hi in 0..h {
+                let base = (bi * kv + hi / (h / kv)) * cap;
+                for ti in 0..t {
+                    let slot = past + ti;
+                    let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+                    let qv = &q[((bi * h + hi) * t + ti) * d..][..d];
+                    let sc: Vec<(usize, f64)> = (lo..=slot)
+                        .filter(|&j| j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]))
+                        .map(|j| {
+                            let x: f64 = (0..d).map(|i| qv[i] as f64 * kc[(base + j) * d + i] as f64).sum();
+                            let x = x * mask.scale as f64;
+                            (j, mask.softcap.map_or(x, |c| (x / c as f64).tanh() * c as f64))
+                        })
+                        .collect();
+                    let mx = sc.iter().map(|x| x.1).fold(f64::MIN, f64::max);
+                    let z: f64 = sc.iter().map(|x| (x.1 - mx).exp()).sum();
+                    for i in 0..d {
+                        let v: f64 = sc.iter().map(|&(j, x)| (x - mx).exp() / z * vc[(base + j) * d + i] as f64).sum();
+                        out[((bi * t + ti) * h + hi) * d + i] = v as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The streaming kernel and the GEMM path against the definition, on every cache type:
+    /// f32 rows within float noise, f16 and q8_0 rows against the definition over the rows as
+    /// stored (decoded), then the stored rows' error against the f32 values bounded per type.
+    #[test]
+    fn attention_over_every_cache_type_matches_definition() {
+        let mut cases = 0;
+        // (b, h, kv, t, d, past, window, softcap, padding)
+        let shapes = [
+            (1usize, 9usize, 3usize, 1usize, 64usize, 700usize, None, None, false),
+            (1, 4, 1, 1, 256, 1030, Some(512), None, false),
+            (2, 4, 2, 3, 32, 200, None, Some(5.0f32), true),
+            (3, 2, 2, 7, 64, 40, Some(20), None, true),
+            (1, 2, 1, 9, 32, 30, None, None, false),
+            (2, 6, 2, 1, 32, 1, None, None, true),
+            (1, 4, 2, 2, 64, 0, None, None, false),
+        ];
+        for (b, h, kv, t, d, past, window, softcap, pad) in shapes {
+            let cap = past + t + 5;
+            let keys = past + t;
+            let q = lcg(1 + past as u64, b * h * t * d);
+            let kf = lcg(2 + d as u64, b * kv * cap * d);
+            let vf = lcg(3 + t as u64, b * kv * cap * d);
+            let valid: Vec<Vec<bool>> = (0..b).map(|r| (0..keys).map(|j| r == 0 || j % 3 != 1).collect()).collect();
+            let mask = KeyMask {
+                key_valid: pad.then_some(valid.as_slice()),
+                window,
+                scale: 1.0 / (d as f32).sqrt(),
+                softcap,
+            };
+            let s = AttnShape { b, h, kv, t, d, cap, past };
+            for ty in [CacheType::F32, CacheType::F16, CacheType::Q8_0] {
+                // the cache written through cache_write (as the backend does), then read back
+                let n = b * kv * cap * d;
+                let (mut k16, mut v16) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+                let (mut k8, mut v8) = (vec![0u8; n / 32 * Q8_BLOCK], vec![0u8; n / 32 * Q8_BLOCK]);
+                let (kr, vr) = match ty {
+                    CacheType::F32 => (KvRows::F32(&kf), KvRows::F32(&vf)),
+                    CacheType::F16 => {
+                        cache_write(KvRowsMut::F16(&mut k16), &kf, 1, 1, n / d, n / d, d, 0);
+                        cache_write(KvRowsMut::F16(&mut v16), &vf, 1, 1, n / d, n / d, d, 0);
+                        (KvRows::F16(&k16), KvRows::F16(&v16))
+                    }
+                    CacheType::Q8_0 => {
+                        cache_write(KvRowsMut::Q8(&mut k8), &kf, 1, 1, n / d, n / d, d, 0);
+                        cache_write(KvRowsMut::Q8(&mut v8), &vf, 1, 1, n / d, n / d, d, 0);
+                        (KvRows::Q8(&k8), KvRows::Q8(&v8))
+                    }
+                };
+                assert_eq!(kr.cache_type(), ty);
+                let (mut kd, mut vd) = (vec![0f32; n], vec![0f32; n]);
+                kr.decode(0, n / d, d, &mut kd);
+                vr.decode(0, n / d, d, &mut vd);
+                // stored rows against the values written: f16 relative 2^-11, q8_0 half a step
+                let bound = |x: f32, i: usize, src: &[f32]| match ty {
+                    CacheType::F32 => 0.0,
+                    CacheType::F16 => x.abs() * 4.9e-4 + 6e-8,
+                    CacheType::Q8_0 => {
+                        let blk = &src[i / 32 * 32..i / 32 * 32 + 32];
+                        blk.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0 * 0.5 * 1.01 + 1e-3 * x.abs()
+                    }
+                };
+                for (i, (&a, &w)) in kd.iter().zip(&kf).enumerate() {
+                    assert!((a - w).abs() <= bound(w, i, &kf), "{ty} key value {i}: stored {a}, written {w}");
+                }
+                let want = reference(&q, &kd, &vd, &s, &mask);
+                let got = attention(&q, kr, vr, &s, &mask);
+                assert_eq!(got.len(), want.len());
+                for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - w).abs() < 2e-5, "{ty} b={b} h={h} kv={kv} t={t} d={d} past={past} out {i}: {a} vs {w}");
+                }
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, shapes.len() * 3);
+    }
+}
