@@ -38,8 +38,9 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def plan(quick, reps):
+def plan(quick, reps, contexts=None):
     return dict(
+        contexts=contexts or [],
         cache_lengths=[50, 100] if quick else [50, 100, 200, 512],
         batches=[1, 4] if quick else [1, 4, 16],
         prefill=[128] if quick else [128, 512],
@@ -178,10 +179,40 @@ def bench_llama_cpp(model_path, threads, p):
         tps = n / med(fwd, p["reps"])
         prefill.append({"prompt_tokens": n, "tokens_per_s": tps})
         log(f"llama.cpp prefill {n}: {tps:.1f} tokens/s")
+    context = llama_cpp_context(model_path, threads, p, flash_attn=False)
     return {"name": "llama.cpp", "version": f"llama-cpp-python {llama_cpp.__version__}", "threads": threads,
-            "cache_speedup": cache, "decode": decode, "prefill": prefill,
+            "cache_speedup": cache, "decode": decode, "prefill": prefill, "context": context,
             "notes": "Q4_1 weights as stored; batch 1 only (the Python API decodes one sequence); "
                      "no-cache = re-evaluate the whole sequence per token"}
+
+
+def llama_cpp_context(model_path, threads, p, flash_attn):
+    """Batch-1 decode after a long prompt: llama.cpp's default KV cache (f16), a context sized to it."""
+    import numpy as np
+    import llama_cpp
+
+    context = []
+    T = p["decode_tokens"]
+    for c in p["contexts"]:
+        big = llama_cpp.Llama(model_path=model_path, n_ctx=c + T + 16, n_batch=512, n_threads=threads,
+                              n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
+        prompt = prompt_of(c, big.tokenize(PASSAGE.encode(), add_bos=False, special=False), 11)
+
+        def dec():
+            big.reset()
+            big.eval(prompt)
+            t = time.perf_counter()
+            for _ in range(T - 1):
+                big.eval([int(np.argmax(big.scores[big.n_tokens - 1]))])
+            return (T - 1) / (time.perf_counter() - t)
+
+        if not context:
+            dec()
+        tps = med(dec, p["reps"])
+        context.append({"context_tokens": c, "new_tokens": T, "tokens_per_s": tps, "cache_type": "f16"})
+        log(f"llama.cpp (flash_attn={flash_attn}) decode after {c} tokens of context: {tps:.1f} tokens/s")
+        del big
+    return context
 
 
 def main():
@@ -192,15 +223,23 @@ def main():
     ap.add_argument("--reps", type=int)
     ap.add_argument("--json-out", required=True)
     ap.add_argument("--only", choices=["transformers", "llama.cpp"])
+    ap.add_argument("--contexts", help="batch-1 decode after prompts this long (llama.cpp), e.g. 256,4096")
     a = ap.parse_args()
     if a.threads < 1:
         sys.exit(f"--threads must be at least 1, got {a.threads}")
-    p = plan(a.quick, a.reps)
+    contexts = [int(x) for x in a.contexts.split(",")] if a.contexts else []
+    if any(c < 1 for c in contexts):
+        sys.exit(f"--contexts must be positive prompt lengths, got {a.contexts}")
+    p = plan(a.quick, a.reps, contexts)
     peers = []
     if a.only in (None, "transformers"):
         peers.append(bench_transformers(a.model, a.threads, p))
     if a.only in (None, "llama.cpp"):
         peers.append(bench_llama_cpp(a.model, a.threads, p))
+        if contexts:
+            # llama.cpp's own tools default to flash attention where the backend has it (-fa auto)
+            peers.append({"name": "llama.cpp -fa", "threads": a.threads,
+                          "context": llama_cpp_context(a.model, a.threads, p, flash_attn=True)})
     with open(a.json_out, "w") as f:
         json.dump({"peers": peers}, f, indent=2)
 

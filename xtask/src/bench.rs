@@ -21,6 +21,8 @@ struct Opts {
     peers: bool,
     reps: Option<String>,
     model: Option<String>,
+    /// `--contexts 256,1024,…`: batch-1 decode after prompts this long (ours and llama.cpp's).
+    contexts: Option<String>,
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
@@ -33,6 +35,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         peers: false,
         reps: None,
         model: None,
+        contexts: None,
     };
     let mut it = args.iter();
     while let Some(&a) = it.next() {
@@ -53,7 +56,10 @@ fn parse(args: &[&str]) -> Result<Opts> {
             }
             "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
             "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --reps N, --model PATH)"),
+            "--contexts" => {
+                o.contexts = Some(it.next().context("--contexts needs a list of prompt lengths (256,1024,4096)")?.to_string())
+            }
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --reps N, --model PATH, --contexts N,N)"),
         }
     }
     if o.backends.is_empty() {
@@ -147,6 +153,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         if let Some(r) = &o.reps {
             c.args(["--reps", r]);
         }
+        if let Some(x) = &o.contexts {
+            c.args(["--contexts", x]);
+        }
         c.stdout(Stdio::null());
         let st = c.stderr(Stdio::inherit()).status()?;
         if !st.success() {
@@ -157,7 +166,8 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let threads = per_backend.first().and_then(|v| v["threads"].as_u64()).unwrap_or(0);
 
-    let peers = if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref())? } else { vec![] };
+    let peers =
+        if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref(), o.contexts.as_deref())? } else { vec![] };
     let serve = if o.serve { run_serve(&bin, &model, o.peers)? } else { vec![] };
 
     let cat = |k: &str| -> Vec<Value> {
@@ -185,6 +195,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "profile": per_backend.iter().filter(|v| !v["profile"].is_null()).map(|v| v["profile"].clone()).collect::<Vec<_>>(),
         "speculative": cat("speculative"),
         "structured": cat("structured"),
+        "context": cat("context"),
         "serve": serve,
         "peers": peers,
     });
@@ -304,7 +315,7 @@ fn run_serve(bin: &Path, model: &str, peers: bool) -> Result<Vec<Value>> {
 }
 
 /// transformers and llama.cpp on the same model, thread count and shapes, in a venv under target/.
-fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Result<Vec<Value>> {
+fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>, contexts: Option<&str>) -> Result<Vec<Value>> {
     let venv = target_dir().join("bench/venv");
     let py = venv.join("bin/python");
     if !py.exists() {
@@ -339,6 +350,9 @@ fn run_peers(model: &str, threads: u64, quick: bool, reps: Option<&str>) -> Resu
     if let Some(r) = reps {
         c.args(["--reps", r]);
     }
+    if let Some(x) = contexts {
+        c.args(["--contexts", x]);
+    }
     let st = c.env("PYTHONUNBUFFERED", "1").status()?;
     if !st.success() {
         bail!("scripts/bench_peers.py failed ({st})");
@@ -362,6 +376,7 @@ fn ratios(r: &Value) -> Vec<Value> {
             ("decode", "batch", "tokens_per_s"),
             ("prefill", "prompt_tokens", "tokens_per_s"),
             ("cache_speedup", "new_tokens", "cache_s"),
+            ("context", "context_tokens", "tokens_per_s"),
         ] {
             let prow = peer[k].as_array().cloned().unwrap_or_default();
             for row in ours(k) {
@@ -464,6 +479,25 @@ fn markdown(r: &Value) -> String {
             f(&row["tokens_per_s"], 1)
         );
     }
+    let mut context = rows("context");
+    for p in r["peers"].as_array().unwrap_or(&empty) {
+        for mut row in p["context"].as_array().cloned().unwrap_or_default() {
+            row["backend"] = p["name"].clone();
+            context.push(row);
+        }
+    }
+    if !context.is_empty() {
+        s += "\n## Decode after a long prompt (batch 1, tokens/s after the first)\n\n| backend | context tokens | KV cache | tokens/s |\n|---|---:|---|---:|\n";
+        for row in &context {
+            s += &format!(
+                "| {} | {} | {} | {} |\n",
+                row["backend"].as_str().unwrap_or(""),
+                row["context_tokens"],
+                row["cache_type"].as_str().unwrap_or("-"),
+                f(&row["tokens_per_s"], 1)
+            );
+        }
+    }
     s += "\n## Memory\n\n| backend | peak RSS (MiB) | KV cache per sequence per 1k tokens (MiB) | weights (MiB) | load (s) |\n|---|---:|---:|---:|---:|\n";
     if let Some(m) = r["memory"].as_object() {
         for (b, v) in m {
@@ -549,7 +583,7 @@ fn markdown(r: &Value) -> String {
     if !ratios.is_empty() {
         s += "\n## Ours / peer (speed ratio, > 1 means Demiurgic is faster)\n\n| backend | peer | measure | at | ratio |\n|---|---|---|---:|---:|\n";
         for row in &ratios {
-            let at = ["batch", "prompt_tokens", "new_tokens"]
+            let at = ["batch", "prompt_tokens", "new_tokens", "context_tokens"]
                 .iter()
                 .find_map(|k| row.get(*k).map(|v| format!("{k}={v}")))
                 .unwrap_or_default();
@@ -666,13 +700,15 @@ mod tests {
             "cache_speedup": [{"backend": "flex", "new_tokens": 50, "no_cache_s": 6.0, "cache_s": 1.0, "speedup": 6.0}],
             "decode": [{"backend": "flex", "batch": 1, "tokens_per_s": 50.0, "ms_per_step": 20.0}],
             "prefill": [{"backend": "flex", "prompt_tokens": 128, "tokens_per_s": 300.0}],
+            "context": [{"backend": "flex", "context_tokens": 4096, "tokens_per_s": 30.0, "cache_type": "f16"}],
             "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_bytes": 3145728}},
             "serve": [{"server": "demiurgic", "concurrency": 8, "requests_per_s": 3.3, "tokens_per_s": 211.6, "latency_p50_s": 2.3, "latency_p99_s": 2.9, "ttft_p50_s": 0.139, "ttft_p99_s": 0.5}],
             "speculative": [{"backend": "flex", "task": "input-grounded", "method": "prompt lookup (≤10)", "plain_tokens_per_s": 70.0, "tokens_per_s": 105.0, "speedup": 1.5, "draft_tokens": 40, "accepted_tokens": 30}],
             "peers": [{"name": "llama.cpp",
                 "cache_speedup": [{"new_tokens": 50, "no_cache_s": 3.0, "cache_s": 0.5, "speedup": 6.0}],
                 "decode": [{"batch": 1, "tokens_per_s": 100.0, "ms_per_step": 10.0}],
-                "prefill": [{"prompt_tokens": 128, "tokens_per_s": 600.0}]}],
+                "prefill": [{"prompt_tokens": 128, "tokens_per_s": 600.0}],
+                "context": [{"context_tokens": 4096, "tokens_per_s": 25.0, "cache_type": "f16"}]}],
         })
     }
 
@@ -684,6 +720,7 @@ mod tests {
         assert_eq!(get("decode"), 0.5);
         assert_eq!(get("prefill"), 0.5);
         assert_eq!(get("cache_speedup"), 0.5); // peer 0.5 s, ours 1.0 s
+        assert_eq!(get("context"), 1.2);
     }
 
     #[test]
@@ -695,8 +732,11 @@ mod tests {
             "| flex | 50 | 6.000 | 1.000 | 6.0x |",
             "| llama.cpp | 1 | 100.0 | 10.0 |",
             "| flex | 128 | 300.0 |",
+            "| flex | 4096 | f16 | 30.0 |",
+            "| llama.cpp | 4096 | f16 | 25.0 |",
             "| flex | 1.0 | 2.0 | 3.0 | 0.50 |",
             "| flex | llama.cpp | decode | batch=1 | 0.50 |",
+            "| flex | llama.cpp | context | context_tokens=4096 | 1.20 |",
             "| flex | input-grounded | prompt lookup (≤10) | 70.0 | 105.0 | 1.50x | 30 / 40 |",
             "| demiurgic | 8 | 3.30 | 211.6 | 2.30 | 2.90 | 0.139 | 0.500 |",
         ] {

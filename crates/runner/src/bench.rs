@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Timed repetitions per figure (the median is reported).
     #[arg(long)]
     pub reps: Option<usize>,
+    /// Also measure batch-1 decode after prompts of these many tokens (long-context decode: the
+    /// KV cache's reads grow with the context), e.g. 256,1024,4096,8000.
+    #[arg(long, value_delimiter = ',')]
+    pub contexts: Option<Vec<usize>>,
     /// Write the JSON here as well as to stdout.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -60,9 +64,12 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn validate(&self) -> Result<()> {
-        for (name, v) in
-            [("--cache-lengths", &self.cache_lengths), ("--batches", &self.batches), ("--prefill", &self.prefill)]
-        {
+        for (name, v) in [
+            ("--cache-lengths", &self.cache_lengths),
+            ("--batches", &self.batches),
+            ("--prefill", &self.prefill),
+            ("--contexts", &self.contexts),
+        ] {
             if let Some(v) = v {
                 if v.is_empty() || v.contains(&0) {
                     bail!("{name} must be a comma-separated list of positive integers, got {v:?}");
@@ -252,6 +259,8 @@ impl BackendJob for BenchJob {
             None => (1..cfg.vocab_size.min(500) as u32).collect(),
         };
         let max_prefill = plan.prefill.iter().copied().max().unwrap_or(0);
+        let max_context = self.args.contexts.iter().flatten().map(|c| c + plan.decode_tokens).max().unwrap_or(0);
+        let max_prefill = max_prefill.max(max_context);
         let longest = plan.prompt_len + plan.cache_lengths.iter().copied().max().unwrap_or(0).max(plan.decode_tokens);
         if max_prefill.max(longest) > cfg.max_position_embeddings {
             bail!(
@@ -336,6 +345,24 @@ impl BackendJob for BenchJob {
 
         // the main measurements' peak, before the optional sections load more models
         let peak_rss = peak_rss_bytes();
+
+        // 5. optional: batch-1 decode after long prompts (one warm-up at the first length)
+        let mut context_rows = vec![];
+        for (i, &c) in self.args.contexts.iter().flatten().enumerate() {
+            let prompts = vec![prompt_of(c, &base, 11)];
+            if i == 0 {
+                timed(model, &prompts, 2, true)?;
+            }
+            let mut v = Vec::new();
+            for _ in 0..plan.reps {
+                let (_, st) = timed(model, &prompts, plan.decode_tokens, true)?;
+                v.push((plan.decode_tokens - 1) as f64 / (st.decode_ms / 1e3));
+            }
+            let tps = median(v);
+            eprintln!("decode after {c} tokens of context: {tps:.1} tokens/s");
+            context_rows.push(json!({"backend": backend, "context_tokens": c, "new_tokens": plan.decode_tokens,
+                "tokens_per_s": tps, "cache_type": model.cache_type().to_string()}));
+        }
 
         // 7. structured generation: a JSON schema against the same greedy run unconstrained
         // (a model without a tokenizer, such as the test fixtures, has no vocabulary to constrain)
@@ -446,13 +473,15 @@ impl BackendJob for BenchJob {
         };
 
         // 4. memory
-        let kv_per_1k = 1000 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>();
+        let kv_n = 1000.min(cfg.max_position_embeddings);
+        let kv_per_1k = model.new_cache(1, kv_n)?.bytes() * 1000 / kv_n;
         let memory = json!({"backend": backend, "peak_rss_bytes": peak_rss,
             "kv_cache_bytes_per_seq_per_1k_tokens": kv_per_1k,
             "weights_bytes": model.weights.bytes(model.config.tie_word_embeddings),
             "weights_bytes_read_per_token": model.weights.bytes_per_token(),
             "weights_storage": model.weights.storage_summary(),
-            "activations": format!("{:?}", opts.activations).to_lowercase()});
+            "activations": format!("{:?}", opts.activations).to_lowercase(),
+            "cache_type": model.cache_type().to_string()});
 
         // the bandwidth probe allocates 512 MiB: after the peak RSS is read
         let bandwidth = B::host_weights().then(|| read_bandwidth_gbs(threads()));
@@ -467,7 +496,7 @@ impl BackendJob for BenchJob {
             "model_description": loaded.description, "load_s": load_s, "reps": plan.reps, "quick": self.args.quick,
             "cache_speedup": cache_rows, "decode": decode_rows, "prefill": prefill_rows, "memory": memory,
             "bandwidth_gbs": bandwidth, "profile": profile, "speculative": speculative,
-            "structured": structured,
+            "structured": structured, "context": context_rows,
         });
         let text = serde_json::to_string_pretty(&out)?;
         if let Some(p) = &self.args.json_out {

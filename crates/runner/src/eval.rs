@@ -25,7 +25,7 @@ pub enum EvalCmd {
     Score(ScoreArgs),
     /// Generate HumanEval completions with each preset and score them (what `cargo xtask eval`
     /// runs); prints the metrics as JSON.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args, Clone)]

@@ -199,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             eval::EvalCmd::Score(s) => eval::score_cmd(&s),
             eval::EvalCmd::Run(r) => {
                 let backend = r.m.backend.clone();
-                with_backend(&backend, eval::RunJob { args: r })
+                with_backend(&backend, eval::RunJob { args: *r })
             }
         },
         Cmd::Info(args) => {

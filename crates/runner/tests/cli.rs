@@ -182,6 +182,10 @@ fn bad_flags_exit_1_with_a_message() {
         (vec!["--prompt-ids", "1,x"], "prompt-ids"),
         (vec!["--prompt-ids", "999", "--greedy", "--max-new-tokens", "4"], "999"),
         (vec!["--prompt", "hello"], "tokenizer"),
+        // the KV cache's row type: unknown, not read by the backend, not fitting the head dim (16)
+        (vec!["--cache-type", "q4_0"], "--cache-type \"q4_0\" is unknown (allowed: f32, f16, q8_0)"),
+        (vec!["--backend", "ndarray", "--cache-type", "f16"], "--cache-type f16 is not supported on ndarray"),
+        (vec!["--backend", "flex", "--cache-type", "q8_0"], "head dim 16 is not a multiple of 32"),
     ];
     for (extra, needle) in cases {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();

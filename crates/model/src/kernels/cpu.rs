@@ -269,7 +269,7 @@ fn rows_dot(level: Level, ty: GgmlType, w_rows: &[u8], rb: usize, x: &[f32], k: 
     })
 }
 
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -478,166 +478,6 @@ pub fn split_rope(
     (q, k, v)
 }
 
-/// Which keys a query may see, and how scores are computed.
-pub struct KeyMask<'a> {
-    /// Per row, for every key (cached + new): a real token? `None`: all are.
-    pub key_valid: Option<&'a [Vec<bool>]>,
-    /// Sliding window: a query at slot `s` sees keys `> s - window`. `None`: no limit.
-    pub window: Option<usize>,
-    /// Scores are `q·k · scale`, then capped as `cap · tanh(s / cap)` with `softcap`.
-    pub scale: f32,
-    pub softcap: Option<f32>,
-}
-
-impl KeyMask<'_> {
-    /// Every key visible, scale `1/√d`, no cap.
-    pub fn all(d: usize) -> Self {
-        Self { key_valid: None, window: None, scale: 1.0 / (d as f32).sqrt(), softcap: None }
-    }
-}
-
-/// Causal attention of `q` `[b, h, t, d]` over the first `past + t` positions of f32 caches
-/// `[b, kv, cap, d]`, query heads grouped over K/V heads (GQA); out `[b, t, h·d]`. Every cache
-/// type: [`super::kv::attention`].
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    b: usize,
-    h: usize,
-    kv: usize,
-    t: usize,
-    d: usize,
-    cap: usize,
-    past: usize,
-    mask: &KeyMask<'_>,
-) -> Vec<f32> {
-    let shape = AttnShape { b, h, kv, t, d, cap, past };
-    super::kv::attention(q, super::kv::KvRows::F32(kc), super::kv::KvRows::F32(vc), &shape, mask)
-}
-
-/// Dimensions of one attention call.
-#[derive(Clone, Copy)]
-pub struct AttnShape {
-    pub b: usize,
-    pub h: usize,
-    pub kv: usize,
-    pub t: usize,
-    pub d: usize,
-    pub cap: usize,
-    pub past: usize,
-}
-
-/// [`attention`] for prefill-sized steps: [`attend_gemm`] per (row, head), in parallel.
-pub(crate) fn attention_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
-    let (b, h, t, d) = (s.b, s.h, s.t, s.d);
-    let mut out = vec![0f32; b * t * h * d];
-    // one task per (row, head); each writes its own (strided) rows of `out`
-    let dst = SendPtr(out.as_mut_ptr());
-    let dst = &dst;
-    (0..b * h).into_par_iter().for_each(|bh| {
-        // SAFETY: head `bh` writes only `out[((bi·t + ti)·h + hi)·d ..][..d]`, disjoint from
-        // every other head's rows; `out` outlives the loop.
-        let o = unsafe { std::slice::from_raw_parts_mut(dst.0, b * t * h * d) };
-        attend_gemm(q, kc, vc, s, mask, bh, o);
-    });
-    out
-}
-
-/// From this many queries per (row, head) on (prefill), attention runs as two f32 GEMMs:
-/// scores `Q · Kᵀ` for every query at once, the masked softmax per query, then `P · V`.
-pub(crate) const GEMM_ATTENTION_MIN_T: usize = 8;
-
-/// [`attend_at`] for many queries: `S = Q · Kᵀ · scale` with the `gemm` crate over the cache
-/// in place, per query the causal / window / padding mask, softcap and softmax (invisible keys
-/// get probability 0), then `out = P · V`.
-fn attend_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
-    let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
-    let keys = past + t;
-    let (bi, hi) = (bh / h, bh % h);
-    let g = hi / (h / kv);
-    let kbase = (bi * kv + g) * cap * d;
-    let qbase = ((bi * h + hi) * t) * d;
-    let mut p = vec![0f32; t * keys];
-    // SAFETY: S [t, keys] row-major; Q rows `qbase + ti·d`; Kᵀ (d × keys) read as the cache rows
-    // `kbase + j·d` with column stride d; all within their slices.
-    unsafe {
-        gemm::gemm(
-            t,
-            keys,
-            d,
-            p.as_mut_ptr(),
-            1,
-            keys as isize,
-            false,
-            q[qbase..qbase + t * d].as_ptr(),
-            1,
-            d as isize,
-            kc[kbase..kbase + keys * d].as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            mask.scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    for ti in 0..t {
-        let slot = past + ti;
-        let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
-        let row = &mut p[ti * keys..(ti + 1) * keys];
-        let mut mx = f32::NEG_INFINITY;
-        for (j, sc) in row.iter_mut().enumerate() {
-            let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
-            if visible {
-                if let Some(c) = mask.softcap {
-                    *sc = (*sc / c).tanh() * c;
-                }
-                mx = mx.max(*sc);
-            } else {
-                *sc = f32::NEG_INFINITY;
-            }
-        }
-        let mut sum = 0f32;
-        for sc in row.iter_mut() {
-            *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
-            sum += *sc;
-        }
-        let inv = 1.0 / sum;
-        for sc in row.iter_mut() {
-            *sc *= inv;
-        }
-    }
-    // SAFETY: out rows `((bi·t + ti)·h + hi)·d` (row stride h·d) of `out`; P [t, keys]; V rows
-    // `kbase + j·d` of the value cache.
-    unsafe {
-        gemm::gemm(
-            t,
-            d,
-            keys,
-            out[((bi * t) * h + hi) * d..].as_mut_ptr(),
-            1,
-            (h * d) as isize,
-            false,
-            p.as_ptr(),
-            1,
-            keys as isize,
-            vc[kbase..kbase + keys * d].as_ptr(),
-            1,
-            d as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Rows `ids` of an embedding table `[vocab, d]`.
 pub fn embed(table: &QuantMatrix, ids: &[u32]) -> Vec<f32> {
     let d = table.cols();
@@ -789,29 +629,5 @@ mod tests {
             }
         }
         assert_eq!(cases, 8 * 2 * 33);
-    }
-
-    #[test]
-    fn attention_is_softmax_weighted_values() {
-        // b=1, h=2, kv=1, t=1, d=2, two cached keys + the new one
-        let (d, cap) = (2, 4);
-        let kc = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0];
-        let vc = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0];
-        let q = vec![1.0, 0.0, 0.0, 2.0];
-        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask::all(d));
-        for hi in 0..2 {
-            let qv = &q[hi * 2..hi * 2 + 2];
-            let s: Vec<f32> = (0..3).map(|j| (qv[0] * kc[2 * j] + qv[1] * kc[2 * j + 1]) / 2f32.sqrt()).collect();
-            let mx = s.iter().cloned().fold(f32::MIN, f32::max);
-            let e: Vec<f32> = s.iter().map(|v| (v - mx).exp()).collect();
-            let z: f32 = e.iter().sum();
-            for c in 0..2 {
-                let want: f32 = (0..3).map(|j| e[j] / z * vc[2 * j + c]).sum();
-                assert!((out[hi * 2 + c] - want).abs() < 1e-6);
-            }
-        }
-        // window 1: only the newest key
-        let out = attention(&q, &kc, &vc, 1, 2, 1, 1, d, cap, 2, &KeyMask { window: Some(1), ..KeyMask::all(d) });
-        assert_eq!(&out[..2], &[5.0, 6.0]);
     }
 }

@@ -6,10 +6,10 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use half::f16;
 
-use super::cpu::{self, AttnShape};
-use super::kv::{self, KvRows, KvRowsMut};
-use crate::kv_cache::CacheType;
+use super::cpu;
+use super::kv::{self, AttnShape, KvRows, KvRowsMut};
 use crate::families::Activation;
+use crate::kv_cache::CacheType;
 use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, Matrix, QkNorm, Step};
 use crate::rope::RotaryEmbedding;
@@ -152,7 +152,7 @@ impl DecodeOps for Flex {
         let (hq, kv) = (heads.q, heads.kv);
         let qp = host(q);
         let (kp, vp) = (host(k), host(v));
-        let mask = cpu::KeyMask {
+        let mask = kv::KeyMask {
             key_valid: step.key_valid.as_deref(),
             window: attn.window,
             scale: attn.scale as f32,
@@ -168,7 +168,10 @@ impl DecodeOps for Flex {
                 let shape = AttnShape { b, h: hq, kv, t, d, cap, past };
                 kv::attention(f32s(&qp), cache_rows(&kc, ty), cache_rows(&vc, ty), &shape, &mask)
             }
-            None => cpu::attention(f32s(&qp), f32s(&kp), f32s(&vp), b, hq, kv, t, d, t, 0, &mask),
+            None => {
+                let shape = AttnShape { b, h: hq, kv, t, d, cap: t, past: 0 };
+                kv::attention(f32s(&qp), KvRows::F32(f32s(&kp)), KvRows::F32(f32s(&vp)), &shape, &mask)
+            }
         };
         wrap(out, [b * t, hq * d])
     }

@@ -11,7 +11,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::cpu::{attention_gemm, AttnShape, KeyMask, GEMM_ATTENTION_MIN_T};
+use super::cpu::SendPtr;
+
 use super::dot::{dot_f32_slices, level};
 use super::quant::quantize_q8_0_into;
 use crate::kv_cache::CacheType;
@@ -87,7 +88,16 @@ impl KvRows<'_> {
 /// Copy new keys or values `[b, kv, t, d]` into a cache buffer `[b, kv, cap, d]` at `past`,
 /// converted to the cache's rows.
 #[allow(clippy::too_many_arguments)]
-pub fn cache_write(cache: KvRowsMut<'_>, new: &[f32], b: usize, kv: usize, cap: usize, t: usize, d: usize, past: usize) {
+pub fn cache_write(
+    cache: KvRowsMut<'_>,
+    new: &[f32],
+    b: usize,
+    kv: usize,
+    cap: usize,
+    t: usize,
+    d: usize,
+    past: usize,
+) {
     let mut cache = cache;
     for bg in 0..b * kv {
         let src = &new[bg * t * d..(bg + 1) * t * d];
@@ -121,6 +131,145 @@ pub fn attention(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask:
     stream(q, kc, vc, s, mask)
 }
 
+/// Which keys a query may see, and how scores are computed.
+pub struct KeyMask<'a> {
+    /// Per row, for every key (cached + new): a real token? `None`: all are.
+    pub key_valid: Option<&'a [Vec<bool>]>,
+    /// Sliding window: a query at slot `s` sees keys `> s - window`. `None`: no limit.
+    pub window: Option<usize>,
+    /// Scores are `q·k · scale`, then capped as `cap · tanh(s / cap)` with `softcap`.
+    pub scale: f32,
+    pub softcap: Option<f32>,
+}
+
+impl KeyMask<'_> {
+    /// Every key visible, scale `1/√d`, no cap.
+    pub fn all(d: usize) -> Self {
+        Self { key_valid: None, window: None, scale: 1.0 / (d as f32).sqrt(), softcap: None }
+    }
+}
+
+/// Dimensions of one attention call.
+#[derive(Clone, Copy)]
+pub struct AttnShape {
+    pub b: usize,
+    pub h: usize,
+    pub kv: usize,
+    pub t: usize,
+    pub d: usize,
+    pub cap: usize,
+    pub past: usize,
+}
+
+/// [`attention`] for prefill-sized steps: [`attend_gemm`] per (row, head), in parallel.
+fn attention_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>) -> Vec<f32> {
+    let (b, h, t, d) = (s.b, s.h, s.t, s.d);
+    let mut out = vec![0f32; b * t * h * d];
+    // one task per (row, head); each writes its own (strided) rows of `out`
+    let dst = SendPtr(out.as_mut_ptr());
+    let dst = &dst;
+    (0..b * h).into_par_iter().for_each(|bh| {
+        // SAFETY: head `bh` writes only `out[((bi·t + ti)·h + hi)·d ..][..d]`, disjoint from
+        // every other head's rows; `out` outlives the loop.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.0, b * t * h * d) };
+        attend_gemm(q, kc, vc, s, mask, bh, o);
+    });
+    out
+}
+
+/// From this many queries per (row, head) on (prefill), attention runs as two f32 GEMMs:
+/// scores `Q · Kᵀ` for every query at once, the masked softmax per query, then `P · V`.
+const GEMM_ATTENTION_MIN_T: usize = 8;
+
+/// Attention of many queries of (row, head) `bh`: `S = Q · Kᵀ · scale` with the `gemm` crate over the cache
+/// in place, per query the causal / window / padding mask, softcap and softmax (invisible keys
+/// get probability 0), then `out = P · V`.
+fn attend_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
+    let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
+    let keys = past + t;
+    let (bi, hi) = (bh / h, bh % h);
+    let g = hi / (h / kv);
+    let kbase = (bi * kv + g) * cap * d;
+    let qbase = ((bi * h + hi) * t) * d;
+    let mut p = vec![0f32; t * keys];
+    // SAFETY: S [t, keys] row-major; Q rows `qbase + ti·d`; Kᵀ (d × keys) read as the cache rows
+    // `kbase + j·d` with column stride d; all within their slices.
+    unsafe {
+        gemm::gemm(
+            t,
+            keys,
+            d,
+            p.as_mut_ptr(),
+            1,
+            keys as isize,
+            false,
+            q[qbase..qbase + t * d].as_ptr(),
+            1,
+            d as isize,
+            kc[kbase..kbase + keys * d].as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            mask.scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for ti in 0..t {
+        let slot = past + ti;
+        let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+        let row = &mut p[ti * keys..(ti + 1) * keys];
+        let mut mx = f32::NEG_INFINITY;
+        for (j, sc) in row.iter_mut().enumerate() {
+            let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
+            if visible {
+                if let Some(c) = mask.softcap {
+                    *sc = (*sc / c).tanh() * c;
+                }
+                mx = mx.max(*sc);
+            } else {
+                *sc = f32::NEG_INFINITY;
+            }
+        }
+        let mut sum = 0f32;
+        for sc in row.iter_mut() {
+            *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
+            sum += *sc;
+        }
+        let inv = 1.0 / sum;
+        for sc in row.iter_mut() {
+            *sc *= inv;
+        }
+    }
+    // SAFETY: out rows `((bi·t + ti)·h + hi)·d` (row stride h·d) of `out`; P [t, keys]; V rows
+    // `kbase + j·d` of the value cache.
+    unsafe {
+        gemm::gemm(
+            t,
+            d,
+            keys,
+            out[((bi * t) * h + hi) * d..].as_mut_ptr(),
+            1,
+            (h * d) as isize,
+            false,
+            p.as_ptr(),
+            1,
+            keys as isize,
+            vc[kbase..kbase + keys * d].as_ptr(),
+            1,
+            d as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// Keys per tile of the streaming kernel: one max and one rescale of the sums per tile.
 const TILE: usize = 32;
 
@@ -148,11 +297,8 @@ fn stream(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMa
         let keys_range = c * span..(keys).min((c + 1) * span);
         span_task(lvl, q, kc, vc, s, mask, bg, keys_range)
     };
-    let parts: Vec<Vec<f32>> = if groups * spans == 1 {
-        vec![task(0)]
-    } else {
-        (0..groups * spans).into_par_iter().map(task).collect()
-    };
+    let parts: Vec<Vec<f32>> =
+        if groups * spans == 1 { vec![task(0)] } else { (0..groups * spans).into_par_iter().map(task).collect() };
     // combine: per query, out = Σ e^(m_c − M)·acc_c / Σ e^(m_c − M)·l_c
     let mut out = vec![0f32; b * t * h * d];
     let rep = h / kv;
@@ -348,12 +494,8 @@ mod tests {
             let kf = lcg(2 + d as u64, b * kv * cap * d);
             let vf = lcg(3 + t as u64, b * kv * cap * d);
             let valid: Vec<Vec<bool>> = (0..b).map(|r| (0..keys).map(|j| r == 0 || j % 3 != 1).collect()).collect();
-            let mask = KeyMask {
-                key_valid: pad.then_some(valid.as_slice()),
-                window,
-                scale: 1.0 / (d as f32).sqrt(),
-                softcap,
-            };
+            let mask =
+                KeyMask { key_valid: pad.then_some(valid.as_slice()), window, scale: 1.0 / (d as f32).sqrt(), softcap };
             let s = AttnShape { b, h, kv, t, d, cap, past };
             for ty in [CacheType::F32, CacheType::F16, CacheType::Q8_0] {
                 // the cache written through cache_write (as the backend does), then read back
@@ -393,11 +535,40 @@ mod tests {
                 let got = attention(&q, kr, vr, &s, &mask);
                 assert_eq!(got.len(), want.len());
                 for (i, (a, w)) in got.iter().zip(&want).enumerate() {
-                    assert!((a - w).abs() < 2e-5, "{ty} b={b} h={h} kv={kv} t={t} d={d} past={past} out {i}: {a} vs {w}");
+                    assert!(
+                        (a - w).abs() < 2e-5,
+                        "{ty} b={b} h={h} kv={kv} t={t} d={d} past={past} out {i}: {a} vs {w}"
+                    );
                 }
                 cases += 1;
             }
         }
         assert_eq!(cases, shapes.len() * 3);
+    }
+
+    #[test]
+    fn attention_is_softmax_weighted_values() {
+        // b=1, h=2, kv=1, t=1, d=2, two cached keys + the new one
+        let (d, cap) = (2, 4);
+        let kc = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0];
+        let vc = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0];
+        let q = vec![1.0, 0.0, 0.0, 2.0];
+        let s = AttnShape { b: 1, h: 2, kv: 1, t: 1, d, cap, past: 2 };
+        let out = attention(&q, KvRows::F32(&kc), KvRows::F32(&vc), &s, &KeyMask::all(d));
+        for hi in 0..2 {
+            let qv = &q[hi * 2..hi * 2 + 2];
+            let s: Vec<f32> = (0..3).map(|j| (qv[0] * kc[2 * j] + qv[1] * kc[2 * j + 1]) / 2f32.sqrt()).collect();
+            let mx = s.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = s.iter().map(|v| (v - mx).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for c in 0..2 {
+                let want: f32 = (0..3).map(|j| e[j] / z * vc[2 * j + c]).sum();
+                assert!((out[hi * 2 + c] - want).abs() < 1e-6);
+            }
+        }
+        // window 1: only the newest key
+        let out =
+            attention(&q, KvRows::F32(&kc), KvRows::F32(&vc), &s, &KeyMask { window: Some(1), ..KeyMask::all(d) });
+        assert_eq!(&out[..2], &[5.0, 6.0]);
     }
 }
