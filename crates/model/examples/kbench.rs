@@ -62,6 +62,11 @@ fn run() {
         }
         return;
     }
+    if let Ok(c) = std::env::var("ATTN") {
+        // ATTN=4096: one decode step's attention over 30 layers' caches of SmolLM2's shape (9 query
+        // heads over 3 K/V heads of 64) after `c` tokens, per cache type: ms per step and GB/s read
+        return attention(c.parse().expect("ATTN=<context tokens>"));
+    }
     if let Ok(m) = std::env::var("PREFILL") {
         // PREFILL=128 (FORCE=1: the int16 GEMM at every size)
         return prefill(m.parse().expect("PREFILL=<rows>"), std::env::var("FORCE").is_ok());
@@ -200,5 +205,66 @@ fn prefill(m: usize, force: bool) {
             res[2] * 1e3,
             flops / res[2] / 1e9
         );
+    }
+}
+
+fn attention(ctx: usize) {
+    use demiurgic_model::kernels::kv::{self, AttnShape, KeyMask, KvRows, KvRowsMut};
+    use half::f16;
+    let (layers, h, g, d) = (30usize, 9usize, 3usize, 64usize);
+    let cap = ctx + 1;
+    let n = g * cap * d;
+    let vals: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0).collect();
+    let q: Vec<f32> = (0..h * d).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
+    let s = AttnShape { b: 1, h, kv: g, t: 1, d, cap, past: ctx };
+    let mask = KeyMask::all(d);
+    for ty in ["f32", "f16", "q8_0"] {
+        let caches: Vec<(Vec<f32>, Vec<f16>, Vec<u8>)> = (0..2 * layers)
+            .map(|_| {
+                let mut c16 = vec![f16::ZERO; if ty == "f16" { n } else { 0 }];
+                let mut c8 = vec![0u8; if ty == "q8_0" { n / 32 * 34 } else { 0 }];
+                match ty {
+                    "f16" => kv::cache_write(KvRowsMut::F16(&mut c16), &vals, 1, 1, n / d, n / d, d, 0),
+                    "q8_0" => kv::cache_write(KvRowsMut::Q8(&mut c8), &vals, 1, 1, n / d, n / d, d, 0),
+                    _ => {}
+                }
+                (if ty == "f32" { vals.clone() } else { vec![] }, c16, c8)
+            })
+            .collect();
+        fn rows<'a>(ty: &str, c: &'a (Vec<f32>, Vec<f16>, Vec<u8>)) -> KvRows<'a> {
+            match ty {
+                "f32" => KvRows::F32(&c.0),
+                "f16" => KvRows::F16(&c.1),
+                _ => KvRows::Q8(&c.2),
+            }
+        }
+        let bytes = match ty {
+            "f32" => 4 * n,
+            "f16" => 2 * n,
+            _ => n / 32 * 34,
+        } * 2
+            * layers;
+        let mut times = vec![];
+        for _ in 0..15 {
+            let t = Instant::now();
+            for l in 0..layers {
+                std::hint::black_box(kv::attention(
+                    &q,
+                    rows(ty, &caches[2 * l]),
+                    rows(ty, &caches[2 * l + 1]),
+                    &s,
+                    &mask,
+                ));
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        for (what, dt) in [("min", times[0]), ("median", times[7])] {
+            println!(
+                "{ty:5} {ctx} keys, {layers} layers, {what:6} of 15: {:.2} ms ({:.1} GB/s)",
+                dt * 1e3,
+                bytes as f64 / dt / 1e9
+            );
+        }
     }
 }

@@ -101,6 +101,77 @@ pub trait Isa: Copy {
     /// # Safety
     /// The CPU must have the instruction set this flavour is compiled for.
     unsafe fn f16(bits: u16) -> f32;
+    /// `dst[i] = src[i]` widened to f32.
+    ///
+    /// # Safety
+    /// As [`Isa::f16`]; `dst` holds `src.len()` values.
+    #[inline(always)]
+    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
+        for (o, h) in dst.iter_mut().zip(src) {
+            *o = Self::f16(h.to_bits());
+        }
+    }
+    /// `acc[c] += Σ_j p[j] · v[j·d + c]` for `d = acc.len()` (attention's value sum).
+    ///
+    /// # Safety
+    /// As [`Isa::f16`]; `v` holds `p.len() · d` values.
+    #[inline(always)]
+    unsafe fn axpy_rows(acc: &mut [f32], p: &[f32], v: &[f32]) {
+        let d = acc.len();
+        for (j, &pj) in p.iter().enumerate() {
+            for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                *a += pj * x;
+            }
+        }
+    }
+    /// `out[j] = Σ_i q[i]·k[j·d + i]` for `d = q.len()` and every `j < out.len()` (attention's
+    /// scores over a tile of keys).
+    ///
+    /// # Safety
+    /// As [`Isa::f16`]; `k` holds `out.len() · d` values.
+    #[inline(always)]
+    unsafe fn dots(k: &[f32], q: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = Self::dot_f32(std::slice::from_raw_parts(k[j * d..].as_ptr().cast::<u8>(), 4 * d), q);
+        }
+    }
+    /// [`Isa::dots`] over f16 key rows.
+    ///
+    /// # Safety
+    /// As [`Isa::dots`].
+    #[inline(always)]
+    unsafe fn dots_f16(k: &[f16], q: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = Self::dot_f16s(&k[j * d..(j + 1) * d], q);
+        }
+    }
+    /// `Σ k·q` for f16 values `k` (`q.len()` of them).
+    ///
+    /// # Safety
+    /// As [`Isa::f16`].
+    #[inline(always)]
+    unsafe fn dot_f16s(k: &[f16], q: &[f32]) -> f32 {
+        let mut s = 0f32;
+        for (a, b) in k.iter().zip(q) {
+            s += Self::f16(a.to_bits()) * b;
+        }
+        s
+    }
+    /// [`Isa::axpy_rows`] with f16 values `v`.
+    ///
+    /// # Safety
+    /// As [`Isa::axpy_rows`].
+    #[inline(always)]
+    unsafe fn axpy_rows_f16(acc: &mut [f32], p: &[f32], v: &[f16]) {
+        let d = acc.len();
+        for (j, &pj) in p.iter().enumerate() {
+            for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                *a += pj * Self::f16(x.to_bits());
+            }
+        }
+    }
     /// `Σ w·x` for a row of little-endian f16 values.
     ///
     /// # Safety
@@ -229,6 +300,10 @@ impl Isa for X86Avx2 {
         f16_f16c(bits)
     }
     #[inline(always)]
+    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
+        f16s_to_f32_f16c(src, dst)
+    }
+    #[inline(always)]
     unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
         dot_f16_f16c(row, x)
     }
@@ -274,6 +349,66 @@ impl Isa for X86Avx512 {
     #[inline(always)]
     unsafe fn f16(bits: u16) -> f32 {
         f16_f16c(bits)
+    }
+    #[inline(always)]
+    unsafe fn dots(k: &[f32], q: &[f32], out: &mut [f32]) {
+        if q.len() % 16 == 0 {
+            super::x86::dots_f32_avx512(k, q, out)
+        } else {
+            let d = q.len();
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = dot_f32(std::slice::from_raw_parts(k[j * d..].as_ptr().cast::<u8>(), 4 * d), q);
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dots_f16(k: &[f16], q: &[f32], out: &mut [f32]) {
+        if q.len() % 16 == 0 {
+            super::x86::dots_f16_avx512(k.as_ptr().cast::<u16>(), q, out)
+        } else {
+            let d = q.len();
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = Self::dot_f16s(&k[j * d..(j + 1) * d], q);
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot_f16s(k: &[f16], q: &[f32]) -> f32 {
+        if q.len() % 16 == 0 {
+            super::x86::dot_f16_avx512(k.as_ptr().cast::<u16>(), q)
+        } else {
+            dot_f16_f16c(std::slice::from_raw_parts(k.as_ptr().cast::<u8>(), 2 * k.len()), q)
+        }
+    }
+    #[inline(always)]
+    unsafe fn axpy_rows_f16(acc: &mut [f32], p: &[f32], v: &[f16]) {
+        if acc.len() % 16 == 0 {
+            super::x86::axpy_rows_f16_avx512(acc, p, v.as_ptr().cast::<u16>())
+        } else {
+            let d = acc.len();
+            for (j, &pj) in p.iter().enumerate() {
+                for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                    *a += pj * f16_f16c(x.to_bits());
+                }
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn axpy_rows(acc: &mut [f32], p: &[f32], v: &[f32]) {
+        if acc.len() % 16 == 0 {
+            super::x86::axpy_rows_avx512(acc, p, v)
+        } else {
+            let d = acc.len();
+            for (j, &pj) in p.iter().enumerate() {
+                for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                    *a += pj * x;
+                }
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
+        f16s_to_f32_f16c(src, dst)
     }
     #[inline(always)]
     unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
@@ -393,6 +528,23 @@ fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
 unsafe fn f16_f16c(bits: u16) -> f32 {
     use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn f16s_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n8 = src.len() / 8 * 8;
+    let mut i = 0;
+    while i < n8 {
+        let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    for j in n8..src.len() {
+        dst[j] = f16_f16c(src[j].to_bits());
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::cpu::SendPtr;
 
-use super::dot::{dot_f32_slices, level};
+use super::dot::{level, Isa};
 use super::quant::quantize_q8_0_into;
 use crate::kv_cache::CacheType;
 
@@ -46,15 +46,26 @@ impl KvRows<'_> {
     }
 
     /// Rows `row..row + n` (each `d` values) decoded to f32 into `dst` (`n·d` values).
-    #[inline(always)]
     pub fn decode(&self, row: usize, n: usize, d: usize, dst: &mut [f32]) {
+        let rows = self;
+        crate::dispatch!(level(); <I> (rows: &KvRows<'_>, row: usize, n: usize, d: usize, dst: &mut [f32]) -> () {
+            rows.decode_with::<I>(row, n, d, dst)
+        })
+    }
+
+    /// [`Self::decode`] with the instruction set `I`.
+    ///
+    /// # Safety
+    /// The CPU has `I`'s instruction set.
+    #[inline(always)]
+    unsafe fn decode_with<I: Isa>(&self, row: usize, n: usize, d: usize, dst: &mut [f32]) {
         match *self {
             Self::F32(s) => dst.copy_from_slice(&s[row * d..(row + n) * d]),
-            Self::F16(s) => s[row * d..(row + n) * d].convert_to_f32_slice(dst),
+            Self::F16(s) => I::f16s_to_f32(&s[row * d..(row + n) * d], dst),
             Self::Q8(s) => {
                 let src = &s[row * d / 32 * Q8_BLOCK..(row + n) * d / 32 * Q8_BLOCK];
                 for (blk, out) in src.chunks_exact(Q8_BLOCK).zip(dst.chunks_exact_mut(32)) {
-                    let sc = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                    let sc = I::f16(u16::from_le_bytes([blk[0], blk[1]]));
                     for (o, &q) in out.iter_mut().zip(&blk[2..]) {
                         *o = sc * q as i8 as f32;
                     }
@@ -64,12 +75,15 @@ impl KvRows<'_> {
     }
 
     /// Rows `row..row + n` as f32: borrowed from an f32 cache, else decoded into `buf`.
+    ///
+    /// # Safety
+    /// As [`Self::decode_with`].
     #[inline(always)]
-    fn rows<'s>(&'s self, row: usize, n: usize, d: usize, buf: &'s mut [f32]) -> &'s [f32] {
+    unsafe fn rows<'s, I: Isa>(&'s self, row: usize, n: usize, d: usize, buf: &'s mut [f32]) -> &'s [f32] {
         match self {
             Self::F32(s) => &s[row * d..(row + n) * d],
             _ => {
-                self.decode(row, n, d, &mut buf[..n * d]);
+                self.decode_with::<I>(row, n, d, &mut buf[..n * d]);
                 &buf[..n * d]
             }
         }
@@ -181,92 +195,124 @@ fn attention_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMa
 /// scores `Q · Kᵀ` for every query at once, the masked softmax per query, then `P · V`.
 const GEMM_ATTENTION_MIN_T: usize = 8;
 
-/// Attention of many queries of (row, head) `bh`: `S = Q · Kᵀ · scale` with the `gemm` crate over the cache
-/// in place, per query the causal / window / padding mask, softcap and softmax (invisible keys
-/// get probability 0), then `out = P · V`.
+/// Queries per block of [`attend_gemm`]: its scores `[QUERY_BLOCK, keys]` stay in cache.
+const QUERY_BLOCK: usize = 64;
+
+/// Attention of many queries of (row, head) `bh`, a block of [`QUERY_BLOCK`] queries at a time:
+/// `S = Q · Kᵀ · scale` with the `gemm` crate over the keys the block can see (causal: none
+/// after its last query; window: none before its first query's), per query the padding / window /
+/// causal mask, softcap and softmax (invisible keys get probability 0), then `out = P · V`.
 fn attend_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) {
+    crate::dispatch!(level(); <I> (q: &[f32], kc: &[f32], vc: &[f32], s: &AttnShape, mask: &KeyMask<'_>, bh: usize, out: &mut [f32]) -> () {
+    let _ = std::marker::PhantomData::<I>;
     let (h, kv, t, d, cap, past) = (s.h, s.kv, s.t, s.d, s.cap, s.past);
-    let keys = past + t;
     let (bi, hi) = (bh / h, bh % h);
     let g = hi / (h / kv);
     let kbase = (bi * kv + g) * cap * d;
     let qbase = ((bi * h + hi) * t) * d;
-    let mut p = vec![0f32; t * keys];
-    // SAFETY: S [t, keys] row-major; Q rows `qbase + ti·d`; Kᵀ (d × keys) read as the cache rows
-    // `kbase + j·d` with column stride d; all within their slices.
-    unsafe {
-        gemm::gemm(
-            t,
-            keys,
-            d,
-            p.as_mut_ptr(),
-            1,
-            keys as isize,
-            false,
-            q[qbase..qbase + t * d].as_ptr(),
-            1,
-            d as isize,
-            kc[kbase..kbase + keys * d].as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            mask.scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    for ti in 0..t {
-        let slot = past + ti;
-        let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
-        let row = &mut p[ti * keys..(ti + 1) * keys];
-        let mut mx = f32::NEG_INFINITY;
-        for (j, sc) in row.iter_mut().enumerate() {
-            let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
-            if visible {
-                if let Some(c) = mask.softcap {
-                    *sc = (*sc / c).tanh() * c;
+    let mut p = vec![0f32; QUERY_BLOCK.min(t) * (past + t)];
+    for t0 in (0..t).step_by(QUERY_BLOCK) {
+        let n = QUERY_BLOCK.min(t - t0);
+        let lo_of = |slot: usize| mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
+        let (k0, k1) = (lo_of(past + t0), past + t0 + n);
+        let w = k1 - k0;
+        let p = &mut p[..n * w];
+        // SAFETY: S [n, w] row-major; Q rows `qbase + (t0 + i)·d`; Kᵀ (d × w) read as the cache
+        // rows `kbase + (k0 + j)·d` with column stride d; all within their slices.
+        unsafe {
+            gemm::gemm(
+                n,
+                w,
+                d,
+                p.as_mut_ptr(),
+                1,
+                w as isize,
+                false,
+                q[qbase + t0 * d..].as_ptr(),
+                1,
+                d as isize,
+                kc[kbase + k0 * d..kbase + k1 * d].as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                mask.scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (i, row) in p.chunks_exact_mut(w).enumerate() {
+            let slot = past + t0 + i;
+            let lo = lo_of(slot);
+            let mut mx = f32::NEG_INFINITY;
+            for (j, sc) in (k0..).zip(row.iter_mut()) {
+                let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
+                if visible {
+                    if let Some(c) = mask.softcap {
+                        *sc = (*sc / c).tanh() * c;
+                    }
+                    mx = mx.max(*sc);
+                } else {
+                    *sc = f32::NEG_INFINITY;
                 }
-                mx = mx.max(*sc);
-            } else {
-                *sc = f32::NEG_INFINITY;
             }
+            let mut sum = 0f32;
+            for sc in row.iter_mut() {
+                *sc = exp_or_zero(*sc - mx);
+                sum += *sc;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|sc| *sc *= inv);
         }
-        let mut sum = 0f32;
-        for sc in row.iter_mut() {
-            *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - mx).exp() };
-            sum += *sc;
-        }
-        let inv = 1.0 / sum;
-        for sc in row.iter_mut() {
-            *sc *= inv;
+        // SAFETY: out rows `((bi·t + t0 + i)·h + hi)·d` (row stride h·d) of `out`; P [n, w]; V
+        // rows `kbase + (k0 + j)·d` of the value cache.
+        unsafe {
+            gemm::gemm(
+                n,
+                d,
+                w,
+                out[((bi * t + t0) * h + hi) * d..].as_mut_ptr(),
+                1,
+                (h * d) as isize,
+                false,
+                p.as_ptr(),
+                1,
+                w as isize,
+                vc[kbase + k0 * d..kbase + k1 * d].as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
-    // SAFETY: out rows `((bi·t + ti)·h + hi)·d` (row stride h·d) of `out`; P [t, keys]; V rows
-    // `kbase + j·d` of the value cache.
-    unsafe {
-        gemm::gemm(
-            t,
-            d,
-            keys,
-            out[((bi * t) * h + hi) * d..].as_mut_ptr(),
-            1,
-            (h * d) as isize,
-            false,
-            p.as_ptr(),
-            1,
-            keys as isize,
-            vc[kbase..kbase + keys * d].as_ptr(),
-            1,
-            d as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    })
+}
+
+/// `e^x` for softmax weights (`x ≤ 0`), 0 for `x = −∞`: `2^n · e^r` with `n = round(x / ln 2)`,
+/// `r = x − n·ln 2` (ln 2 in two parts, exact products) and a degree-7 Taylor polynomial for
+/// `e^r`, `|r| ≤ ½ ln 2` (within 5e-7 relative of `exp`); unlike libm's `expf` it vectorizes.
+#[inline(always)]
+pub fn exp_or_zero(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.max(-87.0);
+    let n = (xc * std::f32::consts::LOG2_E).round_ties_even();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let e = f32::from_bits(((n as i32 + 127) as u32) << 23) * p;
+    if x == f32::NEG_INFINITY {
+        0.0
+    } else {
+        e
     }
 }
 
@@ -364,28 +410,43 @@ fn span_task(
         let mut j0 = keys_range.start;
         while j0 < keys_range.end {
             let n = TILE.min(keys_range.end - j0);
-            let kt = kc.rows(base + j0, n, d, &mut kbuf);
+            // f16 rows are read in place; the others as f32 (borrowed, or q8_0 decoded per tile)
+            let (k16, v16) = match (kc, vc) {
+                (KvRows::F16(k), KvRows::F16(v)) => {
+                    (&k[(base + j0) * d..(base + j0 + n) * d], &v[(base + j0) * d..(base + j0 + n) * d])
+                }
+                _ => (&[][..], &[][..]),
+            };
+            let kt = if k16.is_empty() { kc.rows::<I>(base + j0, n, d, &mut kbuf) } else { &[][..] };
             let mut any = false;
             for qi in 0..nq {
                 let slot = past + qi % t;
                 let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
                 let qv = qrow(qi);
                 let ps = &mut p[qi * TILE..qi * TILE + n];
-                let mut tmax = f32::NEG_INFINITY;
-                for (jj, sc) in ps.iter_mut().enumerate() {
-                    let j = j0 + jj;
-                    let visible = j >= lo && j <= slot && (j == slot || mask.key_valid.is_none_or(|kvd| kvd[bi][j]));
-                    *sc = if visible {
-                        let mut x = dot_f32_slices(qv, &kt[jj * d..(jj + 1) * d]) * mask.scale;
-                        if let Some(cap) = mask.softcap {
-                            x = (x / cap).tanh() * cap;
-                        }
-                        tmax = tmax.max(x);
-                        x
-                    } else {
-                        f32::NEG_INFINITY
-                    };
+                // every key of the tile scored, then those this query may not see (before lo,
+                // after slot, padding) set to −∞
+                if k16.is_empty() {
+                    I::dots(kt, qv, ps)
+                } else {
+                    I::dots_f16(k16, qv, ps)
                 }
+                let (a, e) = (lo.clamp(j0, j0 + n) - j0, (slot + 1).clamp(j0, j0 + n) - j0);
+                ps[..a].fill(f32::NEG_INFINITY);
+                ps[e..].fill(f32::NEG_INFINITY);
+                let scale = mask.scale;
+                match mask.softcap {
+                    None => ps[a..e].iter_mut().for_each(|x| *x *= scale),
+                    Some(cap) => ps[a..e].iter_mut().for_each(|x| *x = (*x * scale / cap).tanh() * cap),
+                }
+                if let Some(kvd) = mask.key_valid {
+                    for (jj, x) in ps.iter_mut().enumerate().take(e).skip(a) {
+                        if j0 + jj != slot && !kvd[bi][j0 + jj] {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let tmax = ps.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let at = qi * (d + 2);
                 if tmax == f32::NEG_INFINITY {
                     ps.fill(0.0);
@@ -399,24 +460,23 @@ fn span_task(
                     st[at + 1..at + 2 + d].iter_mut().for_each(|v| *v *= corr);
                 }
                 st[at] = m_new;
-                let mut l = 0f32;
-                for sc in ps.iter_mut() {
-                    *sc = if *sc == f32::NEG_INFINITY { 0.0 } else { (*sc - m_new).exp() };
-                    l += *sc;
+                // the exponentials first (a loop that vectorizes), then their sum in 16 lanes
+                ps.iter_mut().for_each(|sc| *sc = exp_or_zero(*sc - m_new));
+                let mut lanes = [0f32; 16];
+                for (i, sc) in ps.iter().enumerate() {
+                    lanes[i % 16] += sc;
                 }
-                st[at + 1] += l;
+                st[at + 1] += lanes.iter().sum::<f32>();
             }
             if any {
-                let vt = vc.rows(base + j0, n, d, &mut vbuf);
+                let vt = if v16.is_empty() { vc.rows::<I>(base + j0, n, d, &mut vbuf) } else { &[][..] };
                 for qi in 0..nq {
                     let at = qi * (d + 2);
-                    let acc = &mut st[at + 2..at + 2 + d];
-                    for (jj, &pj) in p[qi * TILE..qi * TILE + n].iter().enumerate() {
-                        if pj != 0.0 {
-                            for (a, v) in acc.iter_mut().zip(&vt[jj * d..(jj + 1) * d]) {
-                                *a += pj * v;
-                            }
-                        }
+                    let (acc, pq) = (&mut st[at + 2..at + 2 + d], &p[qi * TILE..qi * TILE + n]);
+                    if v16.is_empty() {
+                        I::axpy_rows(acc, pq, vt)
+                    } else {
+                        I::axpy_rows_f16(acc, pq, v16)
                     }
                 }
             }
@@ -471,6 +531,20 @@ mod tests {
         out
     }
 
+    #[test]
+    fn exp_or_zero_is_exp_within_5e_7() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let rel = (exp_or_zero(x) as f64 - want).abs() / want;
+            worst = worst.max(rel);
+        }
+        assert!(worst < 5e-7, "largest relative error {worst:e}");
+        assert_eq!(exp_or_zero(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_or_zero(0.0), 1.0);
+    }
+
     /// The streaming kernel and the GEMM path against the definition, on every cache type:
     /// f32 rows within float noise, f16 and q8_0 rows against the definition over the rows as
     /// stored (decoded), then the stored rows' error against the f32 values bounded per type.
@@ -486,6 +560,9 @@ mod tests {
             (1, 2, 1, 9, 32, 30, None, None, false),
             (2, 6, 2, 1, 32, 1, None, None, true),
             (1, 4, 2, 2, 64, 0, None, None, false),
+            // prefill past one query block of the GEMM path, a window skipping keys per block
+            (1, 4, 2, 150, 32, 50, Some(40), None, true),
+            (2, 2, 1, 70, 32, 0, None, Some(8.0), true),
         ];
         for (b, h, kv, t, d, past, window, softcap, pad) in shapes {
             let cap = past + t + 5;

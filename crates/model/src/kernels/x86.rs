@@ -748,3 +748,200 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + off
 }
+
+/// `acc[c] += Σ_j p[j] · v[j·d + c]` with `d = acc.len()` a multiple of 16: the value sum of
+/// attention over a tile of keys, 64 columns at a time held in registers over every key.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn axpy_rows_avx512(acc: &mut [f32], p: &[f32], v: &[f32]) {
+    let d = acc.len();
+    debug_assert!(d % 16 == 0 && v.len() >= p.len() * d);
+    let (a, vp) = (acc.as_mut_ptr(), v.as_ptr());
+    let mut c = 0;
+    // 64 columns: four registers, no per-register tests in the key loop
+    while c + 64 <= d {
+        let mut r = [_mm512_setzero_ps(); 4];
+        for (i, ri) in r.iter_mut().enumerate() {
+            *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let pv = _mm512_set1_ps(pj);
+            let row = vp.add(j * d + c);
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_fmadd_ps(pv, _mm512_loadu_ps(row.add(16 * i)), *ri);
+            }
+        }
+        for (i, ri) in r.iter().enumerate() {
+            _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+        }
+        c += 64;
+    }
+    while c < d {
+        let w = (d - c).min(64) / 16;
+        let mut r = [_mm512_setzero_ps(); 4];
+        for (i, ri) in r.iter_mut().enumerate().take(w) {
+            *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let pv = _mm512_set1_ps(pj);
+            let row = vp.add(j * d + c);
+            for (i, ri) in r.iter_mut().enumerate().take(w) {
+                *ri = _mm512_fmadd_ps(pv, _mm512_loadu_ps(row.add(16 * i)), *ri);
+            }
+        }
+        for (i, ri) in r.iter().enumerate().take(w) {
+            _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+        }
+        c += 64;
+    }
+}
+
+/// `Σ k[i]·q[i]` for f16 `k` (as bits) and `q.len()` a multiple of 16.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dot_f16_avx512(k: *const u16, q: &[f32]) -> f32 {
+    let (n, qp) = (q.len(), q.as_ptr());
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= n {
+        a0 = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i) as *const __m256i)),
+            _mm512_loadu_ps(qp.add(i)),
+            a0,
+        );
+        a1 = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i + 16) as *const __m256i)),
+            _mm512_loadu_ps(qp.add(i + 16)),
+            a1,
+        );
+        i += 32;
+    }
+    if i < n {
+        a0 = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i) as *const __m256i)),
+            _mm512_loadu_ps(qp.add(i)),
+            a0,
+        );
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
+}
+
+/// [`axpy_rows_avx512`] with f16 values `v` (as bits).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn axpy_rows_f16_avx512(acc: &mut [f32], p: &[f32], v: *const u16) {
+    let d = acc.len();
+    let a = acc.as_mut_ptr();
+    let mut c = 0;
+    while c < d {
+        let w = (d - c).min(64) / 16;
+        let mut r = [_mm512_setzero_ps(); 4];
+        if w == 4 {
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+            }
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm512_set1_ps(pj);
+                let row = v.add(j * d + c);
+                for (i, ri) in r.iter_mut().enumerate() {
+                    let x = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * i) as *const __m256i));
+                    *ri = _mm512_fmadd_ps(pv, x, *ri);
+                }
+            }
+            for (i, ri) in r.iter().enumerate() {
+                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+            }
+        } else {
+            for (i, ri) in r.iter_mut().enumerate().take(w) {
+                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+            }
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm512_set1_ps(pj);
+                let row = v.add(j * d + c);
+                for (i, ri) in r.iter_mut().enumerate().take(w) {
+                    let x = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * i) as *const __m256i));
+                    *ri = _mm512_fmadd_ps(pv, x, *ri);
+                }
+            }
+            for (i, ri) in r.iter().enumerate().take(w) {
+                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+            }
+        }
+        c += 64;
+    }
+}
+
+/// 16 values of a key row: f32 as stored, or f16 widened.
+trait Row16: Copy {
+    /// # Safety
+    /// `at..at + 16` lies in the rows; the CPU has AVX-512F.
+    unsafe fn load16(self, at: usize) -> __m512;
+}
+
+impl Row16 for *const f32 {
+    #[inline(always)]
+    unsafe fn load16(self, at: usize) -> __m512 {
+        _mm512_loadu_ps(self.add(at))
+    }
+}
+
+impl Row16 for *const u16 {
+    #[inline(always)]
+    unsafe fn load16(self, at: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(self.add(at) as *const __m256i))
+    }
+}
+
+/// `out[j] = Σ_i q[i]·k[j·d + i]` (`d = q.len()`, a multiple of 16) for `j < out.len()`: four keys
+/// at a time, their four sums reduced together (one dependent chain per four keys, not per key).
+#[inline(always)]
+unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
+    let (d, n, qp) = (q.len(), out.len(), q.as_ptr());
+    let mut j = 0;
+    while j + 4 <= n {
+        let mut s = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i < d {
+            let qv = _mm512_loadu_ps(qp.add(i));
+            for (r, sr) in s.iter_mut().enumerate() {
+                *sr = _mm512_fmadd_ps(k.load16((j + r) * d + i), qv, *sr);
+            }
+            i += 16;
+        }
+        // 128-bit lanes summed pairwise across the four keys, then within each lane
+        let t0 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[0], s[1]), _mm512_shuffle_f32x4::<0xEE>(s[0], s[1]));
+        let t1 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[2], s[3]), _mm512_shuffle_f32x4::<0xEE>(s[2], s[3]));
+        let u = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(t0, t1), _mm512_shuffle_f32x4::<0xDD>(t0, t1));
+        // u: lane r holds four partial sums of key r
+        let v = _mm512_add_ps(u, _mm512_permute_ps::<0x4E>(u));
+        let w = _mm512_add_ps(v, _mm512_permute_ps::<0xB1>(v));
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm_storeu_ps(out.as_mut_ptr().add(j), _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, w)));
+        j += 4;
+    }
+    while j < n {
+        let mut s = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < d {
+            s = _mm512_fmadd_ps(k.load16(j * d + i), _mm512_loadu_ps(qp.add(i)), s);
+            i += 16;
+        }
+        out[j] = _mm512_reduce_add_ps(s);
+        j += 1;
+    }
+}
+
+/// [`dots_avx512`] over f32 key rows.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dots_f32_avx512(k: &[f32], q: &[f32], out: &mut [f32]) {
+    debug_assert!(q.len() % 16 == 0 && k.len() >= out.len() * q.len());
+    dots_avx512(k.as_ptr(), q, out)
+}
+
+/// [`dots_avx512`] over f16 key rows (as bits).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dots_f16_avx512(k: *const u16, q: &[f32], out: &mut [f32]) {
+    dots_avx512(k, q, out)
+}
