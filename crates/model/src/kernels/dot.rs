@@ -352,7 +352,7 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn dots(k: &[f32], q: &[f32], out: &mut [f32]) {
-        if q.len() % 16 == 0 {
+        if q.len().is_multiple_of(16) {
             super::x86::dots_f32_avx512(k, q, out)
         } else {
             let d = q.len();
@@ -363,7 +363,7 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn dots_f16(k: &[f16], q: &[f32], out: &mut [f32]) {
-        if q.len() % 16 == 0 {
+        if q.len().is_multiple_of(16) {
             super::x86::dots_f16_avx512(k.as_ptr().cast::<u16>(), q, out)
         } else {
             let d = q.len();
@@ -374,7 +374,7 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn dot_f16s(k: &[f16], q: &[f32]) -> f32 {
-        if q.len() % 16 == 0 {
+        if q.len().is_multiple_of(16) {
             super::x86::dot_f16_avx512(k.as_ptr().cast::<u16>(), q)
         } else {
             dot_f16_f16c(std::slice::from_raw_parts(k.as_ptr().cast::<u8>(), 2 * k.len()), q)
@@ -382,7 +382,7 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn axpy_rows_f16(acc: &mut [f32], p: &[f32], v: &[f16]) {
-        if acc.len() % 16 == 0 {
+        if acc.len().is_multiple_of(16) {
             super::x86::axpy_rows_f16_avx512(acc, p, v.as_ptr().cast::<u16>())
         } else {
             let d = acc.len();
@@ -395,7 +395,7 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn axpy_rows(acc: &mut [f32], p: &[f32], v: &[f32]) {
-        if acc.len() % 16 == 0 {
+        if acc.len().is_multiple_of(16) {
             super::x86::axpy_rows_avx512(acc, p, v)
         } else {
             let d = acc.len();

@@ -755,7 +755,7 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
 #[target_feature(enable = "avx512f")]
 pub unsafe fn axpy_rows_avx512(acc: &mut [f32], p: &[f32], v: &[f32]) {
     let d = acc.len();
-    debug_assert!(d % 16 == 0 && v.len() >= p.len() * d);
+    debug_assert!(d.is_multiple_of(16) && v.len() >= p.len() * d);
     let (a, vp) = (acc.as_mut_ptr(), v.as_ptr());
     let mut c = 0;
     // 64 columns: four registers, no per-register tests in the key loop
@@ -935,7 +935,7 @@ unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn dots_f32_avx512(k: &[f32], q: &[f32], out: &mut [f32]) {
-    debug_assert!(q.len() % 16 == 0 && k.len() >= out.len() * q.len());
+    debug_assert!(q.len().is_multiple_of(16) && k.len() >= out.len() * q.len());
     dots_avx512(k.as_ptr(), q, out)
 }
 
