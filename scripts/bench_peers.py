@@ -203,7 +203,9 @@ def llama_cpp_context(model_path, threads, p, flash_attn):
             big.eval(prompt)
             t = time.perf_counter()
             for _ in range(T - 1):
-                big.eval([int(np.argmax(big.scores[big.n_tokens - 1]))])
+                # the last position's logits (llama-cpp-python 0.3.36 keeps `scores` only with logits_all)
+                last = np.ctypeslib.as_array(big._ctx.get_logits(), shape=(big.n_vocab(),))
+                big.eval([int(np.argmax(last))])
             return (T - 1) / (time.perf_counter() - t)
 
         if not context:
