@@ -93,7 +93,10 @@ pub fn check_reference_case<B: DecodeOps>(
 ) -> (f64, Vec<u32>, usize) {
     let batch = Batch::left_padded(&[ids.clone()], 0).unwrap();
     let input = StepInput { tokens: batch.tokens, positions: batch.positions, key_valid: batch.mask };
-    let logits: Vec<f32> = model.forward_last(&input, None).unwrap().into_data().iter::<f32>().collect();
+    // through a cache when its rows are not f32, so the stored rows are what the logits read
+    let mut cache =
+        (model.cache_type() != demiurgic_model::CacheType::F32).then(|| model.new_cache(1, ids.len()).unwrap());
+    let logits: Vec<f32> = model.forward_last(&input, cache.as_mut()).unwrap().into_data().iter::<f32>().collect();
     let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
     assert_eq!(argmax as u32, top_ids[0], "{label}: top-1");
     let mut worst = 0f64;
@@ -124,8 +127,9 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
 /// near-tie rule as the exact path; int8 (llama.cpp's arithmetic) is not exact, so its row states
 /// how far it may drift: top-5 logits within 0.6, the same top-1 token, greedy ids equal up to
 /// the first step whose reference margin is below 0.5. The KV cache's row types ride on int16
-/// (the CLI's default on flex is int16 with an f16 cache): f16 rows within 0.05 of the top-5
-/// logits (greedy ids equal up to a margin below 0.05), q8_0 rows within 0.3 (margin 0.3).
+/// (the CLI's default on flex is int16 with an f16 cache; the prompt's logits then come through
+/// the cache): f16 rows within 0.05 of the top-5 logits (greedy ids equal up to a margin below
+/// 0.05), q8_0 rows within 0.3 (margin 0.3).
 #[cfg(feature = "flex")]
 #[test]
 fn smollm2_integer_activations_against_transformers() {
