@@ -97,6 +97,39 @@ fn q8_q8_portable(row: &[u8], xq: &Q8View<'_>) -> f32 {
 
 /// Instruction-set flavour: the generic (auto-vectorised) kernels, with hand-written ones where
 /// a flavour has them.
+/// A tile of KV cache rows as stored (see `kernels::kv`): f32, f16, or q8_0 blocks (34 bytes per
+/// 32 values).
+#[derive(Clone, Copy)]
+pub enum KvTile<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Q8(&'a [u8]),
+}
+
+impl KvTile<'_> {
+    /// Row `j` (of `d` values) widened to f32 into `dst`.
+    ///
+    /// # Safety
+    /// The CPU has `I`'s instruction set.
+    #[inline(always)]
+    pub unsafe fn row<I: Isa>(&self, j: usize, d: usize, dst: &mut [f32]) {
+        match *self {
+            Self::F32(s) => dst.copy_from_slice(&s[j * d..(j + 1) * d]),
+            Self::F16(s) => I::f16s_to_f32(&s[j * d..(j + 1) * d], dst),
+            Self::Q8(s) => {
+                for (blk, out) in
+                    s[j * d / 32 * 34..(j + 1) * d / 32 * 34].chunks_exact(34).zip(dst.chunks_exact_mut(32))
+                {
+                    let sc = I::f16(u16::from_le_bytes([blk[0], blk[1]]));
+                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
+                        *o = sc * q as i8 as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub trait Isa: Copy {
     /// # Safety
     /// The CPU must have the instruction set this flavour is compiled for.
@@ -111,64 +144,32 @@ pub trait Isa: Copy {
             *o = Self::f16(h.to_bits());
         }
     }
-    /// `acc[c] += Σ_j p[j] · v[j·d + c]` for `d = acc.len()` (attention's value sum).
+    /// Attention's scores over a tile of cache rows: `out[j] = Σ_i q[i]·k_j[i]` for each key row
+    /// `j < out.len()` of `k` (`d = q.len()` values per row).
     ///
     /// # Safety
-    /// As [`Isa::f16`]; `v` holds `p.len() · d` values.
+    /// As [`Isa::f16`]; `k` holds `out.len()` rows.
     #[inline(always)]
-    unsafe fn axpy_rows(acc: &mut [f32], p: &[f32], v: &[f32]) {
+    unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        let mut row = [0f32; 512];
+        for (j, o) in out.iter_mut().enumerate() {
+            k.row::<Self>(j, d, &mut row[..d]);
+            *o = dot_f32_slices(&row[..d], q);
+        }
+    }
+    /// Attention's value sum over a tile: `acc[c] += Σ_j p[j]·v_j[c]` for `d = acc.len()`.
+    ///
+    /// # Safety
+    /// As [`Isa::scores`]; `v` holds `p.len()` rows.
+    #[inline(always)]
+    unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
         let d = acc.len();
+        let mut row = [0f32; 512];
         for (j, &pj) in p.iter().enumerate() {
-            for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+            v.row::<Self>(j, d, &mut row[..d]);
+            for (a, x) in acc.iter_mut().zip(&row[..d]) {
                 *a += pj * x;
-            }
-        }
-    }
-    /// `out[j] = Σ_i q[i]·k[j·d + i]` for `d = q.len()` and every `j < out.len()` (attention's
-    /// scores over a tile of keys).
-    ///
-    /// # Safety
-    /// As [`Isa::f16`]; `k` holds `out.len() · d` values.
-    #[inline(always)]
-    unsafe fn dots(k: &[f32], q: &[f32], out: &mut [f32]) {
-        let d = q.len();
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = Self::dot_f32(std::slice::from_raw_parts(k[j * d..].as_ptr().cast::<u8>(), 4 * d), q);
-        }
-    }
-    /// [`Isa::dots`] over f16 key rows.
-    ///
-    /// # Safety
-    /// As [`Isa::dots`].
-    #[inline(always)]
-    unsafe fn dots_f16(k: &[f16], q: &[f32], out: &mut [f32]) {
-        let d = q.len();
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = Self::dot_f16s(&k[j * d..(j + 1) * d], q);
-        }
-    }
-    /// `Σ k·q` for f16 values `k` (`q.len()` of them).
-    ///
-    /// # Safety
-    /// As [`Isa::f16`].
-    #[inline(always)]
-    unsafe fn dot_f16s(k: &[f16], q: &[f32]) -> f32 {
-        let mut s = 0f32;
-        for (a, b) in k.iter().zip(q) {
-            s += Self::f16(a.to_bits()) * b;
-        }
-        s
-    }
-    /// [`Isa::axpy_rows`] with f16 values `v`.
-    ///
-    /// # Safety
-    /// As [`Isa::axpy_rows`].
-    #[inline(always)]
-    unsafe fn axpy_rows_f16(acc: &mut [f32], p: &[f32], v: &[f16]) {
-        let d = acc.len();
-        for (j, &pj) in p.iter().enumerate() {
-            for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                *a += pj * Self::f16(x.to_bits());
             }
         }
     }
@@ -351,64 +352,40 @@ impl Isa for X86Avx512 {
         f16_f16c(bits)
     }
     #[inline(always)]
-    unsafe fn dots(k: &[f32], q: &[f32], out: &mut [f32]) {
-        if q.len().is_multiple_of(16) {
-            super::x86::dots_f32_avx512(k, q, out)
-        } else {
+    unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
+        if !q.len().is_multiple_of(16) || q.len() > 512 {
             let d = q.len();
+            let mut row = [0f32; 512];
             for (j, o) in out.iter_mut().enumerate() {
-                *o = dot_f32(std::slice::from_raw_parts(k[j * d..].as_ptr().cast::<u8>(), 4 * d), q);
+                k.row::<Self>(j, d, &mut row[..d]);
+                *o = dot_f32_slices(&row[..d], q);
             }
+            return;
+        }
+        match k {
+            KvTile::F32(k) => super::x86::dots_f32_avx512(k, q, out),
+            KvTile::F16(k) => super::x86::dots_f16_avx512(k.as_ptr().cast::<u16>(), q, out),
+            KvTile::Q8(k) => super::x86::dots_q8_avx512(k, q, out),
         }
     }
     #[inline(always)]
-    unsafe fn dots_f16(k: &[f16], q: &[f32], out: &mut [f32]) {
-        if q.len().is_multiple_of(16) {
-            super::x86::dots_f16_avx512(k.as_ptr().cast::<u16>(), q, out)
-        } else {
-            let d = q.len();
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = Self::dot_f16s(&k[j * d..(j + 1) * d], q);
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn dot_f16s(k: &[f16], q: &[f32]) -> f32 {
-        if q.len().is_multiple_of(16) {
-            super::x86::dot_f16_avx512(k.as_ptr().cast::<u16>(), q)
-        } else {
-            dot_f16_f16c(std::slice::from_raw_parts(k.as_ptr().cast::<u8>(), 2 * k.len()), q)
-        }
-    }
-    #[inline(always)]
-    unsafe fn axpy_rows_f16(acc: &mut [f32], p: &[f32], v: &[f16]) {
-        if acc.len().is_multiple_of(16) {
-            super::x86::axpy_rows_f16_avx512(acc, p, v.as_ptr().cast::<u16>())
-        } else {
+    unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
+        if !acc.len().is_multiple_of(16) || acc.len() > 512 {
             let d = acc.len();
+            let mut row = [0f32; 512];
             for (j, &pj) in p.iter().enumerate() {
-                for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                    *a += pj * f16_f16c(x.to_bits());
-                }
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn axpy_rows(acc: &mut [f32], p: &[f32], v: &[f32]) {
-        if acc.len().is_multiple_of(16) {
-            super::x86::axpy_rows_avx512(acc, p, v)
-        } else {
-            let d = acc.len();
-            for (j, &pj) in p.iter().enumerate() {
-                for (a, x) in acc.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                v.row::<Self>(j, d, &mut row[..d]);
+                for (a, x) in acc.iter_mut().zip(&row[..d]) {
                     *a += pj * x;
                 }
             }
+            return;
         }
-    }
-    #[inline(always)]
-    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
-        f16s_to_f32_f16c(src, dst)
+        match v {
+            KvTile::F32(v) => super::x86::axpy_f32_avx512(acc, p, v),
+            KvTile::F16(v) => super::x86::axpy_f16_avx512(acc, p, v.as_ptr().cast::<u16>()),
+            KvTile::Q8(v) => super::x86::axpy_q8_avx512(acc, p, v),
+        }
     }
     #[inline(always)]
     unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {

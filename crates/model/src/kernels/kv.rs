@@ -20,14 +20,9 @@ use crate::kv_cache::CacheType;
 /// Bytes of one q8_0 block (f16 scale + 32 values).
 const Q8_BLOCK: usize = 34;
 
-/// Keys or values of a cache buffer `[b, kv, cap, d]` as stored.
-#[derive(Clone, Copy)]
-pub enum KvRows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    /// q8_0 blocks of 32 values: a little-endian f16 scale, then 32 signed bytes.
-    Q8(&'a [u8]),
-}
+/// Keys or values of a cache buffer `[b, kv, cap, d]` as stored (q8_0: blocks of 32 values, a
+/// little-endian f16 scale then 32 signed bytes).
+pub use super::dot::KvTile as KvRows;
 
 /// A cache buffer `[b, kv, cap, d]` to write rows into.
 pub enum KvRowsMut<'a> {
@@ -59,33 +54,18 @@ impl KvRows<'_> {
     /// The CPU has `I`'s instruction set.
     #[inline(always)]
     unsafe fn decode_with<I: Isa>(&self, row: usize, n: usize, d: usize, dst: &mut [f32]) {
-        match *self {
-            Self::F32(s) => dst.copy_from_slice(&s[row * d..(row + n) * d]),
-            Self::F16(s) => I::f16s_to_f32(&s[row * d..(row + n) * d], dst),
-            Self::Q8(s) => {
-                let src = &s[row * d / 32 * Q8_BLOCK..(row + n) * d / 32 * Q8_BLOCK];
-                for (blk, out) in src.chunks_exact(Q8_BLOCK).zip(dst.chunks_exact_mut(32)) {
-                    let sc = I::f16(u16::from_le_bytes([blk[0], blk[1]]));
-                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
-                        *o = sc * q as i8 as f32;
-                    }
-                }
-            }
+        for (j, out) in dst.chunks_exact_mut(d).take(n).enumerate() {
+            self.row::<I>(row + j, d, out);
         }
     }
 
-    /// Rows `row..row + n` as f32: borrowed from an f32 cache, else decoded into `buf`.
-    ///
-    /// # Safety
-    /// As [`Self::decode_with`].
+    /// Rows `row..row + n` (each `d` values) as stored.
     #[inline(always)]
-    unsafe fn rows<'s, I: Isa>(&'s self, row: usize, n: usize, d: usize, buf: &'s mut [f32]) -> &'s [f32] {
-        match self {
-            Self::F32(s) => &s[row * d..(row + n) * d],
-            _ => {
-                self.decode_with::<I>(row, n, d, &mut buf[..n * d]);
-                &buf[..n * d]
-            }
+    fn tile(&self, row: usize, n: usize, d: usize) -> KvRows<'_> {
+        match *self {
+            Self::F32(s) => Self::F32(&s[row * d..(row + n) * d]),
+            Self::F16(s) => Self::F16(&s[row * d..(row + n) * d]),
+            Self::Q8(s) => Self::Q8(&s[row * d / 32 * Q8_BLOCK..(row + n) * d / 32 * Q8_BLOCK]),
         }
     }
 
@@ -400,7 +380,6 @@ fn span_task(
         for qi in 0..nq {
             st[qi * (d + 2)] = f32::NEG_INFINITY;
         }
-        let (mut kbuf, mut vbuf) = (vec![0f32; TILE * d], vec![0f32; TILE * d]);
         let mut p = vec![0f32; nq * TILE];
         // per query: the row of q and the visible keys' bounds
         let qrow = |qi: usize| {
@@ -410,14 +389,8 @@ fn span_task(
         let mut j0 = keys_range.start;
         while j0 < keys_range.end {
             let n = TILE.min(keys_range.end - j0);
-            // f16 rows are read in place; the others as f32 (borrowed, or q8_0 decoded per tile)
-            let (k16, v16) = match (kc, vc) {
-                (KvRows::F16(k), KvRows::F16(v)) => {
-                    (&k[(base + j0) * d..(base + j0 + n) * d], &v[(base + j0) * d..(base + j0 + n) * d])
-                }
-                _ => (&[][..], &[][..]),
-            };
-            let kt = if k16.is_empty() { kc.rows::<I>(base + j0, n, d, &mut kbuf) } else { &[][..] };
+            // the tile's rows read in place, whatever their type
+            let (kt, vt) = (kc.tile(base + j0, n, d), vc.tile(base + j0, n, d));
             let mut any = false;
             for qi in 0..nq {
                 let slot = past + qi % t;
@@ -426,11 +399,7 @@ fn span_task(
                 let ps = &mut p[qi * TILE..qi * TILE + n];
                 // every key of the tile scored, then those this query may not see (before lo,
                 // after slot, padding) set to −∞
-                if k16.is_empty() {
-                    I::dots(kt, qv, ps)
-                } else {
-                    I::dots_f16(k16, qv, ps)
-                }
+                I::scores(kt, qv, ps);
                 let (a, e) = (lo.clamp(j0, j0 + n) - j0, (slot + 1).clamp(j0, j0 + n) - j0);
                 ps[..a].fill(f32::NEG_INFINITY);
                 ps[e..].fill(f32::NEG_INFINITY);
@@ -469,15 +438,9 @@ fn span_task(
                 st[at + 1] += lanes.iter().sum::<f32>();
             }
             if any {
-                let vt = if v16.is_empty() { vc.rows::<I>(base + j0, n, d, &mut vbuf) } else { &[][..] };
                 for qi in 0..nq {
                     let at = qi * (d + 2);
-                    let (acc, pq) = (&mut st[at + 2..at + 2 + d], &p[qi * TILE..qi * TILE + n]);
-                    if v16.is_empty() {
-                        I::axpy_rows(acc, pq, vt)
-                    } else {
-                        I::axpy_rows_f16(acc, pq, v16)
-                    }
+                    I::value_sum(&mut st[at + 2..at + 2 + d], &p[qi * TILE..qi * TILE + n], vt);
                 }
             }
             j0 += n;

@@ -749,132 +749,11 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + off
 }
 
-/// `acc[c] += Σ_j p[j] · v[j·d + c]` with `d = acc.len()` a multiple of 16: the value sum of
-/// attention over a tile of keys, 64 columns at a time held in registers over every key.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn axpy_rows_avx512(acc: &mut [f32], p: &[f32], v: &[f32]) {
-    let d = acc.len();
-    debug_assert!(d.is_multiple_of(16) && v.len() >= p.len() * d);
-    let (a, vp) = (acc.as_mut_ptr(), v.as_ptr());
-    let mut c = 0;
-    // 64 columns: four registers, no per-register tests in the key loop
-    while c + 64 <= d {
-        let mut r = [_mm512_setzero_ps(); 4];
-        for (i, ri) in r.iter_mut().enumerate() {
-            *ri = _mm512_loadu_ps(a.add(c + 16 * i));
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            let pv = _mm512_set1_ps(pj);
-            let row = vp.add(j * d + c);
-            for (i, ri) in r.iter_mut().enumerate() {
-                *ri = _mm512_fmadd_ps(pv, _mm512_loadu_ps(row.add(16 * i)), *ri);
-            }
-        }
-        for (i, ri) in r.iter().enumerate() {
-            _mm512_storeu_ps(a.add(c + 16 * i), *ri);
-        }
-        c += 64;
-    }
-    while c < d {
-        let w = (d - c).min(64) / 16;
-        let mut r = [_mm512_setzero_ps(); 4];
-        for (i, ri) in r.iter_mut().enumerate().take(w) {
-            *ri = _mm512_loadu_ps(a.add(c + 16 * i));
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            let pv = _mm512_set1_ps(pj);
-            let row = vp.add(j * d + c);
-            for (i, ri) in r.iter_mut().enumerate().take(w) {
-                *ri = _mm512_fmadd_ps(pv, _mm512_loadu_ps(row.add(16 * i)), *ri);
-            }
-        }
-        for (i, ri) in r.iter().enumerate().take(w) {
-            _mm512_storeu_ps(a.add(c + 16 * i), *ri);
-        }
-        c += 64;
-    }
-}
-
-/// `Σ k[i]·q[i]` for f16 `k` (as bits) and `q.len()` a multiple of 16.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn dot_f16_avx512(k: *const u16, q: &[f32]) -> f32 {
-    let (n, qp) = (q.len(), q.as_ptr());
-    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut i = 0;
-    while i + 32 <= n {
-        a0 = _mm512_fmadd_ps(
-            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i) as *const __m256i)),
-            _mm512_loadu_ps(qp.add(i)),
-            a0,
-        );
-        a1 = _mm512_fmadd_ps(
-            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i + 16) as *const __m256i)),
-            _mm512_loadu_ps(qp.add(i + 16)),
-            a1,
-        );
-        i += 32;
-    }
-    if i < n {
-        a0 = _mm512_fmadd_ps(
-            _mm512_cvtph_ps(_mm256_loadu_si256(k.add(i) as *const __m256i)),
-            _mm512_loadu_ps(qp.add(i)),
-            a0,
-        );
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
-}
-
-/// [`axpy_rows_avx512`] with f16 values `v` (as bits).
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn axpy_rows_f16_avx512(acc: &mut [f32], p: &[f32], v: *const u16) {
-    let d = acc.len();
-    let a = acc.as_mut_ptr();
-    let mut c = 0;
-    while c < d {
-        let w = (d - c).min(64) / 16;
-        let mut r = [_mm512_setzero_ps(); 4];
-        if w == 4 {
-            for (i, ri) in r.iter_mut().enumerate() {
-                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
-            }
-            for (j, &pj) in p.iter().enumerate() {
-                let pv = _mm512_set1_ps(pj);
-                let row = v.add(j * d + c);
-                for (i, ri) in r.iter_mut().enumerate() {
-                    let x = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * i) as *const __m256i));
-                    *ri = _mm512_fmadd_ps(pv, x, *ri);
-                }
-            }
-            for (i, ri) in r.iter().enumerate() {
-                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
-            }
-        } else {
-            for (i, ri) in r.iter_mut().enumerate().take(w) {
-                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
-            }
-            for (j, &pj) in p.iter().enumerate() {
-                let pv = _mm512_set1_ps(pj);
-                let row = v.add(j * d + c);
-                for (i, ri) in r.iter_mut().enumerate().take(w) {
-                    let x = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * i) as *const __m256i));
-                    *ri = _mm512_fmadd_ps(pv, x, *ri);
-                }
-            }
-            for (i, ri) in r.iter().enumerate().take(w) {
-                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
-            }
-        }
-        c += 64;
-    }
-}
-
-/// 16 values of a key row: f32 as stored, or f16 widened.
+/// 16 consecutive values of a KV cache's rows, widened to f32: f32 as stored, f16 (as bits), or
+/// q8_0 blocks (34 bytes per 32 values; 16 values never straddle a block).
 trait Row16: Copy {
     /// # Safety
-    /// `at..at + 16` lies in the rows; the CPU has AVX-512F.
+    /// Values `at..at + 16` lie in the rows; the CPU has AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
 }
 
@@ -889,6 +768,20 @@ impl Row16 for *const u16 {
     #[inline(always)]
     unsafe fn load16(self, at: usize) -> __m512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(self.add(at) as *const __m256i))
+    }
+}
+
+/// q8_0 rows.
+#[derive(Clone, Copy)]
+struct Q8Rows(*const u8);
+
+impl Row16 for Q8Rows {
+    #[inline(always)]
+    unsafe fn load16(self, at: usize) -> __m512 {
+        let blk = self.0.add(at / 32 * 34);
+        let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u16).read_unaligned() as i32)));
+        let q = _mm_loadu_si128(blk.add(2 + at % 32) as *const __m128i);
+        _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)))
     }
 }
 
@@ -931,17 +824,82 @@ unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`dots_avx512`] over f32 key rows.
+/// `acc[c] += Σ_j p[j] · v[j·d + c]` with `d = acc.len()` a multiple of 16: the value sum of
+/// attention over a tile of keys, up to 64 columns at a time held in registers over every key.
+#[inline(always)]
+unsafe fn axpy_avx512<R: Row16>(acc: &mut [f32], p: &[f32], v: R) {
+    let d = acc.len();
+    let a = acc.as_mut_ptr();
+    let mut c = 0;
+    while c < d {
+        let w = (d - c).min(64) / 16;
+        let mut r = [_mm512_setzero_ps(); 4];
+        if w == 4 {
+            // the common head dims (64, 128, 256): four registers, no per-register tests per key
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+            }
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm512_set1_ps(pj);
+                for (i, ri) in r.iter_mut().enumerate() {
+                    *ri = _mm512_fmadd_ps(pv, v.load16(j * d + c + 16 * i), *ri);
+                }
+            }
+            for (i, ri) in r.iter().enumerate() {
+                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+            }
+        } else {
+            for (i, ri) in r.iter_mut().enumerate().take(w) {
+                *ri = _mm512_loadu_ps(a.add(c + 16 * i));
+            }
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm512_set1_ps(pj);
+                for (i, ri) in r.iter_mut().enumerate().take(w) {
+                    *ri = _mm512_fmadd_ps(pv, v.load16(j * d + c + 16 * i), *ri);
+                }
+            }
+            for (i, ri) in r.iter().enumerate().take(w) {
+                _mm512_storeu_ps(a.add(c + 16 * i), *ri);
+            }
+        }
+        c += 64;
+    }
+}
+
+/// Attention's scores over a tile of f32 / f16 / q8_0 key rows ([`dots_avx512`]).
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn dots_f32_avx512(k: &[f32], q: &[f32], out: &mut [f32]) {
-    debug_assert!(q.len().is_multiple_of(16) && k.len() >= out.len() * q.len());
     dots_avx512(k.as_ptr(), q, out)
 }
 
-/// [`dots_avx512`] over f16 key rows (as bits).
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn dots_f16_avx512(k: *const u16, q: &[f32], out: &mut [f32]) {
     dots_avx512(k, q, out)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dots_q8_avx512(k: &[u8], q: &[f32], out: &mut [f32]) {
+    dots_avx512(Q8Rows(k.as_ptr()), q, out)
+}
+
+/// Attention's value sum over a tile of f32 / f16 / q8_0 value rows ([`axpy_avx512`]).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn axpy_f32_avx512(acc: &mut [f32], p: &[f32], v: &[f32]) {
+    axpy_avx512(acc, p, v.as_ptr())
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn axpy_f16_avx512(acc: &mut [f32], p: &[f32], v: *const u16) {
+    axpy_avx512(acc, p, v)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn axpy_q8_avx512(acc: &mut [f32], p: &[f32], v: &[u8]) {
+    axpy_avx512(acc, p, Q8Rows(v.as_ptr()))
 }
