@@ -130,6 +130,48 @@ impl KvTile<'_> {
     }
 }
 
+/// [`Isa::scores`] one widened row at a time (any head dim).
+///
+/// # Safety
+/// As [`Isa::scores`].
+#[inline(always)]
+unsafe fn scores_by_row<I: Isa>(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    let (mut stack, mut heap) = ([0f32; 256], vec![]);
+    let row: &mut [f32] = if d <= 256 {
+        &mut stack[..d]
+    } else {
+        heap.resize(d, 0f32);
+        &mut heap
+    };
+    for (j, o) in out.iter_mut().enumerate() {
+        k.row::<I>(j, d, row);
+        *o = dot_f32_slices(row, q);
+    }
+}
+
+/// [`Isa::value_sum`] one widened row at a time (any head dim).
+///
+/// # Safety
+/// As [`Isa::value_sum`].
+#[inline(always)]
+unsafe fn value_sum_by_row<I: Isa>(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
+    let d = acc.len();
+    let (mut stack, mut heap) = ([0f32; 256], vec![]);
+    let row: &mut [f32] = if d <= 256 {
+        &mut stack[..d]
+    } else {
+        heap.resize(d, 0f32);
+        &mut heap
+    };
+    for (j, &pj) in p.iter().enumerate() {
+        v.row::<I>(j, d, row);
+        for (a, x) in acc.iter_mut().zip(row.iter()) {
+            *a += pj * x;
+        }
+    }
+}
+
 pub trait Isa: Copy {
     /// # Safety
     /// The CPU must have the instruction set this flavour is compiled for.
@@ -151,12 +193,7 @@ pub trait Isa: Copy {
     /// As [`Isa::f16`]; `k` holds `out.len()` rows.
     #[inline(always)]
     unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
-        let d = q.len();
-        let mut row = [0f32; 512];
-        for (j, o) in out.iter_mut().enumerate() {
-            k.row::<Self>(j, d, &mut row[..d]);
-            *o = dot_f32_slices(&row[..d], q);
-        }
+        scores_by_row::<Self>(k, q, out)
     }
     /// Attention's value sum over a tile: `acc[c] += Σ_j p[j]·v_j[c]` for `d = acc.len()`.
     ///
@@ -164,14 +201,7 @@ pub trait Isa: Copy {
     /// As [`Isa::scores`]; `v` holds `p.len()` rows.
     #[inline(always)]
     unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
-        let d = acc.len();
-        let mut row = [0f32; 512];
-        for (j, &pj) in p.iter().enumerate() {
-            v.row::<Self>(j, d, &mut row[..d]);
-            for (a, x) in acc.iter_mut().zip(&row[..d]) {
-                *a += pj * x;
-            }
-        }
+        value_sum_by_row::<Self>(acc, p, v)
     }
     /// `Σ w·x` for a row of little-endian f16 values.
     ///
@@ -353,14 +383,8 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
-        if !q.len().is_multiple_of(16) || q.len() > 512 {
-            let d = q.len();
-            let mut row = [0f32; 512];
-            for (j, o) in out.iter_mut().enumerate() {
-                k.row::<Self>(j, d, &mut row[..d]);
-                *o = dot_f32_slices(&row[..d], q);
-            }
-            return;
+        if !q.len().is_multiple_of(16) {
+            return scores_by_row::<Self>(k, q, out);
         }
         match k {
             KvTile::F32(k) => super::x86::dots_f32_avx512(k, q, out),
@@ -370,16 +394,8 @@ impl Isa for X86Avx512 {
     }
     #[inline(always)]
     unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
-        if !acc.len().is_multiple_of(16) || acc.len() > 512 {
-            let d = acc.len();
-            let mut row = [0f32; 512];
-            for (j, &pj) in p.iter().enumerate() {
-                v.row::<Self>(j, d, &mut row[..d]);
-                for (a, x) in acc.iter_mut().zip(&row[..d]) {
-                    *a += pj * x;
-                }
-            }
-            return;
+        if !acc.len().is_multiple_of(16) {
+            return value_sum_by_row::<Self>(acc, p, v);
         }
         match v {
             KvTile::F32(v) => super::x86::axpy_f32_avx512(acc, p, v),
