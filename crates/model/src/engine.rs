@@ -92,14 +92,7 @@ impl<B: DecodeOps> PrefixCache<B> {
 
     /// A cache of `capacity` positions holding the longest cached prefix of `prompt` (at most
     /// all but its last [`PREFIX_RECOMPUTE`] tokens), and its length; None under [`PREFIX_MIN`].
-    fn lookup(
-        &mut self,
-        config: &crate::families::ModelConfig,
-        prompt: &[u32],
-        capacity: usize,
-        device: &B::Device,
-        cache_type: crate::CacheType,
-    ) -> Result<Option<(KvCache<B>, usize)>> {
+    fn lookup(&mut self, model: &Decoder<B>, prompt: &[u32], capacity: usize) -> Result<Option<(KvCache<B>, usize)>> {
         let keys = self.chain(prompt);
         let n = (keys.len() * PREFIX_BLOCK).min(prompt.len().saturating_sub(PREFIX_RECOMPUTE));
         if n < PREFIX_MIN {
@@ -119,7 +112,7 @@ impl<B: DecodeOps> PrefixCache<B> {
                 (k, v)
             })
             .collect();
-        let mut kv = KvCache::with_type(config, 1, capacity, device, cache_type)?;
+        let mut kv = model.new_cache(1, capacity)?;
         kv.write_positions(0, &joined)?;
         kv.set_len(n)?;
         Ok(Some((kv, n)))
@@ -304,7 +297,7 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
         // from the prefix cache's keys/values of its longest cached prefix when there is one
         let ids = first.batch.tokens[0].clone();
         let looked = match self.prefix.as_mut() {
-            Some(p) => p.lookup(&self.model.config, &ids, t0, self.model.device(), self.model.cache_type())?,
+            Some(p) => p.lookup(self.model, &ids, t0)?,
             None => None,
         };
         let (mut tmp, reused) = match looked {

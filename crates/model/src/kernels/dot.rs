@@ -95,10 +95,11 @@ fn q8_q8_portable(row: &[u8], xq: &Q8View<'_>) -> f32 {
     sum
 }
 
-/// Instruction-set flavour: the generic (auto-vectorised) kernels, with hand-written ones where
-/// a flavour has them.
-/// A tile of KV cache rows as stored (see `kernels::kv`): f32, f16, or q8_0 blocks (34 bytes per
-/// 32 values).
+/// Bytes of one q8_0 block of 32 values (an f16 scale, then 32 signed bytes).
+pub(crate) const Q8_BLOCK: usize = GgmlType::Q8_0.block().1;
+
+/// A tile of KV cache rows as stored (see `kernels::kv`): f32, f16, or q8_0 blocks
+/// ([`Q8_BLOCK`] bytes per 32 values).
 #[derive(Clone, Copy)]
 pub enum KvTile<'a> {
     F32(&'a [f32]),
@@ -117,9 +118,8 @@ impl KvTile<'_> {
             Self::F32(s) => dst.copy_from_slice(&s[j * d..(j + 1) * d]),
             Self::F16(s) => I::f16s_to_f32(&s[j * d..(j + 1) * d], dst),
             Self::Q8(s) => {
-                for (blk, out) in
-                    s[j * d / 32 * 34..(j + 1) * d / 32 * 34].chunks_exact(34).zip(dst.chunks_exact_mut(32))
-                {
+                let blocks = &s[j * d / 32 * Q8_BLOCK..(j + 1) * d / 32 * Q8_BLOCK];
+                for (blk, out) in blocks.chunks_exact(Q8_BLOCK).zip(dst.chunks_exact_mut(32)) {
                     let sc = I::f16(u16::from_le_bytes([blk[0], blk[1]]));
                     for (o, &q) in out.iter_mut().zip(&blk[2..]) {
                         *o = sc * q as i8 as f32;
@@ -130,6 +130,17 @@ impl KvTile<'_> {
     }
 }
 
+/// `f` with a scratch row of `d` values: on the stack up to 256 (every head dim of the supported
+/// families), else on the heap.
+#[inline(always)]
+fn with_row<R>(d: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if d <= 256 {
+        f(&mut [0f32; 256][..d])
+    } else {
+        f(&mut vec![0f32; d])
+    }
+}
+
 /// [`Isa::scores`] one widened row at a time (any head dim).
 ///
 /// # Safety
@@ -137,17 +148,12 @@ impl KvTile<'_> {
 #[inline(always)]
 unsafe fn scores_by_row<I: Isa>(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
     let d = q.len();
-    let (mut stack, mut heap) = ([0f32; 256], vec![]);
-    let row: &mut [f32] = if d <= 256 {
-        &mut stack[..d]
-    } else {
-        heap.resize(d, 0f32);
-        &mut heap
-    };
-    for (j, o) in out.iter_mut().enumerate() {
-        k.row::<I>(j, d, row);
-        *o = dot_f32_slices(row, q);
-    }
+    with_row(d, |row| {
+        for (j, o) in out.iter_mut().enumerate() {
+            k.row::<I>(j, d, row);
+            *o = dot_f32_slices(row, q);
+        }
+    })
 }
 
 /// [`Isa::value_sum`] one widened row at a time (any head dim).
@@ -157,21 +163,18 @@ unsafe fn scores_by_row<I: Isa>(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
 #[inline(always)]
 unsafe fn value_sum_by_row<I: Isa>(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
     let d = acc.len();
-    let (mut stack, mut heap) = ([0f32; 256], vec![]);
-    let row: &mut [f32] = if d <= 256 {
-        &mut stack[..d]
-    } else {
-        heap.resize(d, 0f32);
-        &mut heap
-    };
-    for (j, &pj) in p.iter().enumerate() {
-        v.row::<I>(j, d, row);
-        for (a, x) in acc.iter_mut().zip(row.iter()) {
-            *a += pj * x;
+    with_row(d, |row| {
+        for (j, &pj) in p.iter().enumerate() {
+            v.row::<I>(j, d, row);
+            for (a, x) in acc.iter_mut().zip(row.iter()) {
+                *a += pj * x;
+            }
         }
-    }
+    })
 }
 
+/// Instruction-set flavour: the generic (auto-vectorised) kernels, with hand-written ones where
+/// a flavour has them.
 pub trait Isa: Copy {
     /// # Safety
     /// The CPU must have the instruction set this flavour is compiled for.

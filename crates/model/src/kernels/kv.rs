@@ -5,20 +5,16 @@
 //! query head of its group and every new query, with the scores, an online softmax and the
 //! value sum fused over tiles of keys (flash-decoding); the spans' partial results are then
 //! combined. Both threads work even at batch 1 with one K/V head (Gemma 3 270M). Prefill-sized
-//! steps take the two-GEMM path of [`super::cpu`] (on an f32 copy of the visible rows when the
+//! steps take the two-GEMM path ([`attend_gemm`], on an f32 copy of the visible rows when the
 //! cache is f16 or q8_0).
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::cpu::SendPtr;
-
-use super::dot::{level, Isa};
+use super::dot::{level, Isa, Q8_BLOCK};
 use super::quant::quantize_q8_0_into;
 use crate::kv_cache::CacheType;
-
-/// Bytes of one q8_0 block (f16 scale + 32 values).
-const Q8_BLOCK: usize = 34;
 
 /// Keys or values of a cache buffer `[b, kv, cap, d]` as stored (q8_0: blocks of 32 values, a
 /// little-endian f16 scale then 32 signed bytes).

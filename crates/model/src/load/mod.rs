@@ -61,23 +61,24 @@ pub fn load_model<B: DecodeOps>(path: &Path, device: &B::Device) -> Result<Loade
 
 /// Load a `.gguf` file or an HF checkpoint directory.
 pub fn load_model_with<B: DecodeOps>(path: &Path, device: &B::Device, opts: &LoadOptions) -> Result<LoadedModel<B>> {
-    let loaded = if path.is_dir() {
-        Some(safetensors::load_hf_dir(path, device, opts))
+    let mut loaded = if path.is_dir() {
+        safetensors::load_hf_dir(path, device, opts)?
     } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
-        Some(gguf::load_gguf(path, device, opts))
+        gguf::load_gguf(path, device, opts)?
     } else {
-        None
+        return Err(not_a_model(path));
     };
-    if let Some(loaded) = loaded {
-        let mut loaded = loaded?;
-        loaded.model.set_cache_type(opts.cache)?;
-        return Ok(loaded);
-    }
+    loaded.model.set_cache_type(opts.cache)?;
+    Ok(loaded)
+}
+
+/// Why `path` is not something [`load_model_with`] reads.
+fn not_a_model(path: &Path) -> ModelError {
     if !path.exists() {
-        return Err(ModelError::Input(format!(
+        return ModelError::Input(format!(
             "model path {} does not exist (give a .gguf file or a directory with config.json)",
             path.display()
-        )));
+        ));
     }
-    Err(ModelError::Input(format!("model path {} is neither a .gguf file nor a checkpoint directory", path.display())))
+    ModelError::Input(format!("model path {} is neither a .gguf file nor a checkpoint directory", path.display()))
 }
