@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// its native weights and int8 activations as draft).
     #[arg(long)]
     pub speculative: bool,
+    /// Also sample where the host's time goes during batch-1 decode (a text report here, and
+    /// collapsed stacks beside it as FILE.folded); needs a build with `--features host-profile`.
+    #[arg(long, value_name = "FILE")]
+    pub host_profile: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -78,6 +82,9 @@ impl BenchArgs {
         }
         if self.reps == Some(0) {
             bail!("--reps must be at least 1");
+        }
+        if self.host_profile.is_some() && !crate::host_profile::AVAILABLE {
+            bail!("--host-profile needs a build with `--features host-profile` (Linux with glibc)");
         }
         if matches!(self.decode_tokens, Some(n) if n < 2) {
             bail!("--decode-tokens must be at least 2 (the first token comes from the prefill)");
@@ -289,7 +296,11 @@ impl BackendJob for BenchJob {
             for (k, use_cache) in [true, false].into_iter().enumerate() {
                 // the cache-less run is quadratic in length (minutes on slow backends): timed once
                 let reps = if use_cache { plan.reps } else { 1 };
-                timed(model, &prompt, n.min(8), use_cache)?; // warm-up
+                // warm-up: on backends that compile kernels per shape (wgpu, cuda) the whole
+                // length, so the timed cache-less run meets no new shape (its first run at each
+                // prompt length compiles and autotunes); a few tokens elsewhere
+                let warm = if B::device_blocks_supported() && !use_cache { n } else { n.min(8) };
+                timed(model, &prompt, warm, use_cache)?;
                 tick(format!("{n} tokens, cache={use_cache} (warm-up)"));
                 let mut v = Vec::new();
                 for r in 0..plan.reps {
@@ -471,6 +482,19 @@ impl BackendJob for BenchJob {
         } else {
             None
         };
+
+        // 8. optional: a host profile of batch-1 decode (after everything is compiled and tuned)
+        if let Some(path) = &self.args.host_profile {
+            let prompts = vec![prompt_of(plan.prompt_len, &base, 0)];
+            timed(model, &prompts, plan.decode_tokens, true)?;
+            crate::host_profile::profile(path, || {
+                for _ in 0..plan.reps.max(3) {
+                    timed(model, &prompts, plan.decode_tokens, true)?;
+                }
+                Ok(())
+            })?;
+            eprintln!("host profile of batch-1 decode written to {}", path.display());
+        }
 
         // 4. memory
         let kv_n = 1000.min(cfg.max_position_embeddings);

@@ -10,6 +10,7 @@ mod cli;
 mod eval;
 pub mod fetch;
 mod gen;
+mod host_profile;
 mod load_args;
 pub mod sandbox;
 mod serve;

@@ -7,7 +7,13 @@ use std::collections::HashMap;
 use demiurgic_model::engine::{PREFIX_BLOCK, PREFIX_RECOMPUTE};
 use demiurgic_model::{generate, load_model, DecodeOps, Engine, GenerateOptions, GenerationOutput};
 use demiurgic_sampling::GenerationConfig;
-use demiurgic_tests::{fixture, per_backend};
+use demiurgic_tests::{fixture, per_backend, tolerance};
+
+/// Log-probabilities of the engine against `generate` alone: the same backend, but other batch
+/// shapes, so TF32 matmuls (cuda) round differently.
+fn lp_tol<B: DecodeOps>(d: &B::Device) -> f32 {
+    tolerance::<B>(d, 1e-4, 2e-3)
+}
 
 fn greedy(n: usize) -> GenerationConfig {
     GenerationConfig { max_new_tokens: Some(n), logprobs: true, ..GenerationConfig::greedy() }
@@ -89,7 +95,7 @@ fn engine_matches_generate<B: DecodeOps>(d: &B::Device) {
             for (r, (g, w)) in g.iter().zip(w).enumerate() {
                 assert_eq!(g.len(), w.len());
                 for (k, (a, b)) in g.iter().zip(w).enumerate() {
-                    assert!((a - b).abs() < 1e-4, "request {i} row {r} step {k}: logprob {a} vs {b}");
+                    assert!((a - b).abs() < lp_tol::<B>(d), "request {i} row {r} step {k}: logprob {a} vs {b}");
                 }
             }
         }
@@ -171,7 +177,7 @@ fn shared_prefill_matches_generate<B: DecodeOps>(d: &B::Device) {
         for (g, w) in g.iter().zip(w) {
             assert_eq!(g.len(), w.len(), "request {id}: logprobs per row");
             for (a, b) in g.iter().zip(w) {
-                assert!((a - b).abs() < 1e-4, "request {id}: logprob {a} vs {b}");
+                assert!((a - b).abs() < lp_tol::<B>(d), "request {id}: logprob {a} vs {b}");
             }
         }
     }
@@ -226,7 +232,7 @@ fn prefix_cache_matches_generate<B: DecodeOps>(d: &B::Device) {
         for (g, w) in got.logprobs.as_ref().unwrap().iter().zip(want.logprobs.as_ref().unwrap()) {
             assert_eq!(g.len(), w.len(), "case {i}");
             for (a, b) in g.iter().zip(w) {
-                assert!((a - b).abs() < 1e-4, "case {i}: logprob {a} vs {b}");
+                assert!((a - b).abs() < lp_tol::<B>(d), "case {i}: logprob {a} vs {b}");
             }
         }
     }

@@ -8,7 +8,9 @@
 //! Unsupported variants are refused by name.
 use demiurgic_model::{generate, load_model, DecodeOps, GenerateOptions, ModelError, StepInput};
 use demiurgic_sampling::GenerationConfig;
-use demiurgic_tests::{fixture, ids1, json_fixture, max_abs_diff, per_backend, tolerance};
+use demiurgic_tests::{
+    fixture, ids1, json_fixture, max_abs_diff, near_tie_margin, per_backend, tf32_matmul, tolerance,
+};
 
 fn families() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(fixture("families"))
@@ -54,7 +56,7 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
                     .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
                     .collect();
                 let d = max_abs_diff(&got, &want);
-                let tol = tolerance::<B>(device, 1e-4, 5e-3);
+                let tol = tolerance::<B>(device, 1e-4, 2e-2);
                 assert!(d < tol, "{fam} ({src}) case {ci}: logits differ by {d} (tolerance {tol})");
                 // greedy with EOS active, through the cached loop
                 let want = ids1(&case["greedy_16"]);
@@ -63,13 +65,40 @@ fn family_goldens<B: DecodeOps>(device: &B::Device) {
                     eos_token_ids: Some(vec![eos]),
                     ..GenerationConfig::greedy()
                 };
-                let out = generate(m, &[prompt], &cfg, GenerateOptions::default()).unwrap();
+                let out = generate(m, &[prompt.clone()], &cfg, GenerateOptions::default()).unwrap();
                 let row = out.row(0);
                 let cut = want.iter().position(|&x| x == eos).map_or(want.len(), |p| p + 1);
-                assert_eq!(row, &want[..cut], "{fam} ({src}) case {ci}: greedy ids");
+                if tf32_matmul::<B>(device) {
+                    // TF32 logits may flip a near tie: compare up to the first step whose
+                    // top-1/top-2 margin is under the TF32 margin (the golden has no margins; the
+                    // f32 reference backend, which matches it exactly, gives them)
+                    let n = reference_margin_cut(&path, &prompt, &cfg, near_tie_margin::<B>(device)).min(cut);
+                    assert!(row.len() >= n, "{fam} ({src}) case {ci}: {} greedy ids, {n} to compare", row.len());
+                    assert_eq!(&row[..n], &want[..n], "{fam} ({src}) case {ci}: greedy ids (first {n})");
+                } else {
+                    assert_eq!(row, &want[..cut], "{fam} ({src}) case {ci}: greedy ids");
+                }
             }
         }
     }
+}
+
+/// Steps of `cfg`'s greedy run on ndarray (f32) before the first whose top-1/top-2 logit margin
+/// is under `margin`.
+#[cfg(feature = "ndarray")]
+fn reference_margin_cut(path: &std::path::Path, prompt: &[u32], cfg: &GenerationConfig, margin: f64) -> usize {
+    let nd = load_model::<burn::backend::NdArray>(path, &Default::default()).unwrap();
+    let cfg = GenerationConfig { top_logprobs: 2, raw_logprobs: true, ..cfg.clone() };
+    let out = generate(&nd.model, &[prompt.to_vec()], &cfg, GenerateOptions::default()).unwrap();
+    let tops = &out.top_logprobs.expect("top logprobs asked")[0];
+    assert!(!tops.is_empty(), "no greedy step on the reference");
+    tops.iter().position(|t| ((t[0].1 - t[1].1) as f64) < margin).unwrap_or(tops.len())
+}
+
+/// Without ndarray there is no f32 reference to take margins from: refused by name.
+#[cfg(not(feature = "ndarray"))]
+fn reference_margin_cut(_: &std::path::Path, _: &[u32], _: &GenerationConfig, _: f64) -> usize {
+    panic!("the greedy comparison under TF32 needs the ndarray backend (the f32 reference) compiled in")
 }
 
 per_backend!(families_match_transformers, family_goldens);
@@ -115,7 +144,7 @@ fn family_ggufs_against_llamacpp<B: DecodeOps>(device: &B::Device) {
                 assert!(r["tolerance_note"].as_str().is_some_and(|n| !n.is_empty()), "{rel}: tolerance without a note");
                 t as f32
             });
-            let tol = tolerance::<B>(device, 1e-3, 5e-3).max(file_tol.unwrap_or(0.0));
+            let tol = tolerance::<B>(device, 1e-3, 2e-2).max(file_tol.unwrap_or(0.0));
             assert!(d < tol, "{fam} (gguf) case {ci}: logits differ from llama.cpp's by {d} (tolerance {tol})");
             checked += 1;
         }

@@ -11,7 +11,7 @@ use demiurgic_model::kernels::{cpu, ActQuant, QuantMatrix};
 use demiurgic_model::ops::{AttnSpec, Heads, Linear, Matrix, QkNorm, Step};
 use demiurgic_model::rope::RotaryEmbedding;
 use demiurgic_model::DecodeOps;
-use demiurgic_tests::{json_fixture, max_abs_diff};
+use demiurgic_tests::{json_fixture, max_abs_diff, tolerance};
 use std::sync::Arc;
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -218,7 +218,12 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
             };
             let got = host(B::linear_layer(t2::<B>(&x, [m, 256], device), &lin(device)));
             let want = host(NdArray::linear_layer(t2::<NdArray>(&x, [m, 256], &nd), &lin_nd));
-            assert!(max_abs_diff(&got, &want) < tol * 10.0, "linear {ty:?} m={m}");
+            // relative to the outputs' size (Q6_K's random blocks give values in the hundreds):
+            // 1e-5 in f32, 2e-3 where matmuls run in TF32 (cuda)
+            let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+            let d = max_abs_diff(&got, &want);
+            let rel = tolerance::<B>(device, 1e-5, 2e-3);
+            assert!(d <= rel * scale, "linear {ty:?} m={m}: differs by {d} (values up to {scale})");
         }
     }
     // rms_norm, gated activations, embed
@@ -386,7 +391,10 @@ fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
                     bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [rows]), device)),
                 };
                 let got = host(B::linear_layer(t2::<B>(&x, [n, cols], device), &lin));
-                check(&format!("device {ty:?} {rows}x{cols} m={n}"), &got, &want, &w, &x, n, 1e-4);
+                // 17 rows: dequantized, then Burn's matmul, in TF32 on cuda (measured on an H200:
+                // up to 2.5e-3 of Σ|w·x| over 2,080 columns; the matvec of ≤ 16 rows is f32)
+                let rel = if n > 16 { tolerance::<B>(device, 1e-4, 5e-3) } else { 1e-4 };
+                check(&format!("device {ty:?} {rows}x{cols} m={n}"), &got, &want, &w, &x, n, rel);
             }
             // the fused steps around the product (input norm, gated output, residual) against
             // the same backend's separate ops

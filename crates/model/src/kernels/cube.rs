@@ -406,13 +406,13 @@ impl<R: CubeRuntime, BT: BoolElement> Default for Fused<'_, R, BT> {
 /// buffers, within wgpu's default 16 KiB of workgroup storage).
 pub const NORM_MAX_COLS: usize = 3072;
 
-/// Units splitting one output's blocks: more for long rows, so short matrices still fill a GPU.
-fn splits_for(blocks: usize) -> usize {
-    match blocks {
-        0..32 => 1,
-        32..64 => 2,
-        _ => 4,
-    }
+/// Units splitting one output's blocks: enough that each unit takes about two blocks (a GPU
+/// hides a load's latency behind other warps, not behind a unit's own serial loop), a power of
+/// two (the row norm's tree), at most 16 and within the device's units per cube.
+fn splits_for(blocks: usize, max_units_per_cube: usize) -> usize {
+    let cap = (max_units_per_cube / 32).clamp(1, 16);
+    let cap = 1 << cap.ilog2();
+    blocks.div_ceil(2).next_power_of_two().min(cap)
 }
 
 /// `x · Wᵀ` for blocks on the device, `x` of at most [`MATVEC_MAX_ROWS`] rows, with the steps
@@ -431,9 +431,16 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
     let rows = if fused.gated.is_some() { w.rows / 2 } else { w.rows };
     let x = prim(x);
     let y = empty(&x, &[m, rows]);
-    let splits = splits_for(w.cols / 32);
-    let dim = CubeDim::new_2d(32, splits as u32);
     let client = x.client.clone();
+    let stage = if cols <= NORM_MAX_COLS { cols } else { 0 };
+    let hw = &client.properties().hardware;
+    let mut splits = splits_for(w.cols / 32, hw.max_units_per_cube as usize);
+    // shared memory: the staged row and its block sums, the norm's tree, the splits' partials
+    let shared = |s: usize| 4 * (stage + stage.div_ceil(32) + 32 * s + 64 * s);
+    while splits > 1 && shared(splits) > hw.max_shared_memory_size {
+        splits /= 2;
+    }
+    let dim = CubeDim::new_2d(32, splits as u32);
     let residual = fused.residual.is_some();
     let res = fused.residual.map_or_else(|| x.clone(), prim);
     let norm = fused.norm.is_some();
@@ -441,7 +448,6 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
         Some((g, eps)) => (prim(g.clone()), eps as f32),
         None => (x.clone(), 0.0),
     };
-    let stage = if cols <= NORM_MAX_COLS { cols } else { 0 };
     for (c, words) in w.words.iter().enumerate() {
         let row0 = c * w.chunk_rows;
         let chunk = if fused.gated.is_some() { rows } else { w.chunk_rows.min(rows - row0) };

@@ -40,7 +40,7 @@ fn row_count(rows: usize) -> CubeCount {
 }
 
 /// `sqrt(mean(x²) + eps)` of the `cols` values of `x` from `base`, by the cube's `units` units
-/// (`unit` is this one's index; every unit gets the result; one barrier).
+/// (a power of two; `unit` is this one's index; every unit gets the result).
 #[cube]
 pub(crate) fn row_rms(
     x: &Array<f32>,
@@ -60,11 +60,17 @@ pub(crate) fn row_rms(
     let mut part = SharedMemory::<f32>::new(units);
     part[unit] = ss;
     sync_cube();
-    let mut total = 0.0f32;
-    for t in 0..units {
-        total += part[t];
+    // a tree over shared memory (log2(units) barriers, not `units` serial reads per unit)
+    let mut s = 0usize;
+    s += comptime!(units / 2);
+    while s > 0 {
+        if unit < s {
+            part[unit] += part[unit + s];
+        }
+        sync_cube();
+        s /= 2;
     }
-    f32::sqrt(total / f32::cast_from(cols) + eps)
+    f32::sqrt(part[0] / f32::cast_from(cols) + eps)
 }
 
 /// `y = x / sqrt(mean(x²) + eps) · gamma` per row. Cube: [`LANES`] units per row.
@@ -108,10 +114,11 @@ fn gated_rows(gu: &Array<f32>, y: &mut Array<f32>, inter: usize, n: usize, #[com
     y[pos] = gated_value(gu[r * 2 * inter + j], gu[r * 2 * inter + inter + j], gelu);
 }
 
-/// One unit per (row, head) of the fused q/k/v rows: q and k heads RMS-normalised (when
-/// `norm`) and rotated by the cos / signed-sin rows of their position (HF half split); q written
-/// to `[b, hq, t, d]`, k and v to slots `past..past + t` of `[b, kv, cap, d]` (a KV cache's
-/// buffers, or `cap = t` new ones).
+/// One unit per value of the fused q/k/v rows (row, head, dimension `c`): q and k heads
+/// RMS-normalised (when `norm`; each unit sums its head's squares, unrolled over the comptime
+/// head dim `d`) and rotated by the cos / signed-sin rows of their position (HF half split); q
+/// written to `[b, hq, t, d]`, k and v to slots `past..past + t` of `[b, kv, cap, d]` (a KV
+/// cache's buffers, or `cap = t` new ones). `n` counts the heads (rows · (hq + 2·kv)).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn split_rope_heads(
@@ -127,17 +134,19 @@ fn split_rope_heads(
     t: usize,
     hq: usize,
     kv: usize,
-    d: usize,
     n: usize,
     cap: usize,
     past: usize,
     norm: u32,
     eps: f32,
+    #[comptime] d: usize,
 ) {
-    let id = ABSOLUTE_POS;
-    if id >= n {
+    let gid = ABSOLUTE_POS;
+    if gid >= n * d {
         terminate!();
     }
+    let id = gid / d;
+    let c = gid % d;
     let heads = hq + 2 * kv;
     let row = id / heads;
     let h = id % heads;
@@ -145,42 +154,35 @@ fn split_rope_heads(
     let i = row % t;
     let src = row * heads * d + h * d;
     if h >= hq + kv {
-        let dst = ((bi * kv + (h - hq - kv)) * cap + past + i) * d;
-        for c in 0..d {
-            v[dst + c] = qkv[src + c];
-        }
+        v[((bi * kv + (h - hq - kv)) * cap + past + i) * d + c] = qkv[src + c];
     } else {
-        let mut rms = 1.0f32;
+        let half = comptime!(d / 2);
+        let o = (c + half) % d;
+        let mut x = qkv[src + c];
+        let mut xo = qkv[src + o];
+        let is_q = h < hq;
         if norm != 0u32 {
             let mut ss = 0.0f32;
-            for c in 0..d {
-                let x = qkv[src + c];
-                ss += x * x;
+            #[unroll]
+            for cc in 0..d {
+                let y = qkv[src + cc];
+                ss += y * y;
             }
-            rms = f32::sqrt(ss / f32::cast_from(d) + eps);
+            let rms = f32::sqrt(ss / f32::cast_from(d) + eps);
+            if is_q {
+                x = x / rms * q_gamma[c];
+                xo = xo / rms * q_gamma[o];
+            } else {
+                x = x / rms * k_gamma[c];
+                xo = xo / rms * k_gamma[o];
+            }
         }
         let p = usize::cast_from(pos[row]) * d;
-        let half = d / 2;
-        let is_q = h < hq;
-        for c in 0..d {
-            let o = (c + half) % d;
-            let mut x = qkv[src + c];
-            let mut xo = qkv[src + o];
-            if norm != 0u32 {
-                if is_q {
-                    x = x / rms * q_gamma[c];
-                    xo = xo / rms * q_gamma[o];
-                } else {
-                    x = x / rms * k_gamma[c];
-                    xo = xo / rms * k_gamma[o];
-                }
-            }
-            let val = x * cos[p + c] + xo * sin[p + c];
-            if is_q {
-                q[((bi * hq + h) * t + i) * d + c] = val;
-            } else {
-                k[((bi * kv + (h - hq)) * cap + past + i) * d + c] = val;
-            }
+        let val = x * cos[p + c] + xo * sin[p + c];
+        if is_q {
+            q[((bi * hq + h) * t + i) * d + c] = val;
+        } else {
+            k[((bi * kv + (h - hq)) * cap + past + i) * d + c] = val;
         }
     }
 }
@@ -206,12 +208,12 @@ fn attend_rows(
     cap: usize,
     hq: usize,
     kv: usize,
-    d: usize,
     rows: usize,
     scale: f32,
     softcap: f32,
     window: usize,
     has_valid: u32,
+    #[comptime] d: usize,
     #[comptime] units: usize,
 ) {
     let qrow = cube_row();
@@ -250,6 +252,8 @@ fn attend_rows(
         let mut score = 0.0f32;
         if visible {
             let kbase = kvbase + j * d;
+            // unrolled over the comptime head dim: every load in flight at once
+            #[unroll]
             for c in 0..d {
                 score += q[qbase + c] * kc[kbase + c];
             }
@@ -263,6 +267,7 @@ fn attend_rows(
         p[u] = score;
         sync_cube();
         let mut top = m;
+        #[unroll]
         for jj in 0..units {
             let sc = p[jj];
             if sc > top {
@@ -280,6 +285,7 @@ fn attend_rows(
         let alpha = f32::exp(m - top);
         let mut cl = 0.0f32;
         let mut ca = 0.0f32;
+        #[unroll]
         for jj in 0..units {
             let wt = p[jj];
             cl += wt;
@@ -394,7 +400,7 @@ fn launch_split_rope<R: CubeRuntime, BT: BoolElement>(
     let q = empty(&qkv, &[b, hq, t, d]);
     let n = b * t * (hq + 2 * kv);
     let client = qkv.client.clone();
-    let (count, dim) = elemwise(&client, n);
+    let (count, dim) = elemwise(&client, n * d);
     split_rope_heads::launch::<R>(
         &client,
         count,
@@ -411,12 +417,12 @@ fn launch_split_rope<R: CubeRuntime, BT: BoolElement>(
         t,
         hq,
         kv,
-        d,
         n,
         cap,
         past,
         u32::from(qk_norm.is_some()),
         eps,
+        d,
     );
     q
 }
@@ -529,12 +535,12 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
         cap,
         hq,
         kv,
-        d,
         rows,
         attn.scale as f32,
         attn.softcap.unwrap_or(0.0) as f32,
         attn.window.unwrap_or(0),
         has_valid,
+        d,
         units,
     );
     float(out)
