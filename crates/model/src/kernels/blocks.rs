@@ -97,8 +97,9 @@ impl DeviceLayout {
         [Self::Q4, Self::Q8, Self::Q4Half, Self::Q5Half, Self::Q5, Self::Q6][code as usize]
     }
 
-    /// The quants' bias: value `scale · (q − bias) + offset` (Q6_K's unsigned 6-bit quants).
-    fn bias(self) -> i32 {
+    /// The quants' bias: value `scale · (q − bias) + offset` (Q6_K's unsigned 6-bit quants); the
+    /// kernels read it at comptime.
+    pub fn bias(self) -> i32 {
         if self == Self::Q6 {
             32
         } else {

@@ -163,8 +163,9 @@ fn block_dot(
                 let a = x[xb + j * 4 + k];
                 let c = x[xb + 16 + j * 4 + k];
                 if comptime!(layout == DeviceLayout::Q6.code()) {
-                    lo += a * (f32::cast_from(q_lo) - 32.0f32);
-                    hi += c * (f32::cast_from(q_hi) - 32.0f32);
+                    let bias = comptime!(DeviceLayout::from_code(layout).bias() as f32);
+                    lo += a * (f32::cast_from(q_lo) - bias);
+                    hi += c * (f32::cast_from(q_hi) - bias);
                 } else {
                     lo += a * f32::cast_from(q_lo) + c * f32::cast_from(q_hi);
                     if !staged {
@@ -380,7 +381,7 @@ fn dequantize_blocks(
         }
         let mut v = f32::cast_from(q);
         if comptime!(layout == DeviceLayout::Q6.code()) {
-            v -= 32.0f32;
+            v -= comptime!(DeviceLayout::from_code(layout).bias() as f32);
         }
         out[at] = block_scale(w, base, k / 16, layout) * v + block_offset(w, base, layout);
     }
