@@ -409,6 +409,36 @@ fn bench_writes_every_section() {
         demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--batches", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--batches"), "{err}");
+    // the host profiler is a build feature: refused by name (before any work) without it
+    let prof = std::env::temp_dir().join(format!("demiurgic-host-profile-{}.txt", std::process::id()));
+    let (code, _, err) = demiurgic(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "ndarray",
+        "--quick",
+        "--reps",
+        "1",
+        "--cache-lengths",
+        "4",
+        "--batches",
+        "1",
+        "--prefill",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--host-profile",
+        prof.to_str().unwrap(),
+    ]);
+    if cfg!(feature = "host-profile") {
+        assert_eq!(code, 0, "{err}");
+        let text = std::fs::read_to_string(&prof).unwrap();
+        assert!(text.starts_with("host profile: ") && text.contains("top functions, self:"), "{text}");
+    } else {
+        assert_eq!(code, 1);
+        assert!(err.contains("--host-profile") && err.contains("--features host-profile"), "{err}");
+    }
 }
 
 /// `DEMIURGIC_WGPU_MEMORY` picks CubeCL's memory management: same tokens with exclusive pages,

@@ -408,7 +408,7 @@ impl<R: CubeRuntime, BT: BoolElement> Default for Fused<'_, R, BT> {
 pub const NORM_MAX_COLS: usize = 3072;
 
 /// Units splitting one output's blocks. On a GPU (a device with plane operations) enough that
-/// each unit takes about two blocks: a GPU hides a load's latency behind other warps, not behind
+/// each unit takes at most two blocks: a GPU hides a load's latency behind other warps, not behind
 /// a unit's own serial loop (H200: decode 4.9 → 2.2 ms per step); a power of two (the row
 /// norm's tree), at most 16 and within the device's units per cube. On a device without plane
 /// operations (CPU emulation: lavapipe, where every barrier of a larger cube costs) few, for
@@ -673,5 +673,27 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
             None => (k, v),
         };
         layers::attention(q, kc, vc, step, attn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splits_for;
+
+    #[test]
+    fn matvec_splits_per_device_kind() {
+        // a GPU: powers of two, at most two blocks per unit unless capped (16, or the cube's units)
+        for max_units in [256usize, 1024] {
+            let cap = (max_units / 32).min(16);
+            for blocks in 1..200 {
+                let s = splits_for(blocks, max_units, true);
+                assert!(s.is_power_of_two() && s <= cap, "{blocks} blocks: {s} splits");
+                assert!(s == cap || blocks.div_ceil(s) <= 2, "{blocks} blocks: {s} splits");
+            }
+        }
+        assert_eq!(splits_for(18, 1024, true), 16); // SmolLM2's 576 columns on the H200
+        assert_eq!(splits_for(48, 256, true), 8);
+        // CPU emulation (no plane operations): the few splits lavapipe runs best with
+        assert_eq!([1, 18, 48, 100].map(|b| splits_for(b, 1024, false)), [1, 1, 2, 4]);
     }
 }
