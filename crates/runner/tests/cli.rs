@@ -367,26 +367,25 @@ fn config_accepts_transformers_generation_config() {
 fn bench_writes_every_section() {
     let model = fixtures().join("tiny-llama");
     let out = std::env::temp_dir().join(format!("demiurgic-bench-smoke-{}.json", std::process::id()));
-    let (code, stdout, err) = demiurgic(&[
+    let m = model.to_str().unwrap();
+    // one small bench, extended per run below
+    let small = [
         "bench",
         "--model",
-        model.to_str().unwrap(),
+        m,
         "--backend",
         "ndarray",
         "--quick",
         "--reps",
         "1",
-        "--cache-lengths",
-        "4,8",
-        "--batches",
-        "1,2",
         "--prefill",
         "16",
         "--decode-tokens",
         "4",
-        "--json-out",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    let (code, stdout, err) = demiurgic(
+        &[&small[..], &["--cache-lengths", "4,8", "--batches", "1,2", "--json-out", out.to_str().unwrap()]].concat(),
+    );
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -405,32 +404,14 @@ fn bench_writes_every_section() {
     assert_eq!(j["prefill"][0]["prompt_tokens"], 16);
     assert!(j["memory"]["kv_cache_bytes_per_seq_per_1k_tokens"].as_u64().unwrap() > 0);
     // bad bench arguments are one-line errors
-    let (code, _, err) =
-        demiurgic(&["bench", "--model", model.to_str().unwrap(), "--backend", "ndarray", "--batches", "0"]);
+    let (code, _, err) = demiurgic(&["bench", "--model", m, "--backend", "ndarray", "--batches", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--batches"), "{err}");
     // the host profiler is a build feature: refused by name (before any work) without it
     let prof = std::env::temp_dir().join(format!("demiurgic-host-profile-{}.txt", std::process::id()));
-    let (code, _, err) = demiurgic(&[
-        "bench",
-        "--model",
-        model.to_str().unwrap(),
-        "--backend",
-        "ndarray",
-        "--quick",
-        "--reps",
-        "1",
-        "--cache-lengths",
-        "4",
-        "--batches",
-        "1",
-        "--prefill",
-        "16",
-        "--decode-tokens",
-        "4",
-        "--host-profile",
-        prof.to_str().unwrap(),
-    ]);
+    let (code, _, err) = demiurgic(
+        &[&small[..], &["--cache-lengths", "4", "--batches", "1", "--host-profile", prof.to_str().unwrap()]].concat(),
+    );
     if cfg!(feature = "host-profile") {
         assert_eq!(code, 0, "{err}");
         let text = std::fs::read_to_string(&prof).unwrap();
