@@ -104,3 +104,146 @@ pub(crate) fn json_field_names<T: serde::Serialize>(v: &T) -> Vec<String> {
         _ => vec![],
     }
 }
+
+/// The rows of `[batch, vocab]` logits on the host, as f32 (one read; the processors that rank a
+/// whole row select on the host in O(vocab) instead of sorting on the device).
+pub(crate) fn host_rows<B: Backend>(logits: &Tensor<B, 2>) -> Vec<f32> {
+    logits.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
+}
+
+/// `logits[b, i] = -inf` wherever `logits[b, i] < threshold[b]` (a threshold of -inf keeps all).
+pub(crate) fn mask_below<B: Backend>(logits: Tensor<B, 2>, threshold: Vec<f32>) -> Tensor<B, 2> {
+    let [b, v] = logits.dims();
+    let t = Tensor::<B, 2>::from_data(TensorData::new(threshold, [b, 1]), &logits.device()).expand([b, v]);
+    logits.clone().mask_fill(logits.lower(t), f32::NEG_INFINITY)
+}
+
+/// The `k`-th largest value of `row` (1-based `k`, `1 ≤ k ≤ row.len()`): a selection, O(len).
+pub(crate) fn kth_largest(row: &[f32], k: usize) -> f32 {
+    let mut scratch = row.to_vec();
+    *scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+}
+
+/// The nucleus of `row` for mass `p` (transformers' top-p boundary: a token is kept while the
+/// probability of the tokens ranked above it is below `p`, so the token that crosses `p` is kept),
+/// as the smallest kept logit. The softmax is taken in f64 over the finite logits; only the head
+/// of the ranking is sorted (the top 256, more only when their mass stays below `p`).
+pub(crate) fn nucleus_threshold(row: &[f32], p: f32) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return f32::NEG_INFINITY;
+    }
+    let mut cand: Vec<f32> = row.iter().copied().filter(|&x| x > f32::NEG_INFINITY).collect();
+    let z: f64 = cand.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let p = p as f64;
+    let mut head = 256.min(cand.len());
+    loop {
+        if head < cand.len() {
+            cand.select_nth_unstable_by(head - 1, |a, b| b.total_cmp(a));
+        }
+        let top = &mut cand[..head];
+        top.sort_unstable_by(|a, b| b.total_cmp(a));
+        let mut above = 0.0f64;
+        let mut kept = top[0];
+        for &x in top.iter() {
+            if above >= p {
+                return kept;
+            }
+            kept = x;
+            above += ((x - max) as f64).exp() / z;
+        }
+        if head == cand.len() {
+            return kept;
+        }
+        head = (head * 8).min(cand.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::tensor::{activation::softmax, s, Tensor, TensorData};
+
+    use crate::pipeline::{LogitsProcessor, ProcessorContext};
+    use crate::processors::{TopK, TopP};
+
+    type B = NdArray;
+
+    /// Rows of random logits (a SplitMix stream): spread like a model's, with repeated values
+    /// (ties) and -inf entries (an earlier truncation).
+    fn rows(b: usize, v: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::SeqRng::new(seed, 0);
+        (0..b * v)
+            .map(|_| {
+                let u = r.next_f32();
+                match (u * 100.0) as u32 {
+                    0..=9 => f32::NEG_INFINITY,
+                    10..=19 => 1.5, // ties
+                    _ => (r.next_f32() - 0.5) * 16.0,
+                }
+            })
+            .collect()
+    }
+
+    fn run(p: &dyn LogitsProcessor<B>, x: &[f32], b: usize, v: usize) -> Vec<f32> {
+        let t = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [b, v]), &Default::default());
+        let ctx = ProcessorContext { sequences: &[], num_generated: 0, cur_len: 0 };
+        p.process(t, &ctx).into_data().into_vec::<f32>().unwrap()
+    }
+
+    /// The sort-based top-k these replace (Burn's `topk`, the k-th value's ties kept).
+    fn top_k_sorted(x: &[f32], b: usize, v: usize, k: usize) -> Vec<f32> {
+        let t = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [b, v]), &Default::default());
+        let kth = t.clone().topk(k, 1).slice(s![.., k - 1..k]).expand([b, v]);
+        t.clone().mask_fill(t.lower(kth), f32::NEG_INFINITY).into_data().into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn top_k_by_selection_is_the_sorted_top_k() {
+        let mut cases = 0;
+        for (b, v) in [(1, 7), (3, 100), (2, 4096)] {
+            for k in [1, 2, 5, 50, v - 1].into_iter().filter(|&k| k < v) {
+                let x = rows(b, v, (b * v + k) as u64);
+                assert_eq!(run(&TopK::new(k).unwrap(), &x, b, v), top_k_sorted(&x, b, v, k), "b {b} v {v} k {k}");
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 14);
+    }
+
+    /// Top-p against its definition on the sorted row (the previous device code: ascending sort,
+    /// softmax, cumsum, remove where the mass at or below a token is ≤ 1 − p): a token may be
+    /// decided differently only where the mass above it is within float noise of p, and tied
+    /// logits are kept or removed together.
+    #[test]
+    fn top_p_by_partial_sort_is_the_nucleus() {
+        let mut compared = 0;
+        // (3,000 with p 0.999 keeps more than the first 256 sorted: the widening path)
+        for (b, v) in [(1, 5), (4, 300), (2, 3_000)] {
+            for p in [0.05f32, 0.5, 0.9, 0.95, 0.999] {
+                let x = rows(b, v, (b * v) as u64 ^ p.to_bits() as u64);
+                let got = run(&TopP::new(p).unwrap(), &x, b, v);
+                let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [b, v]), &Default::default());
+                let probs = softmax(t, 1).into_data().into_vec::<f32>().unwrap();
+                for r in 0..b {
+                    let (row, pr) = (&x[r * v..(r + 1) * v], &probs[r * v..(r + 1) * v]);
+                    for i in 0..v {
+                        // mass strictly above token i (ties counted by the reference's order: a
+                        // tie is kept when the mass above all of its ties is below p)
+                        let above: f64 = (0..v).filter(|&j| row[j] > row[i]).map(|j| pr[j] as f64).sum();
+                        let keep = row[i] > f32::NEG_INFINITY && above < p as f64;
+                        let kept = got[r * v + i] > f32::NEG_INFINITY;
+                        if kept != keep {
+                            assert!((above - p as f64).abs() < 1e-5, "b {b} v {v} p {p} row {r} token {i}");
+                        }
+                        if kept {
+                            assert_eq!(got[r * v + i], row[i]);
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 30_000);
+    }
+}

@@ -1,8 +1,10 @@
 //! Top-k: keep the k highest logits (ties with the k-th value kept, as transformers).
-use burn::tensor::{backend::Backend, s, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::util::{host_rows, kth_largest, mask_below};
 
 single_field_config! {
     /// `top_k`: keep the k most likely tokens (0 = off).
@@ -30,12 +32,13 @@ impl<B: Backend> LogitsProcessor<B> for TopK {
     }
 
     fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        let [b, v] = logits.dims();
+        let v = logits.dims()[1];
         if self.k >= v {
             return logits;
         }
-        let kth = logits.clone().topk(self.k, 1).slice(s![.., self.k - 1..self.k]).expand([b, v]);
-        let remove = logits.clone().lower(kth);
-        logits.mask_fill(remove, f32::NEG_INFINITY)
+        // the k-th largest per row by selection on the host (O(vocab)); Burn's `topk` sorts the
+        // whole row (a 262k vocabulary: ~9 ms a row on 2 cores)
+        let kth: Vec<f32> = host_rows(&logits).par_chunks(v).map(|row| kth_largest(row, self.k)).collect();
+        mask_below(logits, kth)
     }
 }

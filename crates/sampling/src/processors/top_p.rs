@@ -1,10 +1,11 @@
 //! Top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p;
 //! the token that crosses p is kept (transformers' boundary).
-use burn::tensor::{activation::softmax, backend::Backend, s, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{invalid, SamplingError};
 use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use crate::util::remove_sorted;
+use crate::util::{host_rows, mask_below, nucleus_threshold};
 
 single_field_config! {
     /// `top_p`: nucleus mass in (0, 1] (1 = off).
@@ -33,9 +34,9 @@ impl<B: Backend> LogitsProcessor<B> for TopP {
 
     fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
         let v = logits.dims()[1];
-        let (sorted, idx) = logits.clone().sort_with_indices(1); // ascending
-        let cum = softmax(sorted, 1).cumsum(1);
-        let remove = cum.lower_equal_elem(1.0 - self.p).float().slice_fill(s![.., v - 1..v], 0.0);
-        remove_sorted(logits, idx, remove)
+        // the nucleus per row on the host, sorting only the head of the ranking (Burn's sort of a
+        // 262k row: ~14 ms on 2 cores); ties with the smallest kept logit are kept
+        let t: Vec<f32> = host_rows(&logits).par_chunks(v).map(|row| nucleus_threshold(row, self.p)).collect();
+        mask_below(logits, t)
     }
 }
