@@ -1,6 +1,9 @@
 //! `demiurgic eval`: HumanEval scoring (the official harness's file format and program layout)
 //! with generated code run in a sandbox, and the generation side (`eval run`) that
 //! `cargo xtask eval` drives.
+pub mod instruct;
+pub mod stats;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use demiurgic_model::load::ChatMessage;
 use demiurgic_model::text::{row_text, TextStops};
 use demiurgic_model::{DecodeOps, Engine, GenerationOutput};
 use demiurgic_sampling::GenerationConfig;
@@ -72,8 +76,16 @@ pub struct RunArgs {
     /// Rows decoded together (continuous batching: a problem joins as soon as its samples fit).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    #[arg(long = "max-new-tokens", default_value_t = 384)]
-    pub max_new_tokens: usize,
+    /// New tokens per sample at most [default: 384 in the completion format, 512 in the instruct
+    /// format (the answer restates the function)].
+    #[arg(long = "max-new-tokens")]
+    pub max_new_tokens: Option<usize>,
+    /// How a problem is put to the model: `completion` (the prompt as plain text, continued with
+    /// HumanEval's stop strings), `instruct` (a chat request through the chat template, the
+    /// answer's first code block extracted), or `auto`: instruct when the checkpoint has a chat
+    /// template and its file or directory name marks a chat model (`instruct`, `it`, `chat`).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
     /// Problems file [default: HumanEval, fetched].
     #[arg(long)]
     pub problems: Option<PathBuf>,
@@ -327,16 +339,7 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(
     })
 }
 
-/// The unbiased pass@k estimator of the HumanEval paper: `1 − C(n−c, k) / C(n, k)`.
-pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    if n < k {
-        return f64::NAN;
-    }
-    if n - c < k {
-        return 1.0;
-    }
-    1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
-}
+pub use stats::pass_at_k;
 
 /// Score `(task_id, completion)` pairs: per sample (passed, result) and the summary.
 pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration, iso: Isolation) -> Result<Value> {
@@ -462,9 +465,10 @@ pub struct RunJob {
 impl BackendJob for RunJob {
     fn run<B: DecodeOps>(self, backend: &str, device: B::Device) -> Result<()> {
         let a = &self.args;
-        if a.samples == 0 || a.batch == 0 || a.max_new_tokens == 0 {
+        if a.samples == 0 || a.batch == 0 || a.max_new_tokens == Some(0) {
             bail!("--samples, --batch and --max-new-tokens must be ≥ 1");
         }
+        let asked = instruct::Format::parse(&a.format).map_err(anyhow::Error::msg)?;
         let timeout = timeout_of(a.timeout)?;
         // before the model loads: a machine that cannot sandbox learns it at once
         let iso = isolation(a.allow_unsandboxed)?;
@@ -477,13 +481,38 @@ impl BackendJob for RunJob {
         }
         let configs: Vec<(String, GenerationConfig)> =
             a.presets.iter().map(|p| preset_config(p).map(|c| (p.clone(), c))).collect::<Result<_>>()?;
-        let (loaded, _, _) = crate::load::<B>(&a.m, &device)?;
+        let (loaded, model_path, _) = crate::load::<B>(&a.m, &device)?;
         let tok = loaded.text_tokenizer()?;
-        let stops: Vec<String> = STOPS.iter().map(|s| s.to_string()).collect();
-        let prompts: Vec<Vec<u32>> = problems.iter().map(|p| tok.encode(&p.prompt)).collect::<Result<_, _>>()?;
+        let (format, format_reason) = match asked {
+            Some(instruct::Format::Instruct) if loaded.chat_template.is_none() => {
+                bail!("--format instruct: {} has no chat template (use --format completion)", model_path.display())
+            }
+            Some(f) => (f, "--format".to_string()),
+            None => instruct::auto_format(loaded.chat_template.is_some(), &model_path),
+        };
+        eprintln!("format: {} ({format_reason})", format.name());
+        let instruct = format == instruct::Format::Instruct;
+        let max_new_tokens = a.max_new_tokens.unwrap_or(if instruct { 512 } else { 384 });
+        // the completion format stops where HumanEval's stop strings say the function ends; an
+        // instruct answer runs to the end of its turn (EOS)
+        let stops: Vec<String> = if instruct { vec![] } else { STOPS.iter().map(|s| s.to_string()).collect() };
+        let prompts: Vec<Vec<u32>> = problems
+            .iter()
+            .map(|p| {
+                if instruct {
+                    let chat =
+                        loaded.render_chat(&[ChatMessage::new("user", instruct::instruct_message(&p.prompt))], true)?;
+                    Ok(tok.encode(&chat)?)
+                } else {
+                    Ok(tok.encode(&p.prompt)?)
+                }
+            })
+            .collect::<Result<_>>()?;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let capacity = (longest + a.max_new_tokens).min(loaded.model.config.max_position_embeddings);
+        let capacity = (longest + max_new_tokens).min(loaded.model.config.max_position_embeddings);
+        let ids: Vec<String> = problems.iter().map(|p| p.task_id.clone()).collect();
         let mut report = vec![];
+        let mut solved: Vec<(String, Vec<(usize, usize)>)> = vec![];
         for (name, base) in &configs {
             let n = if base.is_sampling() { a.samples } else { 1 };
             // continuous batching: each sample is an engine request (its own seed) and leaves the
@@ -498,14 +527,15 @@ impl BackendJob for RunJob {
                     let requests = (0..n)
                         .map(|s| {
                             let cfg = GenerationConfig {
-                                max_new_tokens: Some(a.max_new_tokens),
+                                max_new_tokens: Some(max_new_tokens),
                                 max_length: None,
                                 num_return_sequences: 1,
                                 stop: stops.clone(),
                                 seed: Some(1000 + s as u64),
                                 ..base.clone()
                             };
-                            ((next * n + s) as u64, cfg, Some(TextStops::new(tok, stops.clone())))
+                            let text_stops = (!stops.is_empty()).then(|| TextStops::new(tok, stops.clone()));
+                            ((next * n + s) as u64, cfg, text_stops)
                         })
                         .collect();
                     for step in engine.add_shared(prompts[next].clone(), requests)? {
@@ -526,11 +556,19 @@ impl BackendJob for RunJob {
             }
             let secs = t.elapsed().as_secs_f64();
             let mut samples: Vec<(String, String)> = vec![];
+            let mut answers: Vec<String> = vec![];
             let mut ids_of: Vec<Vec<u32>> = vec![];
             for (i, out) in done.iter().enumerate() {
                 let out = out.as_ref().context("the engine finished without a sample's output")?;
                 let text = row_text(tok, out.row(0), out.finish_reasons[0], &stops, true)?;
-                samples.push((problems[i / n].task_id.clone(), text));
+                let p = &problems[i / n];
+                let completion = if instruct {
+                    instruct::assemble(&instruct::extract_code(&text), &p.entry_point)
+                } else {
+                    text.clone()
+                };
+                samples.push((p.task_id.clone(), completion));
+                answers.push(text);
                 tokens += out.lengths[0];
                 ids_of.push(out.row(0).to_vec());
             }
@@ -538,11 +576,22 @@ impl BackendJob for RunJob {
             if let Some(dir) = &a.completions_dir {
                 std::fs::create_dir_all(dir)?;
                 let mut f = std::fs::File::create(dir.join(format!("{name}.jsonl")))?;
-                for (id, c) in &samples {
-                    writeln!(f, "{}", json!({"task_id": id, "completion": c}))?;
+                for ((id, c), answer) in samples.iter().zip(&answers) {
+                    let line = if instruct {
+                        json!({"task_id": id, "completion": c, "answer": answer})
+                    } else {
+                        json!({"task_id": id, "completion": c})
+                    };
+                    writeln!(f, "{line}")?;
                 }
             }
             let scored = score(&problems, &samples, timeout, iso)?;
+            // (samples, passed) per problem, in the problems' order (samples are problem-major)
+            let results = scored["results"].as_array().context("scored results")?;
+            let per_problem: Vec<(usize, usize)> = (0..problems.len())
+                .map(|p| (n, results[p * n..(p + 1) * n].iter().filter(|r| r["passed"] == true).count()))
+                .collect();
+            let (pass1, (lo, hi)) = stats::pass1_ci(&per_problem);
             // distinct completions per problem (whitespace normalised), averaged
             let mut distinct: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
             for (id, c) in &samples {
@@ -550,17 +599,33 @@ impl BackendJob for RunJob {
             }
             let unique = distinct.values().map(|s| s.len() as f64).sum::<f64>() / distinct.len() as f64;
             let rep = ids_of.iter().map(|ids| repetition(ids)).sum::<f64>() / ids_of.len() as f64;
+            let empty = samples.iter().filter(|(_, c)| c.trim().is_empty()).count();
             report.push(json!({
                 "preset": name, "samples_per_problem": n, "problems": problems.len(),
-                "pass@1": scored["pass@1"], "unique_solutions": unique, "repetition_score": rep,
+                "pass@1": pass1, "pass@1_ci": [lo, hi], "pass@k": stats::pass_at_ks(&per_problem),
+                "problems_solved": per_problem.iter().filter(|p| p.1 > 0).count(),
+                "passed_samples": per_problem.iter().map(|p| p.1).sum::<usize>(),
+                "passed_per_problem": per_problem.iter().map(|p| p.1).collect::<Vec<_>>(),
+                "empty_completions": empty,
+                "unique_solutions": unique, "repetition_score": rep,
+                "generation_s": secs, "new_tokens": tokens,
                 "seconds_per_completion": secs / samples.len() as f64, "tokens_per_s": tokens as f64 / secs,
                 "isolation": scored["isolation"],
                 "config": cfg_report(base),
             }));
-            eprintln!("{name}: pass@1 {:.3}", scored["pass@1"].as_f64().unwrap_or(0.0));
+            eprintln!("{name}: pass@1 {pass1:.3} [{lo:.3}, {hi:.3}]");
+            solved.push((name.clone(), per_problem));
         }
-        let out = json!({"backend": backend, "model": loaded.description, "max_new_tokens": a.max_new_tokens,
-            "stops": STOPS, "presets": report});
+        let mut comparisons = vec![];
+        for (i, (na, a_)) in solved.iter().enumerate() {
+            for (nb, b_) in &solved[i + 1..] {
+                comparisons.push(stats::paired((na, a_), (nb, b_), &ids));
+            }
+        }
+        let out = json!({"backend": backend, "model": loaded.description, "max_new_tokens": max_new_tokens,
+            "format": format.name(), "format_reason": format_reason,
+            "stops": stops, "ci_method": stats::CI_METHOD, "task_ids": ids,
+            "presets": report, "comparisons": comparisons});
         emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
         Ok(())
     }
