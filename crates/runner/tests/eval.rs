@@ -237,12 +237,33 @@ fn eval_run_reports_every_metric_for_each_preset() {
         assert!((0.0..1.0).contains(&rep), "{name}: repetition {rep}");
         assert!(p["seconds_per_completion"].as_f64().unwrap() > 0.0, "{name}");
         assert!(p["isolation"].as_str().is_some_and(|s| !s.is_empty()), "{name}");
+        // the interval holds the estimate; pass@k for every k in 1, 2, 5, … up to the samples
+        let ci = p["pass@1_ci"].as_array().unwrap();
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(0.0 <= lo && lo <= pass && pass <= hi && hi <= 1.0, "{name}: {pass} in [{lo}, {hi}]");
+        let ks: Vec<&String> = p["pass@k"].as_object().unwrap().keys().collect();
+        assert_eq!(ks, if n == 1 { vec!["1"] } else { vec!["1", "2"] }, "{name}");
+        assert_eq!(p["pass@k"]["1"], p["pass@1"], "{name}");
+        let per_problem = p["passed_per_problem"].as_array().unwrap();
+        assert_eq!(per_problem.len(), 3, "{name}");
+        let solved = per_problem.iter().filter(|c| c.as_u64().unwrap() > 0).count();
+        assert_eq!(p["problems_solved"], solved, "{name}");
     }
+    // the default model is a chat model with a template: the instruct format, and why
+    assert_eq!(v["format"], "instruct", "{v}");
+    assert!(v["format_reason"].as_str().is_some_and(|r| r.contains("template")), "{v}");
+    assert!(v["ci_method"].as_str().is_some_and(|m| m.contains("bootstrap")), "{v}");
+    let cmp = v["comparisons"].as_array().unwrap();
+    assert_eq!(cmp.len(), 1, "one pair of presets: {v}");
+    assert_eq!((cmp[0]["a"].as_str(), cmp[0]["b"].as_str()), (Some("greedy"), Some("baseline")));
+    assert!(cmp[0]["order"].as_str().is_some_and(|o| !o.is_empty()));
     // 3 samples per problem, in problem order, each problem's own task id
     assert_eq!(baseline.len(), 9);
     for (i, c) in baseline.iter().enumerate() {
         assert_eq!(c["task_id"], ps[i / 3]["task_id"], "sample {i}");
         assert!(c["completion"].is_string());
+        // the instruct format keeps the model's whole answer beside the code taken from it
+        assert!(c["answer"].is_string(), "sample {i}: {c}");
     }
     let distinct = |c: &[Value]| {
         c.iter().map(|c| c["completion"].as_str().unwrap().to_string()).collect::<std::collections::HashSet<_>>().len()
