@@ -109,7 +109,7 @@ fn write_outputs(report: &Value, dir: &std::path::Path) -> Result<()> {
                 .map(|p| Bar {
                     name: p["preset"].as_str().unwrap_or("").to_string(),
                     pass1: p["pass@1"].as_f64().unwrap_or(0.0),
-                    ci: p["pass@1_ci"].as_array().and_then(|c| Some((c.first()?.as_f64()?, c.get(1)?.as_f64()?))),
+                    ci: interval(p),
                 })
                 .collect()
         })
@@ -125,6 +125,17 @@ fn write_outputs(report: &Value, dir: &std::path::Path) -> Result<()> {
     println!("{md}");
     eprintln!("wrote {}/latest.{{md,png}}", dir.display());
     Ok(())
+}
+
+/// A preset's pass@1 interval, where its report has one.
+fn interval(p: &Value) -> Option<(f64, f64)> {
+    let c = p["pass@1_ci"].as_array()?;
+    Some((c.first()?.as_f64()?, c.get(1)?.as_f64()?))
+}
+
+/// A preset's pass@1 interval as table text ("—" for reports written before intervals).
+fn ci_text(p: &Value) -> String {
+    interval(p).map_or("—".to_string(), |(lo, hi)| format!("{:.1}% – {:.1}%", 100.0 * lo, 100.0 * hi))
 }
 
 fn markdown(r: &Value) -> String {
@@ -164,10 +175,7 @@ fn markdown(r: &Value) -> String {
     s += &"---:|".repeat(ks.len());
     s += "---:|---:|---:|---:|---:|\n";
     for p in &presets {
-        let ci = p["pass@1_ci"]
-            .as_array()
-            .filter(|a| a.len() == 2)
-            .map_or("—".to_string(), |a| format!("{} – {}", pct(&a[0]), pct(&a[1])));
+        let ci = ci_text(p);
         s += &format!(
             "| {} | {} | {} | {ci} |",
             p["preset"].as_str().unwrap_or(""),
@@ -229,9 +237,7 @@ fn markdown(r: &Value) -> String {
           | preset | seed pass@1 | our pass@1 | our 95% interval |\n|---|---:|---:|---:|\n";
     for (name, pass) in SEED {
         let ours = presets.iter().find(|p| p["preset"] == name);
-        let ci = ours
-            .and_then(|p| p["pass@1_ci"].as_array().filter(|a| a.len() == 2).cloned())
-            .map_or("—".to_string(), |a| format!("{} – {}", pct(&a[0]), pct(&a[1])));
+        let ci = ours.map_or("—".to_string(), ci_text);
         s += &format!("| {name} | {pass} | {} | {ci} |\n", ours.map_or("—".to_string(), |p| pct(&p["pass@1"])));
     }
     s += &format!(

@@ -47,20 +47,20 @@ impl Sampler {
 
 /// The token of `row` (logits) at uniform `u` ∈ [0, 1) of its softmax's CDF in vocabulary order:
 /// the first token whose cumulative probability exceeds `u` (the last finite token when rounding
-/// leaves `u` above the total). Exponentials only for finite logits, accumulated in f64.
+/// leaves `u` above the total). Exponentials only for finite logits, each computed once, in f64.
 pub fn draw(row: &[f32], u: f32) -> usize {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
         return row.len() - 1;
     }
-    let w = |x: f32| if x > f32::NEG_INFINITY { ((x - max) as f64).exp() } else { 0.0 };
-    let total: f64 = row.iter().map(|&x| w(x)).sum();
+    let w: Vec<f64> = row.iter().map(|&x| if x > f32::NEG_INFINITY { ((x - max) as f64).exp() } else { 0.0 }).collect();
+    let total: f64 = w.iter().sum();
     let target = u as f64 * total;
     let mut cum = 0.0f64;
     let mut last = 0;
-    for (i, &x) in row.iter().enumerate() {
+    for (i, (&x, &wi)) in row.iter().zip(&w).enumerate() {
         if x > f32::NEG_INFINITY {
-            cum += w(x);
+            cum += wi;
             last = i;
             if cum > target {
                 return i;
