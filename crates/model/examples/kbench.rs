@@ -67,6 +67,34 @@ fn run() {
         // heads over 3 K/V heads of 64) after `c` tokens, per cache type: ms per step and GB/s read
         return attention(c.parse().expect("ATTN=<context tokens>"));
     }
+    if let Ok(m) = std::env::var("BATCH") {
+        // batched decode on SmolLM2's interleaved Q4_1 / Q8_0 shapes, int16 (or ACT=int8)
+        let m: usize = m.parse().expect("BATCH=<rows>");
+        let act = if std::env::var("ACT").as_deref() == Ok("int8") { ActQuant::Int8 } else { ActQuant::Int16 };
+        for (name, ty, n, k) in [
+            ("qkv", GgmlType::Q4_1, 960usize, 576usize),
+            ("o", GgmlType::Q4_1, 576, 576),
+            ("gate_up", GgmlType::Q4_1, 3072, 576),
+            ("down", GgmlType::Q4_1, 576, 1536),
+            ("head Q8_0", GgmlType::Q8_0, 49152, 576),
+        ] {
+            let w = QuantMatrix::random_blocks(ty, n, k, 5).with_activations(act).interleave8();
+            let x: Vec<f32> = (0..m * k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
+            let _ = cpu::linear(&w, &x, m, None);
+            let reps = 50;
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(cpu::linear(&w, &x, m, None));
+            }
+            let dt = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{name:10} m={m} {act:?}: {:.3} ms ({:.0} GFLOP/s)",
+                dt * 1e3,
+                2.0 * (m * n * k) as f64 / dt / 1e9
+            );
+        }
+        return;
+    }
     if let Ok(m) = std::env::var("PREFILL") {
         // PREFILL=128 (FORCE=1: the int16 GEMM at every size)
         return prefill(m.parse().expect("PREFILL=<rows>"), std::env::var("FORCE").is_ok());

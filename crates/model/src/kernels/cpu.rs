@@ -23,6 +23,10 @@ pub const SMALL_M: usize = 4;
 /// f32 tiles (int16) or still the group kernels (int8).
 pub const SMALL_M_INT16: usize = 16;
 
+/// From this many activation rows, interleaved groups with int16 activations take the 512-bit
+/// kernel that unpacks each block once for a tile of up to 8 rows (`x86::group8_q16_many_avx512`).
+pub const WIDE_MIN_ROWS: usize = 2;
+
 /// Rows per parallel task: a few tasks per thread so uneven finishing evens out, never tiny.
 fn rows_per_task(n: usize, row_cost: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
@@ -193,6 +197,31 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
     let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
     let per_task = rows_per_task(n, w.row_bytes()).div_ceil(8) * 8;
     let (ty, rb) = (w.ty(), w.row_bytes());
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 && m >= WIDE_MIN_ROWS {
+        // tasks over whole groups, each writing its rows of every output row in place
+        let gb = rb * 8;
+        let groups = n / 8;
+        let per = per_task / 8;
+        let (data, o) = (w.data(), SendPtr(out.as_mut_ptr()));
+        let o = &o;
+        let run = |t: usize| {
+            for g in t * per..((t + 1) * per).min(groups) {
+                // SAFETY: AVX-512 VNNI checked above; group g's 8 outputs of each of the m rows
+                // lie inside `out` (m · n values) and no other task writes them.
+                unsafe {
+                    super::x86::group8_q16_many_avx512(ty, &data[g * gb..(g + 1) * gb], &views, o.0.add(g * 8), n)
+                };
+            }
+        };
+        let tasks = groups.div_ceil(per);
+        if tasks == 1 {
+            run(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+        return;
+    }
     row_tasks(w, m, per_task, out, |w_rows, o| groups_q16(level, ty, w_rows, rb * 8, &views, o));
 }
 

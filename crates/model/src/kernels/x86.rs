@@ -641,6 +641,115 @@ pub unsafe fn group8_q16_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], 
     }
 }
 
+// ---- interleaved groups × many int16 activation rows (batched decode, short prefills): a
+// block's 8 rows × 32 values unpacked once into eight 512-bit registers of i16 pairs and used for
+// every activation row of the tile, so the unpacking is paid once per M rows ----
+
+/// `out[i · n + r]` for the 8 rows `r` of one interleaved group (Q4_0, Q4_1, Q8_0; `group`
+/// holds all its block columns) and the `M` activation rows `xq`, 512-bit.
+///
+/// Per block: chunk `c` of the group (4 bytes of each row's quants) widened to i16 gives one
+/// register whose dword lanes are (row `r`, values `2j, 2j + 1` of the chunk's 4) for lane
+/// `2r + j`; `vpdpwssd` against the activation's 4 values broadcast as a qword sums pairs, so
+/// lanes `2r` and `2r + 1` together hold row `r`'s products and are folded once at the end. The
+/// scale pattern repeats each row's scale over its two lanes; the offset term (`m·Σx`, or
+/// `-8·d·Σx` for Q4_0) goes to the even lane only. The `M` rows' sums are independent chains,
+/// interleaved so the multiply-adds' latency overlaps.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
+    let nb = xq[0].d.len();
+    let gp = group.as_ptr();
+    let is_q8 = ty == GgmlType::Q8_0;
+    let min = ty == GgmlType::Q4_1;
+    let (hdr, gb) = match ty {
+        GgmlType::Q8_0 => (16, 16 + 256),
+        GgmlType::Q4_1 => (32, 32 + 128),
+        _ => (16, 16 + 128),
+    };
+    let mut xp = [std::ptr::null::<i16>(); M];
+    let mut dp = [std::ptr::null::<f32>(); M];
+    let mut sp = [std::ptr::null::<f32>(); M];
+    for i in 0..M {
+        let x = xq.get_unchecked(i);
+        (xp[i], dp[i], sp[i]) = (x.qs.as_ptr(), x.d.as_ptr(), x.xsum.as_ptr());
+    }
+    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        let p = gp.add(b * gb);
+        prefetch_ahead(p, gb);
+        let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let dpat = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d8));
+        let opat = if min {
+            let m8 = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(m8))
+        } else {
+            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(-8.0))))
+        };
+        let q = p.add(hdr);
+        let mut s = [_mm512_setzero_si512(); M];
+        // register c holds values 4c..4c + 4 (Q8_0: chunk c; Q4: chunk c's low nibbles for
+        // c < 4, chunk c - 4's high nibbles, values 16 + 4(c - 4), after)
+        for c in 0..8 {
+            let wc = if is_q8 {
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(q.add(32 * c) as *const __m256i))
+            } else {
+                let v = _mm256_loadu_si256(q.add(32 * (c % 4)) as *const __m256i);
+                let v = if c < 4 { v } else { _mm256_srli_epi16(v, 4) };
+                _mm512_cvtepu8_epi16(_mm256_and_si256(v, m4))
+            };
+            for i in 0..M {
+                let xv = _mm512_set1_epi64((xp[i].add(b * 32 + 4 * c) as *const i64).read_unaligned());
+                // as asm: LLVM splits the intrinsic into `vpmaddwd` + `vpaddd` here (two uops)
+                std::arch::asm!("vpdpwssd {s}, {w}, {x}", s = inout(zmm_reg) s[i], w = in(zmm_reg) wc,
+                    x = in(zmm_reg) xv, options(pure, nomem, nostack));
+            }
+        }
+        for i in 0..M {
+            let dx = _mm512_set1_ps(*dp[i].add(b));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), _mm512_mul_ps(dpat, dx), acc[i]);
+            if !is_q8 {
+                acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(*sp[i].add(b)), acc[i]);
+            }
+        }
+    }
+    // lanes 2r + 2r+1 → row r, the even lanes gathered into 8
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (i, a) in acc.iter().enumerate() {
+        let pairs = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
+        let rows = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, pairs));
+        _mm256_storeu_ps(out.add(i * n), rows);
+    }
+}
+
+/// [`group8_q16_wide`] over any number of activation rows in tiles of up to 8 (the group's
+/// blocks stay in L1 between tiles): `out[i · n + r]` for the group's rows `r` in 0..8.
+///
+/// # Safety
+/// AVX-512 VNNI; `out` valid for `xq.len()` rows of stride `n` from the group's first row.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn group8_q16_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
+    let m = xq.len();
+    let mut i0 = 0;
+    while i0 < m {
+        let (t, o) = (&xq[i0..], out.add(i0 * n));
+        let tile = (m - i0).min(8);
+        match tile {
+            1 => group8_q16_wide::<1>(ty, group, t, o, n),
+            2 => group8_q16_wide::<2>(ty, group, t, o, n),
+            3 => group8_q16_wide::<3>(ty, group, t, o, n),
+            4 => group8_q16_wide::<4>(ty, group, t, o, n),
+            5 => group8_q16_wide::<5>(ty, group, t, o, n),
+            6 => group8_q16_wide::<6>(ty, group, t, o, n),
+            7 => group8_q16_wide::<7>(ty, group, t, o, n),
+            _ => group8_q16_wide::<8>(ty, group, t, o, n),
+        }
+        i0 += tile;
+    }
+}
+
 // ---- row-major K-quant / Q5 rows × int16 activations (decode): each 32-value sub-block unpacked
 // to 32 i16 in one register, one `vpdpwssd` with the activations, one conversion and
 // multiply-add with its scale; lanes summed once per row ----
