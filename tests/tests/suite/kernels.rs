@@ -103,9 +103,9 @@ fn check(name: &str, got: &[f32], want: &[f32], w: &QuantMatrix, x: &[f32], m: u
 fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
     let k = w.cols();
     // 1..=4 rows take the row-dot path, 5 and 17 the dequantized-tile gemm path; interleaved
-    // int16 groups take their 512-bit tiles of up to 8 rows from 2 (9 and 16: a full tile and a
-    // remainder) and the integer GEMM past 16
-    for m in [1usize, 2, 3, 5, 9, 16, 17] {
+    // groups with quantized activations take their 512-bit tiles of up to 8 rows from 2 (9, 17:
+    // full tiles and a remainder) to 64 with AVX-512 VNNI, the integer GEMM past (65)
+    for m in [1usize, 2, 3, 5, 9, 16, 17, 65] {
         let x = rng.vec(m * k);
         let want = reference(w, &x, m);
         for &level in &available_levels() {

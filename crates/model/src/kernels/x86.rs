@@ -750,6 +750,107 @@ pub unsafe fn group8_q16_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'
     }
 }
 
+/// [`group8_q16_wide`] with int8 activations (`vpdpbusd`, llama.cpp's arithmetic): chunks `c` and
+/// `c + 1` of the group loaded as one register, their dwords interleaved so lane `2r + j` holds
+/// row `r`'s 4 values of chunk `c + j` (unsigned: Q4 nibbles as they are, Q8_0 bytes `+ 128`),
+/// against the activation's 8 values broadcast as a qword; the offset terms (`m·s`, `-8·d·s`,
+/// Q8_0's `-128·d·s` with `s = d_x·Σq_x`) on the even lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
+    let nb = xq[0].d.len();
+    let gp = group.as_ptr();
+    let is_q8 = ty == GgmlType::Q8_0;
+    let min = ty == GgmlType::Q4_1;
+    let (hdr, gb) = match ty {
+        GgmlType::Q8_0 => (16, 16 + 256),
+        GgmlType::Q4_1 => (32, 32 + 128),
+        _ => (16, 16 + 128),
+    };
+    let mut xp = [std::ptr::null::<i8>(); M];
+    let mut dp = [std::ptr::null::<f32>(); M];
+    let mut sp = [std::ptr::null::<f32>(); M];
+    for i in 0..M {
+        let x = xq.get_unchecked(i);
+        (xp[i], dp[i], sp[i]) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+    }
+    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let zip = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let bias = if is_q8 { -128.0 } else { -8.0 };
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        let p = gp.add(b * gb);
+        prefetch_ahead(p, gb);
+        let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let dpat = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d8));
+        let opat = if min {
+            let m8 = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(m8))
+        } else {
+            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(bias))))
+        };
+        let q = p.add(hdr);
+        // register j holds values 8j..8j + 8 (Q8_0: chunks 2j, 2j + 1; Q4: low nibbles of chunks
+        // 2j, 2j + 1 for j < 2, the high nibbles of chunks 2(j - 2), 2(j - 2) + 1 after)
+        let mut w = [_mm512_setzero_si512(); 4];
+        for (j, wj) in w.iter_mut().enumerate() {
+            let v = if is_q8 {
+                _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * j) as *const _), _mm512_set1_epi8(-128))
+            } else {
+                let v = _mm512_loadu_si512(q.add(64 * (j % 2)) as *const _);
+                let v = if j < 2 { v } else { _mm512_srli_epi16(v, 4) };
+                _mm512_and_si512(v, m4)
+            };
+            *wj = _mm512_permutexvar_epi32(zip, v);
+        }
+        let mut s = [_mm512_setzero_si512(); M];
+        for (j, wj) in w.iter().enumerate() {
+            for i in 0..M {
+                let xv = _mm512_set1_epi64((xp[i].add(b * 32 + 8 * j) as *const i64).read_unaligned());
+                // as asm, like the int16 kernel's (one uop, no split)
+                std::arch::asm!("vpdpbusd {s}, {w}, {x}", s = inout(zmm_reg) s[i], w = in(zmm_reg) *wj,
+                    x = in(zmm_reg) xv, options(pure, nomem, nostack));
+            }
+        }
+        for i in 0..M {
+            let dx = _mm512_set1_ps(*dp[i].add(b));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), _mm512_mul_ps(dpat, dx), acc[i]);
+            acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(*sp[i].add(b)), acc[i]);
+        }
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (i, a) in acc.iter().enumerate() {
+        let pairs = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
+        _mm256_storeu_ps(out.add(i * n), _mm512_castps512_ps256(_mm512_permutexvar_ps(even, pairs)));
+    }
+}
+
+/// [`group8_q8_wide`] over any number of activation rows in tiles of up to 8.
+///
+/// # Safety
+/// AVX-512 VNNI; `out` valid for `xq.len()` rows of stride `n` from the group's first row.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn group8_q8_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
+    let m = xq.len();
+    let mut i0 = 0;
+    while i0 < m {
+        let (t, o) = (&xq[i0..], out.add(i0 * n));
+        let tile = (m - i0).min(8);
+        match tile {
+            1 => group8_q8_wide::<1>(ty, group, t, o, n),
+            2 => group8_q8_wide::<2>(ty, group, t, o, n),
+            3 => group8_q8_wide::<3>(ty, group, t, o, n),
+            4 => group8_q8_wide::<4>(ty, group, t, o, n),
+            5 => group8_q8_wide::<5>(ty, group, t, o, n),
+            6 => group8_q8_wide::<6>(ty, group, t, o, n),
+            7 => group8_q8_wide::<7>(ty, group, t, o, n),
+            _ => group8_q8_wide::<8>(ty, group, t, o, n),
+        }
+        i0 += tile;
+    }
+}
+
 // ---- row-major K-quant / Q5 rows × int16 activations (decode): each 32-value sub-block unpacked
 // to 32 i16 in one register, one `vpdpwssd` with the activations, one conversion and
 // multiply-add with its scale; lanes summed once per row ----
