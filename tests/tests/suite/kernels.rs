@@ -130,15 +130,32 @@ fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
                     2e-2,
                 );
                 let il16 = w.clone().with_activations(ActQuant::Int16).interleave8();
-                check(
-                    &format!("{name} interleaved int16 m={m} {level:?}"),
-                    &cpu::linear_at(level, &il16, &x, m, None),
-                    &want,
-                    w,
-                    &x,
-                    m,
-                    1e-4,
-                );
+                let got16 = cpu::linear_at(level, &il16, &x, m, None);
+                check(&format!("{name} interleaved int16 m={m} {level:?}"), &got16, &want, w, &x, m, 1e-4);
+                // up to the group kernels' last row count, batching never changes a row's result:
+                // the many-row kernels compute each row exactly as the one-row kernels do (prompt
+                // lookup's verification, continuous batching and plain decoding agree bit for bit)
+                let group_max = if demiurgic_model::kernels::igemm::fast_on(level) {
+                    cpu::WIDE_MAX_ROWS
+                } else {
+                    cpu::SMALL_M_INT16
+                };
+                for (act, got) in
+                    [(ActQuant::Int16, &got16), (ActQuant::Int8, &cpu::linear_at(level, &il8, &x, m, None))]
+                {
+                    if m > group_max {
+                        break;
+                    }
+                    let wa = w.clone().with_activations(act).interleave8();
+                    for (i, xi) in x.chunks_exact(k).enumerate() {
+                        let one = cpu::linear_at(level, &wa, xi, 1, None);
+                        let n = w.rows();
+                        assert!(
+                            one == got[i * n..(i + 1) * n],
+                            "{name} interleaved {act:?} m={m} {level:?}: row {i} differs from its one-row product"
+                        );
+                    }
+                }
             }
         }
     }

@@ -645,16 +645,31 @@ pub unsafe fn group8_q16_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], 
 // block's 8 rows × 32 values unpacked once into eight 512-bit registers of i16 pairs and used for
 // every activation row of the tile, so the unpacking is paid once per M rows ----
 
+/// The many-row kernels' per-block scale lanes: each row's scale on its even lane (where the
+/// pair's integer total is), its offset scale (`m` for Q4_1, `d` for Q4_0) on its odd lane, so
+/// the odd lanes accumulate the offset terms apart and the final pair sum is `acc + off` — the
+/// same operations, in the same order, as the one-row kernels (results bit-identical to them).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn scale_lanes(p: *const u8, d8: __m256, min: bool) -> (__m512, __m512) {
+    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let m8 = if min { _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)) } else { d8 };
+    (
+        _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(d8)),
+        _mm512_maskz_permutexvar_ps(0xAAAA, dup, _mm512_castps256_ps512(m8)),
+    )
+}
+
 /// `out[i · n + r]` for the 8 rows `r` of one interleaved group (Q4_0, Q4_1, Q8_0; `group`
 /// holds all its block columns) and the `M` activation rows `xq`, 512-bit.
 ///
 /// Per block: chunk `c` of the group (4 bytes of each row's quants) widened to i16 gives one
 /// register whose dword lanes are (row `r`, values `2j, 2j + 1` of the chunk's 4) for lane
 /// `2r + j`; `vpdpwssd` against the activation's 4 values broadcast as a qword sums pairs, so
-/// lanes `2r` and `2r + 1` together hold row `r`'s products and are folded once at the end. The
-/// scale pattern repeats each row's scale over its two lanes; the offset term (`m·Σx`, or
-/// `-8·d·Σx` for Q4_0) goes to the even lane only. The `M` rows' sums are independent chains,
-/// interleaved so the multiply-adds' latency overlaps.
+/// lanes `2r` and `2r + 1` together hold row `r`'s products: their integer total is formed per
+/// block on the even lane and scaled there, the odd lane accumulates the offset term (`m·Σx`, or
+/// `-8·d·Σx` for Q4_0; [`scale_lanes`]). The `M` rows' sums are independent chains, interleaved
+/// so the multiply-adds' latency overlaps.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
@@ -674,20 +689,13 @@ unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16V
         let x = xq.get_unchecked(i);
         (xp[i], dp[i], sp[i]) = (x.qs.as_ptr(), x.d.as_ptr(), x.xsum.as_ptr());
     }
-    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         let p = gp.add(b * gb);
         prefetch_ahead(p, gb);
         let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-        let dpat = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d8));
-        let opat = if min {
-            let m8 = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(m8))
-        } else {
-            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(-8.0))))
-        };
+        let (dpat, opat) = scale_lanes(p, d8, min);
         let q = p.add(hdr);
         let mut s = [_mm512_setzero_si512(); M];
         // register c holds values 4c..4c + 4 (Q8_0: chunk c; Q4: chunk c's low nibbles for
@@ -708,10 +716,12 @@ unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16V
             }
         }
         for i in 0..M {
+            let t = _mm512_add_epi32(s[i], _mm512_shuffle_epi32::<0b10_11_00_01>(s[i]));
             let dx = _mm512_set1_ps(*dp[i].add(b));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), _mm512_mul_ps(dpat, dx), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(dpat, dx), _mm512_cvtepi32_ps(t), acc[i]);
             if !is_q8 {
-                acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(*sp[i].add(b)), acc[i]);
+                let xs = *sp[i].add(b);
+                acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(if min { xs } else { -8.0 * xs }), acc[i]);
             }
         }
     }
@@ -753,8 +763,9 @@ pub unsafe fn group8_q16_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'
 /// [`group8_q16_wide`] with int8 activations (`vpdpbusd`, llama.cpp's arithmetic): chunks `c` and
 /// `c + 1` of the group loaded as one register, their dwords interleaved so lane `2r + j` holds
 /// row `r`'s 4 values of chunk `c + j` (unsigned: Q4 nibbles as they are, Q8_0 bytes `+ 128`),
-/// against the activation's 8 values broadcast as a qword; the offset terms (`m·s`, `-8·d·s`,
-/// Q8_0's `-128·d·s` with `s = d_x·Σq_x`) on the even lanes.
+/// against the activation's 8 values broadcast as a qword; per block the pair's integer total
+/// (Q8_0's minus `128·Σq_x`) scaled on the even lane, the offset terms (`m·s`, `-8·d·s` with
+/// `s = d_x·Σq_x`) on the odd lane, as the one-row kernel computes them.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
@@ -770,26 +781,19 @@ unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8Vie
     let mut xp = [std::ptr::null::<i8>(); M];
     let mut dp = [std::ptr::null::<f32>(); M];
     let mut sp = [std::ptr::null::<f32>(); M];
+    let mut ip = [std::ptr::null::<i32>(); M];
     for i in 0..M {
         let x = xq.get_unchecked(i);
-        (xp[i], dp[i], sp[i]) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        (xp[i], dp[i], sp[i], ip[i]) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr(), x.isum.as_ptr());
     }
-    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let zip = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     let m4 = _mm512_set1_epi8(0x0F);
-    let bias = if is_q8 { -128.0 } else { -8.0 };
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         let p = gp.add(b * gb);
         prefetch_ahead(p, gb);
         let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-        let dpat = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d8));
-        let opat = if min {
-            let m8 = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(m8))
-        } else {
-            _mm512_maskz_permutexvar_ps(0x5555, dup, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(bias))))
-        };
+        let (dpat, opat) = scale_lanes(p, d8, min);
         let q = p.add(hdr);
         // register j holds values 8j..8j + 8 (Q8_0: chunks 2j, 2j + 1; Q4: low nibbles of chunks
         // 2j, 2j + 1 for j < 2, the high nibbles of chunks 2(j - 2), 2(j - 2) + 1 after)
@@ -814,9 +818,16 @@ unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8Vie
             }
         }
         for i in 0..M {
+            let mut t = _mm512_add_epi32(s[i], _mm512_shuffle_epi32::<0b10_11_00_01>(s[i]));
+            if is_q8 {
+                t = _mm512_sub_epi32(t, _mm512_set1_epi32(128 * *ip[i].add(b)));
+            }
             let dx = _mm512_set1_ps(*dp[i].add(b));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), _mm512_mul_ps(dpat, dx), acc[i]);
-            acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(*sp[i].add(b)), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(dpat, dx), _mm512_cvtepi32_ps(t), acc[i]);
+            if !is_q8 {
+                let sx = *sp[i].add(b);
+                acc[i] = _mm512_fmadd_ps(opat, _mm512_set1_ps(if min { sx } else { -8.0 * sx }), acc[i]);
+            }
         }
     }
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
