@@ -645,6 +645,51 @@ pub unsafe fn group8_q16_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], 
 // block's 8 rows × 32 values unpacked once into eight 512-bit registers of i16 pairs and used for
 // every activation row of the tile, so the unpacking is paid once per M rows ----
 
+/// Interleaved group column bytes: (the 8 rows' scale header, header + quants).
+fn group_bytes(ty: GgmlType) -> (usize, usize) {
+    match ty {
+        GgmlType::Q8_0 => (16, 16 + 256),
+        GgmlType::Q4_1 => (32, 32 + 128),
+        _ => (16, 16 + 128),
+    }
+}
+
+/// Each accumulator's lanes `2r + 2r+1` summed into row `r`, the 8 rows stored at
+/// `out[i · n ..]` for activation row `i`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn store_pair_sums(acc: &[__m512], out: *mut f32, n: usize) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (i, a) in acc.iter().enumerate() {
+        let pairs = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
+        _mm256_storeu_ps(out.add(i * n), _mm512_castps512_ps256(_mm512_permutexvar_ps(even, pairs)));
+    }
+}
+
+/// A many-row kernel over `xq` in tiles of up to 8 rows: `$wide::<M>(ty, group, tile, out, n)`.
+macro_rules! tiles_of_8 {
+    ($wide:ident, $ty:expr, $group:expr, $xq:expr, $out:expr, $n:expr) => {{
+        let (ty, group, xq, out, n) = ($ty, $group, $xq, $out, $n);
+        let m = xq.len();
+        let mut i0 = 0;
+        while i0 < m {
+            let (t, o) = (&xq[i0..], out.add(i0 * n));
+            let tile = (m - i0).min(8);
+            match tile {
+                1 => $wide::<1>(ty, group, t, o, n),
+                2 => $wide::<2>(ty, group, t, o, n),
+                3 => $wide::<3>(ty, group, t, o, n),
+                4 => $wide::<4>(ty, group, t, o, n),
+                5 => $wide::<5>(ty, group, t, o, n),
+                6 => $wide::<6>(ty, group, t, o, n),
+                7 => $wide::<7>(ty, group, t, o, n),
+                _ => $wide::<8>(ty, group, t, o, n),
+            }
+            i0 += tile;
+        }
+    }};
+}
+
 /// The many-row kernels' per-block scale lanes: each row's scale on its even lane (where the
 /// pair's integer total is), its offset scale (`m` for Q4_1, `d` for Q4_0) on its odd lane, so
 /// the odd lanes accumulate the offset terms apart and the final pair sum is `acc + off` — the
@@ -677,11 +722,7 @@ unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16V
     let gp = group.as_ptr();
     let is_q8 = ty == GgmlType::Q8_0;
     let min = ty == GgmlType::Q4_1;
-    let (hdr, gb) = match ty {
-        GgmlType::Q8_0 => (16, 16 + 256),
-        GgmlType::Q4_1 => (32, 32 + 128),
-        _ => (16, 16 + 128),
-    };
+    let (hdr, gb) = group_bytes(ty);
     let mut xp = [std::ptr::null::<i16>(); M];
     let mut dp = [std::ptr::null::<f32>(); M];
     let mut sp = [std::ptr::null::<f32>(); M];
@@ -725,13 +766,7 @@ unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16V
             }
         }
     }
-    // lanes 2r + 2r+1 → row r, the even lanes gathered into 8
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (i, a) in acc.iter().enumerate() {
-        let pairs = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
-        let rows = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, pairs));
-        _mm256_storeu_ps(out.add(i * n), rows);
-    }
+    store_pair_sums(&acc, out, n);
 }
 
 /// [`group8_q16_wide`] over any number of activation rows in tiles of up to 8 (the group's
@@ -741,23 +776,7 @@ unsafe fn group8_q16_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q16V
 /// AVX-512 VNNI; `out` valid for `xq.len()` rows of stride `n` from the group's first row.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn group8_q16_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
-    let m = xq.len();
-    let mut i0 = 0;
-    while i0 < m {
-        let (t, o) = (&xq[i0..], out.add(i0 * n));
-        let tile = (m - i0).min(8);
-        match tile {
-            1 => group8_q16_wide::<1>(ty, group, t, o, n),
-            2 => group8_q16_wide::<2>(ty, group, t, o, n),
-            3 => group8_q16_wide::<3>(ty, group, t, o, n),
-            4 => group8_q16_wide::<4>(ty, group, t, o, n),
-            5 => group8_q16_wide::<5>(ty, group, t, o, n),
-            6 => group8_q16_wide::<6>(ty, group, t, o, n),
-            7 => group8_q16_wide::<7>(ty, group, t, o, n),
-            _ => group8_q16_wide::<8>(ty, group, t, o, n),
-        }
-        i0 += tile;
-    }
+    tiles_of_8!(group8_q16_wide, ty, group, xq, out, n)
 }
 
 /// [`group8_q16_wide`] with int8 activations (`vpdpbusd`, llama.cpp's arithmetic): chunks `c` and
@@ -773,11 +792,7 @@ unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8Vie
     let gp = group.as_ptr();
     let is_q8 = ty == GgmlType::Q8_0;
     let min = ty == GgmlType::Q4_1;
-    let (hdr, gb) = match ty {
-        GgmlType::Q8_0 => (16, 16 + 256),
-        GgmlType::Q4_1 => (32, 32 + 128),
-        _ => (16, 16 + 128),
-    };
+    let (hdr, gb) = group_bytes(ty);
     let mut xp = [std::ptr::null::<i8>(); M];
     let mut dp = [std::ptr::null::<f32>(); M];
     let mut sp = [std::ptr::null::<f32>(); M];
@@ -830,11 +845,7 @@ unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8Vie
             }
         }
     }
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (i, a) in acc.iter().enumerate() {
-        let pairs = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
-        _mm256_storeu_ps(out.add(i * n), _mm512_castps512_ps256(_mm512_permutexvar_ps(even, pairs)));
-    }
+    store_pair_sums(&acc, out, n);
 }
 
 /// [`group8_q8_wide`] over any number of activation rows in tiles of up to 8.
@@ -843,23 +854,7 @@ unsafe fn group8_q8_wide<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8Vie
 /// AVX-512 VNNI; `out` valid for `xq.len()` rows of stride `n` from the group's first row.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn group8_q8_many_avx512(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
-    let m = xq.len();
-    let mut i0 = 0;
-    while i0 < m {
-        let (t, o) = (&xq[i0..], out.add(i0 * n));
-        let tile = (m - i0).min(8);
-        match tile {
-            1 => group8_q8_wide::<1>(ty, group, t, o, n),
-            2 => group8_q8_wide::<2>(ty, group, t, o, n),
-            3 => group8_q8_wide::<3>(ty, group, t, o, n),
-            4 => group8_q8_wide::<4>(ty, group, t, o, n),
-            5 => group8_q8_wide::<5>(ty, group, t, o, n),
-            6 => group8_q8_wide::<6>(ty, group, t, o, n),
-            7 => group8_q8_wide::<7>(ty, group, t, o, n),
-            _ => group8_q8_wide::<8>(ty, group, t, o, n),
-        }
-        i0 += tile;
-    }
+    tiles_of_8!(group8_q8_wide, ty, group, xq, out, n)
 }
 
 // ---- row-major K-quant / Q5 rows × int16 activations (decode): each 32-value sub-block unpacked
