@@ -521,7 +521,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// 32 concurrent clients × 4 requests (mixed lengths, streaming or not, some cancelled mid-way):
-/// every request completes with its own prompt's tokens (greedy: the same as alone) or is
+/// every request completes with its own prompt's tokens (greedy: the same as alone up to a near-tie) or is
 /// cancelled cleanly, and the server's resident memory comes back to its level.
 #[test]
 fn load_of_32_clients_keeps_every_answer_its_own() {
@@ -529,15 +529,38 @@ fn load_of_32_clients_keeps_every_answer_its_own() {
     let prompts =
         ["The sky is", "My favourite food is", "def add(a, b):", "Paris is the capital of", "1, 2, 3,", "Dear diary,"];
     let lengths = [3usize, 8, 16];
-    // the answer of each (prompt, length) alone
+    // the answer of each (prompt, length) alone, as (whole text, the text of its tokens before
+    // the first near-tie step): a batched row sees the same weights but its attention sums keys
+    // in another order (its cache rows start elsewhere), so a step whose top-2 logprobs are
+    // within float noise may go either way ("The sky is a canvas of" colors -1.9635 / endless
+    // -1.9665); the tokens before it may not
+    const NEAR_TIE: f64 = 0.01;
     let mut alone = std::collections::HashMap::new();
+    let mut ties = 0;
     for p in prompts {
         for n in lengths {
-            let (st, v) = post(&srv, "/v1/completions", &json!({"prompt": p, "max_tokens": n, "temperature": 0}));
+            let (st, v) =
+                post(&srv, "/v1/completions", &json!({"prompt": p, "max_tokens": n, "temperature": 0, "logprobs": 2}));
             assert_eq!(st, 200, "{v}");
-            alone.insert((p, n), v["choices"][0]["text"].as_str().unwrap().to_string());
+            let lp = &v["choices"][0]["logprobs"];
+            let tokens: Vec<String> = serde_json::from_value(lp["tokens"].clone()).unwrap();
+            let tops = lp["top_logprobs"].as_array().unwrap();
+            assert_eq!(tokens.len(), tops.len(), "{v}");
+            let safe = tops
+                .iter()
+                .position(|t| {
+                    let mut l: Vec<f64> = t.as_object().unwrap().values().map(|x| x.as_f64().unwrap()).collect();
+                    l.sort_by(|a, b| b.total_cmp(a));
+                    l.len() < 2 || l[0] - l[1] < NEAR_TIE
+                })
+                .unwrap_or(tokens.len());
+            ties += usize::from(safe < tokens.len());
+            let text = v["choices"][0]["text"].as_str().unwrap().to_string();
+            assert_eq!(tokens.concat(), text, "tokens of {p:?}");
+            alone.insert((p, n), (text, tokens[..safe].concat()));
         }
     }
+    assert!(ties < alone.len(), "every answer has a near-tie: pick other prompts");
     let before = rss_kib(srv.child.id());
     let alone = std::sync::Arc::new(alone);
     let addr = srv.addr.clone();
@@ -573,7 +596,11 @@ fn load_of_32_clients_keeps_every_answer_its_own() {
                     } else {
                         serde_json::from_str::<Value>(&b).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()
                     };
-                    assert_eq!(&text, &alone[&(p, n)], "request {i} ({p:?}, {n} tokens, stream {stream}) got another answer");
+                    let (whole, safe) = &alone[&(p, n)];
+                    assert!(
+                        text == *whole || (safe != whole && text.starts_with(safe.as_str())),
+                        "request {i} ({p:?}, {n} tokens, stream {stream}) got another answer: {text:?}, alone {whole:?} (the same up to {safe:?} at least)"
+                    );
                     done.0 += 1;
                 }
                 done
