@@ -446,19 +446,32 @@ impl<'m, B: DecodeOps> Engine<'m, B> {
             }
         }
         let raw = self.model.forward_last(&input, Some(cache))?;
-        let mut out = vec![];
-        let mut keep = vec![];
-        let mut r = 0;
-        for a in &mut self.active {
-            let n = a.state.rows();
-            let rows = raw.clone().slice(s![r..r + n, ..]);
-            r += n;
+        // each request draws from its own rows with its own processors and generator: on a host
+        // backend the requests' sampling steps run in parallel (a 262k vocabulary makes them a
+        // large part of a step); the results are the same in any order
+        let starts: Vec<usize> = self
+            .active
+            .iter()
+            .scan(0, |r, a| {
+                let s = *r;
+                *r += a.state.rows();
+                Some(s)
+            })
+            .collect();
+        let advance = |(a, &r): (&mut Active<'m, B>, &usize)| -> Result<EngineStep> {
+            let rows = raw.clone().slice(s![r..r + a.state.rows(), ..]);
             let tokens = a.state.advance(rows, a.stops.as_mut(), None)?;
             let logprobs = a.state.last_logprobs(&tokens);
             a.next_pos += 1;
-            keep.push(!a.state.done());
-            out.push(EngineStep { id: a.id, tokens, logprobs, output: None });
-        }
+            Ok(EngineStep { id: a.id, tokens, logprobs, output: None })
+        };
+        let mut out: Vec<EngineStep> = if B::host_weights() && self.active.len() > 1 {
+            use rayon::prelude::*;
+            self.active.par_iter_mut().zip(&starts).map(advance).collect::<Result<_>>()?
+        } else {
+            self.active.iter_mut().zip(&starts).map(advance).collect::<Result<_>>()?
+        };
+        let keep: Vec<bool> = self.active.iter().map(|a| !a.state.done()).collect();
         for a in self.retain(&keep)? {
             let id = a.id;
             if let Some(s) = out.iter_mut().find(|s| s.id == id) {

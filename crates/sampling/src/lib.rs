@@ -32,7 +32,7 @@ mod util;
 
 pub use config::{EarlyStopping, GenerationConfig, Preset, PRESETS};
 pub use error::SamplingError;
-pub use pipeline::{LogitsPipeline, LogitsProcessor, ProcessorContext};
+pub use pipeline::{HostRowProcessor, LogitsPipeline, LogitsProcessor, ProcessorContext};
 pub use processors::*;
 pub use rng::{clock_seed, SeqRng};
 pub use sampler::Sampler;

@@ -1,9 +1,11 @@
 //! The ordered list of logit processors and the public trait users implement.
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::config::GenerationConfig;
 use crate::error::SamplingError;
 use crate::processors::BuildContext;
+use crate::sampler::Sampler;
 use crate::GrammarCompiler;
 
 /// What a processor may look at besides the logits.
@@ -34,6 +36,22 @@ pub trait LogitsProcessor<B: Backend>: Send + Sync {
     /// # Shapes
     /// - logits: `[batch, vocab]` → `[batch, vocab]`
     fn process(&self, logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2>;
+    /// The same function over one row of logits on the host, where the processor has one (see
+    /// [`HostRowProcessor`]); `None` (the default) keeps its pipeline on the tensor path.
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        None
+    }
+}
+
+/// A processor's host body: [`LogitsProcessor::process`] over row `b` of the logits as f32 on the
+/// host, in place, giving the same values bit for bit (each is tested against its tensor body).
+/// A sampling step reads its logits back to draw anyway; where every processor of a pipeline has
+/// one, the chain runs on that one copy, rows in parallel, instead of a few full-vocabulary tensor
+/// operations per processor (a 262k vocabulary: 1 MB a row).
+pub trait HostRowProcessor: Send + Sync {
+    /// # Shapes
+    /// - row: `[vocab]`, changed in place
+    fn process_row(&self, row: &mut [f32], b: usize, ctx: &ProcessorContext<'_>);
 }
 
 /// Processors applied in order.
@@ -82,12 +100,68 @@ impl<B: Backend> LogitsPipeline<B> {
 
     /// Names in application order.
     pub fn names(&self) -> Vec<&'static str> {
-        self.head.iter().chain(&self.user).chain(&self.warpers).map(|p| p.name()).collect()
+        self.all().map(|p| p.name()).collect()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Box<dyn LogitsProcessor<B>>> {
+        self.head.iter().chain(&self.user).chain(&self.warpers)
+    }
+
+    /// True when every processor has a host body ([`HostRowProcessor`]), so that
+    /// [`Self::apply_host`] can run the chain.
+    pub fn has_host_path(&self) -> bool {
+        self.all().all(|p| p.host().is_some())
+    }
+
+    /// [`Self::apply`] on the logits as host rows (`[batch · vocab]`, row-major), each row through
+    /// the whole chain, rows in parallel. Returns false (rows untouched) when some processor has no
+    /// host body.
+    pub fn apply_host(&self, rows: &mut [f32], vocab: usize, ctx: &ProcessorContext<'_>) -> bool {
+        let Some(chain) = self.all().map(|p| p.host()).collect::<Option<Vec<_>>>() else { return false };
+        assert!(vocab > 0 && rows.len().is_multiple_of(vocab), "apply_host: {} values are not rows of {vocab}", rows.len());
+        rows.par_chunks_mut(vocab).enumerate().for_each(|(b, row)| {
+            for p in &chain {
+                p.process_row(row, b, ctx);
+            }
+        });
+        true
+    }
+
+    /// One sampling step: the logits processed and the next ids drawn, `[batch, 1]` on the device,
+    /// with the processed logits when `keep_processed` (for log-probabilities). A multinomial
+    /// sampler over a pipeline with a host path reads the logits back once and runs the chain and
+    /// the draw on that copy, rows in parallel ([`Self::apply_host`]); otherwise the processors'
+    /// tensor bodies and [`Sampler::sample_device`]. Both give the same ids and logits.
+    ///
+    /// # Shapes
+    /// - raw: `[batch, vocab]`
+    pub fn process_and_sample(
+        &self,
+        sampler: &mut Sampler,
+        raw: Tensor<B, 2>,
+        ctx: &ProcessorContext<'_>,
+        keep_processed: bool,
+    ) -> (Tensor<B, 2, Int>, Option<Tensor<B, 2>>) {
+        if matches!(sampler, Sampler::Multinomial { .. }) && self.has_host_path() {
+            let [b, v] = raw.dims();
+            let device = raw.device();
+            let mut rows = crate::util::host_rows(&raw);
+            drop(raw);
+            assert!(self.apply_host(&mut rows, v, ctx), "every processor has a host body");
+            let ids = sampler.sample_rows(&rows, v).expect("a multinomial sampler draws on the host");
+            let ids =
+                Tensor::from_data(TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [b, 1]), &device);
+            let processed = keep_processed.then(|| Tensor::from_data(TensorData::new(rows, [b, v]), &device));
+            return (ids, processed);
+        }
+        let logits = self.apply(raw, ctx);
+        let ids = sampler.sample_device(logits.clone());
+        (ids, keep_processed.then_some(logits))
     }
 
     /// Apply every processor in order.
     pub fn apply(&self, mut logits: Tensor<B, 2>, ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
-        for p in self.head.iter().chain(&self.user).chain(&self.warpers) {
+        for p in self.all() {
             logits = p.process(logits, ctx);
         }
         logits

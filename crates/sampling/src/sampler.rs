@@ -33,8 +33,23 @@ impl Sampler {
                 // 262k row on the device cost ~3 ms per row and step on 2 cores)
                 let device = logits.device();
                 let rows = crate::util::host_rows(&logits);
-                let ids: Vec<i64> = rows.chunks(v).zip(&u).map(|(row, &u)| draw(row, u) as i64).collect();
+                let ids: Vec<i64> = draw_rows(&rows, v, &u).into_iter().map(i64::from).collect();
                 Tensor::from_data(TensorData::new(ids, [b, 1]), &device)
+            }
+        }
+    }
+
+    /// For multinomial sampling, the ids drawn from host rows of logits (`[batch · vocab]`), the
+    /// same as [`Self::sample_device`] on them; `None` for greedy (its argmax stays on the device).
+    pub fn sample_rows(&mut self, rows: &[f32], vocab: usize) -> Option<Vec<u32>> {
+        match self {
+            Sampler::Greedy => None,
+            Sampler::Multinomial { rngs } => {
+                let b = rows.len() / vocab.max(1);
+                assert_eq!(rows.len(), b * vocab, "sample_rows: {} values are not rows of {vocab}", rows.len());
+                assert_eq!(rngs.len(), b, "sampler was built for {} rows, got {b}", rngs.len());
+                let u: Vec<f32> = rngs.iter_mut().map(SeqRng::next_f32).collect();
+                Some(draw_rows(rows, vocab, &u))
             }
         }
     }
@@ -49,17 +64,25 @@ impl Sampler {
 /// the first token whose cumulative probability exceeds `u` (the last finite token when rounding
 /// leaves `u` above the total). Exponentials only for finite logits, each computed once, in f64.
 pub fn draw(row: &[f32], u: f32) -> usize {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (max, finite) =
+        row.iter().fold((f32::NEG_INFINITY, 0usize), |(m, n), &x| (m.max(x), n + usize::from(x > f32::NEG_INFINITY)));
     if !max.is_finite() {
         return row.len() - 1;
     }
-    let w: Vec<f64> = row.iter().map(|&x| if x > f32::NEG_INFINITY { ((x - max) as f64).exp() } else { 0.0 }).collect();
-    let total: f64 = w.iter().sum();
+    let weight = |x: f32| ((x - max) as f64).exp();
+    // the finite tokens with their weights, in vocabulary order (a truncated row: a few; the sums
+    // below are the same as over the whole row with zeros for -inf)
+    let w: Vec<(usize, f64)> = if finite * 4 <= row.len() {
+        row.iter().enumerate().filter(|(_, &x)| x > f32::NEG_INFINITY).map(|(i, &x)| (i, weight(x))).collect()
+    } else {
+        row.iter().map(|&x| if x > f32::NEG_INFINITY { weight(x) } else { 0.0 }).enumerate().collect()
+    };
+    let total: f64 = w.iter().map(|&(_, wi)| wi).sum();
     let target = u as f64 * total;
     let mut cum = 0.0f64;
     let mut last = 0;
-    for (i, (&x, &wi)) in row.iter().zip(&w).enumerate() {
-        if x > f32::NEG_INFINITY {
+    for &(i, wi) in &w {
+        if row[i] > f32::NEG_INFINITY {
             cum += wi;
             last = i;
             if cum > target {
@@ -68,6 +91,12 @@ pub fn draw(row: &[f32], u: f32) -> usize {
         }
     }
     last
+}
+
+/// [`draw`] on every row (rows in parallel), row `i` at `u[i]`.
+fn draw_rows(rows: &[f32], vocab: usize, u: &[f32]) -> Vec<u32> {
+    use rayon::prelude::*;
+    rows.par_chunks(vocab).zip(u).map(|(row, &u)| draw(row, u) as u32).collect()
 }
 
 /// `[batch, 1]` ids to the host.
@@ -101,6 +130,46 @@ mod tests {
 
     use super::draw;
     use crate::rng::SeqRng;
+
+    /// The draw over a truncated row (only its finite tokens' weights kept) picks what the plain
+    /// pass over the whole row picks, for every u: the same sums in the same order.
+    #[test]
+    fn truncated_draw_is_the_whole_row_draw() {
+        fn whole(row: &[f32], u: f32) -> usize {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let w: Vec<f64> =
+                row.iter().map(|&x| if x > f32::NEG_INFINITY { ((x - max) as f64).exp() } else { 0.0 }).collect();
+            let target = u as f64 * w.iter().sum::<f64>();
+            let (mut cum, mut last) = (0.0f64, 0);
+            for (i, (&x, &wi)) in row.iter().zip(&w).enumerate() {
+                if x > f32::NEG_INFINITY {
+                    cum += wi;
+                    last = i;
+                    if cum > target {
+                        return i;
+                    }
+                }
+            }
+            last
+        }
+        let mut r = SeqRng::new(9, 0);
+        let mut draws = 0;
+        for (v, keep) in [(1000usize, 0.02f32), (5000, 0.2), (5000, 0.6), (300, 1.0)] {
+            for _ in 0..50 {
+                let row: Vec<f32> = (0..v)
+                    .map(|_| if r.next_f32() < keep { (r.next_f32() - 0.5) * 10.0 } else { f32::NEG_INFINITY })
+                    .collect();
+                if row.iter().all(|x| *x == f32::NEG_INFINITY) {
+                    continue;
+                }
+                for u in [0.0f32, r.next_f32(), r.next_f32(), 0.999_999] {
+                    assert_eq!(draw(&row, u), whole(&row, u), "v {v} keep {keep} u {u}");
+                    draws += 1;
+                }
+            }
+        }
+        assert!(draws > 700, "{draws}");
+    }
 
     /// The host draw against the device formula it replaced (softmax, cumsum, count of
     /// cumulative values ≤ u·total): the same token unless u·total falls within float noise of a

@@ -118,10 +118,44 @@ pub(crate) fn mask_below<B: Backend>(logits: Tensor<B, 2>, threshold: Vec<f32>) 
     logits.clone().mask_fill(logits.lower(t), f32::NEG_INFINITY)
 }
 
-/// The `k`-th largest value of `row` (1-based `k`, `1 ≤ k ≤ row.len()`): a selection, O(len).
+/// [`mask_below`] on one host row: `x = -inf` wherever `x < threshold`.
+pub(crate) fn mask_row_below(row: &mut [f32], threshold: f32) {
+    row.iter_mut().for_each(|x| {
+        if *x < threshold {
+            *x = f32::NEG_INFINITY
+        }
+    });
+}
+
+/// `f32::total_cmp`'s order as an integer key (the same comparison, one `i32` compare).
+#[inline(always)]
+fn total_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// The `k`-th largest value of `row` (1-based `k`, `1 ≤ k ≤ row.len()`) in `f32::total_cmp`'s
+/// order: for small `k` one pass keeping the `k` largest in a min-heap (most values lose one
+/// comparison against the heap's least), else a selection over a copy; O(len) either way.
 pub(crate) fn kth_largest(row: &[f32], k: usize) -> f32 {
-    let mut scratch = row.to_vec();
-    *scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+    assert!((1..=row.len()).contains(&k), "kth_largest: k {k} of {} values", row.len());
+    if k > 1024 || k * 16 > row.len() {
+        let mut scratch = row.to_vec();
+        return *scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1;
+    }
+    use std::cmp::Reverse;
+    let mut heap: std::collections::BinaryHeap<Reverse<(i32, u32)>> =
+        row[..k].iter().map(|&x| Reverse((total_key(x), x.to_bits()))).collect();
+    let mut least = heap.peek().expect("k ≥ 1").0 .0;
+    for &x in &row[k..] {
+        let key = total_key(x);
+        if key > least {
+            heap.pop();
+            heap.push(Reverse((key, x.to_bits())));
+            least = heap.peek().expect("k ≥ 1").0 .0;
+        }
+    }
+    f32::from_bits(heap.peek().expect("k ≥ 1").0 .1)
 }
 
 /// The nucleus of `row` for mass `p` (transformers' top-p boundary: a token is kept while the
@@ -196,6 +230,83 @@ mod tests {
         let t = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [b, v]), &Default::default());
         let kth = t.clone().topk(k, 1).slice(s![.., k - 1..k]).expand([b, v]);
         t.clone().mask_fill(t.lower(kth), f32::NEG_INFINITY).into_data().into_vec::<f32>().unwrap()
+    }
+
+    /// Every processor with a host body ([`crate::HostRowProcessor`]) gives its tensor body's
+    /// values bit for bit (rows with ties, -inf entries and token histories, both penalty scopes),
+    /// and so does every preset's whole pipeline through `apply_host`.
+    #[test]
+    fn host_bodies_are_the_tensor_bodies_bit_for_bit() {
+        use crate::processors::{FrequencyPresencePenalty, PenaltyScope, RepetitionPenalty, Temperature};
+        let (b, v) = (3, 5_000);
+        let x = rows(b, v, 11);
+        // histories: the prompt, then generated tokens with repeats (ids within the vocabulary)
+        let sequences: Vec<Vec<u32>> =
+            (0..b).map(|r| (0..40 + 25 * r).map(|i| ((i * 7919 + r * 13) % 977) as u32 * 5).collect()).collect();
+        let ctx = ProcessorContext { sequences: &sequences, num_generated: 20, cur_len: 60 };
+        let tensor = |p: &dyn LogitsProcessor<B>, x: &[f32]| {
+            let t = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [b, v]), &Default::default());
+            p.process(t, &ctx).into_data().into_vec::<f32>().unwrap()
+        };
+        let procs: Vec<Box<dyn LogitsProcessor<B>>> = vec![
+            Box::new(Temperature::new(0.7).unwrap()),
+            Box::new(Temperature::new(1.3).unwrap()),
+            Box::new(TopK::new(1).unwrap()),
+            Box::new(TopK::new(40).unwrap()),
+            Box::new(TopK::new(4_000).unwrap()),
+            Box::new(TopP::new(0.9).unwrap()),
+            Box::new(TopP::new(0.3).unwrap()),
+            Box::new(RepetitionPenalty::new(1.1).unwrap()),
+            Box::new(RepetitionPenalty::new(0.8).unwrap().with_scope(PenaltyScope::Generated)),
+            Box::new(FrequencyPresencePenalty::new(0.2, 0.5).unwrap()),
+            Box::new(FrequencyPresencePenalty::new(-0.4, 0.0).unwrap().with_scope(PenaltyScope::PromptAndGenerated)),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for p in &procs {
+            let h = p.host().unwrap_or_else(|| panic!("{} has a host body", p.name()));
+            let mut got = x.clone();
+            for (r, row) in got.chunks_mut(v).enumerate() {
+                h.process_row(row, r, &ctx);
+            }
+            assert_eq!(bits(&got), bits(&tensor(p.as_ref(), &x)), "{}", p.name());
+        }
+        // whole pipelines: every sampling preset has the host path, and it is the tensor path
+        let mut pipelines = 0;
+        for preset in crate::PRESETS.iter() {
+            let cfg = preset.config();
+            if !cfg.is_sampling() {
+                continue;
+            }
+            let pipe = crate::LogitsPipeline::<B>::from_config(&cfg, &[2], 60).unwrap();
+            assert!(pipe.has_host_path(), "preset {}: {:?}", preset.name, pipe.names());
+            let mut got = x.clone();
+            assert!(pipe.apply_host(&mut got, v, &ctx));
+            let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [b, v]), &Default::default());
+            assert_eq!(
+                bits(&got),
+                bits(&pipe.apply(t, &ctx).into_data().into_vec::<f32>().unwrap()),
+                "{}",
+                preset.name
+            );
+            pipelines += 1;
+        }
+        assert!(pipelines >= 3, "{pipelines} sampling presets");
+    }
+
+    /// The heap selection of small k against a full sort, ties and -inf included.
+    #[test]
+    fn kth_largest_is_the_sorted_kth() {
+        let mut cases = 0;
+        for (v, seed) in [(1usize, 1u64), (17, 2), (1000, 3), (100_000, 4)] {
+            let x = rows(1, v, seed);
+            let mut sorted = x.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for k in [1, 2, 3, 40, 63, 64, 1024, 5000, v].into_iter().filter(|&k| k <= v) {
+                assert_eq!(super::kth_largest(&x, k).to_bits(), sorted[k - 1].to_bits(), "v {v} k {k}");
+                cases += 1;
+            }
+        }
+        assert!(cases >= 20, "{cases}");
     }
 
     #[test]

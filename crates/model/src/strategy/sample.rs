@@ -100,9 +100,9 @@ impl<B: DecodeOps> SampleState<B> {
         let ctx =
             ProcessorContext { sequences: &self.sequences, num_generated: self.step, cur_len: self.t0 + self.step };
         let raw_for_lp = (want_lp && config.raw_logprobs).then(|| raw.clone());
-        let logits = self.pipeline.apply(raw, &ctx);
-        let ids_dev = self.sampler.sample_device(logits.clone());
-        let lp_logits = if want_lp { Some(raw_for_lp.unwrap_or_else(|| logits.clone())) } else { None };
+        let (ids_dev, processed) =
+            self.pipeline.process_and_sample(&mut self.sampler, raw, &ctx, want_lp && raw_for_lp.is_none());
+        let lp_logits = raw_for_lp.or(processed);
         let lp = match (&lp_logits, config.logprobs) {
             (Some(l), true) => Some(logprobs_of(l.clone(), ids_dev.clone())),
             _ => None,

@@ -4,7 +4,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 
 use super::PenaltyScope;
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::pipeline::{HostRowProcessor, LogitsProcessor, ProcessorContext};
 use crate::util::{counts, row_index};
 use serde::{Deserialize, Serialize};
 
@@ -83,5 +83,19 @@ impl<B: Backend> LogitsProcessor<B> for FrequencyPresencePenalty {
         let Some(ri) = row_index::<B>(&rows, &logits.device()) else { return logits };
         let delta = ri.values.mul(ri.valid);
         logits.scatter(1, ri.idx, delta, IndexingUpdateOp::Add)
+    }
+
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        Some(self)
+    }
+}
+
+impl HostRowProcessor for FrequencyPresencePenalty {
+    fn process_row(&self, row: &mut [f32], b: usize, ctx: &ProcessorContext<'_>) {
+        for (id, c) in counts(self.scope.tokens(ctx, b)) {
+            if let Some(x) = row.get_mut(id as usize) {
+                *x += -(c * self.frequency + self.presence);
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::pipeline::{HostRowProcessor, LogitsProcessor, ProcessorContext};
 use crate::util::{counts, row_index, scatter_set};
 use serde::{Deserialize, Serialize};
 
@@ -89,5 +89,20 @@ impl<B: Backend> LogitsProcessor<B> for RepetitionPenalty {
         let negative = seen.clone().lower_elem(0.0);
         let penalized = seen.clone().div_scalar(self.penalty).mask_where(negative, seen.mul_scalar(self.penalty));
         scatter_set(logits, ri.idx, penalized, ri.valid)
+    }
+
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        Some(self)
+    }
+}
+
+impl HostRowProcessor for RepetitionPenalty {
+    fn process_row(&self, row: &mut [f32], b: usize, ctx: &ProcessorContext<'_>) {
+        // each seen token once (the tensor body scatters unique ids)
+        for (id, _) in counts(self.scope.tokens(ctx, b)) {
+            if let Some(x) = row.get_mut(id as usize) {
+                *x = if *x < 0.0 { *x * self.penalty } else { *x / self.penalty };
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::{LogitsProcessor, ProcessorContext};
+use crate::pipeline::{HostRowProcessor, LogitsProcessor, ProcessorContext};
 use serde::{Deserialize, Serialize};
 
 use super::{Boxed, BuildContext, ProcessorConfig};
@@ -76,5 +76,15 @@ impl<B: Backend> LogitsProcessor<B> for Temperature {
 
     fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
         logits.div_scalar(self.t)
+    }
+
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        Some(self)
+    }
+}
+
+impl HostRowProcessor for Temperature {
+    fn process_row(&self, row: &mut [f32], _b: usize, _ctx: &ProcessorContext<'_>) {
+        row.iter_mut().for_each(|x| *x /= self.t);
     }
 }

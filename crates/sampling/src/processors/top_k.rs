@@ -3,8 +3,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use crate::util::{host_rows, kth_largest, mask_below};
+use crate::pipeline::{HostRowProcessor, LogitsProcessor, ProcessorContext};
+use crate::util::{host_rows, kth_largest, mask_below, mask_row_below};
 
 single_field_config! {
     /// `top_k`: keep the k most likely tokens (0 = off).
@@ -40,5 +40,18 @@ impl<B: Backend> LogitsProcessor<B> for TopK {
         // whole row (a 262k vocabulary: ~9 ms a row on 2 cores)
         let kth: Vec<f32> = host_rows(&logits).par_chunks(v).map(|row| kth_largest(row, self.k)).collect();
         mask_below(logits, kth)
+    }
+
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        Some(self)
+    }
+}
+
+impl HostRowProcessor for TopK {
+    fn process_row(&self, row: &mut [f32], _b: usize, _ctx: &ProcessorContext<'_>) {
+        if self.k < row.len() {
+            let kth = kth_largest(row, self.k);
+            mask_row_below(row, kth);
+        }
     }
 }

@@ -4,8 +4,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, SamplingError};
-use crate::pipeline::{LogitsProcessor, ProcessorContext};
-use crate::util::{host_rows, mask_below, nucleus_threshold};
+use crate::pipeline::{HostRowProcessor, LogitsProcessor, ProcessorContext};
+use crate::util::{host_rows, mask_below, mask_row_below, nucleus_threshold};
 
 single_field_config! {
     /// `top_p`: nucleus mass in (0, 1] (1 = off).
@@ -38,5 +38,16 @@ impl<B: Backend> LogitsProcessor<B> for TopP {
         // 262k row: ~14 ms on 2 cores); ties with the smallest kept logit are kept
         let t: Vec<f32> = host_rows(&logits).par_chunks(v).map(|row| nucleus_threshold(row, self.p)).collect();
         mask_below(logits, t)
+    }
+
+    fn host(&self) -> Option<&dyn HostRowProcessor> {
+        Some(self)
+    }
+}
+
+impl HostRowProcessor for TopP {
+    fn process_row(&self, row: &mut [f32], _b: usize, _ctx: &ProcessorContext<'_>) {
+        let t = nucleus_threshold(row, self.p);
+        mask_row_below(row, t);
     }
 }
