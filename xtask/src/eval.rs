@@ -16,11 +16,11 @@ const SEED: [(&str, &str); 3] = [("baseline", "31%"), ("balanced-code", "37%"), 
 /// a HumanEval prompt; `--model` takes any supported checkpoint (`--model smollm2` for the
 /// instruct table).
 const DEFAULT_MODEL: &str = "gemma3-270m";
-/// Rows decoded together: a problem's 10 samples and the next one's as soon as 6 rows are left.
-/// 16 rows decode Gemma 3 270M fastest per token on flex (188 tok/s on 2 Xeon cores, against 174
-/// at 12 and 161 at 20, where the integer GEMM's per-call unpacking takes over from the row-group
-/// kernels).
-const DEFAULT_BATCH: &str = "16";
+/// Rows decoded together: three problems' 10 samples, the next joining as soon as 10 rows are
+/// free. Measured on 2 Xeon cores, flex, precise-code on the first 16 problems × 10 samples
+/// (9b64b32): 16 rows 187 tok/s, 32 rows 224, 48 rows 223 (the many-row group kernels keep up to
+/// 64 rows; past 32 the batch's tail, where few rows are left, eats the gain).
+const DEFAULT_BATCH: &str = "32";
 
 pub fn run(args: &[&str]) -> Result<()> {
     let mut pass: Vec<String> = vec![];

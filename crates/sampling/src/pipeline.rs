@@ -118,7 +118,11 @@ impl<B: Backend> LogitsPipeline<B> {
     /// host body.
     pub fn apply_host(&self, rows: &mut [f32], vocab: usize, ctx: &ProcessorContext<'_>) -> bool {
         let Some(chain) = self.all().map(|p| p.host()).collect::<Option<Vec<_>>>() else { return false };
-        assert!(vocab > 0 && rows.len().is_multiple_of(vocab), "apply_host: {} values are not rows of {vocab}", rows.len());
+        assert!(
+            vocab > 0 && rows.len().is_multiple_of(vocab),
+            "apply_host: {} values are not rows of {vocab}",
+            rows.len()
+        );
         rows.par_chunks_mut(vocab).enumerate().for_each(|(b, row)| {
             for p in &chain {
                 p.process_row(row, b, ctx);

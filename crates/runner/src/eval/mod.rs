@@ -74,7 +74,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Rows decoded together (continuous batching: a problem joins as soon as its samples fit).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// New tokens per sample at most [default: 384 in the completion format, 512 in the instruct
     /// format (the answer restates the function)].
