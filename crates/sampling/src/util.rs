@@ -293,6 +293,47 @@ mod tests {
         assert!(pipelines >= 3, "{pipelines} sampling presets");
     }
 
+    /// A sampling step on the host path draws the same ids and keeps the same processed logits as
+    /// the tensor path (the same pipeline with an identity processor that has no host body).
+    #[test]
+    fn host_sampling_step_is_the_tensor_step() {
+        struct Identity;
+        impl LogitsProcessor<B> for Identity {
+            fn name(&self) -> &'static str {
+                "identity"
+            }
+            fn process(&self, logits: Tensor<B, 2>, _ctx: &ProcessorContext<'_>) -> Tensor<B, 2> {
+                logits
+            }
+        }
+        let (b, v) = (4, 3_000);
+        let sequences: Vec<Vec<u32>> = (0..b).map(|r| (0..30).map(|i| ((i * 31 + r) % 400) as u32).collect()).collect();
+        let ctx = ProcessorContext { sequences: &sequences, num_generated: 10, cur_len: 30 };
+        let mut steps = 0;
+        for preset in crate::PRESETS.iter().filter(|p| p.config().is_sampling()) {
+            let cfg = preset.config();
+            let host = crate::LogitsPipeline::<B>::from_config(&cfg, &[2], 20).unwrap();
+            let mut tensor = crate::LogitsPipeline::<B>::from_config(&cfg, &[2], 20).unwrap();
+            tensor.push(Box::new(Identity));
+            assert!(host.has_host_path() && !tensor.has_host_path(), "{}", preset.name);
+            let (mut sh, mut st) = (crate::Sampler::multinomial(5, b), crate::Sampler::multinomial(5, b));
+            for step in 0..20u64 {
+                let x = rows(b, v, 100 + step);
+                let t = || Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [b, v]), &Default::default());
+                let (ih, ph) = host.process_and_sample(&mut sh, t(), &ctx, true);
+                let (it, pt) = tensor.process_and_sample(&mut st, t(), &ctx, true);
+                let ids = |i: Tensor<B, 2, burn::tensor::Int>| i.into_data().iter::<i64>().collect::<Vec<_>>();
+                assert_eq!(ids(ih), ids(it), "{} step {step}", preset.name);
+                let bits = |p: Option<Tensor<B, 2>>| {
+                    p.unwrap().into_data().into_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(ph), bits(pt), "{} step {step}", preset.name);
+                steps += 1;
+            }
+        }
+        assert!(steps >= 60, "{steps}");
+    }
+
     /// The heap selection of small k against a full sort, ties and -inf included.
     #[test]
     fn kth_largest_is_the_sorted_kth() {
