@@ -152,9 +152,10 @@ impl<B: Backend> LogitsPipeline<B> {
             let mut rows = crate::util::host_rows(&raw);
             drop(raw);
             assert!(self.apply_host(&mut rows, v, ctx), "every processor has a host body");
-            let ids = sampler.sample_rows(&rows, v).expect("a multinomial sampler draws on the host");
-            let ids =
-                Tensor::from_data(TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [b, 1]), &device);
+            let ids = crate::sampler::ids_on_device(
+                sampler.sample_rows(&rows, v).expect("a multinomial sampler draws on the host"),
+                &device,
+            );
             let processed = keep_processed.then(|| Tensor::from_data(TensorData::new(rows, [b, v]), &device));
             return (ids, processed);
         }

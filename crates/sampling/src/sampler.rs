@@ -23,18 +23,15 @@ impl Sampler {
 
     /// The ids chosen for each row of `logits` (`[batch, vocab]`), as a device tensor `[batch, 1]`.
     pub fn sample_device<B: Backend>(&mut self, logits: Tensor<B, 2>) -> Tensor<B, 2, Int> {
-        let [b, v] = logits.dims();
+        let v = logits.dims()[1];
         match self {
             Sampler::Greedy => logits.argmax(1),
-            Sampler::Multinomial { rngs } => {
-                assert_eq!(rngs.len(), b, "sampler was built for {} rows, got {b}", rngs.len());
-                let u: Vec<f32> = rngs.iter_mut().map(SeqRng::next_f32).collect();
+            Sampler::Multinomial { .. } => {
                 // the inverse CDF on the host, one pass over each row (a softmax and cumsum of a
                 // 262k row on the device cost ~3 ms per row and step on 2 cores)
                 let device = logits.device();
                 let rows = crate::util::host_rows(&logits);
-                let ids: Vec<i64> = draw_rows(&rows, v, &u).into_iter().map(i64::from).collect();
-                Tensor::from_data(TensorData::new(ids, [b, 1]), &device)
+                ids_on_device(self.sample_rows(&rows, v).expect("a multinomial sampler draws on the host"), &device)
             }
         }
     }
@@ -49,7 +46,8 @@ impl Sampler {
                 assert_eq!(rows.len(), b * vocab, "sample_rows: {} values are not rows of {vocab}", rows.len());
                 assert_eq!(rngs.len(), b, "sampler was built for {} rows, got {b}", rngs.len());
                 let u: Vec<f32> = rngs.iter_mut().map(SeqRng::next_f32).collect();
-                Some(draw_rows(rows, vocab, &u))
+                use rayon::prelude::*;
+                Some(rows.par_chunks(vocab).zip(&u).map(|(row, &u)| draw(row, u) as u32).collect())
             }
         }
     }
@@ -93,10 +91,10 @@ pub fn draw(row: &[f32], u: f32) -> usize {
     last
 }
 
-/// [`draw`] on every row (rows in parallel), row `i` at `u[i]`.
-fn draw_rows(rows: &[f32], vocab: usize, u: &[f32]) -> Vec<u32> {
-    use rayon::prelude::*;
-    rows.par_chunks(vocab).zip(u).map(|(row, &u)| draw(row, u) as u32).collect()
+/// Host ids as a `[batch, 1]` device tensor.
+pub(crate) fn ids_on_device<B: Backend>(ids: Vec<u32>, device: &B::Device) -> Tensor<B, 2, Int> {
+    let b = ids.len();
+    Tensor::from_data(TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [b, 1]), device)
 }
 
 /// `[batch, 1]` ids to the host.

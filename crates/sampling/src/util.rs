@@ -144,18 +144,19 @@ pub(crate) fn kth_largest(row: &[f32], k: usize) -> f32 {
         return *scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1;
     }
     use std::cmp::Reverse;
-    let mut heap: std::collections::BinaryHeap<Reverse<(i32, u32)>> =
-        row[..k].iter().map(|&x| Reverse((total_key(x), x.to_bits()))).collect();
-    let mut least = heap.peek().expect("k ≥ 1").0 .0;
+    let mut heap: std::collections::BinaryHeap<Reverse<i32>> =
+        row[..k].iter().map(|&x| Reverse(total_key(x))).collect();
+    let mut least = heap.peek().expect("k ≥ 1").0;
     for &x in &row[k..] {
         let key = total_key(x);
         if key > least {
             heap.pop();
-            heap.push(Reverse((key, x.to_bits())));
-            least = heap.peek().expect("k ≥ 1").0 .0;
+            heap.push(Reverse(key));
+            least = heap.peek().expect("k ≥ 1").0;
         }
     }
-    f32::from_bits(heap.peek().expect("k ≥ 1").0 .1)
+    // the key map flips the low 31 bits of negative values only: it is its own inverse
+    f32::from_bits(total_key(f32::from_bits(least as u32)) as u32)
 }
 
 /// The nucleus of `row` for mass `p` (transformers' top-p boundary: a token is kept while the
