@@ -58,37 +58,161 @@ impl Sampler {
     }
 }
 
+/// Tokens per chunk of the draw's partial sums (a multiple of [`LANES`]).
+const CHUNK: usize = 1024;
+/// Accumulators per chunk: token `i` of a chunk adds to lane `i % LANES`, so the loops vectorize
+/// and a truncated row's few tokens add up exactly as the whole row's pass does.
+const LANES: usize = 16;
+
+/// `e^d` for `d ≤ 0` in f32 (Cephes' `expf`: `d = n · ln 2 + r`, a degree-6 polynomial in `r`,
+/// within 2 ulp of `e^d`); 0 below -87 (f32's smallest normal) and for -inf. Branch-free, so
+/// loops over it vectorize; the same operations in any vector width give the same bits.
+#[inline(always)]
+fn exp_neg(d: f32) -> f32 {
+    // adding 1.5 · 2^23 rounds to an integer held in the low mantissa bits
+    const MAGIC: f32 = 12_582_912.0;
+    let dc = if d > -87.0 { d } else { -87.0 };
+    let t = dc * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    // ln 2 in two parts (0.693359375 exact, and the rest) for an exact reduction
+    let r = dc - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65)
+        * r
+        + 0.5)
+        * (r * r)
+        + r
+        + 1.0;
+    let e = t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127;
+    let v = p * f32::from_bits((e << 23) as u32);
+    if d > -87.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// The largest finite logit and the count of finite ones, [`LANES`] at a time.
+#[inline(always)]
+fn max_and_finite(row: &[f32]) -> (f32, usize) {
+    let (mut mx, mut n) = ([f32::NEG_INFINITY; LANES], [0u32; LANES]);
+    let body = row.len() / LANES * LANES;
+    for x in row[..body].chunks_exact(LANES) {
+        for j in 0..LANES {
+            mx[j] = if x[j] > mx[j] { x[j] } else { mx[j] };
+            n[j] += u32::from(x[j] > f32::NEG_INFINITY);
+        }
+    }
+    for (j, &x) in row[body..].iter().enumerate() {
+        mx[j] = if x > mx[j] { x } else { mx[j] };
+        n[j] += u32::from(x > f32::NEG_INFINITY);
+    }
+    let max = mx.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    (max, n.iter().map(|&c| c as usize).sum())
+}
+
+/// A chunk's weights summed in its lanes, the lanes in order.
+fn lane_total(acc: &[f32; LANES]) -> f64 {
+    acc.iter().map(|&a| a as f64).sum()
+}
+
+/// Each chunk's sum of `e^(x - max)` over the whole row.
+#[inline(always)]
+fn chunk_sums(row: &[f32], max: f32, sums: &mut [f64]) {
+    for (chunk, sum) in row.chunks(CHUNK).zip(sums.iter_mut()) {
+        let mut acc = [0f32; LANES];
+        let body = chunk.len() / LANES * LANES;
+        for x in chunk[..body].chunks_exact(LANES) {
+            for j in 0..LANES {
+                acc[j] += exp_neg(x[j] - max);
+            }
+        }
+        for (j, &x) in chunk[body..].iter().enumerate() {
+            acc[j] += exp_neg(x - max);
+        }
+        *sum = lane_total(&acc);
+    }
+}
+
+/// [`max_and_finite`] and [`chunk_sums`] compiled for this CPU's widest vectors.
+fn row_pass(row: &[f32], sums: Option<&mut [f64]>) -> (f32, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2")]
+        unsafe fn wide(row: &[f32], sums: Option<&mut [f64]>) -> (f32, usize) {
+            let (max, n) = max_and_finite(row);
+            if let Some(s) = sums {
+                chunk_sums(row, max, s);
+            }
+            (max, n)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { wide(row, sums) };
+        }
+    }
+    let (max, n) = max_and_finite(row);
+    if let Some(s) = sums {
+        chunk_sums(row, max, s);
+    }
+    (max, n)
+}
+
 /// The token of `row` (logits) at uniform `u` ∈ [0, 1) of its softmax's CDF in vocabulary order:
 /// the first token whose cumulative probability exceeds `u` (the last finite token when rounding
-/// leaves `u` above the total). Exponentials only for finite logits, each computed once, in f64.
+/// leaves `u` above the total). Weights `e^(x - max)` in f32 ([`exp_neg`]), summed per chunk of
+/// [`CHUNK`] tokens in [`LANES`] lanes, the chunks in f64; the token is found in the chunk where
+/// the running sum passes `u · total`, recomputing only that chunk's weights. A truncated row (a
+/// quarter or fewer of its tokens finite) adds only its finite tokens, to the same sums.
 pub fn draw(row: &[f32], u: f32) -> usize {
-    let (max, finite) =
-        row.iter().fold((f32::NEG_INFINITY, 0usize), |(m, n), &x| (m.max(x), n + usize::from(x > f32::NEG_INFINITY)));
+    let (max, finite) = row_pass(row, None);
     if !max.is_finite() {
         return row.len() - 1;
     }
-    let weight = |x: f32| ((x - max) as f64).exp();
-    // the finite tokens with their weights, in vocabulary order (a truncated row: a few; the sums
-    // below are the same as over the whole row with zeros for -inf)
-    let w: Vec<(usize, f64)> = if finite * 4 <= row.len() {
-        row.iter().enumerate().filter(|(_, &x)| x > f32::NEG_INFINITY).map(|(i, &x)| (i, weight(x))).collect()
+    let mut sums = vec![0f64; row.len().div_ceil(CHUNK)];
+    if finite * 4 <= row.len() {
+        draw_sparse(row, u, max, &mut sums)
     } else {
-        row.iter().map(|&x| if x > f32::NEG_INFINITY { weight(x) } else { 0.0 }).enumerate().collect()
-    };
-    let total: f64 = w.iter().map(|&(_, wi)| wi).sum();
-    let target = u as f64 * total;
-    let mut cum = 0.0f64;
-    let mut last = 0;
-    for &(i, wi) in &w {
-        if row[i] > f32::NEG_INFINITY {
-            cum += wi;
-            last = i;
-            if cum > target {
-                return i;
-            }
+        row_pass(row, Some(&mut sums));
+        pick(row, u, max, &sums)
+    }
+}
+
+/// [`draw`] adding only the finite tokens (`sums` zeroed).
+fn draw_sparse(row: &[f32], u: f32, max: f32, sums: &mut [f64]) -> usize {
+    let mut lanes = vec![[0f32; LANES]; sums.len()];
+    for (i, &x) in row.iter().enumerate() {
+        if x > f32::NEG_INFINITY {
+            lanes[i / CHUNK][i % CHUNK % LANES] += exp_neg(x - max);
         }
     }
-    last
+    for (s, acc) in sums.iter_mut().zip(&lanes) {
+        *s = lane_total(acc);
+    }
+    pick(row, u, max, sums)
+}
+
+/// The token at `u` given each chunk's sum.
+fn pick(row: &[f32], u: f32, max: f32, sums: &[f64]) -> usize {
+    let total: f64 = sums.iter().sum();
+    let target = u as f64 * total;
+    let mut cum = 0.0f64;
+    for (c, &s) in sums.iter().enumerate() {
+        if cum + s > target {
+            let (mut within, mut last) = (cum, c * CHUNK);
+            for (i, &x) in row.iter().enumerate().skip(c * CHUNK).take(CHUNK) {
+                if x > f32::NEG_INFINITY {
+                    within += exp_neg(x - max) as f64;
+                    last = i;
+                    if within > target {
+                        return i;
+                    }
+                }
+            }
+            return last;
+        }
+        cum += s;
+    }
+    row.iter().rposition(|&x| x > f32::NEG_INFINITY).expect("a finite maximum")
 }
 
 /// Host ids as a `[batch, 1]` device tensor.
@@ -129,44 +253,55 @@ mod tests {
     use super::draw;
     use crate::rng::SeqRng;
 
-    /// The draw over a truncated row (only its finite tokens' weights kept) picks what the plain
-    /// pass over the whole row picks, for every u: the same sums in the same order.
+    /// The draw over a truncated row (only its finite tokens' weights added) picks what the pass
+    /// over the whole row picks, for every u: the same sums in the same order.
     #[test]
     fn truncated_draw_is_the_whole_row_draw() {
-        fn whole(row: &[f32], u: f32) -> usize {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let w: Vec<f64> =
-                row.iter().map(|&x| if x > f32::NEG_INFINITY { ((x - max) as f64).exp() } else { 0.0 }).collect();
-            let target = u as f64 * w.iter().sum::<f64>();
-            let (mut cum, mut last) = (0.0f64, 0);
-            for (i, (&x, &wi)) in row.iter().zip(&w).enumerate() {
-                if x > f32::NEG_INFINITY {
-                    cum += wi;
-                    last = i;
-                    if cum > target {
-                        return i;
-                    }
-                }
-            }
-            last
-        }
         let mut r = SeqRng::new(9, 0);
-        let mut draws = 0;
-        for (v, keep) in [(1000usize, 0.02f32), (5000, 0.2), (5000, 0.6), (300, 1.0)] {
+        let (mut draws, mut sparse) = (0, 0);
+        for (v, keep) in [(1000usize, 0.02f32), (5000, 0.2), (5000, 0.6), (300, 1.0), (3000, 0.01)] {
             for _ in 0..50 {
                 let row: Vec<f32> = (0..v)
                     .map(|_| if r.next_f32() < keep { (r.next_f32() - 0.5) * 10.0 } else { f32::NEG_INFINITY })
                     .collect();
-                if row.iter().all(|x| *x == f32::NEG_INFINITY) {
+                let (max, finite) = super::row_pass(&row, None);
+                if !max.is_finite() {
                     continue;
                 }
+                sparse += usize::from(finite * 4 <= v);
+                let mut sums = vec![0f64; v.div_ceil(super::CHUNK)];
+                super::row_pass(&row, Some(&mut sums));
                 for u in [0.0f32, r.next_f32(), r.next_f32(), 0.999_999] {
-                    assert_eq!(draw(&row, u), whole(&row, u), "v {v} keep {keep} u {u}");
+                    let whole = super::pick(&row, u, max, &sums);
+                    let truncated = super::draw_sparse(&row, u, max, &mut vec![0f64; sums.len()]);
+                    assert_eq!(truncated, whole, "v {v} keep {keep} u {u}");
+                    assert_eq!(draw(&row, u), whole, "v {v} keep {keep} u {u}");
                     draws += 1;
                 }
             }
         }
-        assert!(draws > 700, "{draws}");
+        assert!(draws > 700 && sparse > 50, "{draws} draws, {sparse} truncated rows");
+    }
+
+    /// `exp_neg` within 2 ulp (relative 2.4e-7) of f64's `exp` over [-87, 0], exactly 1 at 0,
+    /// and 0 below f32's normal range and at -inf.
+    #[test]
+    fn exp_neg_is_exp() {
+        let mut worst = 0f64;
+        let mut n = 0;
+        let mut d = 0f32;
+        while d > -87.0 {
+            let want = (d as f64).exp();
+            let got = super::exp_neg(d) as f64;
+            worst = worst.max((got - want).abs() / want);
+            n += 1;
+            d -= 0.000_731;
+        }
+        assert!(n > 100_000 && worst <= 2.4e-7, "{n} points, worst relative error {worst:e}");
+        assert_eq!(super::exp_neg(0.0), 1.0);
+        for d in [-87.5f32, -100.0, -1e30, f32::NEG_INFINITY] {
+            assert_eq!(super::exp_neg(d), 0.0, "{d}");
+        }
     }
 
     /// The host draw against the device formula it replaced (softmax, cumsum, count of

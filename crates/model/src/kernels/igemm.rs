@@ -17,6 +17,8 @@
 //! Rust (the tests' reference).
 use half::f16;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use super::act::{Q16Act, Q16View, Q8Act};
 use super::dot::Level;
@@ -137,6 +139,144 @@ impl Panel {
             transpose_quads(level, rows_buf, k, nb, &mut self.q);
         } else {
             transpose_pairs(level, rows_buf, k, nb, &mut self.q);
+        }
+    }
+}
+
+/// Batched products of a row-major matrix after which [`gemm`] keeps its unpacked panels: one
+/// long prompt's prefill (one call) or two never pay the memory; a server's or the eval's batched
+/// decode (a call per step) pays it once instead of unpacking every panel on every step.
+pub const KEEP_PANELS_AFTER: usize = 2;
+
+/// The panels of a row-major matrix unpacked once ([`PanelCache`]): per panel and block 512
+/// bytes of values — int8 pairs `[c0 v0, c0 v1, c1 v0, …]` (sign-extended to the int16 pairs of
+/// [`Panel`] by one `vpmovsxbw`) or [`Panel`]'s biased quads as they are — then the scales and
+/// offsets of [`Panel`]. 1.375 bytes per weight beside the file's blocks (Q5_0: 0.69, Q4_K: 0.56).
+pub struct PackedPanels {
+    quads: bool,
+    nb: usize,
+    q: Vec<u8>,
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+impl PackedPanels {
+    fn build(level: Level, w: &QuantMatrix, quads: bool) -> Self {
+        let (n, nb) = (w.rows(), w.cols() / 32);
+        let panels = n.div_ceil(NR);
+        let (mut q, mut scale, mut offset) =
+            (vec![0u8; panels * nb * 512], vec![0f32; panels * nb * 2 * NR], vec![0f32; panels * nb * NR]);
+        q.par_chunks_exact_mut(nb * 512)
+            .zip(scale.par_chunks_exact_mut(nb * 2 * NR))
+            .zip(offset.par_chunks_exact_mut(nb * NR))
+            .enumerate()
+            .for_each_init(
+                || (Panel::new(nb, quads), Vec::new()),
+                |(panel, rows), (pi, ((q, scale), offset))| {
+                    panel.fill(level, w, pi * NR, rows);
+                    if quads {
+                        for (d, word) in q.chunks_exact_mut(4).zip(&panel.q) {
+                            d.copy_from_slice(&word.to_le_bytes());
+                        }
+                    } else {
+                        // each word holds two i16 values of i8 range (every block type's
+                        // unpacked values are -128..=127): their low bytes
+                        for (d, word) in q.chunks_exact_mut(2).zip(&panel.q) {
+                            d.copy_from_slice(&[*word as u8, (*word >> 16) as u8]);
+                        }
+                    }
+                    scale.copy_from_slice(&panel.scale);
+                    offset.copy_from_slice(&panel.offset);
+                },
+            );
+        Self { quads, nb, q, scale, offset }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.q.len() + 4 * (self.scale.len() + self.offset.len())
+    }
+
+    fn panel(&self, pi: usize) -> PanelRef {
+        let nb = self.nb;
+        // SAFETY: in bounds: `build` sized every part for all panels.
+        unsafe {
+            PanelRef {
+                q: self.q.as_ptr().add(pi * nb * 512),
+                scale: self.scale.as_ptr().add(pi * nb * 2 * NR),
+                offset: self.offset.as_ptr().add(pi * nb * NR),
+                narrow: !self.quads,
+            }
+        }
+    }
+}
+
+/// A row-major matrix's [`PackedPanels`], made on its [`KEEP_PANELS_AFTER`]`+1`-th batched product;
+/// a clone starts empty (a matrix made from another, with other blocks or activations, must not
+/// share them).
+#[derive(Default)]
+pub struct PanelCache {
+    calls: AtomicUsize,
+    packed: OnceLock<PackedPanels>,
+}
+
+impl Clone for PanelCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PanelCache {
+    /// The kept panels, made now if this is the call that keeps them; `None` before.
+    fn get(&self, level: Level, w: &QuantMatrix, quads: bool) -> Option<&PackedPanels> {
+        if let Some(p) = self.packed.get() {
+            return (p.quads == quads).then_some(p);
+        }
+        if self.calls.fetch_add(1, Ordering::Relaxed) < KEEP_PANELS_AFTER {
+            return None;
+        }
+        let p = self.packed.get_or_init(|| PackedPanels::build(level, w, quads));
+        (p.quads == quads).then_some(p)
+    }
+
+    /// Bytes of kept panels (0 before they are made).
+    pub fn bytes(&self) -> usize {
+        self.packed.get().map_or(0, PackedPanels::bytes)
+    }
+}
+
+/// One panel's parts as the kernels read them: [`Panel`]'s (int16 pairs or quads as i32
+/// words) or a [`PackedPanels`] panel's (`narrow`: int8 pairs).
+#[derive(Clone, Copy)]
+struct PanelRef {
+    q: *const u8,
+    scale: *const f32,
+    offset: *const f32,
+    narrow: bool,
+}
+
+impl PanelRef {
+    /// Pair word `idx` of an int16 panel as its two values.
+    ///
+    /// # Safety
+    /// `idx` is within the panel.
+    unsafe fn pair(&self, idx: usize) -> (i32, i32) {
+        if self.narrow {
+            (*self.q.add(2 * idx) as i8 as i32, *self.q.add(2 * idx + 1) as i8 as i32)
+        } else {
+            let pair = (self.q as *const i32).add(idx).read_unaligned();
+            (pair as i16 as i32, (pair >> 16) as i16 as i32)
+        }
+    }
+}
+
+impl Panel {
+    fn as_ref(&self) -> PanelRef {
+        PanelRef {
+            q: self.q.as_ptr() as *const u8,
+            scale: self.scale.as_ptr(),
+            offset: self.offset.as_ptr(),
+            narrow: false,
         }
     }
 }
@@ -305,21 +445,30 @@ pub fn gemm(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
 
 /// [`gemm`] on an explicit level: AVX-512 VNNI, or the portable arithmetic otherwise. Int8
 /// activations (the matrix's [`ActQuant::Int8`](super::quant::ActQuant)) as llama.cpp quantizes
-/// them, int16 otherwise.
+/// them, int16 otherwise. A row-major matrix keeps its unpacked panels from its
+/// [`KEEP_PANELS_AFTER`]`+1`-th call on (the same values: the same results bit for bit).
 pub fn gemm_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let keep = w.layout() == RowLayout::Rows;
+    gemm_kept(level, w, x, m, out, keep)
+}
+
+/// [`gemm_at`], keeping the unpacked panels (per [`PanelCache`]) only where `keep`.
+fn gemm_kept(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32], keep: bool) {
     let (n, k) = (w.rows(), w.cols());
     assert!(supported(w.ty()), "igemm: {:?} has no unpacker", w.ty());
     assert_eq!((x.len(), out.len()), (m * k, m * n), "igemm: operand lengths");
-    if w.int8_activations() {
+    let quads = w.int8_activations();
+    let packed = if keep { w.panel_cache().get(level, w, quads) } else { None };
+    if quads {
         let xq: Vec<Act8> = quantize_rows(x, k, m, Act8::new);
-        run_panels(level, w, out, true, &|level, p, nb, split, offs, dst, n, cols| unsafe {
+        run_panels(level, w, packed, out, true, &|level, p, nb, split, offs, dst, n, cols| unsafe {
             // SAFETY: forwarded from `run_panels`.
             panel_product_i8(level, p, nb, split, offs, &xq, dst, n, cols)
         });
     } else {
         let xq: Vec<Q16Act> = quantize_rows(x, k, m, Q16Act::new);
         let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
-        run_panels(level, w, out, false, &|level, p, nb, split, offs, dst, n, cols| unsafe {
+        run_panels(level, w, packed, out, false, &|level, p, nb, split, offs, dst, n, cols| unsafe {
             // SAFETY: forwarded from `run_panels`.
             panel_product(level, p, nb, split, offs, &views, dst, n, cols)
         });
@@ -337,25 +486,38 @@ fn quantize_rows<T: Send>(x: &[f32], k: usize, m: usize, f: fn(&[f32]) -> T) -> 
 
 /// A panel's product with every activation row: `(level, panel, nb, split, offsets, dst, n,
 /// cols)`, writing `dst[i · n + c]` for `c < cols`.
-type PanelFn<'a> = dyn Fn(Level, &Panel, usize, bool, bool, *mut f32, usize, usize) + Sync + 'a;
+type PanelFn<'a> = dyn Fn(Level, PanelRef, usize, bool, bool, *mut f32, usize, usize) + Sync + 'a;
 
-/// Unpack the panels of `w` in parallel and run `product` on each.
-fn run_panels(level: Level, w: &QuantMatrix, out: &mut [f32], quads: bool, product: &PanelFn<'_>) {
+/// Run `product` on each panel of `w` in parallel: the kept panels, or each unpacked now.
+fn run_panels(
+    level: Level,
+    w: &QuantMatrix,
+    packed: Option<&PackedPanels>,
+    out: &mut [f32],
+    quads: bool,
+    product: &PanelFn<'_>,
+) {
     let (n, nb) = (w.rows(), w.cols() / 32);
     let (split, offs) = (split_scales(w.ty()), has_offsets(w.ty()));
     let dst = SendPtr(out.as_mut_ptr());
     let dst = &dst;
-    (0..n.div_ceil(NR)).into_par_iter().for_each_init(
-        || (Panel::new(nb, quads), Vec::new()),
-        |(panel, rows), pi| {
-            let r0 = pi * NR;
-            panel.fill(level, w, r0, rows);
-            let cols = NR.min(n - r0);
-            // panel `pi` writes only columns r0..r0 + cols of `out` ([m, n], row-major); panels
-            // are disjoint and `out` outlives the parallel loop.
-            product(level, panel, nb, split, offs, unsafe { dst.0.add(r0) }, n, cols);
-        },
-    );
+    // panel `pi` writes only columns r0..r0 + cols of `out` ([m, n], row-major); panels are
+    // disjoint and `out` outlives the parallel loop.
+    let run = |p: PanelRef, pi: usize| {
+        let r0 = pi * NR;
+        product(level, p, nb, split, offs, unsafe { dst.0.add(r0) }, n, NR.min(n - r0));
+    };
+    let panels = n.div_ceil(NR);
+    match packed {
+        Some(kept) => (0..panels).into_par_iter().for_each(|pi| run(kept.panel(pi), pi)),
+        None => (0..panels).into_par_iter().for_each_init(
+            || (Panel::new(nb, quads), Vec::new()),
+            |(panel, rows), pi| {
+                panel.fill(level, w, pi * NR, rows);
+                run(panel.as_ref(), pi);
+            },
+        ),
+    }
 }
 
 /// One activation row quantized to int8 per block of 32 (llama.cpp's Q8_1: `d`, `s = d · Σq`
@@ -377,11 +539,11 @@ impl Act8 {
 /// All activation rows × one panel, written to `dst[i · n + c]` for `c < cols`.
 ///
 /// # Safety
-/// `dst` is valid for those writes.
+/// `dst` is valid for those writes; `p` points at a whole panel of `nb` blocks.
 #[allow(clippy::too_many_arguments)]
 unsafe fn panel_product(
     level: Level,
-    p: &Panel,
+    p: PanelRef,
     nb: usize,
     split: bool,
     offs: bool,
@@ -403,13 +565,12 @@ unsafe fn panel_product(
                 for h in 0..2 {
                     let mut isum = 0i32;
                     for pp in 8 * h..8 * h + 8 {
-                        let pair = p.q[(b * 16 + pp) * NR + c];
-                        let (w0, w1) = (pair as i16 as i32, (pair >> 16) as i16 as i32);
+                        let (w0, w1) = p.pair((b * 16 + pp) * NR + c);
                         isum += w0 * x.qs[b * 32 + 2 * pp] as i32 + w1 * x.qs[b * 32 + 2 * pp + 1] as i32;
                     }
-                    sum += isum as f32 * (p.scale[(2 * b + h) * NR + c] * x.d[b]);
+                    sum += isum as f32 * (*p.scale.add((2 * b + h) * NR + c) * x.d[b]);
                 }
-                acc[c] += sum + p.offset[b * NR + c] * x.xsum[b];
+                acc[c] += sum + *p.offset.add(b * NR + c) * x.xsum[b];
             }
         }
         for (c, v) in acc.iter().enumerate().take(cols) {
@@ -421,11 +582,11 @@ unsafe fn panel_product(
 /// [`panel_product`] with int8 activations.
 ///
 /// # Safety
-/// `dst` is valid for the writes.
+/// `dst` is valid for the writes; `p` points at a whole panel of `nb` blocks.
 #[allow(clippy::too_many_arguments)]
 unsafe fn panel_product_i8(
     level: Level,
-    p: &Panel,
+    p: PanelRef,
     nb: usize,
     split: bool,
     offs: bool,
@@ -447,15 +608,15 @@ unsafe fn panel_product_i8(
                 for h in 0..2 {
                     let mut isum = 0i32;
                     for qd in 4 * h..4 * h + 4 {
-                        let w = p.q[(b * 8 + qd) * NR + c].to_le_bytes();
-                        for (j, wb) in w.iter().enumerate() {
-                            isum += *wb as i32 * x.q.qs[b * 32 + 4 * qd + j] as i32;
+                        let w = p.q.add(4 * ((b * 8 + qd) * NR + c));
+                        for j in 0..4 {
+                            isum += *w.add(j) as i32 * x.q.qs[b * 32 + 4 * qd + j] as i32;
                         }
                     }
                     isum -= 128 * x.half[2 * b + h];
-                    sum += isum as f32 * (p.scale[(2 * b + h) * NR + c] * x.q.d[b]);
+                    sum += isum as f32 * (*p.scale.add((2 * b + h) * NR + c) * x.q.d[b]);
                 }
-                acc[c] += sum + if offs { p.offset[b * NR + c] * x.q.s[b] } else { 0.0 };
+                acc[c] += sum + if offs { *p.offset.add(b * NR + c) * x.q.s[b] } else { 0.0 };
             }
         }
         for (c, v) in acc.iter().enumerate().take(cols) {
@@ -544,11 +705,11 @@ mod x86 {
 
     use super::Act8;
 
-    use super::{Panel, Q16View, NR};
+    use super::{PanelRef, Q16View, NR};
 
-    /// Activation rows in tiles of 8, then 4, 2, 1, each through `$tile::<M, SPLIT, OFFS>`.
+    /// Activation rows in tiles of 8, then 4, 2, 1, each through `$tile::<[pre,] M, SPLIT, OFFS>`.
     macro_rules! tiles {
-        ($tile:ident, $p:expr, $nb:expr, $split:expr, $offs:expr, $xs:expr, $dst:expr, $n:expr, $cols:expr) => {{
+        ($tile:ident [$($pre:tt)*], $p:expr, $nb:expr, $split:expr, $offs:expr, $xs:expr, $dst:expr, $n:expr, $cols:expr) => {{
             let (p, nb, xs, n, cols) = ($p, $nb, $xs, $n, $cols);
             let mut i = 0;
             while i < xs.len() {
@@ -560,18 +721,18 @@ mod x86 {
                 };
                 let (d, x) = ($dst.add(i * n), &xs[i..i + tile]);
                 match (tile, $split, $offs) {
-                    (8, false, false) => $tile::<8, false, false>(p, nb, x, d, n, cols),
-                    (8, false, true) => $tile::<8, false, true>(p, nb, x, d, n, cols),
-                    (8, true, _) => $tile::<8, true, false>(p, nb, x, d, n, cols),
-                    (4, false, false) => $tile::<4, false, false>(p, nb, x, d, n, cols),
-                    (4, false, true) => $tile::<4, false, true>(p, nb, x, d, n, cols),
-                    (4, true, _) => $tile::<4, true, false>(p, nb, x, d, n, cols),
-                    (2, false, false) => $tile::<2, false, false>(p, nb, x, d, n, cols),
-                    (2, false, true) => $tile::<2, false, true>(p, nb, x, d, n, cols),
-                    (2, true, _) => $tile::<2, true, false>(p, nb, x, d, n, cols),
-                    (_, false, false) => $tile::<1, false, false>(p, nb, x, d, n, cols),
-                    (_, false, true) => $tile::<1, false, true>(p, nb, x, d, n, cols),
-                    (_, true, _) => $tile::<1, true, false>(p, nb, x, d, n, cols),
+                    (8, false, false) => $tile::<$($pre)* 8, false, false>(p, nb, x, d, n, cols),
+                    (8, false, true) => $tile::<$($pre)* 8, false, true>(p, nb, x, d, n, cols),
+                    (8, true, _) => $tile::<$($pre)* 8, true, false>(p, nb, x, d, n, cols),
+                    (4, false, false) => $tile::<$($pre)* 4, false, false>(p, nb, x, d, n, cols),
+                    (4, false, true) => $tile::<$($pre)* 4, false, true>(p, nb, x, d, n, cols),
+                    (4, true, _) => $tile::<$($pre)* 4, true, false>(p, nb, x, d, n, cols),
+                    (2, false, false) => $tile::<$($pre)* 2, false, false>(p, nb, x, d, n, cols),
+                    (2, false, true) => $tile::<$($pre)* 2, false, true>(p, nb, x, d, n, cols),
+                    (2, true, _) => $tile::<$($pre)* 2, true, false>(p, nb, x, d, n, cols),
+                    (_, false, false) => $tile::<$($pre)* 1, false, false>(p, nb, x, d, n, cols),
+                    (_, false, true) => $tile::<$($pre)* 1, false, true>(p, nb, x, d, n, cols),
+                    (_, true, _) => $tile::<$($pre)* 1, true, false>(p, nb, x, d, n, cols),
                 }
                 i += tile;
             }
@@ -653,7 +814,7 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn panel_product(
-        p: &Panel,
+        p: PanelRef,
         nb: usize,
         split: bool,
         offs: bool,
@@ -662,7 +823,11 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        tiles!(tile_rows, p, nb, split, offs, xs, dst, n, cols);
+        if p.narrow {
+            tiles!(tile_rows [true,], p, nb, split, offs, xs, dst, n, cols);
+        } else {
+            tiles!(tile_rows [false,], p, nb, split, offs, xs, dst, n, cols);
+        }
     }
 
     /// [`panel_product`] with int8 activations: `vpdpbusd` of 4 k at a time (unsigned weights
@@ -670,7 +835,7 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn panel_product_i8(
-        p: &Panel,
+        p: PanelRef,
         nb: usize,
         split: bool,
         offs: bool,
@@ -679,13 +844,13 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        tiles!(tile_rows_i8, p, nb, split, offs, xs, dst, n, cols);
+        tiles!(tile_rows_i8 [], p, nb, split, offs, xs, dst, n, cols);
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
     unsafe fn tile_rows_i8<const M: usize, const SPLIT: bool, const OFFS: bool>(
-        p: &Panel,
+        p: PanelRef,
         nb: usize,
         xs: &[Act8],
         dst: *mut f32,
@@ -693,7 +858,7 @@ mod x86 {
         cols: usize,
     ) {
         let mut facc = [_mm512_setzero_ps(); M];
-        let wq = p.q.as_ptr();
+        let wq = p.q as *const i32;
         let xq: [*const i8; M] = std::array::from_fn(|i| xs[i].q.qs.as_ptr());
         for b in 0..nb {
             let halves = if SPLIT { 2 } else { 1 };
@@ -707,7 +872,7 @@ mod x86 {
                         iacc[i] = _mm512_dpbusd_epi32(iacc[i], w, _mm512_set1_epi32(quad));
                     }
                 }
-                let s = _mm512_loadu_ps(p.scale.as_ptr().add((2 * b + h) * NR));
+                let s = _mm512_loadu_ps(p.scale.add((2 * b + h) * NR));
                 for i in 0..M {
                     let x = &xs[i];
                     let bias = if SPLIT { *x.half.get_unchecked(2 * b + h) } else { *x.q.isum.get_unchecked(b) };
@@ -717,7 +882,7 @@ mod x86 {
                 }
             }
             if OFFS {
-                let o = _mm512_loadu_ps(p.offset.as_ptr().add(b * NR));
+                let o = _mm512_loadu_ps(p.offset.add(b * NR));
                 for i in 0..M {
                     facc[i] = _mm512_fmadd_ps(o, _mm512_set1_ps(*xs[i].q.s.get_unchecked(b)), facc[i]);
                 }
@@ -731,8 +896,9 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-    unsafe fn tile_rows<const M: usize, const SPLIT: bool, const OFFS: bool>(
-        p: &Panel,
+    /// `NARROW`: the panel's pairs are int8 ([`super::PackedPanels`]), widened on load.
+    unsafe fn tile_rows<const NARROW: bool, const M: usize, const SPLIT: bool, const OFFS: bool>(
+        p: PanelRef,
         nb: usize,
         xs: &[Q16View<'_>],
         dst: *mut f32,
@@ -740,7 +906,7 @@ mod x86 {
         cols: usize,
     ) {
         let mut facc = [_mm512_setzero_ps(); M];
-        let wq = p.q.as_ptr();
+        let wq = p.q;
         let xq: [*const i16; M] = std::array::from_fn(|i| xs[i].qs.as_ptr());
         for b in 0..nb {
             let halves = if SPLIT { 2 } else { 1 };
@@ -748,20 +914,24 @@ mod x86 {
             for h in 0..halves {
                 let mut iacc = [_mm512_setzero_si512(); M];
                 for pp in h * per..(h + 1) * per {
-                    let w = _mm512_loadu_si512(wq.add((b * 16 + pp) * NR) as *const __m512i);
+                    let w = if NARROW {
+                        _mm512_cvtepi8_epi16(_mm256_loadu_si256(wq.add((b * 16 + pp) * NR * 2) as *const __m256i))
+                    } else {
+                        _mm512_loadu_si512((wq as *const i32).add((b * 16 + pp) * NR) as *const __m512i)
+                    };
                     for i in 0..M {
                         let pair = (xq[i].add(b * 32 + 2 * pp) as *const i32).read_unaligned();
                         iacc[i] = _mm512_dpwssd_epi32(iacc[i], w, _mm512_set1_epi32(pair));
                     }
                 }
-                let s = _mm512_loadu_ps(p.scale.as_ptr().add((2 * b + h) * NR));
+                let s = _mm512_loadu_ps(p.scale.add((2 * b + h) * NR));
                 for i in 0..M {
                     let sd = _mm512_mul_ps(s, _mm512_set1_ps(*xs[i].d.get_unchecked(b)));
                     facc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i]), sd, facc[i]);
                 }
             }
             if OFFS {
-                let o = _mm512_loadu_ps(p.offset.as_ptr().add(b * NR));
+                let o = _mm512_loadu_ps(p.offset.add(b * NR));
                 for i in 0..M {
                     facc[i] = _mm512_fmadd_ps(o, _mm512_set1_ps(*xs[i].xsum.get_unchecked(b)), facc[i]);
                 }
@@ -927,6 +1097,66 @@ mod tests {
             }
         }
         assert!(cases >= 8 * 2 * 10, "{cases} cases");
+    }
+
+    /// Kept panels give bit for bit the products of panels unpacked per call, on every level,
+    /// type and activation kind, from the call that keeps them on; clones, other activations and
+    /// interleaved matrices start (or stay) without.
+    #[test]
+    fn kept_panels_give_the_unpacked_results() {
+        let mut cases = 0;
+        for ty in TYPES {
+            let k = if ty.block().0 == 256 { 512 } else { 96 };
+            for n in [37, 16] {
+                for act in [ActQuant::Int16, ActQuant::Int8] {
+                    for &level in &super::super::dot::available_levels() {
+                        let w = QuantMatrix::random_blocks(ty, n, k, 5 + n as u64).with_activations(act);
+                        let ms = [1, 5, 17, 8];
+                        let xs: Vec<Vec<f32>> = ms
+                            .iter()
+                            .map(|&m| (0..m * k).map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0) * 2.0).collect())
+                            .collect();
+                        let want: Vec<Vec<f32>> = ms
+                            .iter()
+                            .zip(&xs)
+                            .map(|(&m, x)| {
+                                let mut out = vec![f32::NAN; m * n];
+                                gemm_kept(level, &w, x, m, &mut out, false);
+                                out
+                            })
+                            .collect();
+                        assert_eq!(w.panel_cache().bytes(), 0, "not kept without `keep`");
+                        for round in 0..KEEP_PANELS_AFTER + 2 {
+                            for ((&m, x), want) in ms.iter().zip(&xs).zip(&want) {
+                                let mut got = vec![f32::NAN; m * n];
+                                gemm_at(level, &w, x, m, &mut got);
+                                let (got, want): (Vec<u32>, Vec<u32>) = (
+                                    got.iter().map(|v| v.to_bits()).collect(),
+                                    want.iter().map(|v| v.to_bits()).collect(),
+                                );
+                                assert_eq!(got, want, "{ty:?} {act:?} {level:?} n={n} m={m} round {round}");
+                                cases += 1;
+                            }
+                        }
+                        // a byte per weight (int8 pairs or biased quads) and the f32 scales
+                        let bytes = w.panel_cache().bytes();
+                        assert!(bytes > n * k, "{ty:?} {act:?}: kept {bytes} bytes");
+                        assert_eq!(w.clone().panel_cache().bytes(), 0, "a clone starts empty");
+                        let other = if act == ActQuant::Int8 { ActQuant::Int16 } else { ActQuant::Int8 };
+                        assert_eq!(w.with_activations(other).panel_cache().bytes(), 0, "new activations, no panels");
+                    }
+                }
+            }
+        }
+        assert!(cases >= 8 * 2 * 2 * 4 * (KEEP_PANELS_AFTER + 2), "{cases} cases");
+        // interleaved matrices are read as they are: nothing kept
+        let w = QuantMatrix::random_blocks(GgmlType::Q4_0, 16, 64, 1).interleave8();
+        assert_eq!(w.layout(), RowLayout::Interleaved8);
+        let x = vec![0.5f32; 5 * 64];
+        for _ in 0..KEEP_PANELS_AFTER + 2 {
+            gemm(&w, &x, 5, &mut vec![0.0; 5 * 16]);
+        }
+        assert_eq!(w.panel_cache().bytes(), 0, "interleaved: no panels kept");
     }
 
     /// The SIMD transpose puts every pair where the portable one does.

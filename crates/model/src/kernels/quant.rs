@@ -3,6 +3,7 @@
 //! quantizers used to make Q8_0 / Q4_0 weights from dense ones (`--quantize`).
 use half::f16;
 
+use super::igemm::PanelCache;
 use crate::ggml::{dequantize, GgmlType};
 
 /// A `[rows, cols]` matrix (rows = output features, cols = input features, as GGUF and PyTorch
@@ -18,6 +19,8 @@ pub struct QuantMatrix {
     act: ActQuant,
     /// Rows stored one after the other (as in the file), or interleaved by groups of 8.
     layout: RowLayout,
+    /// The integer GEMM's unpacked panels, kept after a few batched products (row-major only).
+    panels: PanelCache,
 }
 
 /// How a linear layer quantizes its activations before the integer kernels (the row and group
@@ -114,6 +117,7 @@ impl QuantMatrix {
             data: AlignedBytes::from_vec(data),
             act: ActQuant::F32,
             layout: RowLayout::Rows,
+            panels: PanelCache::default(),
         })
     }
 
@@ -178,6 +182,7 @@ impl QuantMatrix {
     /// How this matrix's products quantize activations.
     pub fn with_activations(mut self, act: ActQuant) -> Self {
         self.act = act;
+        self.panels = PanelCache::default();
         self
     }
 
@@ -192,6 +197,11 @@ impl QuantMatrix {
 
     pub fn layout(&self) -> RowLayout {
         self.layout
+    }
+
+    /// The integer GEMM's kept panels of this matrix ([`PanelCache`]).
+    pub fn panel_cache(&self) -> &PanelCache {
+        &self.panels
     }
 
     /// Whether [`QuantMatrix::interleave8`] applies (Q4_0, Q4_1, Q8_0 with rows a multiple of 8).
@@ -228,6 +238,7 @@ impl QuantMatrix {
         }
         self.data = AlignedBytes::from_vec(out);
         self.layout = RowLayout::Interleaved8;
+        self.panels = PanelCache::default();
         self
     }
 
@@ -434,6 +445,7 @@ impl QuantMatrix {
             data: AlignedBytes::from_vec(data),
             act: first.act,
             layout: RowLayout::Rows,
+            panels: PanelCache::default(),
         })
     }
 }
