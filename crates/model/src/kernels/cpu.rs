@@ -233,6 +233,10 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
     let per_task = rows_per_task(n, w.row_bytes()).div_ceil(8) * 8;
     let (ty, rb) = (w.ty(), w.row_bytes());
     #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 && ty == GgmlType::Q8_0 && m >= AMX_MIN_ROWS && super::amx::available() {
+        return amx_groups(w, &views, per_task, out);
+    }
+    #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 && m >= WIDE_MIN_ROWS {
         // SAFETY: AVX-512 VNNI checked; the driver hands each group its own output rows.
         return wide_groups(w, per_task, out, |group, o| unsafe {
@@ -240,6 +244,39 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
         });
     }
     row_tasks(w, m, per_task, out, |w_rows, o| groups_q16(level, ty, w_rows, rb * 8, &views, o));
+}
+
+/// From this many activation rows, interleaved Q8_0 with int16 activations takes the AMX tiles
+/// where the CPU has them ([`super::amx`]; below, the group kernels read the weights at the
+/// memory's pace anyway).
+pub const AMX_MIN_ROWS: usize = 12;
+
+/// [`super::amx::q8_0_groups`] over tasks of whole pairs of groups.
+///
+/// # Panics
+/// Where [`super::amx::available`] is false.
+#[cfg(target_arch = "x86_64")]
+pub fn amx_groups(w: &QuantMatrix, views: &[Q16View<'_>], per_task: usize, out: &mut [f32]) {
+    assert!(super::amx::available(), "amx_groups: no AMX here");
+    assert!(w.ty() == GgmlType::Q8_0 && w.layout() == RowLayout::Interleaved8, "amx_groups: interleaved Q8_0 only");
+    let n = w.rows();
+    assert_eq!(out.len(), views.len() * n, "amx_groups: output length");
+    let x = super::amx::SplitAct::new(views);
+    let (groups, gb) = (n / 8, w.row_bytes() * 8);
+    let per = per_task.div_ceil(16).max(1) * 2;
+    let (data, o) = (w.data(), SendPtr(out.as_mut_ptr()));
+    let o = &o;
+    let run = |t: usize| {
+        let (g0, g1) = (t * per, ((t + 1) * per).min(groups));
+        // SAFETY: AMX checked above; task t writes only its groups' outputs of each row.
+        unsafe { super::amx::q8_0_groups(&data[g0 * gb..g1 * gb], gb, &x, o.0.wrapping_add(g0 * 8), n) };
+    };
+    let tasks = groups.div_ceil(per);
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
 }
 
 fn groups_q16(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) {
@@ -675,5 +712,44 @@ mod tests {
             }
         }
         assert_eq!(cases, 8 * 2 * 33);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod amx_tests {
+    use super::*;
+
+    /// The AMX tiles give bit for bit the 512-bit group kernels' results (the same integer sums,
+    /// the same f32 scaling), for odd group counts, padded row tiles and several tasks.
+    #[test]
+    fn amx_is_the_group_kernel() {
+        if !super::super::amx::available() || level() != Level::Avx512 {
+            eprintln!("no AMX (or no AVX-512 VNNI) here: nothing to compare");
+            return;
+        }
+        let mut cases = 0;
+        for (n, k) in [(8usize, 64usize), (24, 96), (40, 640), (4096, 640)] {
+            let w = QuantMatrix::random_blocks(GgmlType::Q8_0, n, k, n as u64)
+                .with_activations(ActQuant::Int16)
+                .interleave8();
+            for m in [1usize, 7, 16, 17, 33] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0) * 4.0).collect();
+                let xq: Vec<Q16Act> = x.chunks_exact(k).map(Q16Act::new).collect();
+                let views: Vec<Q16View<'_>> = xq.iter().map(Q16Act::view).collect();
+                for per_task in [8, 16, n] {
+                    let mut want = vec![f32::NAN; m * n];
+                    // SAFETY: AVX-512 VNNI checked above.
+                    wide_groups(&w, per_task, &mut want, |group, o| unsafe {
+                        super::super::x86::group8_q16_many_avx512(GgmlType::Q8_0, group, &views, o, n)
+                    });
+                    let mut got = vec![f32::NAN; m * n];
+                    amx_groups(&w, &views, per_task, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|x| (x + 0.0).to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "n={n} k={k} m={m} per_task={per_task}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 5 * 3);
     }
 }

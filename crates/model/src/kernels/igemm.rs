@@ -17,8 +17,6 @@
 //! Rust (the tests' reference).
 use half::f16;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use super::act::{Q16Act, Q16View, Q8Act};
 use super::dot::Level;
@@ -148,7 +146,7 @@ impl Panel {
 /// decode (a call per step) pays it once instead of unpacking every panel on every step.
 pub const KEEP_PANELS_AFTER: usize = 2;
 
-/// The panels of a row-major matrix unpacked once ([`PanelCache`]): per panel and block 512
+/// The panels of a row-major matrix unpacked once ([`kept_panels`]): per panel and block 512
 /// bytes of values — int8 pairs `[c0 v0, c0 v1, c1 v0, …]` (sign-extended to the int16 pairs of
 /// [`Panel`] by one `vpmovsxbw`) or [`Panel`]'s biased quads as they are — then the scales and
 /// offsets of [`Panel`]. 1.375 bytes per weight beside the file's blocks (Q5_0: 0.69, Q4_K: 0.56).
@@ -211,38 +209,15 @@ impl PackedPanels {
     }
 }
 
-/// A row-major matrix's [`PackedPanels`], made on its [`KEEP_PANELS_AFTER`]`+1`-th batched product;
-/// a clone starts empty (a matrix made from another, with other blocks or activations, must not
-/// share them).
-#[derive(Default)]
-pub struct PanelCache {
-    calls: AtomicUsize,
-    packed: OnceLock<PackedPanels>,
+/// The kept panels of `w` (in its [`QuantMatrix::derived`] slot), made now if this is its
+/// [`KEEP_PANELS_AFTER`]`+1`-th batched product; `None` before.
+fn kept_panels(level: Level, w: &QuantMatrix, quads: bool) -> Option<&PackedPanels> {
+    w.derived().get_or_make(KEEP_PANELS_AFTER, || PackedPanels::build(level, w, quads)).filter(|p| p.quads == quads)
 }
 
-impl Clone for PanelCache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PanelCache {
-    /// The kept panels, made now if this is the call that keeps them; `None` before.
-    fn get(&self, level: Level, w: &QuantMatrix, quads: bool) -> Option<&PackedPanels> {
-        if let Some(p) = self.packed.get() {
-            return (p.quads == quads).then_some(p);
-        }
-        if self.calls.fetch_add(1, Ordering::Relaxed) < KEEP_PANELS_AFTER {
-            return None;
-        }
-        let p = self.packed.get_or_init(|| PackedPanels::build(level, w, quads));
-        (p.quads == quads).then_some(p)
-    }
-
-    /// Bytes of kept panels (0 before they are made).
-    pub fn bytes(&self) -> usize {
-        self.packed.get().map_or(0, PackedPanels::bytes)
-    }
+/// Bytes of `w`'s kept panels (0 before they are made).
+pub fn kept_bytes(w: &QuantMatrix) -> usize {
+    w.derived().get::<PackedPanels>().map_or(0, PackedPanels::bytes)
 }
 
 /// One panel's parts as the kernels read them: [`Panel`]'s (int16 pairs or quads as i32
@@ -452,13 +427,13 @@ pub fn gemm_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
     gemm_kept(level, w, x, m, out, keep)
 }
 
-/// [`gemm_at`], keeping the unpacked panels (per [`PanelCache`]) only where `keep`.
+/// [`gemm_at`], keeping the unpacked panels (see [`kept_panels`]) only where `keep`.
 fn gemm_kept(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32], keep: bool) {
     let (n, k) = (w.rows(), w.cols());
     assert!(supported(w.ty()), "igemm: {:?} has no unpacker", w.ty());
     assert_eq!((x.len(), out.len()), (m * k, m * n), "igemm: operand lengths");
     let quads = w.int8_activations();
-    let packed = if keep { w.panel_cache().get(level, w, quads) } else { None };
+    let packed = if keep { kept_panels(level, w, quads) } else { None };
     if quads {
         let xq: Vec<Act8> = quantize_rows(x, k, m, Act8::new);
         run_panels(level, w, packed, out, true, &|level, p, nb, split, offs, dst, n, cols| unsafe {
@@ -1125,7 +1100,7 @@ mod tests {
                                 out
                             })
                             .collect();
-                        assert_eq!(w.panel_cache().bytes(), 0, "not kept without `keep`");
+                        assert_eq!(kept_bytes(&w), 0, "not kept without `keep`");
                         for round in 0..KEEP_PANELS_AFTER + 2 {
                             for ((&m, x), want) in ms.iter().zip(&xs).zip(&want) {
                                 let mut got = vec![f32::NAN; m * n];
@@ -1139,11 +1114,11 @@ mod tests {
                             }
                         }
                         // a byte per weight (int8 pairs or biased quads) and the f32 scales
-                        let bytes = w.panel_cache().bytes();
+                        let bytes = kept_bytes(&w);
                         assert!(bytes > n * k, "{ty:?} {act:?}: kept {bytes} bytes");
-                        assert_eq!(w.clone().panel_cache().bytes(), 0, "a clone starts empty");
+                        assert_eq!(kept_bytes(&w.clone()), 0, "a clone starts empty");
                         let other = if act == ActQuant::Int8 { ActQuant::Int16 } else { ActQuant::Int8 };
-                        assert_eq!(w.with_activations(other).panel_cache().bytes(), 0, "new activations, no panels");
+                        assert_eq!(kept_bytes(&w.with_activations(other)), 0, "new activations, no panels");
                     }
                 }
             }
@@ -1156,7 +1131,7 @@ mod tests {
         for _ in 0..KEEP_PANELS_AFTER + 2 {
             gemm(&w, &x, 5, &mut vec![0.0; 5 * 16]);
         }
-        assert_eq!(w.panel_cache().bytes(), 0, "interleaved: no panels kept");
+        assert_eq!(kept_bytes(&w), 0, "interleaved: no panels kept");
     }
 
     /// The SIMD transpose puts every pair where the portable one does.

@@ -2,6 +2,8 @@
 //! dispatch ([`dot`]) and the host implementations of the decode ops ([`cpu`]); the cube
 //! backends' device blocks ([`blocks`]) and CubeCL kernels (`cube`).
 pub mod act;
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod blocks;
 pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

@@ -3,8 +3,42 @@
 //! quantizers used to make Q8_0 / Q4_0 weights from dense ones (`--quantize`).
 use half::f16;
 
-use super::igemm::PanelCache;
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
 use crate::ggml::{dequantize, GgmlType};
+
+/// Data a kernel derives from a matrix's blocks and keeps beside them (the integer GEMM's
+/// unpacked panels): made once on the kernel's request, dropped with the matrix. A clone starts
+/// empty — a matrix made from another, with other blocks or activations, must not share it.
+#[derive(Default)]
+pub struct DerivedCache {
+    uses: AtomicUsize,
+    slot: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl Clone for DerivedCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl DerivedCache {
+    /// Counts a use; from use `after + 1` on, the value `make` builds (once, by the first caller
+    /// that gets there). `None` before, or when the slot holds another type.
+    pub fn get_or_make<T: Any + Send + Sync>(&self, after: usize, make: impl FnOnce() -> T) -> Option<&T> {
+        if self.slot.get().is_none() && self.uses.fetch_add(1, Ordering::Relaxed) < after {
+            return None;
+        }
+        self.slot.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+
+    /// The kept value, if one of type `T` was made.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.slot.get().and_then(|b| b.downcast_ref())
+    }
+}
 
 /// A `[rows, cols]` matrix (rows = output features, cols = input features, as GGUF and PyTorch
 /// store a linear layer's weight) whose rows are sequences of blocks of `ty`.
@@ -19,8 +53,8 @@ pub struct QuantMatrix {
     act: ActQuant,
     /// Rows stored one after the other (as in the file), or interleaved by groups of 8.
     layout: RowLayout,
-    /// The integer GEMM's unpacked panels, kept after a few batched products (row-major only).
-    panels: PanelCache,
+    /// What a kernel derives from the blocks and keeps (the integer GEMM's unpacked panels).
+    derived: DerivedCache,
 }
 
 /// How a linear layer quantizes its activations before the integer kernels (the row and group
@@ -117,7 +151,7 @@ impl QuantMatrix {
             data: AlignedBytes::from_vec(data),
             act: ActQuant::F32,
             layout: RowLayout::Rows,
-            panels: PanelCache::default(),
+            derived: DerivedCache::default(),
         })
     }
 
@@ -182,7 +216,7 @@ impl QuantMatrix {
     /// How this matrix's products quantize activations.
     pub fn with_activations(mut self, act: ActQuant) -> Self {
         self.act = act;
-        self.panels = PanelCache::default();
+        self.derived = DerivedCache::default();
         self
     }
 
@@ -199,9 +233,9 @@ impl QuantMatrix {
         self.layout
     }
 
-    /// The integer GEMM's kept panels of this matrix ([`PanelCache`]).
-    pub fn panel_cache(&self) -> &PanelCache {
-        &self.panels
+    /// What kernels derived from this matrix's blocks and keep ([`DerivedCache`]).
+    pub fn derived(&self) -> &DerivedCache {
+        &self.derived
     }
 
     /// Whether [`QuantMatrix::interleave8`] applies (Q4_0, Q4_1, Q8_0 with rows a multiple of 8).
@@ -238,7 +272,7 @@ impl QuantMatrix {
         }
         self.data = AlignedBytes::from_vec(out);
         self.layout = RowLayout::Interleaved8;
-        self.panels = PanelCache::default();
+        self.derived = DerivedCache::default();
         self
     }
 
@@ -445,7 +479,7 @@ impl QuantMatrix {
             data: AlignedBytes::from_vec(data),
             act: first.act,
             layout: RowLayout::Rows,
-            panels: PanelCache::default(),
+            derived: DerivedCache::default(),
         })
     }
 }
