@@ -77,6 +77,7 @@ fn run() {
             ("gate_up", GgmlType::Q4_1, 3072, 576),
             ("down", GgmlType::Q4_1, 576, 1536),
             ("head Q8_0", GgmlType::Q8_0, 49152, 576),
+            ("gemma head", GgmlType::Q8_0, 262144, 640),
         ] {
             let w = QuantMatrix::random_blocks(ty, n, k, 5).with_activations(act).interleave8();
             let x: Vec<f32> = (0..m * k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();

@@ -206,6 +206,38 @@ pub trait Isa: Copy {
     unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
         value_sum_by_row::<Self>(acc, p, v)
     }
+    /// [`Isa::scores`] of the queries `q` (`[nq, d]`) over the tile's first `n` rows into `out`
+    /// (`[nq, stride]`): flavours that can read the tile once for several queries do.
+    ///
+    /// # Safety
+    /// As [`Isa::scores`]; `out` holds `nq` rows of `stride ≥ n`.
+    #[inline(always)]
+    unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+        for (qi, qv) in q.chunks_exact(d).enumerate() {
+            Self::scores(k, qv, &mut out[qi * stride..qi * stride + n]);
+        }
+    }
+    /// [`Isa::value_sum`] of `nq` queries: `acc[qi·acc_stride..][..d] += Σ_j p[qi·p_stride + j]·v_j`
+    /// over the tile's first `n` rows.
+    ///
+    /// # Safety
+    /// As [`Isa::value_sum`]; `acc` and `p` hold `nq` rows of their strides.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn value_sums(
+        acc: &mut [f32],
+        acc_stride: usize,
+        nq: usize,
+        d: usize,
+        p: &[f32],
+        p_stride: usize,
+        n: usize,
+        v: KvTile<'_>,
+    ) {
+        for qi in 0..nq {
+            Self::value_sum(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
+        }
+    }
     /// `Σ w·x` for a row of little-endian f16 values.
     ///
     /// # Safety
@@ -404,6 +436,45 @@ impl Isa for X86Avx512 {
             KvTile::F32(v) => super::x86::axpy_f32_avx512(acc, p, v),
             KvTile::F16(v) => super::x86::axpy_f16_avx512(acc, p, v.as_ptr().cast::<u16>()),
             KvTile::Q8(v) => super::x86::axpy_q8_avx512(acc, p, v),
+        }
+    }
+    #[inline(always)]
+    unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+        if !d.is_multiple_of(16) {
+            for (qi, qv) in q.chunks_exact(d).enumerate() {
+                scores_by_row::<Self>(k, qv, &mut out[qi * stride..qi * stride + n]);
+            }
+            return;
+        }
+        match k {
+            KvTile::F32(k) => super::x86::scores_many_f32(k, q, d, n, out, stride),
+            KvTile::F16(k) => super::x86::scores_many_f16(k.as_ptr().cast::<u16>(), q, d, n, out, stride),
+            KvTile::Q8(k) => super::x86::scores_many_q8(k, q, d, n, out, stride),
+        }
+    }
+    #[inline(always)]
+    unsafe fn value_sums(
+        acc: &mut [f32],
+        acc_stride: usize,
+        nq: usize,
+        d: usize,
+        p: &[f32],
+        p_stride: usize,
+        n: usize,
+        v: KvTile<'_>,
+    ) {
+        if !d.is_multiple_of(64) {
+            for qi in 0..nq {
+                Self::value_sum(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
+            }
+            return;
+        }
+        match v {
+            KvTile::F32(v) => super::x86::value_sums_f32(acc, acc_stride, nq, d, p, p_stride, n, v),
+            KvTile::F16(v) => {
+                super::x86::value_sums_f16(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>())
+            }
+            KvTile::Q8(v) => super::x86::value_sums_q8(acc, acc_stride, nq, d, p, p_stride, n, v),
         }
     }
     #[inline(always)]

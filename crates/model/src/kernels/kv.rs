@@ -304,19 +304,30 @@ fn stream(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMa
     let (b, h, kv, t, d) = (s.b, s.h, s.kv, s.t, s.d);
     let keys = s.past + t;
     let groups = b * kv;
-    let spans = if b * h * t * keys * d < PARALLEL_WORK {
+    // per row, the first key any of its queries may see: keys before it are padding (a row that
+    // joined a running batch later) or outside every query's window, and no task reads them
+    let first: Vec<usize> = (0..b)
+        .map(|bi| {
+            let window = mask.window.map_or(0, |w| (s.past + 1).saturating_sub(w));
+            let valid = mask.key_valid.map_or(0, |kvd| kvd[bi].iter().position(|&v| v).unwrap_or(s.past));
+            window.max(valid).min(s.past)
+        })
+        .collect();
+    let seen: usize = first.iter().map(|f| keys - f).sum();
+    let longest = first.iter().map(|f| keys - f).max().unwrap_or(0);
+    let spans = if h * t * seen * d < PARALLEL_WORK {
         1
     } else {
         // two tasks per thread, spans of at least 4 tiles
-        (2 * rayon::current_num_threads()).div_ceil(groups).clamp(1, keys.div_ceil(4 * TILE))
+        (2 * rayon::current_num_threads()).div_ceil(groups).clamp(1, longest.div_ceil(4 * TILE))
     };
-    let span = keys.div_ceil(spans).div_ceil(TILE) * TILE;
-    let spans = keys.div_ceil(span);
     let nq = h / kv * t;
     let lvl = level();
     let task = |i: usize| {
         let (bg, c) = (i / spans, i % spans);
-        let keys_range = c * span..(keys).min((c + 1) * span);
+        let start = first[bg / kv];
+        let span = (keys - start).div_ceil(spans).div_ceil(TILE) * TILE;
+        let keys_range = (start + c * span).min(keys)..(start + (c + 1) * span).min(keys);
         span_task(lvl, q, kc, vc, s, mask, bg, keys_range)
     };
     let parts: Vec<Vec<f32>> =
@@ -377,25 +388,21 @@ fn span_task(
             st[qi * (d + 2)] = f32::NEG_INFINITY;
         }
         let mut p = vec![0f32; nq * TILE];
-        // per query: the row of q and the visible keys' bounds
-        let qrow = |qi: usize| {
-            let (r, ti) = (qi / t, qi % t);
-            &q[((bi * h + g * rep + r) * t + ti) * d..][..d]
-        };
+        // the group's queries (query head r, step ti) at qi = r·t + ti: contiguous rows of q
+        let qs = &q[(bi * h + g * rep) * t * d..][..nq * d];
         let mut j0 = keys_range.start;
         while j0 < keys_range.end {
             let n = TILE.min(keys_range.end - j0);
             // the tile's rows read in place, whatever their type
             let (kt, vt) = (kc.tile(base + j0, n, d), vc.tile(base + j0, n, d));
             let mut any = false;
+            // every key of the tile scored for every query (the tile read once), then per query
+            // those it may not see (before lo, after slot, padding) set to −∞
+            I::scores_many(kt, qs, d, n, &mut p, TILE);
             for qi in 0..nq {
                 let slot = past + qi % t;
                 let lo = mask.window.map_or(0, |w| (slot + 1).saturating_sub(w));
-                let qv = qrow(qi);
                 let ps = &mut p[qi * TILE..qi * TILE + n];
-                // every key of the tile scored, then those this query may not see (before lo,
-                // after slot, padding) set to −∞
-                I::scores(kt, qv, ps);
                 let (a, e) = (lo.clamp(j0, j0 + n) - j0, (slot + 1).clamp(j0, j0 + n) - j0);
                 ps[..a].fill(f32::NEG_INFINITY);
                 ps[e..].fill(f32::NEG_INFINITY);
@@ -434,10 +441,7 @@ fn span_task(
                 st[at + 1] += lanes.iter().sum::<f32>();
             }
             if any {
-                for qi in 0..nq {
-                    let at = qi * (d + 2);
-                    I::value_sum(&mut st[at + 2..at + 2 + d], &p[qi * TILE..qi * TILE + n], vt);
-                }
+                I::value_sums(&mut st[2..], d + 2, nq, d, &p, TILE, n, vt);
             }
             j0 += n;
         }
@@ -529,7 +533,10 @@ mod tests {
             let q = lcg(1 + past as u64, b * h * t * d);
             let kf = lcg(2 + d as u64, b * kv * cap * d);
             let vf = lcg(3 + t as u64, b * kv * cap * d);
-            let valid: Vec<Vec<bool>> = (0..b).map(|r| (0..keys).map(|j| r == 0 || j % 3 != 1).collect()).collect();
+            // row 0 sees every key; later rows lose every third key and a prefix (as a row that
+            // joined a running batch: the kernel starts its tasks at the first visible key)
+            let valid: Vec<Vec<bool>> =
+                (0..b).map(|r| (0..keys).map(|j| r == 0 || (j % 3 != 1 && j >= 13 * r)).collect()).collect();
             let mask =
                 KeyMask { key_valid: pad.then_some(valid.as_slice()), window, scale: 1.0 / (d as f32).sqrt(), softcap };
             let s = AttnShape { b, h, kv, t, d, cap, past };
@@ -580,6 +587,49 @@ mod tests {
             }
         }
         assert_eq!(cases, shapes.len() * 3);
+    }
+
+    /// Scores and value sums of several queries over one tile read (`Isa::scores_many`,
+    /// `Isa::value_sums`) are each query's one-query kernel, bit for bit, on every cache type.
+    #[test]
+    fn many_query_kernels_are_the_one_query_kernels() {
+        let lvl = level();
+        let mut cases = 0;
+        for d in [32usize, 64, 96, 256] {
+            for nq in [1usize, 3, 4, 5, 9] {
+                for n in [1usize, 3, 4, 7, TILE] {
+                    let vals = lcg(d as u64 + n as u64, n * d);
+                    let q = lcg(7 + nq as u64, nq * d);
+                    let p = lcg(11 + n as u64, nq * TILE);
+                    let acc0 = lcg(13, nq * (d + 2));
+                    let (mut r16, mut r8) = (vec![f16::ZERO; n * d], vec![0u8; n * d / 32 * Q8_BLOCK]);
+                    cache_write(KvRowsMut::F16(&mut r16), &vals, 1, 1, n, n, d, 0);
+                    cache_write(KvRowsMut::Q8(&mut r8), &vals, 1, 1, n, n, d, 0);
+                    let (q, p, acc0) = (&q[..], &p[..], &acc0[..]);
+                    for rows in [KvRows::F32(&vals), KvRows::F16(&r16), KvRows::Q8(&r8)] {
+                        let (many, one) = crate::dispatch!(lvl; <I> (rows: KvRows<'_>, q: &[f32], p: &[f32], acc0: &[f32], d: usize, nq: usize, n: usize) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+                            let (mut s_many, mut s_one) = (vec![0f32; nq * TILE], vec![0f32; nq * TILE]);
+                            I::scores_many(rows, q, d, n, &mut s_many, TILE);
+                            for qi in 0..nq {
+                                I::scores(rows, &q[qi * d..(qi + 1) * d], &mut s_one[qi * TILE..qi * TILE + n]);
+                            }
+                            let (mut a_many, mut a_one) = (acc0.to_vec(), acc0.to_vec());
+                            I::value_sums(&mut a_many[2..], d + 2, nq, d, p, TILE, n, rows);
+                            for qi in 0..nq {
+                                let at = qi * (d + 2) + 2;
+                                I::value_sum(&mut a_one[at..at + d], &p[qi * TILE..qi * TILE + n], rows);
+                            }
+                            ((s_many, a_many), (s_one, a_one))
+                        });
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&many.0), bits(&one.0), "scores d={d} nq={nq} n={n}");
+                        assert_eq!(bits(&many.1), bits(&one.1), "value sums d={d} nq={nq} n={n}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 5 * 5 * 3);
     }
 
     #[test]

@@ -1017,15 +1017,7 @@ unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
             }
             i += 16;
         }
-        // 128-bit lanes summed pairwise across the four keys, then within each lane
-        let t0 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[0], s[1]), _mm512_shuffle_f32x4::<0xEE>(s[0], s[1]));
-        let t1 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[2], s[3]), _mm512_shuffle_f32x4::<0xEE>(s[2], s[3]));
-        let u = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(t0, t1), _mm512_shuffle_f32x4::<0xDD>(t0, t1));
-        // u: lane r holds four partial sums of key r
-        let v = _mm512_add_ps(u, _mm512_permute_ps::<0x4E>(u));
-        let w = _mm512_add_ps(v, _mm512_permute_ps::<0xB1>(v));
-        let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-        _mm_storeu_ps(out.as_mut_ptr().add(j), _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, w)));
+        sum4_store(&s, out.as_mut_ptr().add(j));
         j += 4;
     }
     while j < n {
@@ -1038,6 +1030,235 @@ unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
         out[j] = _mm512_reduce_add_ps(s);
         j += 1;
     }
+}
+
+/// The four sums of four keys' registers stored as `out[0..4]`: 128-bit lanes summed pairwise
+/// across the keys, then within each lane.
+#[inline(always)]
+unsafe fn sum4_store(s: &[__m512; 4], out: *mut f32) {
+    let t0 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[0], s[1]), _mm512_shuffle_f32x4::<0xEE>(s[0], s[1]));
+    let t1 = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(s[2], s[3]), _mm512_shuffle_f32x4::<0xEE>(s[2], s[3]));
+    let u = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(t0, t1), _mm512_shuffle_f32x4::<0xDD>(t0, t1));
+    // u: lane r holds four partial sums of key r
+    let v = _mm512_add_ps(u, _mm512_permute_ps::<0x4E>(u));
+    let w = _mm512_add_ps(v, _mm512_permute_ps::<0xB1>(v));
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, w)));
+}
+
+/// [`dots_avx512`] for `Q` queries at once (`q` as `[Q, d]`, `out` as `[Q, stride]`, `n` keys):
+/// each key's 16 values are loaded (widened) once for all the queries — grouped-query attention
+/// reads a tile once per K/V head instead of once per query head. Every (query, key) sum is
+/// formed in the one-query kernel's order: the same bits.
+#[inline(always)]
+unsafe fn dots_q_avx512<R: Row16, const Q: usize>(
+    k: R,
+    q: *const f32,
+    d: usize,
+    n: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let mut j = 0;
+    while j + 4 <= n {
+        let mut s = [[_mm512_setzero_ps(); 4]; Q];
+        let mut i = 0;
+        while i < d {
+            let kv =
+                [k.load16(j * d + i), k.load16((j + 1) * d + i), k.load16((j + 2) * d + i), k.load16((j + 3) * d + i)];
+            for (qi, sq) in s.iter_mut().enumerate() {
+                let qv = _mm512_loadu_ps(q.add(qi * d + i));
+                for (r, sr) in sq.iter_mut().enumerate() {
+                    *sr = _mm512_fmadd_ps(kv[r], qv, *sr);
+                }
+            }
+            i += 16;
+        }
+        for (qi, sq) in s.iter().enumerate() {
+            sum4_store(sq, out.add(qi * stride + j));
+        }
+        j += 4;
+    }
+    while j < n {
+        let mut s = [_mm512_setzero_ps(); Q];
+        let mut i = 0;
+        while i < d {
+            let kv = k.load16(j * d + i);
+            for (qi, sq) in s.iter_mut().enumerate() {
+                *sq = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q.add(qi * d + i)), *sq);
+            }
+            i += 16;
+        }
+        for (qi, sq) in s.iter().enumerate() {
+            *out.add(qi * stride + j) = _mm512_reduce_add_ps(*sq);
+        }
+        j += 1;
+    }
+}
+
+/// [`axpy_avx512`] for `Q` queries at once: `acc[qi·acc_stride + c] += Σ_j p[qi·p_stride + j] ·
+/// v[j·d + c]` over `n` value rows, each row's 16 values loaded (widened) once for all the
+/// queries; every sum in the one-query kernel's order (the same bits). `d` a multiple of 64.
+#[inline(always)]
+unsafe fn axpy_q_avx512<R: Row16, const Q: usize>(
+    acc: *mut f32,
+    acc_stride: usize,
+    d: usize,
+    p: *const f32,
+    p_stride: usize,
+    n: usize,
+    v: R,
+) {
+    let mut c = 0;
+    while c < d {
+        let mut r = [[_mm512_setzero_ps(); 4]; Q];
+        for (qi, rq) in r.iter_mut().enumerate() {
+            for (i, ri) in rq.iter_mut().enumerate() {
+                *ri = _mm512_loadu_ps(acc.add(qi * acc_stride + c + 16 * i));
+            }
+        }
+        for j in 0..n {
+            let vv =
+                [v.load16(j * d + c), v.load16(j * d + c + 16), v.load16(j * d + c + 32), v.load16(j * d + c + 48)];
+            for (qi, rq) in r.iter_mut().enumerate() {
+                let pv = _mm512_set1_ps(*p.add(qi * p_stride + j));
+                for (i, ri) in rq.iter_mut().enumerate() {
+                    *ri = _mm512_fmadd_ps(pv, vv[i], *ri);
+                }
+            }
+        }
+        for (qi, rq) in r.iter().enumerate() {
+            for (i, ri) in rq.iter().enumerate() {
+                _mm512_storeu_ps(acc.add(qi * acc_stride + c + 16 * i), *ri);
+            }
+        }
+        c += 64;
+    }
+}
+
+/// Attention's scores of `nq` queries (`q` as `[nq, d]`, `d` a multiple of 16) over `n` key
+/// rows of a tile into `out` (`[nq, stride]`), up to four queries per pass over the tile.
+#[inline(always)]
+unsafe fn scores_many<R: Row16>(k: R, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    let nq = q.len() / d;
+    assert!(d.is_multiple_of(16) && stride >= n && out.len() >= nq.saturating_sub(1) * stride + n);
+    let mut qi = 0;
+    while qi < nq {
+        let (qp, op) = (q.as_ptr().add(qi * d), out.as_mut_ptr().add(qi * stride));
+        match nq - qi {
+            1 => dots_q_avx512::<R, 1>(k, qp, d, n, op, stride),
+            2 => dots_q_avx512::<R, 2>(k, qp, d, n, op, stride),
+            3 => dots_q_avx512::<R, 3>(k, qp, d, n, op, stride),
+            _ => dots_q_avx512::<R, 4>(k, qp, d, n, op, stride),
+        }
+        qi += 4;
+    }
+}
+
+/// Attention's value sums of `nq` queries: `acc[qi·acc_stride + c] += Σ_j p[qi·p_stride + j] ·
+/// v_j[c]` for `c < d` (a multiple of 64) over `n` value rows, up to four queries per pass.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn value_sums<R: Row16>(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: R,
+) {
+    assert!(
+        d.is_multiple_of(64) && nq > 0 && acc.len() >= (nq - 1) * acc_stride + d && p.len() >= (nq - 1) * p_stride + n
+    );
+    let mut qi = 0;
+    while qi < nq {
+        let (a, pp) = (acc.as_mut_ptr().add(qi * acc_stride), p.as_ptr().add(qi * p_stride));
+        match nq - qi {
+            1 => axpy_q_avx512::<R, 1>(a, acc_stride, d, pp, p_stride, n, v),
+            2 => axpy_q_avx512::<R, 2>(a, acc_stride, d, pp, p_stride, n, v),
+            3 => axpy_q_avx512::<R, 3>(a, acc_stride, d, pp, p_stride, n, v),
+            _ => axpy_q_avx512::<R, 4>(a, acc_stride, d, pp, p_stride, n, v),
+        }
+        qi += 4;
+    }
+}
+
+/// [`scores_many`] over f32 / f16 / q8_0 key rows.
+///
+/// # Safety
+/// AVX-512F; the tile holds `n` rows of `d` values.
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn scores_many_f32(k: &[f32], q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    scores_many(k.as_ptr(), q, d, n, out, stride)
+}
+
+/// # Safety
+/// As [`scores_many_f32`].
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn scores_many_f16(k: *const u16, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    scores_many(k, q, d, n, out, stride)
+}
+
+/// # Safety
+/// As [`scores_many_f32`].
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn scores_many_q8(k: &[u8], q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    scores_many(Q8Rows(k.as_ptr()), q, d, n, out, stride)
+}
+
+/// [`value_sums`] over f32 / f16 / q8_0 value rows.
+///
+/// # Safety
+/// AVX-512F; the tile holds `n` rows of `d` values.
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn value_sums_f32(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: &[f32],
+) {
+    value_sums(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr())
+}
+
+/// # Safety
+/// As [`value_sums_f32`].
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn value_sums_f16(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: *const u16,
+) {
+    value_sums(acc, acc_stride, nq, d, p, p_stride, n, v)
+}
+
+/// # Safety
+/// As [`value_sums_f32`].
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn value_sums_q8(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: &[u8],
+) {
+    value_sums(acc, acc_stride, nq, d, p, p_stride, n, Q8Rows(v.as_ptr()))
 }
 
 /// `acc[c] += Σ_j p[j] · v[j·d + c]` with `d = acc.len()` a multiple of 16: the value sum of
