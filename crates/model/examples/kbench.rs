@@ -64,8 +64,11 @@ fn run() {
     }
     if let Ok(c) = std::env::var("ATTN") {
         // ATTN=4096: one decode step's attention over 30 layers' caches of SmolLM2's shape (9 query
-        // heads over 3 K/V heads of 64) after `c` tokens, per cache type: ms per step and GB/s read
-        return attention(c.parse().expect("ATTN=<context tokens>"));
+        // heads over 3 K/V heads of 64) after `c` tokens, per cache type: ms per step and GB/s read;
+        // GEMMA=1: 18 layers of Gemma 3 270M's (4 query heads over 1 K/V head of 256); ROWS=b rows
+        let rows = std::env::var("ROWS").map_or(1, |r| r.parse().expect("ROWS=<rows>"));
+        let shape = if std::env::var("GEMMA").is_ok() { (18, 4, 1, 256) } else { (30, 9, 3, 64) };
+        return attention(c.parse().expect("ATTN=<context tokens>"), rows, shape);
     }
     if let Ok(m) = std::env::var("BATCH") {
         // batched decode on SmolLM2's interleaved Q4_1 / Q8_0 shapes, int16 (or ACT=int8)
@@ -237,15 +240,14 @@ fn prefill(m: usize, force: bool) {
     }
 }
 
-fn attention(ctx: usize) {
+fn attention(ctx: usize, b: usize, (layers, h, g, d): (usize, usize, usize, usize)) {
     use demiurgic_model::kernels::kv::{self, AttnShape, KeyMask, KvRows, KvRowsMut};
     use half::f16;
-    let (layers, h, g, d) = (30usize, 9usize, 3usize, 64usize);
     let cap = ctx + 1;
-    let n = g * cap * d;
+    let n = b * g * cap * d;
     let vals: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0).collect();
-    let q: Vec<f32> = (0..h * d).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
-    let s = AttnShape { b: 1, h, kv: g, t: 1, d, cap, past: ctx };
+    let q: Vec<f32> = (0..b * h * d).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
+    let s = AttnShape { b, h, kv: g, t: 1, d, cap, past: ctx };
     let mask = KeyMask::all(d);
     for ty in ["f32", "f16", "q8_0"] {
         let caches: Vec<(Vec<f32>, Vec<f16>, Vec<u8>)> = (0..2 * layers)
@@ -290,7 +292,7 @@ fn attention(ctx: usize) {
         times.sort_by(f64::total_cmp);
         for (what, dt) in [("min", times[0]), ("median", times[7])] {
             println!(
-                "{ty:5} {ctx} keys, {layers} layers, {what:6} of 15: {:.2} ms ({:.1} GB/s)",
+                "{ty:5} {ctx} keys, {b} row(s), {layers} layers, {what:6} of 15: {:.2} ms ({:.1} GB/s)",
                 dt * 1e3,
                 bytes as f64 / dt / 1e9
             );

@@ -447,9 +447,9 @@ impl Isa for X86Avx512 {
             return;
         }
         match k {
-            KvTile::F32(k) => super::x86::scores_many_f32(k, q, d, n, out, stride),
-            KvTile::F16(k) => super::x86::scores_many_f16(k.as_ptr().cast::<u16>(), q, d, n, out, stride),
-            KvTile::Q8(k) => super::x86::scores_many_q8(k, q, d, n, out, stride),
+            KvTile::F32(k) => super::x86::scores_many(k.as_ptr(), q, d, n, out, stride),
+            KvTile::F16(k) => super::x86::scores_many(k.as_ptr().cast::<u16>(), q, d, n, out, stride),
+            KvTile::Q8(k) => super::x86::scores_many(super::x86::Q8Rows(k.as_ptr()), q, d, n, out, stride),
         }
     }
     #[inline(always)]
@@ -470,11 +470,11 @@ impl Isa for X86Avx512 {
             return;
         }
         match v {
-            KvTile::F32(v) => super::x86::value_sums_f32(acc, acc_stride, nq, d, p, p_stride, n, v),
-            KvTile::F16(v) => {
-                super::x86::value_sums_f16(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>())
+            KvTile::F32(v) => super::x86::value_sums(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr()),
+            KvTile::F16(v) => super::x86::value_sums(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>()),
+            KvTile::Q8(v) => {
+                super::x86::value_sums(acc, acc_stride, nq, d, p, p_stride, n, super::x86::Q8Rows(v.as_ptr()))
             }
-            KvTile::Q8(v) => super::x86::value_sums_q8(acc, acc_stride, nq, d, p, p_stride, n, v),
         }
     }
     #[inline(always)]

@@ -967,7 +967,7 @@ pub unsafe fn q16_row_avx512(ty: GgmlType, row: &[u8], x: &Q16View<'_>) -> f32 {
 
 /// 16 consecutive values of a KV cache's rows, widened to f32: f32 as stored, f16 (as bits), or
 /// q8_0 blocks (34 bytes per 32 values; 16 values never straddle a block).
-trait Row16: Copy {
+pub trait Row16: Copy {
     /// # Safety
     /// Values `at..at + 16` lie in the rows; the CPU has AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
@@ -989,7 +989,7 @@ impl Row16 for *const u16 {
 
 /// q8_0 rows.
 #[derive(Clone, Copy)]
-struct Q8Rows(*const u8);
+pub struct Q8Rows(pub *const u8);
 
 impl Row16 for Q8Rows {
     #[inline(always)]
@@ -1138,8 +1138,11 @@ unsafe fn axpy_q_avx512<R: Row16, const Q: usize>(
 
 /// Attention's scores of `nq` queries (`q` as `[nq, d]`, `d` a multiple of 16) over `n` key
 /// rows of a tile into `out` (`[nq, stride]`), up to four queries per pass over the tile.
-#[inline(always)]
-unsafe fn scores_many<R: Row16>(k: R, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+///
+/// # Safety
+/// AVX-512F and F16C; `k` holds `n` rows of `d` values.
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn scores_many<R: Row16>(k: R, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
     let nq = q.len() / d;
     assert!(d.is_multiple_of(16) && stride >= n && out.len() >= nq.saturating_sub(1) * stride + n);
     let mut qi = 0;
@@ -1157,9 +1160,12 @@ unsafe fn scores_many<R: Row16>(k: R, q: &[f32], d: usize, n: usize, out: &mut [
 
 /// Attention's value sums of `nq` queries: `acc[qi·acc_stride + c] += Σ_j p[qi·p_stride + j] ·
 /// v_j[c]` for `c < d` (a multiple of 64) over `n` value rows, up to four queries per pass.
-#[inline(always)]
+///
+/// # Safety
+/// AVX-512F and F16C; `v` holds `n` rows of `d` values.
+#[target_feature(enable = "avx512f,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn value_sums<R: Row16>(
+pub unsafe fn value_sums<R: Row16>(
     acc: &mut [f32],
     acc_stride: usize,
     nq: usize,
@@ -1183,82 +1189,6 @@ unsafe fn value_sums<R: Row16>(
         }
         qi += 4;
     }
-}
-
-/// [`scores_many`] over f32 / f16 / q8_0 key rows.
-///
-/// # Safety
-/// AVX-512F; the tile holds `n` rows of `d` values.
-#[target_feature(enable = "avx512f,f16c")]
-pub unsafe fn scores_many_f32(k: &[f32], q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
-    scores_many(k.as_ptr(), q, d, n, out, stride)
-}
-
-/// # Safety
-/// As [`scores_many_f32`].
-#[target_feature(enable = "avx512f,f16c")]
-pub unsafe fn scores_many_f16(k: *const u16, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
-    scores_many(k, q, d, n, out, stride)
-}
-
-/// # Safety
-/// As [`scores_many_f32`].
-#[target_feature(enable = "avx512f,f16c")]
-pub unsafe fn scores_many_q8(k: &[u8], q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
-    scores_many(Q8Rows(k.as_ptr()), q, d, n, out, stride)
-}
-
-/// [`value_sums`] over f32 / f16 / q8_0 value rows.
-///
-/// # Safety
-/// AVX-512F; the tile holds `n` rows of `d` values.
-#[target_feature(enable = "avx512f,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn value_sums_f32(
-    acc: &mut [f32],
-    acc_stride: usize,
-    nq: usize,
-    d: usize,
-    p: &[f32],
-    p_stride: usize,
-    n: usize,
-    v: &[f32],
-) {
-    value_sums(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr())
-}
-
-/// # Safety
-/// As [`value_sums_f32`].
-#[target_feature(enable = "avx512f,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn value_sums_f16(
-    acc: &mut [f32],
-    acc_stride: usize,
-    nq: usize,
-    d: usize,
-    p: &[f32],
-    p_stride: usize,
-    n: usize,
-    v: *const u16,
-) {
-    value_sums(acc, acc_stride, nq, d, p, p_stride, n, v)
-}
-
-/// # Safety
-/// As [`value_sums_f32`].
-#[target_feature(enable = "avx512f,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn value_sums_q8(
-    acc: &mut [f32],
-    acc_stride: usize,
-    nq: usize,
-    d: usize,
-    p: &[f32],
-    p_stride: usize,
-    n: usize,
-    v: &[u8],
-) {
-    value_sums(acc, acc_stride, nq, d, p, p_stride, n, Q8Rows(v.as_ptr()))
 }
 
 /// `acc[c] += Σ_j p[j] · v[j·d + c]` with `d = acc.len()` a multiple of 16: the value sum of
