@@ -177,19 +177,17 @@ fn row_tasks(w: &QuantMatrix, m: usize, per_task: usize, out: &mut [f32], task: 
     }
 }
 
-/// Interleaved groups in parallel tasks of `per_task` rows, `kernel(group, out)` writing the
-/// group's 8 outputs of every activation row in place (`out` at the group's first row, row
-/// stride `n`): the 512-bit many-row kernels.
+/// Interleaved groups in parallel tasks of `per` whole groups: `task(groups, out)` with the
+/// task's groups' bytes and `out` at its first group's first row (each task writes only its
+/// groups' outputs of every activation row).
 #[cfg(target_arch = "x86_64")]
-fn wide_groups(w: &QuantMatrix, per_task: usize, out: &mut [f32], kernel: impl Fn(&[u8], *mut f32) + Sync) {
-    let (groups, gb, per) = (w.rows() / 8, w.row_bytes() * 8, per_task / 8);
+fn group_tasks(w: &QuantMatrix, per: usize, out: &mut [f32], task: impl Fn(&[u8], *mut f32) + Sync) {
+    let (groups, gb) = (w.rows() / 8, w.row_bytes() * 8);
     let (data, o) = (w.data(), SendPtr(out.as_mut_ptr()));
     let o = &o;
     let run = |t: usize| {
-        for g in t * per..((t + 1) * per).min(groups) {
-            // group g's 8 outputs of each row lie inside `out` and no other task writes them
-            kernel(&data[g * gb..(g + 1) * gb], o.0.wrapping_add(g * 8));
-        }
+        let (g0, g1) = (t * per, ((t + 1) * per).min(groups));
+        task(&data[g0 * gb..g1 * gb], o.0.wrapping_add(g0 * 8));
     };
     let tasks = groups.div_ceil(per);
     if tasks == 1 {
@@ -197,6 +195,19 @@ fn wide_groups(w: &QuantMatrix, per_task: usize, out: &mut [f32], kernel: impl F
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// Interleaved groups in parallel tasks of `per_task` rows, `kernel(group, out)` writing the
+/// group's 8 outputs of every activation row in place (`out` at the group's first row, row
+/// stride `n`): the 512-bit many-row kernels.
+#[cfg(target_arch = "x86_64")]
+fn wide_groups(w: &QuantMatrix, per_task: usize, out: &mut [f32], kernel: impl Fn(&[u8], *mut f32) + Sync) {
+    let gb = w.row_bytes() * 8;
+    group_tasks(w, per_task / 8, out, |groups, o| {
+        for (g, group) in groups.chunks_exact(gb).enumerate() {
+            kernel(group, o.wrapping_add(g * 8));
+        }
+    });
 }
 
 /// [`small_m`] with int8 activations.
@@ -262,21 +273,11 @@ pub fn amx_groups(w: &QuantMatrix, views: &[Q16View<'_>], per_task: usize, out: 
     let n = w.rows();
     assert_eq!(out.len(), views.len() * n, "amx_groups: output length");
     let x = super::amx::SplitAct::new(views);
-    let (groups, gb) = (n / 8, w.row_bytes() * 8);
-    let per = per_task.div_ceil(16).max(1) * 2;
-    let (data, o) = (w.data(), SendPtr(out.as_mut_ptr()));
-    let o = &o;
-    let run = |t: usize| {
-        let (g0, g1) = (t * per, ((t + 1) * per).min(groups));
-        // SAFETY: AMX checked above; task t writes only its groups' outputs of each row.
-        unsafe { super::amx::q8_0_groups(&data[g0 * gb..g1 * gb], gb, &x, o.0.wrapping_add(g0 * 8), n) };
-    };
-    let tasks = groups.div_ceil(per);
-    if tasks == 1 {
-        run(0);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
+    let gb = w.row_bytes() * 8;
+    // SAFETY: AMX checked above; each task writes only its groups' outputs of each row.
+    group_tasks(w, per_task.div_ceil(16).max(1) * 2, out, |groups, o| unsafe {
+        super::amx::q8_0_groups(groups, gb, &x, o, n)
+    });
 }
 
 fn groups_q16(level: Level, ty: GgmlType, groups: &[u8], gb: usize, xq: &[Q16View<'_>], o: &mut [f32]) {

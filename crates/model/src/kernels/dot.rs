@@ -173,6 +173,38 @@ unsafe fn value_sum_by_row<I: Isa>(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
     })
 }
 
+/// [`Isa::scores_many`] one query at a time through [`Isa::scores`].
+///
+/// # Safety
+/// As [`Isa::scores_many`].
+#[inline(always)]
+unsafe fn scores_each<I: Isa>(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    for (qi, qv) in q.chunks_exact(d).enumerate() {
+        I::scores(k, qv, &mut out[qi * stride..qi * stride + n]);
+    }
+}
+
+/// [`Isa::value_sums`] one query at a time through [`Isa::value_sum`].
+///
+/// # Safety
+/// As [`Isa::value_sums`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn value_sums_each<I: Isa>(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: KvTile<'_>,
+) {
+    for qi in 0..nq {
+        I::value_sum(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
+    }
+}
+
 /// Instruction-set flavour: the generic (auto-vectorised) kernels, with hand-written ones where
 /// a flavour has them.
 pub trait Isa: Copy {
@@ -213,9 +245,7 @@ pub trait Isa: Copy {
     /// As [`Isa::scores`]; `out` holds `nq` rows of `stride ≥ n`.
     #[inline(always)]
     unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
-        for (qi, qv) in q.chunks_exact(d).enumerate() {
-            Self::scores(k, qv, &mut out[qi * stride..qi * stride + n]);
-        }
+        scores_each::<Self>(k, q, d, n, out, stride)
     }
     /// [`Isa::value_sum`] of `nq` queries: `acc[qi·acc_stride..][..d] += Σ_j p[qi·p_stride + j]·v_j`
     /// over the tile's first `n` rows.
@@ -234,9 +264,7 @@ pub trait Isa: Copy {
         n: usize,
         v: KvTile<'_>,
     ) {
-        for qi in 0..nq {
-            Self::value_sum(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
-        }
+        value_sums_each::<Self>(acc, acc_stride, nq, d, p, p_stride, n, v)
     }
     /// `Σ w·x` for a row of little-endian f16 values.
     ///
@@ -417,17 +445,6 @@ impl Isa for X86Avx512 {
         f16_f16c(bits)
     }
     #[inline(always)]
-    unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
-        if !q.len().is_multiple_of(16) {
-            return scores_by_row::<Self>(k, q, out);
-        }
-        match k {
-            KvTile::F32(k) => super::x86::dots_f32_avx512(k, q, out),
-            KvTile::F16(k) => super::x86::dots_f16_avx512(k.as_ptr().cast::<u16>(), q, out),
-            KvTile::Q8(k) => super::x86::dots_q8_avx512(k, q, out),
-        }
-    }
-    #[inline(always)]
     unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
         if !acc.len().is_multiple_of(16) {
             return value_sum_by_row::<Self>(acc, p, v);
@@ -441,10 +458,7 @@ impl Isa for X86Avx512 {
     #[inline(always)]
     unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
         if !d.is_multiple_of(16) {
-            for (qi, qv) in q.chunks_exact(d).enumerate() {
-                scores_by_row::<Self>(k, qv, &mut out[qi * stride..qi * stride + n]);
-            }
-            return;
+            return scores_each::<Self>(k, q, d, n, out, stride);
         }
         match k {
             KvTile::F32(k) => super::x86::scores_many(k.as_ptr(), q, d, n, out, stride),
@@ -464,10 +478,7 @@ impl Isa for X86Avx512 {
         v: KvTile<'_>,
     ) {
         if !d.is_multiple_of(64) {
-            for qi in 0..nq {
-                Self::value_sum(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
-            }
-            return;
+            return value_sums_each::<Self>(acc, acc_stride, nq, d, p, p_stride, n, v);
         }
         match v {
             KvTile::F32(v) => super::x86::value_sums(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr()),

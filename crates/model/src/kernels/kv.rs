@@ -306,9 +306,9 @@ fn stream(q: &[f32], kc: KvRows<'_>, vc: KvRows<'_>, s: &AttnShape, mask: &KeyMa
     let groups = b * kv;
     // per row, the first key any of its queries may see: keys before it are padding (a row that
     // joined a running batch later) or outside every query's window, and no task reads them
+    let window = mask.window.map_or(0, |w| (s.past + 1).saturating_sub(w));
     let first: Vec<usize> = (0..b)
         .map(|bi| {
-            let window = mask.window.map_or(0, |w| (s.past + 1).saturating_sub(w));
             let valid = mask.key_valid.map_or(0, |kvd| kvd[bi].iter().position(|&v| v).unwrap_or(s.past));
             window.max(valid).min(s.past)
         })
@@ -590,7 +590,8 @@ mod tests {
     }
 
     /// Scores and value sums of several queries over one tile read (`Isa::scores_many`,
-    /// `Isa::value_sums`) are each query's one-query kernel, bit for bit, on every cache type.
+    /// `Isa::value_sums`) are each query's alone (the same kernels with one query; the value sums'
+    /// one-query `Isa::value_sum`), bit for bit, on every cache type.
     #[test]
     fn many_query_kernels_are_the_one_query_kernels() {
         let lvl = level();
@@ -611,7 +612,7 @@ mod tests {
                             let (mut s_many, mut s_one) = (vec![0f32; nq * TILE], vec![0f32; nq * TILE]);
                             I::scores_many(rows, q, d, n, &mut s_many, TILE);
                             for qi in 0..nq {
-                                I::scores(rows, &q[qi * d..(qi + 1) * d], &mut s_one[qi * TILE..qi * TILE + n]);
+                                I::scores_many(rows, &q[qi * d..(qi + 1) * d], d, n, &mut s_one[qi * TILE..], TILE);
                             }
                             let (mut a_many, mut a_one) = (acc0.to_vec(), acc0.to_vec());
                             I::value_sums(&mut a_many[2..], d + 2, nq, d, p, TILE, n, rows);

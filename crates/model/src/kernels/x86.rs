@@ -1001,37 +1001,6 @@ impl Row16 for Q8Rows {
     }
 }
 
-/// `out[j] = Σ_i q[i]·k[j·d + i]` (`d = q.len()`, a multiple of 16) for `j < out.len()`: four keys
-/// at a time, their four sums reduced together (one dependent chain per four keys, not per key).
-#[inline(always)]
-unsafe fn dots_avx512<R: Row16>(k: R, q: &[f32], out: &mut [f32]) {
-    let (d, n, qp) = (q.len(), out.len(), q.as_ptr());
-    let mut j = 0;
-    while j + 4 <= n {
-        let mut s = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i < d {
-            let qv = _mm512_loadu_ps(qp.add(i));
-            for (r, sr) in s.iter_mut().enumerate() {
-                *sr = _mm512_fmadd_ps(k.load16((j + r) * d + i), qv, *sr);
-            }
-            i += 16;
-        }
-        sum4_store(&s, out.as_mut_ptr().add(j));
-        j += 4;
-    }
-    while j < n {
-        let mut s = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < d {
-            s = _mm512_fmadd_ps(k.load16(j * d + i), _mm512_loadu_ps(qp.add(i)), s);
-            i += 16;
-        }
-        out[j] = _mm512_reduce_add_ps(s);
-        j += 1;
-    }
-}
-
 /// The four sums of four keys' registers stored as `out[0..4]`: 128-bit lanes summed pairwise
 /// across the keys, then within each lane.
 #[inline(always)]
@@ -1046,10 +1015,11 @@ unsafe fn sum4_store(s: &[__m512; 4], out: *mut f32) {
     _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, w)));
 }
 
-/// [`dots_avx512`] for `Q` queries at once (`q` as `[Q, d]`, `out` as `[Q, stride]`, `n` keys):
-/// each key's 16 values are loaded (widened) once for all the queries — grouped-query attention
-/// reads a tile once per K/V head instead of once per query head. Every (query, key) sum is
-/// formed in the one-query kernel's order: the same bits.
+/// Scores of `Q` queries (`q` as `[Q, d]`, `d` a multiple of 16) over `n` keys into `out` (`[Q,
+/// stride]`): four keys at a time, their four sums reduced together (one dependent chain per four
+/// keys, not per key); each key's 16 values are loaded (widened) once for all the queries —
+/// grouped-query attention reads a tile once per K/V head instead of once per query head. Each
+/// (query, key) sum is formed in the same order whatever `Q`: the same bits.
 #[inline(always)]
 unsafe fn dots_q_avx512<R: Row16, const Q: usize>(
     k: R,
@@ -1231,25 +1201,6 @@ unsafe fn axpy_avx512<R: Row16>(acc: &mut [f32], p: &[f32], v: R) {
         }
         c += 64;
     }
-}
-
-/// Attention's scores over a tile of f32 / f16 / q8_0 key rows ([`dots_avx512`]).
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn dots_f32_avx512(k: &[f32], q: &[f32], out: &mut [f32]) {
-    dots_avx512(k.as_ptr(), q, out)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn dots_f16_avx512(k: *const u16, q: &[f32], out: &mut [f32]) {
-    dots_avx512(k, q, out)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn dots_q8_avx512(k: &[u8], q: &[f32], out: &mut [f32]) {
-    dots_avx512(Q8Rows(k.as_ptr()), q, out)
 }
 
 /// Attention's value sum over a tile of f32 / f16 / q8_0 value rows ([`axpy_avx512`]).
