@@ -5,6 +5,8 @@ mod chat_template;
 mod cross_backend;
 mod engine;
 mod families;
+#[cfg(feature = "wgpu-fusion")]
+mod fusion;
 mod fuzz_regressions;
 mod gemma3_270m;
 mod generation;

@@ -13,6 +13,8 @@ pub mod cube_layers;
 pub mod dot;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "wgpu-fusion")]
+pub mod fusion;
 pub mod igemm;
 pub mod kv;
 pub mod quant;
