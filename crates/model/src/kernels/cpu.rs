@@ -23,6 +23,13 @@ pub const SMALL_M: usize = 4;
 /// f32 tiles (int16) or still the group kernels (int8).
 pub const SMALL_M_INT16: usize = 16;
 
+/// With AVX2 and no AVX-512 VNNI, the 256-bit group kernels keep interleaved int16 products up to
+/// this many rows instead of [`SMALL_M_INT16`] (2-core AMD EPYC without AVX-512, `kbench BATCH=32`,
+/// two runs: SmolLM2's q/k/v 0.53–0.66 ms against the f32 tiles' 0.73–0.89, gate/up 1.8–1.9
+/// against 2.6–3.3, down 0.76–0.99 against 1.5–1.7, the heads even to 1.15x; at 48 rows the tiles
+/// win on the heads).
+pub const AVX2_MAX_ROWS: usize = 32;
+
 /// With AVX-512 VNNI the 512-bit many-row group kernels keep interleaved products up to this
 /// many rows (measured at 64 rows on a Xeon, 2 threads: the SmolLM2 head 11.7 ms against the
 /// integer GEMM's 22.3 (int16), 9.4 against 18.2 (int8); at 128 rows they are even).
@@ -66,7 +73,7 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     assert_eq!(x.len(), m * k, "linear: activation length");
     let mut out = vec![0f32; m * n];
     // Quantized activations (int16, or int8 as llama.cpp): interleaved groups take their group
-    // kernels up to SMALL_M_INT16 rows (WIDE_MAX_ROWS with AVX-512 VNNI), the integer GEMM above (int8 keeps the group kernels
+    // kernels up to SMALL_M_INT16 rows (AVX2_MAX_ROWS with AVX2, WIDE_MAX_ROWS with AVX-512 VNNI), the integer GEMM above (int8 keeps the group kernels
     // where the GEMM has no SIMD kernel); row-major block matrices take the GEMM from a few rows
     // on (`igemm::min_rows`; int8 types with row kernels from SMALL_M + 1). Exact f32
     // activations: row kernels at small batch, dequantized tiles + f32 gemm above.
@@ -74,7 +81,12 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     let gemm = act != ActQuant::F32 && igemm::supported(w.ty()) && igemm::fast_on(level);
     let int8_rows = act == ActQuant::Int8 && has_q8_kernel(w.ty());
     let path = if w.layout() == RowLayout::Interleaved8 && act != ActQuant::F32 {
-        let group_max = if igemm::fast_on(level) { WIDE_MAX_ROWS } else { SMALL_M_INT16 };
+        let group_max = match level {
+            _ if igemm::fast_on(level) => WIDE_MAX_ROWS,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => AVX2_MAX_ROWS,
+            _ => SMALL_M_INT16,
+        };
         if m <= group_max || (act == ActQuant::Int8 && !gemm) {
             Path::Rows
         } else if gemm {
