@@ -59,11 +59,13 @@ pub const PREFIX_BLOCK: usize = 16;
 /// Shorter shared prefixes are computed again (a lookup would save next to nothing).
 pub const PREFIX_MIN: usize = 16;
 
-/// The last tokens of every prompt are computed even when cached: the request's first logits
+/// How many of a prompt's last tokens are computed even when cached: the request's first logits
 /// then come from the prefill kernels a whole prompt takes (on flex, more than
-/// [`crate::kernels::cpu::SMALL_M_INT16`] rows take the prefill GEMMs, fewer the decode
-/// kernels), so the cache does not change them.
-pub const PREFIX_RECOMPUTE: usize = crate::kernels::cpu::SMALL_M_INT16 + 1;
+/// [`crate::kernels::cpu::group_rows_before_prefill`] rows — 16, or 32 on AVX2 without VNNI —
+/// take the prefill paths, fewer the decode kernels), so the cache does not change them.
+pub fn prefix_recompute() -> usize {
+    crate::kernels::cpu::group_rows_before_prefill() + 1
+}
 
 /// The key of the block `tokens` after the block keyed `parent`.
 fn block_key(parent: Option<u64>, tokens: &[u32]) -> u64 {
@@ -91,10 +93,10 @@ impl<B: DecodeOps> PrefixCache<B> {
     }
 
     /// A cache of `capacity` positions holding the longest cached prefix of `prompt` (at most
-    /// all but its last [`PREFIX_RECOMPUTE`] tokens), and its length; None under [`PREFIX_MIN`].
+    /// all but its last [`prefix_recompute`] tokens), and its length; None under [`PREFIX_MIN`].
     fn lookup(&mut self, model: &Decoder<B>, prompt: &[u32], capacity: usize) -> Result<Option<(KvCache<B>, usize)>> {
         let keys = self.chain(prompt);
-        let n = (keys.len() * PREFIX_BLOCK).min(prompt.len().saturating_sub(PREFIX_RECOMPUTE));
+        let n = (keys.len() * PREFIX_BLOCK).min(prompt.len().saturating_sub(prefix_recompute()));
         if n < PREFIX_MIN {
             return Ok(None);
         }

@@ -63,34 +63,6 @@ fn fusion_one_row_gated_chain() {
     );
 }
 
-/// Largest difference per greedy step between cached logits and the same sequence computed from
-/// scratch (tiny-llama, 4 steps after a prompt of 3).
-fn cached_vs_uncached<B: demiurgic_model::DecodeOps>(device: &B::Device) -> Vec<f32> {
-    use demiurgic_model::{load_model, StepInput};
-    let loaded = load_model::<B>(&demiurgic_tests::fixture("tiny-llama"), device).unwrap();
-    let m = &loaded.model;
-    let mut cache = m.new_cache(1, 16).unwrap();
-    let mut seq = vec![173u32, 54, 249];
-    let mut input =
-        StepInput { tokens: vec![seq.clone()], positions: vec![(0..3).collect()], key_valid: vec![vec![true; 3]] };
-    let mut diffs = vec![];
-    for _ in 0..4 {
-        let cached = host(m.forward_last(&input, Some(&mut cache)).unwrap());
-        let full = StepInput {
-            tokens: vec![seq.clone()],
-            positions: vec![(0..seq.len()).collect()],
-            key_valid: vec![vec![true; seq.len()]],
-        };
-        let fresh = host(m.forward_last(&full, None).unwrap());
-        diffs.push(max_diff(&cached, &fresh));
-        let next = (0..fresh.len()).max_by(|&a, &b| fresh[a].total_cmp(&fresh[b])).unwrap() as u32;
-        seq.push(next);
-        let n = seq.len();
-        input = StepInput { tokens: vec![vec![next]], positions: vec![vec![n - 1]], key_valid: vec![vec![true; n]] };
-    }
-    diffs
-}
-
 /// In the model: the cached one-token steps go wrong under fusion (the prompt's step of 3 rows is
 /// right), and one cut after the gated activation is enough to make every step right.
 /// `FUSION_BREAKS=a,b,…` runs other cuts (bits of `BREAKS`) and prints their differences.
@@ -98,7 +70,7 @@ fn cached_vs_uncached<B: demiurgic_model::DecodeOps>(device: &B::Device) -> Vec<
 fn cached_decode_on_fusion() {
     let run = |mask: u32| {
         BREAKS.store(mask, Ordering::Relaxed);
-        let d = cached_vs_uncached::<WgpuFusion>(&Default::default());
+        let d = super::kernels::cached_vs_uncached::<WgpuFusion>(&Default::default());
         eprintln!("cuts {mask}: cached vs uncached {d:?}");
         d
     };

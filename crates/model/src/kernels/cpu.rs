@@ -30,6 +30,18 @@ pub const SMALL_M_INT16: usize = 16;
 /// win on the heads).
 pub const AVX2_MAX_ROWS: usize = 32;
 
+/// Rows from which the prefix cache recomputes a prompt's tail ([`crate::engine::prefix_recompute`]
+/// is one more): without AVX-512 VNNI, interleaved int16 products of more rows than this take the
+/// f32 tiles (other arithmetic than the group kernels), so a recomputed tail must be longer; with
+/// VNNI, as before, [`SMALL_M_INT16`].
+pub fn group_rows_before_prefill() -> usize {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => AVX2_MAX_ROWS,
+        _ => SMALL_M_INT16,
+    }
+}
+
 /// With AVX-512 VNNI the 512-bit many-row group kernels keep interleaved products up to this
 /// many rows (measured at 64 rows on a Xeon, 2 threads: the SmolLM2 head 11.7 ms against the
 /// integer GEMM's 22.3 (int16), 9.4 against 18.2 (int8); at 128 rows they are even).
