@@ -485,18 +485,34 @@ pub trait DecodeOps: Backend {
         step: &Step<Self>,
         attn: &AttnSpec,
     ) -> Tensor<Self, 2> {
-        let heads = attn.heads;
-        let (b, t, d) = (step.batch, step.seq, heads.dim);
-        let (hq, kv) = (heads.q, heads.kv);
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v, step.past),
             None => (k, v),
         };
-        let q = q.reshape([b, kv, (hq / kv) * t, d]);
-        let opts = AttentionModuleOptions { scale: Some(attn.scale), softcap: attn.softcap, is_causal: false };
-        let out = attention(q, k, v, step.mask(heads, attn.window), None, opts);
-        out.reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b * t, hq * d])
+        default_attend(q, k, v, step, attn)
     }
+}
+
+/// The default body of [`DecodeOps::cached_attention`] after the cache append: Burn's attention
+/// of the new queries over all keys/values (GQA heads stacked on the sequence axis).
+///
+/// # Shapes
+/// - q: `[batch, q, seq, dim]`; k, v: `[batch, kv, keys, dim]`
+/// - output: `[batch·seq, q·dim]`
+pub fn default_attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    step: &Step<B>,
+    attn: &AttnSpec,
+) -> Tensor<B, 2> {
+    let heads = attn.heads;
+    let (b, t, d) = (step.batch, step.seq, heads.dim);
+    let (hq, kv) = (heads.q, heads.kv);
+    let q = q.reshape([b, kv, (hq / kv) * t, d]);
+    let opts = AttentionModuleOptions { scale: Some(attn.scale), softcap: attn.softcap, is_causal: false };
+    let out = attention(q, k, v, step.mask(heads, attn.window), None, opts);
+    out.reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b * t, hq * d])
 }
 
 #[cfg(any(test, feature = "ndarray"))]

@@ -7,14 +7,13 @@
 //! masks and attention are right under fusion; a one-row `r + (y₁ ⊙ y₂)·Wdᵀ` with
 //! `[y₁ | y₂] = x·Wᵀ` (the gated MLP and its residual add) is wrong by whole units, the same chain
 //! for 4 rows is right, and materialising the gated product in between makes it right.
+use super::kernels::host;
 use burn::prelude::*;
 use burn::tensor::{s, TensorData};
 use demiurgic_model::kernels::fusion::{WgpuFusion, BREAKS};
+use demiurgic_model::DecodeOps;
+use demiurgic_tests::max_abs_diff;
 use std::sync::atomic::Ordering;
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
-}
 
 fn data<B: Backend, const D: usize>(seed: usize, shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
     let n: usize = shape.iter().product();
@@ -22,14 +21,9 @@ fn data<B: Backend, const D: usize>(seed: usize, shape: [usize; D], dev: &B::Dev
     Tensor::from_data(TensorData::new(v, shape), dev)
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
-}
-
 /// `r + (y₁ ⊙ y₂)·Wdᵀ` with `[y₁ | y₂] = x·Wᵀ` (tiny-llama's MLP shapes: 64 → 2 × 160 → 64) for
 /// `m` rows; `cut`: the gated product read back to the host and uploaded again (no fusion across).
-fn gated_chain<B: Backend>(m: usize, cut: bool, dev: &B::Device) -> Vec<f32> {
+fn gated_chain<B: DecodeOps>(m: usize, cut: bool, dev: &B::Device) -> Vec<f32> {
     let (k, n) = (64, 320);
     let w = data::<B, 2>(40, [n, k], dev);
     let wd = data::<B, 2>(41, [k, n / 2], dev);
@@ -50,11 +44,13 @@ fn fusion_one_row_gated_chain() {
     let nd = Default::default();
     let fu = Default::default();
     for (m, cut) in [(4, false), (1, true)] {
-        let d = max_diff(&gated_chain::<burn::backend::NdArray>(m, cut, &nd), &gated_chain::<WgpuFusion>(m, cut, &fu));
+        let d =
+            max_abs_diff(&gated_chain::<burn::backend::NdArray>(m, cut, &nd), &gated_chain::<WgpuFusion>(m, cut, &fu));
         eprintln!("{m} rows, cut {cut}: {d:.2e} from ndarray");
         assert!(d < 1e-3, "{m} rows, cut {cut}: {d} from ndarray");
     }
-    let d = max_diff(&gated_chain::<burn::backend::NdArray>(1, false, &nd), &gated_chain::<WgpuFusion>(1, false, &fu));
+    let d =
+        max_abs_diff(&gated_chain::<burn::backend::NdArray>(1, false, &nd), &gated_chain::<WgpuFusion>(1, false, &fu));
     eprintln!("1 row, fused: {d:.2e} from ndarray");
     assert!(
         d > 1.0,

@@ -207,7 +207,7 @@ fn t2<B: DecodeOps>(v: &[f32], shape: [usize; 2], d: &B::Device) -> Tensor<B, 2>
     Tensor::from_data(TensorData::new(v.to_vec(), shape), d)
 }
 
-fn host<B: DecodeOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn host<B: DecodeOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 

@@ -30,16 +30,22 @@ pub const SMALL_M_INT16: usize = 16;
 /// win on the heads).
 pub const AVX2_MAX_ROWS: usize = 32;
 
-/// Rows from which the prefix cache recomputes a prompt's tail ([`crate::engine::prefix_recompute`]
-/// is one more): without AVX-512 VNNI, interleaved int16 products of more rows than this take the
-/// f32 tiles (other arithmetic than the group kernels), so a recomputed tail must be longer; with
-/// VNNI, as before, [`SMALL_M_INT16`].
-pub fn group_rows_before_prefill() -> usize {
-    match level() {
+/// The most rows interleaved int16 products take the group kernels for at `level` when it has no
+/// integer GEMM (more take the f32 tiles): [`AVX2_MAX_ROWS`] on AVX2, [`SMALL_M_INT16`] otherwise.
+fn group_rows_without_gemm(level: Level) -> usize {
+    match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => AVX2_MAX_ROWS,
         _ => SMALL_M_INT16,
     }
+}
+
+/// Rows from which the prefix cache recomputes a prompt's tail ([`crate::engine::prefix_recompute`]
+/// is one more): without AVX-512 VNNI, products of more rows than this take the f32 tiles (other
+/// arithmetic than the group kernels), so a recomputed tail must be longer; with VNNI, as before,
+/// [`SMALL_M_INT16`].
+pub fn group_rows_before_prefill() -> usize {
+    group_rows_without_gemm(level())
 }
 
 /// With AVX-512 VNNI the 512-bit many-row group kernels keep interleaved products up to this
@@ -85,20 +91,16 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
     assert_eq!(x.len(), m * k, "linear: activation length");
     let mut out = vec![0f32; m * n];
     // Quantized activations (int16, or int8 as llama.cpp): interleaved groups take their group
-    // kernels up to SMALL_M_INT16 rows (AVX2_MAX_ROWS with AVX2, WIDE_MAX_ROWS with AVX-512 VNNI), the integer GEMM above (int8 keeps the group kernels
-    // where the GEMM has no SIMD kernel); row-major block matrices take the GEMM from a few rows
+    // kernels up to SMALL_M_INT16 rows (AVX2_MAX_ROWS with AVX2, WIDE_MAX_ROWS with AVX-512
+    // VNNI), the integer GEMM above (int8 keeps the group kernels where the GEMM has no SIMD
+    // kernel); row-major block matrices take the GEMM from a few rows
     // on (`igemm::min_rows`; int8 types with row kernels from SMALL_M + 1). Exact f32
     // activations: row kernels at small batch, dequantized tiles + f32 gemm above.
     let act = w.activations();
     let gemm = act != ActQuant::F32 && igemm::supported(w.ty()) && igemm::fast_on(level);
     let int8_rows = act == ActQuant::Int8 && has_q8_kernel(w.ty());
     let path = if w.layout() == RowLayout::Interleaved8 && act != ActQuant::F32 {
-        let group_max = match level {
-            _ if igemm::fast_on(level) => WIDE_MAX_ROWS,
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => AVX2_MAX_ROWS,
-            _ => SMALL_M_INT16,
-        };
+        let group_max = if igemm::fast_on(level) { WIDE_MAX_ROWS } else { group_rows_without_gemm(level) };
         if m <= group_max || (act == ActQuant::Int8 && !gemm) {
             Path::Rows
         } else if gemm {

@@ -4,13 +4,11 @@
 //! (a round trip through the host) to find which fused sequence goes wrong.
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use crate::families::Activation;
 use crate::kv_cache::LayerKv;
-use crate::ops::{AttnSpec, DecodeOps, Heads, Linear, QkNorm, Step};
+use crate::ops::{default_attend, AttnSpec, DecodeOps, Linear, QkNorm, Step};
 use crate::rope::RotaryEmbedding;
 
 /// `Fusion<CubeBackend<WgpuRuntime, f32, i32, u32>>`: what `burn::backend::Wgpu` is when
@@ -18,7 +16,7 @@ use crate::rope::RotaryEmbedding;
 pub type WgpuFusion = burn_fusion::Fusion<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>>;
 
 /// Where fusion is cut (bits): 1 the qkv rows, 2 q/k/v after RoPE, 4 the cache's keys/values
-/// after the append, 8 the attention output, 16 norms, 32 normed projections, 64 residual sums,
+/// after the append, 8 the attention output (rows `[batch·seq, q·dim]`), 16 norms, 32 normed projections, 64 residual sums,
 /// 128 gated activations, 256 projections before a residual add.
 pub static BREAKS: AtomicU32 = AtomicU32::new(0);
 
@@ -62,17 +60,10 @@ impl DecodeOps for WgpuFusion {
         let qkv = brk(1, qkv);
         let (q, k, v) = Self::split_rope(qkv, step, rope, attn.heads, qk_norm);
         let (q, k, v) = (brk(2, q), brk(2, k), brk(2, v));
-        let heads: Heads = attn.heads;
-        let (b, t, d) = (step.batch, step.seq, heads.dim);
-        let (hq, kv) = (heads.q, heads.kv);
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v, step.past),
             None => (k, v),
         };
-        let (k, v) = (brk(4, k), brk(4, v));
-        let q = q.reshape([b, kv, (hq / kv) * t, d]);
-        let opts = AttentionModuleOptions { scale: Some(attn.scale), softcap: attn.softcap, is_causal: false };
-        let out = brk(8, attention(q, k, v, step.mask(heads, attn.window), None, opts));
-        out.reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b * t, hq * d])
+        brk(8, default_attend(q, brk(4, k), brk(4, v), step, attn))
     }
 }
