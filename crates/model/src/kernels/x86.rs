@@ -380,8 +380,13 @@ pub unsafe fn q8_q8_avx512(row: &[u8], xq: &Q8View<'_>) -> f32 {
 use crate::ggml::GgmlType;
 
 /// `Σ u8·i8` over groups of 4 bytes into i32 lanes: VNNI where the level has it.
+///
+/// Q8_0 weights are signed: with VNNI (`$sign_trick` false) the dot runs on `w + 128` as u8 and
+/// subtracts `128·Σx`; AVX2's `maddubs` would saturate its i16 pair sums on `(w + 128)·x`, so
+/// there (`$sign_trick` true) it runs on `|w|` against `x·sign(w)` (llama.cpp's AVX2 Q8_0 trick:
+/// pairs ≤ 2·128·127 < 2¹⁵; activations lie in [-127, 127]). Both give the same integer sums.
 macro_rules! group8_kernel {
-    ($name:ident, $feat:literal, $dot:ident) => {
+    ($name:ident, $feat:literal, $dot:ident, $sign_trick:literal) => {
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn $name<const M: usize>(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
@@ -426,7 +431,7 @@ macro_rules! group8_kernel {
                     }
                 }
                 _ => {
-                    // Q8_0: weights stored signed; dot on (w + 128) as u8, minus 128·Σx.
+                    // Q8_0: weights stored signed (see above for the two ways).
                     let gb = 16 + 256;
                     let flip = _mm256_set1_epi8(-128);
                     for b in 0..nb {
@@ -435,8 +440,15 @@ macro_rules! group8_kernel {
                         let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
                         let q = p.add(16);
                         let mut w = [_mm256_setzero_si256(); 8];
+                        let mut sg = [_mm256_setzero_si256(); 8];
                         for c in 0..8 {
-                            w[c] = _mm256_xor_si256(_mm256_loadu_si256(q.add(32 * c) as *const __m256i), flip);
+                            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+                            if $sign_trick {
+                                w[c] = _mm256_sign_epi8(v, v);
+                                sg[c] = v;
+                            } else {
+                                w[c] = _mm256_xor_si256(v, flip);
+                            }
                         }
                         for i in 0..M {
                             let x = xq.get_unchecked(i);
@@ -444,11 +456,24 @@ macro_rules! group8_kernel {
                             let mut s0 = _mm256_setzero_si256();
                             let mut s1 = _mm256_setzero_si256();
                             for c in 0..4 {
-                                s0 = $dot(s0, w[c], _mm256_set1_epi32(xb.add(c).read_unaligned()));
-                                s1 = $dot(s1, w[c + 4], _mm256_set1_epi32(xb.add(c + 4).read_unaligned()));
+                                let (x0, x1) = (
+                                    _mm256_set1_epi32(xb.add(c).read_unaligned()),
+                                    _mm256_set1_epi32(xb.add(c + 4).read_unaligned()),
+                                );
+                                if $sign_trick {
+                                    s0 = $dot(s0, w[c], _mm256_sign_epi8(x0, sg[c]));
+                                    s1 = $dot(s1, w[c + 4], _mm256_sign_epi8(x1, sg[c + 4]));
+                                } else {
+                                    s0 = $dot(s0, w[c], x0);
+                                    s1 = $dot(s1, w[c + 4], x1);
+                                }
                             }
-                            let corr = _mm256_set1_epi32(128 * *x.isum.get_unchecked(b));
-                            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_add_epi32(s0, s1), corr));
+                            let total = _mm256_add_epi32(s0, s1);
+                            let v = _mm256_cvtepi32_ps(if $sign_trick {
+                                total
+                            } else {
+                                _mm256_sub_epi32(total, _mm256_set1_epi32(128 * *x.isum.get_unchecked(b)))
+                            });
                             acc[i] =
                                 _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(*x.d.get_unchecked(b))), v, acc[i]);
                         }
@@ -467,8 +492,7 @@ macro_rules! group8_kernel {
 }
 
 /// `u8 × i8` products summed by 4 into i32 lanes, AVX2 (no VNNI): `maddubs` + `madd`. The
-/// pair sums stay below i16 saturation for Q4 (u ≤ 15); Q8_0's `w + 128` (≤ 255) × 127 pairs
-/// could saturate, so the AVX2 level keeps Q8_0 groups on the per-row kernel (see below).
+/// pair sums stay below i16 saturation for Q4 (u ≤ 15) and for Q8_0's `|w|` (≤ 128) × 127.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
@@ -481,32 +505,12 @@ unsafe fn dot4_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, u, s)
 }
 
-group8_kernel!(group8_avx2_m, "avx2,fma,f16c", dot4_avx2);
-group8_kernel!(group8_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c", dot4_vnni);
+group8_kernel!(group8_avx2_m, "avx2,fma,f16c", dot4_avx2, true);
+group8_kernel!(group8_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c", dot4_vnni, false);
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q8_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
-    if ty == GgmlType::Q8_0 {
-        // see dot4_avx2: rows one by one with the sign trick
-        let m = xq.len();
-        let mut blk = Vec::with_capacity(34 * xq[0].d.len());
-        for lane in 0..8 {
-            blk.clear();
-            for b in 0..xq[0].d.len() {
-                let base = b * 272;
-                blk.extend_from_slice(&group[base + lane * 2..base + lane * 2 + 2]);
-                for c in 0..8 {
-                    let o = base + 16 + c * 32 + lane * 4;
-                    blk.extend_from_slice(&group[o..o + 4]);
-                }
-            }
-            for (i, x) in xq.iter().enumerate() {
-                out[lane * m + i] = q8_q8_avx2(&blk, x);
-            }
-        }
-        return;
-    }
     match xq.len() {
         1 => group8_avx2_m::<1>(ty, group, xq, out),
         2 => group8_avx2_m::<2>(ty, group, xq, out),
