@@ -61,7 +61,7 @@ pub const PREFIX_MIN: usize = 16;
 
 /// How many of a prompt's last tokens are computed even when cached: the request's first logits
 /// then come from the prefill kernels a whole prompt takes (on flex, more than
-/// [`crate::kernels::cpu::group_rows_before_prefill`] rows — 16, or 32 on AVX2 without VNNI —
+/// [`crate::kernels::cpu::group_rows_before_prefill`] rows — 16, or [`crate::kernels::cpu::AVX2_MAX_ROWS`] on AVX2 without VNNI —
 /// take the prefill paths, fewer the decode kernels), so the cache does not change them.
 pub fn prefix_recompute() -> usize {
     crate::kernels::cpu::group_rows_before_prefill() + 1

@@ -890,7 +890,11 @@ fn metrics_count_exactly_and_sigterm_drains() {
         if i == 0 {
             assert_eq!(c, 0.0, "{v}");
         } else {
-            assert!(c >= 960.0, "the shared prefix came from the cache: {v}");
+            // all of it but the last block and the tail every prompt recomputes (17 tokens, or
+            // AVX2_MAX_ROWS + 1 on AVX2 without VNNI: the server runs on this CPU)
+            let tokens = v["usage"]["prompt_tokens"].as_f64().unwrap() as usize;
+            let least = tokens - demiurgic_model::engine::prefix_recompute() - demiurgic_model::engine::PREFIX_BLOCK;
+            assert!(c >= least as f64 && least > 900, "the shared prefix came from the cache: {v}");
         }
         cached += c;
     }

@@ -196,10 +196,11 @@ per_backend!(engine_shared_prefill_requests_match_generate_alone, shared_prefill
 /// (their stats say how many tokens) and still get what `generate` gives them alone.
 fn prefix_cache_matches_generate<B: DecodeOps>(d: &B::Device) {
     let m = load_model::<B>(&fixture("tiny-llama"), d).unwrap().model;
-    // a recomputed tail of 17 tokens (33 on AVX2 without VNNI: `cpu::group_rows_before_prefill`);
-    // the shared prefix is longer by as much, so every case below reuses the same way
+    // a recomputed tail of 17 tokens (AVX2_MAX_ROWS + 1 on AVX2 without VNNI:
+    // `cpu::group_rows_before_prefill`); the shared prefix is longer by as much, so every case
+    // below reuses the same way
     let r = prefix_recompute();
-    assert!(r == 17 || r == 33, "recomputed tail {r}");
+    assert!(r == 17 || r == demiurgic_model::kernels::cpu::AVX2_MAX_ROWS + 1, "recomputed tail {r}");
     let plen = 40 + r - 17;
     let prefix: Vec<u32> = (0..plen as u32).map(|i| (i * 53 + 7) % 250 + 3).collect();
     let with = |tail: &[u32]| prefix.iter().chain(tail).copied().collect::<Vec<u32>>();
@@ -215,7 +216,9 @@ fn prefix_cache_matches_generate<B: DecodeOps>(d: &B::Device) {
     };
     let first = with(&[17, 18, 19]);
     let second = with(&[21, 22]);
-    let longer: Vec<u32> = first.iter().copied().chain(60..90).collect();
+    // longer than the first by the recomputed tail's growth over 17 and 10 tokens: it reuses all
+    // the first's whole blocks, and later more of its own (within tiny-llama's 128 positions)
+    let longer: Vec<u32> = first.iter().copied().chain(60..70 + (r - 17) as u32).collect();
     let cases: Vec<(Vec<u32>, GenerationConfig, usize)> = vec![
         (first.clone(), greedy(6), 0),
         (second.clone(), greedy(6), keep(&second, plen)), // shares the prefix
@@ -226,10 +229,11 @@ fn prefix_cache_matches_generate<B: DecodeOps>(d: &B::Device) {
     ];
     assert_eq!(
         (cases[1].2, cases[3].2, cases[4].2),
-        (25, (plen + 3) / PREFIX_BLOCK * PREFIX_BLOCK, 56),
+        (25, (plen + 3) / PREFIX_BLOCK * PREFIX_BLOCK, longer.len() - r),
         "partial, whole-block and own-block reuse"
     );
-    let mut eng = Engine::new(&m, 96).unwrap().with_prefix_cache(1000);
+    assert!(cases[4].2 > cases[3].2, "the longer prompt reuses more of its own blocks: {}", cases[4].2);
+    let mut eng = Engine::new(&m, longer.len() + 8).unwrap().with_prefix_cache(1000);
     assert!(!cases.is_empty());
     for (i, (p, c, reused)) in cases.iter().enumerate() {
         let s = eng.add(i as u64, p.clone(), c, None).unwrap();

@@ -104,8 +104,9 @@ fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
     let k = w.cols();
     // 1..=4 rows take the row-dot path, 5 and 17 the dequantized-tile gemm path; interleaved
     // groups with quantized activations take their 512-bit tiles of up to 8 rows from 2 (9, 17:
-    // full tiles and a remainder) to 64 with AVX-512 VNNI, the integer GEMM past (65)
-    for m in [1usize, 2, 3, 5, 9, 16, 17, 65] {
+    // full tiles and a remainder) to 64 with AVX-512 VNNI, the integer GEMM past (65); AVX2's
+    // 256-bit group kernels in tiles of up to 4 rows to AVX2_MAX_ROWS (33: past the old limit)
+    for m in [1usize, 2, 3, 5, 9, 16, 17, 33, 65] {
         let x = rng.vec(m * k);
         let want = reference(w, &x, m);
         for &level in &available_levels() {
@@ -138,7 +139,7 @@ fn all_paths(name: &str, w: &QuantMatrix, rng: &mut Lcg) {
                 let group_max = if demiurgic_model::kernels::igemm::fast_on(level) {
                     cpu::WIDE_MAX_ROWS
                 } else {
-                    cpu::SMALL_M_INT16
+                    cpu::group_rows_without_gemm(level)
                 };
                 for (act, got) in
                     [(ActQuant::Int16, &got16), (ActQuant::Int8, &cpu::linear_at(level, &il8, &x, m, None))]

@@ -24,15 +24,16 @@ pub const SMALL_M: usize = 4;
 pub const SMALL_M_INT16: usize = 16;
 
 /// With AVX2 and no AVX-512 VNNI, the 256-bit group kernels keep interleaved int16 products up to
-/// this many rows instead of [`SMALL_M_INT16`] (2-core AMD EPYC without AVX-512, `kbench BATCH=32`,
-/// two runs: SmolLM2's q/k/v 0.53–0.66 ms against the f32 tiles' 0.73–0.89, gate/up 1.8–1.9
-/// against 2.6–3.3, down 0.76–0.99 against 1.5–1.7, the heads even to 1.15x; at 48 rows the tiles
-/// win on the heads).
-pub const AVX2_MAX_ROWS: usize = 32;
+/// this many rows instead of [`SMALL_M_INT16`] (2-core AMD EPYC, Zen 3, without AVX-512, `kbench
+/// BATCH=48`, two runs, with the group kernels writing in place: SmolLM2's q/k/v 0.48 ms against
+/// the f32 tiles' 0.71–0.84, gate/up 1.3–1.4 against 2.0–2.7, down 0.87–0.99 against 1.2–1.3,
+/// Gemma 3's 262k head 113–115 against 196–208; at 64 rows the small matrices are even, at 128
+/// the tiles win on them).
+pub const AVX2_MAX_ROWS: usize = 48;
 
 /// The most rows interleaved int16 products take the group kernels for at `level` when it has no
 /// integer GEMM (more take the f32 tiles): [`AVX2_MAX_ROWS`] on AVX2, [`SMALL_M_INT16`] otherwise.
-fn group_rows_without_gemm(level: Level) -> usize {
+pub fn group_rows_without_gemm(level: Level) -> usize {
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => AVX2_MAX_ROWS,
@@ -253,6 +254,13 @@ fn small_m_q8(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32
             super::x86::group8_q8_many_avx512(ty, group, &views, o, n)
         });
     }
+    #[cfg(target_arch = "x86_64")]
+    if interleaved && level == Level::Avx2 && m >= 2 {
+        // SAFETY: AVX2 checked; the driver hands each group its own output rows.
+        return wide_groups(w, per_task, out, |group, o| unsafe {
+            super::x86::group8_q8_many_avx2(ty, group, &views, o, n)
+        });
+    }
     row_tasks(w, m, per_task, out, |w_rows, o| {
         if interleaved {
             groups_q8(level, ty, w_rows, rb * 8, &views, o);
@@ -278,6 +286,13 @@ fn small_m_q16(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f3
         // SAFETY: AVX-512 VNNI checked; the driver hands each group its own output rows.
         return wide_groups(w, per_task, out, |group, o| unsafe {
             super::x86::group8_q16_many_avx512(ty, group, &views, o, n)
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 && m >= 2 {
+        // SAFETY: AVX2 checked; the driver hands each group its own output rows.
+        return wide_groups(w, per_task, out, |group, o| unsafe {
+            super::x86::group8_q16_many_avx2(ty, group, &views, o, n)
         });
     }
     row_tasks(w, m, per_task, out, |w_rows, o| groups_q16(level, ty, w_rows, rb * 8, &views, o));

@@ -519,6 +519,24 @@ pub unsafe fn group8_q8_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out:
     }
 }
 
+/// [`group8_q8_avx2`] over every activation row of `xq` in tiles of up to 4, each row's 8
+/// outputs written in place at `out[i · n ..]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn group8_q8_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
+    let mut tmp = [0f32; 32];
+    for (ti, tile) in xq.chunks(4).enumerate() {
+        let mc = tile.len();
+        group8_q8_avx2(ty, group, tile, &mut tmp[..8 * mc]);
+        for i in 0..mc {
+            let o = out.add((ti * 4 + i) * n);
+            for lane in 0..8 {
+                *o.add(lane) = tmp[lane * mc + i];
+            }
+        }
+    }
+}
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn group8_q8_avx512(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
@@ -622,6 +640,107 @@ unsafe fn dot2_vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
 
 group8_q16_kernel!(group8_q16_avx2_m, "avx2,fma,f16c", dot2_avx2);
 group8_q16_kernel!(group8_q16_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c", dot2_vnni);
+
+/// AVX2's [`group8_q16_kernel`] for several activation rows: a block's chunks are unpacked one at
+/// a time (two or four registers) and used for every row before the next, so the `M` rows' pair
+/// sums (2·M registers) stay in registers where the whole unpacked block (16) would not fit
+/// beside them in AVX2's 16. The same integer sums and the same f32 operations per row and
+/// block as the one-row kernel: bit-identical results.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group8_q16_avx2_rows<const M: usize>(
+    ty: GgmlType,
+    group: &[u8],
+    xq: &[Q16View<'_>],
+    out: *mut f32,
+    n: usize,
+) {
+    let nb = xq[0].d.len();
+    let gp = group.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); M];
+    let mut off = [_mm256_setzero_ps(); M];
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let is_q8 = ty == GgmlType::Q8_0;
+    let min = ty == GgmlType::Q4_1;
+    let (hdr, gb) = group_bytes(ty);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let xp: [*const i64; M] = std::array::from_fn(|i| xq.get_unchecked(i).qs.as_ptr() as *const i64);
+    for b in 0..nb {
+        let p = gp.add(b * gb);
+        prefetch_ahead(p, gb);
+        let q = p.add(hdr);
+        let mut s0 = [_mm256_setzero_si256(); M];
+        let mut s1 = [_mm256_setzero_si256(); M];
+        if is_q8 {
+            for g in 0..8 {
+                let v = _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+                let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
+                let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
+                for i in 0..M {
+                    let xv = _mm256_set1_epi64x(xp[i].add(b * 8 + g).read_unaligned());
+                    s0[i] = _mm256_add_epi32(s0[i], _mm256_madd_epi16(w0, xv));
+                    s1[i] = _mm256_add_epi32(s1[i], _mm256_madd_epi16(w1, xv));
+                }
+            }
+        } else {
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                let (l0, l1) = (
+                    _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo)),
+                    _mm256_cvtepu8_epi16(_mm256_extracti128_si256(lo, 1)),
+                );
+                let (h0, h1) = (
+                    _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi)),
+                    _mm256_cvtepu8_epi16(_mm256_extracti128_si256(hi, 1)),
+                );
+                for i in 0..M {
+                    let xl = _mm256_set1_epi64x(xp[i].add(b * 8 + c).read_unaligned());
+                    let xh = _mm256_set1_epi64x(xp[i].add(b * 8 + c + 4).read_unaligned());
+                    s0[i] =
+                        _mm256_add_epi32(s0[i], _mm256_add_epi32(_mm256_madd_epi16(l0, xl), _mm256_madd_epi16(h0, xh)));
+                    s1[i] =
+                        _mm256_add_epi32(s1[i], _mm256_add_epi32(_mm256_madd_epi16(l1, xl), _mm256_madd_epi16(h1, xh)));
+                }
+            }
+        }
+        let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let m8 = if min { _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)) } else { d8 };
+        for i in 0..M {
+            let x = xq.get_unchecked(i);
+            let rows = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s0[i], s1[i]), order);
+            let dx = *x.d.get_unchecked(b);
+            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(rows), acc[i]);
+            if !is_q8 {
+                let xs = *x.xsum.get_unchecked(b);
+                off[i] = _mm256_fmadd_ps(m8, _mm256_set1_ps(if min { xs } else { -8.0 * xs }), off[i]);
+            }
+        }
+    }
+    for i in 0..M {
+        _mm256_storeu_ps(out.add(i * n), _mm256_add_ps(acc[i], off[i]));
+    }
+}
+
+/// `out[i · n + r]` for the 8 rows `r` of one interleaved group and every activation row `i` of
+/// `xq`, in tiles of up to 4 rows ([`group8_q16_avx2_rows`]), written in place.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn group8_q16_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
+    let mut i0 = 0;
+    while i0 < xq.len() {
+        let (t, o) = (&xq[i0..], out.add(i0 * n));
+        let tile = (xq.len() - i0).min(4);
+        match tile {
+            1 => group8_q16_avx2_rows::<1>(ty, group, t, o, n),
+            2 => group8_q16_avx2_rows::<2>(ty, group, t, o, n),
+            3 => group8_q16_avx2_rows::<3>(ty, group, t, o, n),
+            _ => group8_q16_avx2_rows::<4>(ty, group, t, o, n),
+        }
+        i0 += tile;
+    }
+}
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
