@@ -202,6 +202,8 @@ fn prefill(m: usize, force: bool) {
         ("down Q4K", GgmlType::Q4K, 640, 2048),
         ("smol gate_up Q4_1", GgmlType::Q4_1, 3072, 576),
     ];
+    // FRESH=1: every product on a new copy of the matrix (no kept panels)
+    let fresh = std::env::var("FRESH").is_ok();
     for (name, ty, n, k) in shapes {
         let w = QuantMatrix::random_blocks(ty, n, k, 5);
         let x: Vec<f32> = (0..m * k).map(|i| (i * 7919 % 2003) as f32 / 1001.5 - 1.0).collect();
@@ -216,7 +218,10 @@ fn prefill(m: usize, force: bool) {
             let reps = 10;
             let t = Instant::now();
             for _ in 0..reps {
-                if act != ActQuant::F32 && force {
+                if fresh {
+                    // a new matrix each time: no kept panels (a one-off prompt's cost)
+                    std::hint::black_box(cpu::linear(&wa.clone(), &x, m, None));
+                } else if act != ActQuant::F32 && force {
                     let mut o = vec![0f32; m * n];
                     demiurgic_model::kernels::igemm::gemm(&wa, &x, m, &mut o);
                     std::hint::black_box(o);

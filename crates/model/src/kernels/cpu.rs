@@ -109,7 +109,7 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
         } else {
             Path::Tiles
         }
-    } else if gemm && m >= igemm::min_rows(w.ty()) && !(int8_rows && m <= SMALL_M) {
+    } else if (gemm && m >= igemm::min_rows(w.ty()) && !(int8_rows && m <= SMALL_M)) || avx2_int16_gemm(level, w, m) {
         Path::Gemm
     } else if m <= SMALL_M {
         Path::Rows
@@ -129,6 +129,27 @@ pub fn linear_at(level: Level, w: &QuantMatrix, x: &[f32], m: usize, bias: Optio
         }
     }
     out
+}
+
+/// Whether a row-major product takes the integer GEMM's AVX2 kernel (no VNNI): int16 activations
+/// from [`igemm::min_rows`] to [`AVX2_MAX_ROWS`] rows — batched decode, where the matrix keeps its
+/// unpacked panels ([`igemm::KEEP_PANELS_AFTER`]); longer prompts keep the f32 tiles, whose
+/// dequantization per call costs less than AVX2's unpacking (so the prefix cache's recomputed
+/// tail, [`group_rows_before_prefill`], still takes the arithmetic of a whole prompt).
+fn avx2_int16_gemm(level: Level, w: &QuantMatrix, m: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        level == Level::Avx2
+            && w.activations() == ActQuant::Int16
+            && w.layout() == RowLayout::Rows
+            && igemm::supported(w.ty())
+            && (igemm::min_rows(w.ty())..=AVX2_MAX_ROWS).contains(&m)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (level, w, m);
+        false
+    }
 }
 
 fn small_m(level: Level, w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {

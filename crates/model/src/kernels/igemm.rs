@@ -12,9 +12,12 @@
 //! twice the multiply-adds per instruction of the f32 GEMM it replaces, which dequantized tiles to
 //! f32 on every call as well.
 //!
-//! Where AVX-512 VNNI is missing, callers keep the dequantized-tile f32 GEMM (`pmaddwd` on AVX2
-//! does not beat f32 FMA); [`gemm_at`] with the portable level runs the same arithmetic in plain
-//! Rust (the tests' reference).
+//! Where AVX-512 VNNI is missing, AVX2's `pmaddwd` kernel (`x86::panel_product_avx2`: 16
+//! multiply-adds per instruction and an add, as many per cycle as f32 FMA but without
+//! dequantizing every call) serves row-major matrices with int16 activations at batched-decode
+//! sizes (`cpu::avx2_int16_gemm`); longer prompts keep the dequantized-tile f32 GEMM there.
+//! [`gemm_at`] with the portable level runs the same arithmetic in plain Rust (the tests'
+//! reference).
 use half::f16;
 use rayon::prelude::*;
 
@@ -418,7 +421,8 @@ pub fn gemm(w: &QuantMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     gemm_at(super::dot::level(), w, x, m, out)
 }
 
-/// [`gemm`] on an explicit level: AVX-512 VNNI, or the portable arithmetic otherwise. Int8
+/// [`gemm`] on an explicit level: AVX-512 VNNI, AVX2 (int16 activations; int8 ones take the
+/// portable arithmetic there), or the portable arithmetic otherwise. Int8
 /// activations (the matrix's [`ActQuant::Int8`](super::quant::ActQuant)) as llama.cpp quantizes
 /// them, int16 otherwise. A row-major matrix keeps its unpacked panels from its
 /// [`KEEP_PANELS_AFTER`]`+1`-th call on (the same values: the same results bit for bit).
@@ -530,6 +534,10 @@ unsafe fn panel_product(
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         return x86::panel_product(p, nb, split, offs, xs, dst, n, cols);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        return x86::panel_product_avx2(p, nb, split, offs, xs, dst, n, cols);
     }
     let _ = level;
     for (i, x) in xs.iter().enumerate() {
@@ -915,6 +923,121 @@ mod x86 {
         let mask: __mmask16 = if cols >= NR { 0xFFFF } else { (1u16 << cols) - 1 };
         for (i, acc) in facc.iter().enumerate() {
             _mm512_mask_storeu_ps(dst.add(i * n), mask, *acc);
+        }
+    }
+
+    /// [`panel_product`] on AVX2 without VNNI (int16 activations): the panel's 16 output rows as
+    /// two 256-bit halves, `pmaddwd` of a pair of k for 8 rows + an add per half, activation rows
+    /// in tiles of 4 (then 3, 2, 1) — the same integer sums and f32 operations per block as the
+    /// 512-bit kernel.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn panel_product_avx2(
+        p: PanelRef,
+        nb: usize,
+        split: bool,
+        offs: bool,
+        xs: &[Q16View<'_>],
+        dst: *mut f32,
+        n: usize,
+        cols: usize,
+    ) {
+        macro_rules! tile {
+            ($m:literal, $x:expr, $d:expr) => {
+                match (p.narrow, split, offs) {
+                    (true, false, false) => tile_rows_avx2::<true, $m, false, false>(p, nb, $x, $d, n, cols),
+                    (true, false, true) => tile_rows_avx2::<true, $m, false, true>(p, nb, $x, $d, n, cols),
+                    (true, true, _) => tile_rows_avx2::<true, $m, true, false>(p, nb, $x, $d, n, cols),
+                    (false, false, false) => tile_rows_avx2::<false, $m, false, false>(p, nb, $x, $d, n, cols),
+                    (false, false, true) => tile_rows_avx2::<false, $m, false, true>(p, nb, $x, $d, n, cols),
+                    (false, true, _) => tile_rows_avx2::<false, $m, true, false>(p, nb, $x, $d, n, cols),
+                }
+            };
+        }
+        let mut i = 0;
+        while i < xs.len() {
+            let tile = (xs.len() - i).min(4);
+            let (x, d) = (&xs[i..i + tile], dst.add(i * n));
+            match tile {
+                4 => tile!(4, x, d),
+                3 => tile!(3, x, d),
+                2 => tile!(2, x, d),
+                _ => tile!(1, x, d),
+            }
+            i += tile;
+        }
+    }
+
+    /// `M` activation rows × one panel with 256-bit integer products (see [`panel_product_avx2`]);
+    /// `NARROW`: the panel's pairs are int8 ([`super::PackedPanels`]), widened on load.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_rows_avx2<const NARROW: bool, const M: usize, const SPLIT: bool, const OFFS: bool>(
+        p: PanelRef,
+        nb: usize,
+        xs: &[Q16View<'_>],
+        dst: *mut f32,
+        n: usize,
+        cols: usize,
+    ) {
+        let mut facc = [[_mm256_setzero_ps(); 2]; M];
+        let wq = p.q;
+        let xq: [*const i16; M] = std::array::from_fn(|i| xs[i].qs.as_ptr());
+        for b in 0..nb {
+            let halves = if SPLIT { 2 } else { 1 };
+            let per = 16 / halves;
+            for h in 0..halves {
+                let mut iacc = [[_mm256_setzero_si256(); 2]; M];
+                for pp in h * per..(h + 1) * per {
+                    let (w0, w1) = if NARROW {
+                        let v = _mm256_loadu_si256(wq.add((b * 16 + pp) * NR * 2) as *const __m256i);
+                        (
+                            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+                            _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)),
+                        )
+                    } else {
+                        let at = (wq as *const i32).add((b * 16 + pp) * NR);
+                        (_mm256_loadu_si256(at as *const __m256i), _mm256_loadu_si256(at.add(8) as *const __m256i))
+                    };
+                    for i in 0..M {
+                        let pair = _mm256_set1_epi32((xq[i].add(b * 32 + 2 * pp) as *const i32).read_unaligned());
+                        iacc[i][0] = _mm256_add_epi32(iacc[i][0], _mm256_madd_epi16(w0, pair));
+                        iacc[i][1] = _mm256_add_epi32(iacc[i][1], _mm256_madd_epi16(w1, pair));
+                    }
+                }
+                let sc = p.scale.add((2 * b + h) * NR);
+                let s = [_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(8))];
+                for i in 0..M {
+                    let dx = _mm256_set1_ps(*xs[i].d.get_unchecked(b));
+                    for j in 0..2 {
+                        let sd = _mm256_mul_ps(s[j], dx);
+                        facc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][j]), sd, facc[i][j]);
+                    }
+                }
+            }
+            if OFFS {
+                let oc = p.offset.add(b * NR);
+                let o = [_mm256_loadu_ps(oc), _mm256_loadu_ps(oc.add(8))];
+                for i in 0..M {
+                    let xs_b = _mm256_set1_ps(*xs[i].xsum.get_unchecked(b));
+                    for j in 0..2 {
+                        facc[i][j] = _mm256_fmadd_ps(o[j], xs_b, facc[i][j]);
+                    }
+                }
+            }
+        }
+        for (i, acc) in facc.iter().enumerate() {
+            if cols >= NR {
+                _mm256_storeu_ps(dst.add(i * n), acc[0]);
+                _mm256_storeu_ps(dst.add(i * n + 8), acc[1]);
+            } else {
+                let mut lanes = [0f32; NR];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[1]);
+                for (c, v) in lanes.iter().enumerate().take(cols) {
+                    *dst.add(i * n + c) = *v;
+                }
+            }
         }
     }
 }
