@@ -393,6 +393,57 @@ impl Isa for X86Avx2 {
     unsafe fn f16(bits: u16) -> f32 {
         f16_f16c(bits)
     }
+    // decode attention over f32 / f16 rows read in place (q8_0 rows: widened one at a time); the
+    // one-query forms are the many-query kernels with one query, so both give the same bits
+    #[inline(always)]
+    unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        Self::scores_many(k, q, q.len(), n, out, n)
+    }
+    #[inline(always)]
+    unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
+        let (d, n) = (acc.len(), p.len());
+        Self::value_sums(acc, d, 1, d, p, n, n, v)
+    }
+    #[inline(always)]
+    unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+        match k {
+            KvTile::F32(k) if d.is_multiple_of(8) => super::x86::scores_many_avx2(k.as_ptr(), q, d, n, out, stride),
+            KvTile::F16(k) if d.is_multiple_of(8) => {
+                super::x86::scores_many_avx2(k.as_ptr().cast::<u16>(), q, d, n, out, stride)
+            }
+            _ => {
+                for (qi, qv) in q.chunks_exact(d).enumerate() {
+                    scores_by_row::<Self>(k, qv, &mut out[qi * stride..qi * stride + n]);
+                }
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn value_sums(
+        acc: &mut [f32],
+        acc_stride: usize,
+        nq: usize,
+        d: usize,
+        p: &[f32],
+        p_stride: usize,
+        n: usize,
+        v: KvTile<'_>,
+    ) {
+        match v {
+            KvTile::F32(v) if d.is_multiple_of(32) => {
+                super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr())
+            }
+            KvTile::F16(v) if d.is_multiple_of(32) => {
+                super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>())
+            }
+            _ => {
+                for qi in 0..nq {
+                    value_sum_by_row::<Self>(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
+                }
+            }
+        }
+    }
     #[inline(always)]
     unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
         f16s_to_f32_f16c(src, dst)

@@ -1344,3 +1344,166 @@ pub unsafe fn axpy_f16_avx512(acc: &mut [f32], p: &[f32], v: *const u16) {
 pub unsafe fn axpy_q8_avx512(acc: &mut [f32], p: &[f32], v: &[u8]) {
     axpy_avx512(acc, p, Q8Rows(v.as_ptr()))
 }
+
+// ---- decode attention on AVX2 (no AVX-512): f32 / f16 rows read in place, 8 values per load ----
+
+/// Rows of f32 or f16 values loaded 8 at a time (f16 widened by F16C).
+pub trait Row8: Copy {
+    /// # Safety
+    /// Values `at..at + 8` lie in the rows; the CPU has AVX2 and F16C.
+    unsafe fn load8(self, at: usize) -> __m256;
+}
+
+impl Row8 for *const f32 {
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        _mm256_loadu_ps(self.add(at))
+    }
+}
+
+impl Row8 for *const u16 {
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(self.add(at) as *const __m128i))
+    }
+}
+
+/// The four 8-lane sums of `s` reduced together: `out[r] = Σ lanes of s[r]`.
+#[inline(always)]
+unsafe fn sum4_store_avx2(s: &[__m256; 4], out: *mut f32) {
+    let t01 = _mm256_hadd_ps(s[0], s[1]);
+    let t23 = _mm256_hadd_ps(s[2], s[3]);
+    let u = _mm256_hadd_ps(t01, t23);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps::<1>(u)));
+}
+
+/// Scores of `Q` queries (`[Q, d]`, `d` a multiple of 8) over `n` keys into `out` (`[Q,
+/// stride]`), four keys per pass reduced together; each key's values loaded once for all the
+/// queries, each (query, key) sum in the same order whatever `Q` (the same bits).
+#[inline(always)]
+unsafe fn dots_q_avx2<R: Row8, const Q: usize>(k: R, q: *const f32, d: usize, n: usize, out: *mut f32, stride: usize) {
+    let mut j = 0;
+    while j + 4 <= n {
+        let mut s = [[_mm256_setzero_ps(); 4]; Q];
+        let mut i = 0;
+        while i < d {
+            let kv = [k.load8(j * d + i), k.load8((j + 1) * d + i), k.load8((j + 2) * d + i), k.load8((j + 3) * d + i)];
+            for (qi, sq) in s.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q.add(qi * d + i));
+                for (r, sr) in sq.iter_mut().enumerate() {
+                    *sr = _mm256_fmadd_ps(kv[r], qv, *sr);
+                }
+            }
+            i += 8;
+        }
+        for (qi, sq) in s.iter().enumerate() {
+            sum4_store_avx2(sq, out.add(qi * stride + j));
+        }
+        j += 4;
+    }
+    while j < n {
+        let mut s = [_mm256_setzero_ps(); Q];
+        let mut i = 0;
+        while i < d {
+            let kv = k.load8(j * d + i);
+            for (qi, sq) in s.iter_mut().enumerate() {
+                *sq = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.add(qi * d + i)), *sq);
+            }
+            i += 8;
+        }
+        for (qi, sq) in s.iter().enumerate() {
+            *out.add(qi * stride + j) = hsum256(*sq);
+        }
+        j += 1;
+    }
+}
+
+/// Attention's scores of `nq` queries (`q` as `[nq, d]`, `d` a multiple of 8) over `n` key rows
+/// into `out` (`[nq, stride]`), up to two queries per pass over the tile (AVX2's 16 registers).
+///
+/// # Safety
+/// AVX2, FMA and F16C; `k` holds `n` rows of `d` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores_many_avx2<R: Row8>(k: R, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+    let nq = q.len() / d;
+    assert!(d.is_multiple_of(8) && stride >= n && out.len() >= nq.saturating_sub(1) * stride + n);
+    let mut qi = 0;
+    while qi < nq {
+        let (qp, op) = (q.as_ptr().add(qi * d), out.as_mut_ptr().add(qi * stride));
+        if nq - qi == 1 {
+            dots_q_avx2::<R, 1>(k, qp, d, n, op, stride);
+        } else {
+            dots_q_avx2::<R, 2>(k, qp, d, n, op, stride);
+        }
+        qi += 2;
+    }
+}
+
+/// Attention's value sums of `nq` queries: `acc[qi·acc_stride + c] += Σ_j p[qi·p_stride + j] ·
+/// v_j[c]` for `c < d` (a multiple of 32) over `n` value rows, 32 columns of up to two queries
+/// held in registers over every row; each sum in the same order whatever `nq` (the same bits).
+///
+/// # Safety
+/// AVX2, FMA and F16C; `v` holds `n` rows of `d` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn value_sums_avx2<R: Row8>(
+    acc: &mut [f32],
+    acc_stride: usize,
+    nq: usize,
+    d: usize,
+    p: &[f32],
+    p_stride: usize,
+    n: usize,
+    v: R,
+) {
+    assert!(
+        d.is_multiple_of(32) && nq > 0 && acc.len() >= (nq - 1) * acc_stride + d && p.len() >= (nq - 1) * p_stride + n
+    );
+    let mut qi = 0;
+    while qi < nq {
+        let (a, pp) = (acc.as_mut_ptr().add(qi * acc_stride), p.as_ptr().add(qi * p_stride));
+        if nq - qi == 1 {
+            axpy_q_avx2::<R, 1>(a, acc_stride, d, pp, p_stride, n, v);
+        } else {
+            axpy_q_avx2::<R, 2>(a, acc_stride, d, pp, p_stride, n, v);
+        }
+        qi += 2;
+    }
+}
+
+#[inline(always)]
+unsafe fn axpy_q_avx2<R: Row8, const Q: usize>(
+    acc: *mut f32,
+    acc_stride: usize,
+    d: usize,
+    p: *const f32,
+    p_stride: usize,
+    n: usize,
+    v: R,
+) {
+    let mut c = 0;
+    while c < d {
+        let mut r = [[_mm256_setzero_ps(); 4]; Q];
+        for (qi, rq) in r.iter_mut().enumerate() {
+            for (i, ri) in rq.iter_mut().enumerate() {
+                *ri = _mm256_loadu_ps(acc.add(qi * acc_stride + c + 8 * i));
+            }
+        }
+        for j in 0..n {
+            let vv = [v.load8(j * d + c), v.load8(j * d + c + 8), v.load8(j * d + c + 16), v.load8(j * d + c + 24)];
+            for (qi, rq) in r.iter_mut().enumerate() {
+                let pv = _mm256_set1_ps(*p.add(qi * p_stride + j));
+                for (i, ri) in rq.iter_mut().enumerate() {
+                    *ri = _mm256_fmadd_ps(pv, vv[i], *ri);
+                }
+            }
+        }
+        for (qi, rq) in r.iter().enumerate() {
+            for (i, ri) in rq.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(qi * acc_stride + c + 8 * i), *ri);
+            }
+        }
+        c += 32;
+    }
+}
