@@ -591,46 +591,75 @@ mod tests {
 
     /// Scores and value sums of several queries over one tile read (`Isa::scores_many`,
     /// `Isa::value_sums`) are each query's alone (the same kernels with one query; the value sums'
-    /// one-query `Isa::value_sum`), bit for bit, on every cache type.
+    /// one-query `Isa::value_sum`), bit for bit, on every cache type and every level this CPU has;
+    /// and they are the definition (f64 over the rows as stored) within f32 rounding.
     #[test]
     fn many_query_kernels_are_the_one_query_kernels() {
-        let lvl = level();
         let mut cases = 0;
-        for d in [32usize, 64, 96, 256] {
-            for nq in [1usize, 3, 4, 5, 9] {
-                for n in [1usize, 3, 4, 7, TILE] {
-                    let vals = lcg(d as u64 + n as u64, n * d);
-                    let q = lcg(7 + nq as u64, nq * d);
-                    let p = lcg(11 + n as u64, nq * TILE);
-                    let acc0 = lcg(13, nq * (d + 2));
-                    let (mut r16, mut r8) = (vec![f16::ZERO; n * d], vec![0u8; n * d / 32 * Q8_BLOCK]);
-                    cache_write(KvRowsMut::F16(&mut r16), &vals, 1, 1, n, n, d, 0);
-                    cache_write(KvRowsMut::Q8(&mut r8), &vals, 1, 1, n, n, d, 0);
-                    let (q, p, acc0) = (&q[..], &p[..], &acc0[..]);
-                    for rows in [KvRows::F32(&vals), KvRows::F16(&r16), KvRows::Q8(&r8)] {
-                        let (many, one) = crate::dispatch!(lvl; <I> (rows: KvRows<'_>, q: &[f32], p: &[f32], acc0: &[f32], d: usize, nq: usize, n: usize) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
-                            let (mut s_many, mut s_one) = (vec![0f32; nq * TILE], vec![0f32; nq * TILE]);
-                            I::scores_many(rows, q, d, n, &mut s_many, TILE);
+        let levels = crate::kernels::dot::available_levels();
+        for &lvl in &levels {
+            for d in [32usize, 64, 96, 256] {
+                for nq in [1usize, 3, 4, 5, 9] {
+                    for n in [1usize, 3, 4, 7, TILE] {
+                        let vals = lcg(d as u64 + n as u64, n * d);
+                        let q = lcg(7 + nq as u64, nq * d);
+                        let p = lcg(11 + n as u64, nq * TILE);
+                        let acc0 = lcg(13, nq * (d + 2));
+                        let (mut r16, mut r8) = (vec![f16::ZERO; n * d], vec![0u8; n * d / 32 * Q8_BLOCK]);
+                        cache_write(KvRowsMut::F16(&mut r16), &vals, 1, 1, n, n, d, 0);
+                        cache_write(KvRowsMut::Q8(&mut r8), &vals, 1, 1, n, n, d, 0);
+                        let (q, p, acc0) = (&q[..], &p[..], &acc0[..]);
+                        for rows in [KvRows::F32(&vals), KvRows::F16(&r16), KvRows::Q8(&r8)] {
+                            let (many, one) = crate::dispatch!(lvl; <I> (rows: KvRows<'_>, q: &[f32], p: &[f32], acc0: &[f32], d: usize, nq: usize, n: usize) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+                                let (mut s_many, mut s_one) = (vec![0f32; nq * TILE], vec![0f32; nq * TILE]);
+                                I::scores_many(rows, q, d, n, &mut s_many, TILE);
+                                for qi in 0..nq {
+                                    I::scores_many(rows, &q[qi * d..(qi + 1) * d], d, n, &mut s_one[qi * TILE..], TILE);
+                                }
+                                let (mut a_many, mut a_one) = (acc0.to_vec(), acc0.to_vec());
+                                I::value_sums(&mut a_many[2..], d + 2, nq, d, p, TILE, n, rows);
+                                for qi in 0..nq {
+                                    let at = qi * (d + 2) + 2;
+                                    I::value_sum(&mut a_one[at..at + d], &p[qi * TILE..qi * TILE + n], rows);
+                                }
+                                ((s_many, a_many), (s_one, a_one))
+                            });
+                            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(bits(&many.0), bits(&one.0), "{lvl:?} scores d={d} nq={nq} n={n}");
+                            assert_eq!(bits(&many.1), bits(&one.1), "{lvl:?} value sums d={d} nq={nq} n={n}");
+                            let mut dec = vec![0f32; n * d];
+                            rows.decode(0, n, d, &mut dec);
                             for qi in 0..nq {
-                                I::scores_many(rows, &q[qi * d..(qi + 1) * d], d, n, &mut s_one[qi * TILE..], TILE);
+                                for j in 0..n {
+                                    let (kr, qv) = (&dec[j * d..(j + 1) * d], &q[qi * d..(qi + 1) * d]);
+                                    let want: f64 = kr.iter().zip(qv).map(|(a, b)| *a as f64 * *b as f64).sum();
+                                    let mag: f64 = kr.iter().zip(qv).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                                    let got = one.0[qi * TILE + j] as f64;
+                                    assert!(
+                                        (got - want).abs() <= 1e-6 * mag + 1e-7,
+                                        "{lvl:?} score d={d} q{qi} k{j}: {got} vs {want}"
+                                    );
+                                }
+                                for c in 0..d {
+                                    let at = qi * (d + 2) + 2 + c;
+                                    let terms = (0..n).map(|j| p[qi * TILE + j] as f64 * dec[j * d + c] as f64);
+                                    let mag: f64 =
+                                        (0..n).map(|j| (p[qi * TILE + j] as f64 * dec[j * d + c] as f64).abs()).sum();
+                                    let want = acc0[at] as f64 + terms.sum::<f64>();
+                                    let got = one.1[at] as f64;
+                                    assert!(
+                                        (got - want).abs() <= 1e-6 * (mag + (acc0[at] as f64).abs()) + 1e-7,
+                                        "{lvl:?} value sum d={d} q{qi} col {c}: {got} vs {want}"
+                                    );
+                                }
                             }
-                            let (mut a_many, mut a_one) = (acc0.to_vec(), acc0.to_vec());
-                            I::value_sums(&mut a_many[2..], d + 2, nq, d, p, TILE, n, rows);
-                            for qi in 0..nq {
-                                let at = qi * (d + 2) + 2;
-                                I::value_sum(&mut a_one[at..at + d], &p[qi * TILE..qi * TILE + n], rows);
-                            }
-                            ((s_many, a_many), (s_one, a_one))
-                        });
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(bits(&many.0), bits(&one.0), "scores d={d} nq={nq} n={n}");
-                        assert_eq!(bits(&many.1), bits(&one.1), "value sums d={d} nq={nq} n={n}");
-                        cases += 1;
+                            cases += 1;
+                        }
                     }
                 }
             }
         }
-        assert_eq!(cases, 4 * 5 * 5 * 3);
+        assert_eq!(cases, levels.len() * 4 * 5 * 5 * 3);
     }
 
     #[test]
