@@ -96,6 +96,11 @@ impl Q16Act {
             // SAFETY: the features were detected on this CPU.
             return unsafe { Self::new_avx512(x) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the feature was detected on this CPU.
+            return unsafe { Self::new_avx2(x) };
+        }
         Self::new_portable(x)
     }
 
@@ -147,6 +152,45 @@ impl Q16Act {
         Self { qs, d, xsum }
     }
 
+    /// [`Q16Act::new_portable`] 8 values per register (AVX2): the same scales and quantized
+    /// values, each block's sum as a tree of its four registers' lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn new_avx2(x: &[f32]) -> Self {
+        use std::arch::x86_64::*;
+        let nb = x.len() / 32;
+        let mut qs = vec![0i16; nb * 32];
+        let (mut d, mut xsum) = (Vec::with_capacity(nb), Vec::with_capacity(nb));
+        let sign = _mm256_set1_ps(-0.0);
+        let half = _mm256_set1_ps(0.5);
+        for (b, blk) in x.chunks_exact(32).enumerate() {
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(blk.as_ptr().add(8 * i)));
+            let m = _mm256_max_ps(
+                _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+            );
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+            let db = amax / 32767.0;
+            let id = _mm256_set1_ps(if db != 0.0 { 1.0 / db } else { 0.0 });
+            let q = |v: __m256| {
+                _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v, id), _mm256_or_ps(half, _mm256_and_ps(sign, v))))
+            };
+            // packs works per 128-bit lane: [a0-3 b0-3 | a4-7 b4-7] → element order by a permute
+            let pack = |a: __m256i, c: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, c));
+            let out = qs.as_mut_ptr().add(b * 32) as *mut __m256i;
+            _mm256_storeu_si256(out, pack(q(v[0]), q(v[1])));
+            _mm256_storeu_si256(out.add(1), pack(q(v[2]), q(v[3])));
+            d.push(db);
+            let t = _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
+            let t4 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+            let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+            xsum.push(_mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps::<1>(t2, t2))));
+        }
+        Self { qs, d, xsum }
+    }
+
     pub fn view(&self) -> Q16View<'_> {
         Q16View { qs: &self.qs, d: &self.d, xsum: &self.xsum }
     }
@@ -166,12 +210,20 @@ mod tests {
         x[100] = -8.0;
         x[101] = 4.0; // -8 / 32767 scale: 4 lands near a tie
         let want = Q16Act::new_portable(&x);
-        let got = Q16Act::new(&x);
-        assert_eq!(got.qs, want.qs);
-        assert_eq!(got.d, want.d);
-        assert_eq!(got.xsum.len(), want.xsum.len());
-        for (g, w) in got.xsum.iter().zip(&want.xsum) {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        #[allow(unused_mut)]
+        let mut flavours = vec![("best", Q16Act::new(&x))];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: detected above.
+            flavours.push(("avx2", unsafe { Q16Act::new_avx2(&x) }));
+        }
+        for (name, got) in flavours {
+            assert_eq!(got.qs, want.qs, "{name}");
+            assert_eq!(got.d, want.d, "{name}");
+            assert_eq!(got.xsum.len(), want.xsum.len(), "{name}");
+            for (g, w) in got.xsum.iter().zip(&want.xsum) {
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{name}: {g} vs {w}");
+            }
         }
     }
 }
