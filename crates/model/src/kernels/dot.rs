@@ -393,8 +393,8 @@ impl Isa for X86Avx2 {
     unsafe fn f16(bits: u16) -> f32 {
         f16_f16c(bits)
     }
-    // decode attention over f32 / f16 rows read in place (q8_0 rows: widened one at a time); the
-    // one-query forms are the many-query kernels with one query, so both give the same bits
+    // decode attention over f32 / f16 / q8_0 rows read in place; the one-query forms are the
+    // many-query kernels with one query, so both give the same bits
     #[inline(always)]
     unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
         let n = out.len();
@@ -411,6 +411,9 @@ impl Isa for X86Avx2 {
             KvTile::F32(k) if d.is_multiple_of(8) => super::x86::scores_many_avx2(k.as_ptr(), q, d, n, out, stride),
             KvTile::F16(k) if d.is_multiple_of(8) => {
                 super::x86::scores_many_avx2(k.as_ptr().cast::<u16>(), q, d, n, out, stride)
+            }
+            KvTile::Q8(k) if d.is_multiple_of(32) => {
+                super::x86::scores_many_avx2(super::x86::Q8Rows(k.as_ptr()), q, d, n, out, stride)
             }
             _ => {
                 for (qi, qv) in q.chunks_exact(d).enumerate() {
@@ -436,6 +439,9 @@ impl Isa for X86Avx2 {
             }
             KvTile::F16(v) if d.is_multiple_of(32) => {
                 super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>())
+            }
+            KvTile::Q8(v) if d.is_multiple_of(32) => {
+                super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, super::x86::Q8Rows(v.as_ptr()))
             }
             _ => {
                 for qi in 0..nq {

@@ -1368,6 +1368,16 @@ impl Row8 for *const u16 {
     }
 }
 
+impl Row8 for Q8Rows {
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        let blk = self.0.add(at / 32 * 34);
+        let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u16).read_unaligned() as i32)));
+        let q = _mm_loadl_epi64(blk.add(2 + at % 32) as *const __m128i);
+        _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
+    }
+}
+
 /// The four 8-lane sums of `s` reduced together: `out[r] = Σ lanes of s[r]`.
 #[inline(always)]
 unsafe fn sum4_store_avx2(s: &[__m256; 4], out: *mut f32) {
