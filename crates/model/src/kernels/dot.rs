@@ -393,33 +393,29 @@ impl Isa for X86Avx2 {
     unsafe fn f16(bits: u16) -> f32 {
         f16_f16c(bits)
     }
-    // decode attention over f32 / f16 / q8_0 rows read in place; the one-query forms are the
-    // many-query kernels with one query, so both give the same bits
     #[inline(always)]
-    unsafe fn scores(k: KvTile<'_>, q: &[f32], out: &mut [f32]) {
-        let n = out.len();
-        Self::scores_many(k, q, q.len(), n, out, n)
+    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
+        f16s_to_f32_f16c(src, dst)
     }
+    // decode attention over f32 / f16 / q8_0 rows read in place; the one-query value sum is the
+    // many-query kernel with one query, so both give the same bits
     #[inline(always)]
     unsafe fn value_sum(acc: &mut [f32], p: &[f32], v: KvTile<'_>) {
         let (d, n) = (acc.len(), p.len());
+        if !d.is_multiple_of(32) {
+            return value_sum_by_row::<Self>(acc, p, v);
+        }
         Self::value_sums(acc, d, 1, d, p, n, n, v)
     }
     #[inline(always)]
     unsafe fn scores_many(k: KvTile<'_>, q: &[f32], d: usize, n: usize, out: &mut [f32], stride: usize) {
+        if !d.is_multiple_of(8) {
+            return scores_each::<Self>(k, q, d, n, out, stride);
+        }
         match k {
-            KvTile::F32(k) if d.is_multiple_of(8) => super::x86::scores_many_avx2(k.as_ptr(), q, d, n, out, stride),
-            KvTile::F16(k) if d.is_multiple_of(8) => {
-                super::x86::scores_many_avx2(k.as_ptr().cast::<u16>(), q, d, n, out, stride)
-            }
-            KvTile::Q8(k) if d.is_multiple_of(32) => {
-                super::x86::scores_many_avx2(super::x86::Q8Rows(k.as_ptr()), q, d, n, out, stride)
-            }
-            _ => {
-                for (qi, qv) in q.chunks_exact(d).enumerate() {
-                    scores_by_row::<Self>(k, qv, &mut out[qi * stride..qi * stride + n]);
-                }
-            }
+            KvTile::F32(k) => super::x86::scores_many_avx2(k.as_ptr(), q, d, n, out, stride),
+            KvTile::F16(k) => super::x86::scores_many_avx2(k.as_ptr().cast::<u16>(), q, d, n, out, stride),
+            KvTile::Q8(k) => super::x86::scores_many_avx2(super::x86::Q8Rows(k.as_ptr()), q, d, n, out, stride),
         }
     }
     #[inline(always)]
@@ -433,26 +429,18 @@ impl Isa for X86Avx2 {
         n: usize,
         v: KvTile<'_>,
     ) {
+        if !d.is_multiple_of(32) {
+            return value_sums_each::<Self>(acc, acc_stride, nq, d, p, p_stride, n, v);
+        }
         match v {
-            KvTile::F32(v) if d.is_multiple_of(32) => {
-                super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr())
-            }
-            KvTile::F16(v) if d.is_multiple_of(32) => {
+            KvTile::F32(v) => super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr()),
+            KvTile::F16(v) => {
                 super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, v.as_ptr().cast::<u16>())
             }
-            KvTile::Q8(v) if d.is_multiple_of(32) => {
+            KvTile::Q8(v) => {
                 super::x86::value_sums_avx2(acc, acc_stride, nq, d, p, p_stride, n, super::x86::Q8Rows(v.as_ptr()))
             }
-            _ => {
-                for qi in 0..nq {
-                    value_sum_by_row::<Self>(&mut acc[qi * acc_stride..][..d], &p[qi * p_stride..][..n], v);
-                }
-            }
         }
-    }
-    #[inline(always)]
-    unsafe fn f16s_to_f32(src: &[f16], dst: &mut [f32]) {
-        f16s_to_f32_f16c(src, dst)
     }
     #[inline(always)]
     unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {

@@ -690,36 +690,31 @@ mod x86 {
 
     use super::{PanelRef, Q16View, NR};
 
-    /// Activation rows in tiles of 8, then 4, 2, 1, each through `$tile::<[pre,] M, SPLIT, OFFS>`.
+    /// Activation rows in tiles of the listed sizes (the largest that fits each time; the list ends
+    /// with 1), each through `$tile::<[pre,] M, SPLIT, OFFS>`.
     macro_rules! tiles {
-        ($tile:ident [$($pre:tt)*], $p:expr, $nb:expr, $split:expr, $offs:expr, $xs:expr, $dst:expr, $n:expr, $cols:expr) => {{
+        // tile sizes from the largest down, ending with 1: each step takes the largest that fits
+        ($tile:ident $pre:tt [$($size:literal),+], $p:expr, $nb:expr, $split:expr, $offs:expr, $xs:expr, $dst:expr, $n:expr, $cols:expr) => {{
             let (p, nb, xs, n, cols) = ($p, $nb, $xs, $n, $cols);
             let mut i = 0;
             while i < xs.len() {
-                let tile = match xs.len() - i {
-                    8.. => 8,
-                    4..=7 => 4,
-                    2..=3 => 2,
-                    _ => 1,
-                };
-                let (d, x) = ($dst.add(i * n), &xs[i..i + tile]);
-                match (tile, $split, $offs) {
-                    (8, false, false) => $tile::<$($pre)* 8, false, false>(p, nb, x, d, n, cols),
-                    (8, false, true) => $tile::<$($pre)* 8, false, true>(p, nb, x, d, n, cols),
-                    (8, true, _) => $tile::<$($pre)* 8, true, false>(p, nb, x, d, n, cols),
-                    (4, false, false) => $tile::<$($pre)* 4, false, false>(p, nb, x, d, n, cols),
-                    (4, false, true) => $tile::<$($pre)* 4, false, true>(p, nb, x, d, n, cols),
-                    (4, true, _) => $tile::<$($pre)* 4, true, false>(p, nb, x, d, n, cols),
-                    (2, false, false) => $tile::<$($pre)* 2, false, false>(p, nb, x, d, n, cols),
-                    (2, false, true) => $tile::<$($pre)* 2, false, true>(p, nb, x, d, n, cols),
-                    (2, true, _) => $tile::<$($pre)* 2, true, false>(p, nb, x, d, n, cols),
-                    (_, false, false) => $tile::<$($pre)* 1, false, false>(p, nb, x, d, n, cols),
-                    (_, false, true) => $tile::<$($pre)* 1, false, true>(p, nb, x, d, n, cols),
-                    (_, true, _) => $tile::<$($pre)* 1, true, false>(p, nb, x, d, n, cols),
-                }
-                i += tile;
+                $(
+                    if xs.len() - i >= $size {
+                        let (d, x) = ($dst.add(i * n), &xs[i..i + $size]);
+                        tiles!(@one $tile $pre $size, $split, $offs, p, nb, x, d, n, cols);
+                        i += $size;
+                        continue;
+                    }
+                )+
             }
         }};
+        (@one $tile:ident [$($pre:tt)*] $size:literal, $split:expr, $offs:expr, $($arg:expr),+) => {
+            match ($split, $offs) {
+                (false, false) => $tile::<$($pre)* $size, false, false>($($arg),+),
+                (false, true) => $tile::<$($pre)* $size, false, true>($($arg),+),
+                (true, _) => $tile::<$($pre)* $size, true, false>($($arg),+),
+            }
+        };
     }
 
     /// 16 × 16 transpose of 32-bit lanes: `r[c]` holds row `c`; afterwards `r[j]` holds element
@@ -807,9 +802,9 @@ mod x86 {
         cols: usize,
     ) {
         if p.narrow {
-            tiles!(tile_rows [true,], p, nb, split, offs, xs, dst, n, cols);
+            tiles!(tile_rows [true,] [8, 4, 2, 1], p, nb, split, offs, xs, dst, n, cols);
         } else {
-            tiles!(tile_rows [false,], p, nb, split, offs, xs, dst, n, cols);
+            tiles!(tile_rows [false,] [8, 4, 2, 1], p, nb, split, offs, xs, dst, n, cols);
         }
     }
 
@@ -827,7 +822,7 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        tiles!(tile_rows_i8 [], p, nb, split, offs, xs, dst, n, cols);
+        tiles!(tile_rows_i8 [] [8, 4, 2, 1], p, nb, split, offs, xs, dst, n, cols);
     }
 
     #[inline]
@@ -942,29 +937,11 @@ mod x86 {
         n: usize,
         cols: usize,
     ) {
-        macro_rules! tile {
-            ($m:literal, $x:expr, $d:expr) => {
-                match (p.narrow, split, offs) {
-                    (true, false, false) => tile_rows_avx2::<true, $m, false, false>(p, nb, $x, $d, n, cols),
-                    (true, false, true) => tile_rows_avx2::<true, $m, false, true>(p, nb, $x, $d, n, cols),
-                    (true, true, _) => tile_rows_avx2::<true, $m, true, false>(p, nb, $x, $d, n, cols),
-                    (false, false, false) => tile_rows_avx2::<false, $m, false, false>(p, nb, $x, $d, n, cols),
-                    (false, false, true) => tile_rows_avx2::<false, $m, false, true>(p, nb, $x, $d, n, cols),
-                    (false, true, _) => tile_rows_avx2::<false, $m, true, false>(p, nb, $x, $d, n, cols),
-                }
-            };
-        }
-        let mut i = 0;
-        while i < xs.len() {
-            let tile = (xs.len() - i).min(4);
-            let (x, d) = (&xs[i..i + tile], dst.add(i * n));
-            match tile {
-                4 => tile!(4, x, d),
-                3 => tile!(3, x, d),
-                2 => tile!(2, x, d),
-                _ => tile!(1, x, d),
-            }
-            i += tile;
+        // AVX2's 16 registers: tiles of up to 4 activation rows
+        if p.narrow {
+            tiles!(tile_rows_avx2 [true,] [4, 3, 2, 1], p, nb, split, offs, xs, dst, n, cols);
+        } else {
+            tiles!(tile_rows_avx2 [false,] [4, 3, 2, 1], p, nb, split, offs, xs, dst, n, cols);
         }
     }
 
