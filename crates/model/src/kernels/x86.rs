@@ -627,18 +627,11 @@ macro_rules! group8_q16_kernel {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot2_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-    _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
-}
-
-#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot2_vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, w, x)
 }
 
-group8_q16_kernel!(group8_q16_avx2_m, "avx2,fma,f16c", dot2_avx2);
 group8_q16_kernel!(group8_q16_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c", dot2_vnni);
 
 /// AVX2's [`group8_q16_kernel`] for several activation rows: a block's chunks are unpacked one at
@@ -745,11 +738,15 @@ pub unsafe fn group8_q16_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q16_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
-    match xq.len() {
-        1 => group8_q16_avx2_m::<1>(ty, group, xq, out),
-        2 => group8_q16_avx2_m::<2>(ty, group, xq, out),
-        3 => group8_q16_avx2_m::<3>(ty, group, xq, out),
-        _ => group8_q16_avx2_m::<4>(ty, group, xq, out),
+    // [`group8_q16_many_avx2`]'s `[m, 8]` results in the `[8, m]` order of the `Isa` kernels
+    let m = xq.len();
+    assert!(m <= 4 && out.len() >= 8 * m, "group8_q16_avx2: up to 4 rows");
+    let mut tmp = [0f32; 32];
+    group8_q16_many_avx2(ty, group, xq, tmp.as_mut_ptr(), 8);
+    for i in 0..m {
+        for lane in 0..8 {
+            out[lane * m + i] = tmp[i * 8 + lane];
+        }
     }
 }
 
