@@ -3,7 +3,7 @@
 //! (an infinite loop, a huge allocation, a fork loop, writing and deleting outside the sandbox,
 //! reading the environment, connecting out, binding a port) each count as a failure while the
 //! eval goes on and nothing outside the sandbox changes: with bubblewrap and Landlock, and with
-//! Landlock alone (bubblewrap off the PATH).
+//! Landlock alone (bubblewrap off the PATH, or installed but unable to start: its error named).
 use std::io::Read;
 use std::process::Command;
 
@@ -171,24 +171,58 @@ fn hostile_completions_fail_inside_the_sandbox() {
     let has_bwrap = Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(has_bwrap, "bubblewrap is missing: apt-get install bubblewrap (cargo xtask test installs it as root)");
     let iso = hostile_run(&path, &ps, &[], "bwrap");
-    assert!(iso.starts_with("bubblewrap ("), "{iso}");
-    let landlock = iso.contains("+ Landlock (");
+    // bubblewrap installed but unable to run here (a container without user namespaces): the
+    // eval names bubblewrap's own error and Landlock alone kept every attack in (hostile_run
+    // checked it); only then is bubblewrap's layer not exercised, and the test says so
+    let landlock = if iso.starts_with("bubblewrap (") {
+        iso.contains("+ Landlock (")
+    } else {
+        assert!(
+            iso.starts_with("Landlock (") && iso.contains("(bubblewrap installed but does not run here: "),
+            "{iso}"
+        );
+        eprintln!("bubblewrap is installed but does not run on this machine; tested Landlock alone: {iso}");
+        true
+    };
     // without bubblewrap (not on PATH): Landlock alone keeps every attack in, or, on a kernel
     // without Landlock, scoring is refused unless --allow-unsandboxed
     let no_bwrap = [("PATH", "/nonexistent")];
+    let trivial = [("HumanEval/0".to_string(), "    return []\n".to_string())];
     if landlock {
         let iso = hostile_run(&path, &ps, &no_bwrap, "landlock");
-        assert!(iso.starts_with("Landlock (") && iso.contains("bubblewrap not available"), "{iso}");
-    } else {
-        let (code, err) = score_status(&path, &[("HumanEval/0".into(), "    return []\n".into())], &no_bwrap, &[]);
-        assert!(code == 1 && err.contains("--allow-unsandboxed"), "{err}");
-        let (code, err) = score_status(
-            &path,
-            &[("HumanEval/0".into(), "    return []\n".into())],
-            &no_bwrap,
-            &["--allow-unsandboxed"],
+        assert!(
+            iso.starts_with("Landlock (") && iso.contains("(bubblewrap not installed (apt-get install bubblewrap))"),
+            "{iso}"
         );
+    } else {
+        let (code, err) = score_status(&path, &trivial, &no_bwrap, &[]);
+        assert!(
+            code == 1 && err.contains("--allow-unsandboxed") && err.contains("bubblewrap is not installed"),
+            "{err}"
+        );
+        let (code, err) = score_status(&path, &trivial, &no_bwrap, &["--allow-unsandboxed"]);
         assert!(code == 0 && err.contains("UNSANDBOXED"), "{err}");
+    }
+    // a bubblewrap that is installed but fails to start (as in a container without user
+    // namespaces): its own error is named, and scoring runs under Landlock alone or is refused
+    let fake = std::env::temp_dir().join(format!("demiurgic-eval-fake-bwrap-{}", std::process::id()));
+    std::fs::create_dir_all(&fake).unwrap();
+    let script = "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'bubblewrap 0.0'; exit 0; fi\n\
+                  echo 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n";
+    std::fs::write(fake.join("bwrap"), script).unwrap();
+    #[cfg(unix)]
+    for (p, mode) in [(fake.clone(), 0o755), (fake.join("bwrap"), 0o755)] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let fake_path = format!("{}:/usr/local/bin:/usr/bin:/bin", fake.display());
+    let broken = [("PATH", fake_path.as_str())];
+    let named = "installed but does not run here: bwrap: Creating new namespace failed: Operation not permitted";
+    let (code, err) = score_status(&path, &trivial, &broken, &[]);
+    std::fs::remove_dir_all(&fake).unwrap();
+    if landlock {
+        assert!(code == 0 && err.contains("isolation: Landlock (") && err.contains(named), "{err}");
+    } else {
+        assert!(code == 1 && err.contains(&format!("bubblewrap is {named}")), "{err}");
     }
 }
 

@@ -148,13 +148,19 @@ pub fn program(p: &Problem, completion: &str) -> String {
     format!("{}{}\n{}\ncheck({})\n", p.prompt, completion, p.test, p.entry_point)
 }
 
+/// What is said when the `bwrap` program is not on the PATH.
+const NOT_INSTALLED: &str = "not installed (apt-get install bubblewrap)";
+
 /// How generated code is isolated: Landlock (`sandbox.rs`: file system read-only outside the
 /// program's directory, no TCP bind or connect) and bubblewrap (no network, read-only system,
 /// private /tmp, PID namespace) on top where each works, always with the process limits.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Isolation {
     pub bwrap: bool,
     pub landlock: bool,
+    /// Why bubblewrap does not run here (not installed, or its own error: a container without
+    /// user namespaces) when `bwrap` is false.
+    pub bwrap_missing: Option<String>,
 }
 
 impl Isolation {
@@ -163,14 +169,41 @@ impl Isolation {
     /// user namespaces (a container may lack them).
     pub fn detect() -> Self {
         let dir = std::env::temp_dir().join(format!("demiurgic-eval-probe-{}", std::process::id()));
-        let works = |iso: Isolation| {
-            std::fs::create_dir_all(&dir).is_ok()
-                && matches!(run_in(&dir, "pass\n", Duration::from_secs(20), iso), Ok((true, _)))
+        // (true, _) when the trivial program passed, else (false, what failed)
+        let probe = |iso: &Isolation| -> (bool, String) {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return (false, format!("cannot create {}: {e}", dir.display()));
+            }
+            match run_in(&dir, "pass\n", Duration::from_secs(20), iso) {
+                Ok((ok, r)) => (ok, r),
+                Err(e) => (false, format!("{e:#}")),
+            }
         };
-        let landlock = works(Isolation { bwrap: false, landlock: true });
-        let bwrap = works(Isolation { bwrap: true, landlock });
+        let landlock = probe(&Isolation { bwrap: false, landlock: true, bwrap_missing: None }).0;
+        let on_path = Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
+        let bwrap_missing = if !on_path {
+            Some(NOT_INSTALLED.to_string())
+        } else {
+            // a failure to start is retried as the programs' runs are (another eval's fork loop
+            // may hold nobody's process quota for a moment); its last error is kept
+            let mut last = String::new();
+            let mut ok = false;
+            for _ in 0..3 {
+                let (passed, r) = probe(&Isolation { bwrap: true, landlock, bwrap_missing: None });
+                if passed {
+                    ok = true;
+                    break;
+                }
+                last = r;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (!ok).then(|| {
+                let why = last.strip_prefix("failed: ").unwrap_or(&last);
+                format!("installed but does not run here: {why}")
+            })
+        };
         let _ = std::fs::remove_dir_all(&dir);
-        Isolation { bwrap, landlock }
+        Isolation { bwrap: bwrap_missing.is_none(), landlock, bwrap_missing }
     }
 
     /// Whether the programs run in a sandbox at all.
@@ -182,12 +215,14 @@ impl Isolation {
         let limits = "own process group, CPU time, 2 GiB address space, 64 processes, 16 MiB files, cleared environment, empty temporary directory, run as nobody when started as root";
         let landlock = "Landlock (file system read-only outside the program's directory, no TCP bind or connect)";
         let bwrap = "bubblewrap (no network, read-only system, private /tmp, PID namespace)";
+        let missing = self.bwrap_missing.as_deref().unwrap_or(NOT_INSTALLED);
         match (self.bwrap, self.landlock) {
             (true, true) => format!("{bwrap} + {landlock} + {limits}"),
             (true, false) => format!("{bwrap} (Landlock not available: needs Linux 6.7 or newer) + {limits}"),
-            (false, true) => format!("{landlock} (bubblewrap not available: apt-get install bubblewrap) + {limits}"),
+            (false, true) => format!("{landlock} (bubblewrap {missing}) + {limits}"),
             (false, false) => format!(
-                "UNSANDBOXED process (neither Landlock nor bubblewrap available; --allow-unsandboxed) + {limits}"
+                "UNSANDBOXED process (neither Landlock nor bubblewrap available: bubblewrap {missing}; \
+                 --allow-unsandboxed) + {limits}"
             ),
         }
     }
@@ -199,8 +234,9 @@ pub fn isolation(allow_unsandboxed: bool) -> Result<Isolation> {
     if !iso.sandboxed() && !allow_unsandboxed {
         bail!(
             "no sandbox for the generated programs: Landlock is not available (needs Linux 6.7 or newer) and \
-             bubblewrap does not run here (apt-get install bubblewrap); pass --allow-unsandboxed to run them as \
-             plain processes with only the resource limits"
+             bubblewrap is {}; pass --allow-unsandboxed to run them as plain processes with only the resource \
+             limits",
+            iso.bwrap_missing.as_deref().unwrap_or(NOT_INSTALLED)
         );
     }
     // said on the terminal, whatever the output format
@@ -209,7 +245,7 @@ pub fn isolation(allow_unsandboxed: bool) -> Result<Isolation> {
 }
 
 /// Run one untrusted Python program: (passed, result text).
-pub fn run_sandboxed(code: &str, timeout: Duration, iso: Isolation) -> Result<(bool, String)> {
+pub fn run_sandboxed(code: &str, timeout: Duration, iso: &Isolation) -> Result<(bool, String)> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("demiurgic-eval-{}-{n}", std::process::id()));
@@ -233,7 +269,7 @@ pub fn run_sandboxed(code: &str, timeout: Duration, iso: Isolation) -> Result<(b
     }
 }
 
-fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(bool, String)> {
+fn run_in(dir: &Path, code: &str, timeout: Duration, iso: &Isolation) -> Result<(bool, String)> {
     std::fs::write(dir.join("program.py"), code)?;
     #[cfg(unix)]
     {
@@ -342,7 +378,7 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: Isolation) -> Result<(
 pub use stats::pass_at_k;
 
 /// Score `(task_id, completion)` pairs: per sample (passed, result) and the summary.
-pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration, iso: Isolation) -> Result<Value> {
+pub fn score(problems: &[Problem], samples: &[(String, String)], timeout: Duration, iso: &Isolation) -> Result<Value> {
     let by_id: BTreeMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
     for (id, _) in samples {
         if !by_id.contains_key(id.as_str()) {
@@ -421,7 +457,7 @@ pub fn score_cmd(a: &ScoreArgs) -> Result<()> {
     let problems = read_problems(&problems_file(&a.problems)?)?;
     let samples = read_completions(&a.completions)?;
     let iso = isolation(a.allow_unsandboxed)?;
-    let v = score(&problems, &samples, timeout_of(a.timeout)?, iso)?;
+    let v = score(&problems, &samples, timeout_of(a.timeout)?, &iso)?;
     if a.json {
         emit(&format!("{}\n", serde_json::to_string(&v)?));
     } else {
@@ -585,7 +621,7 @@ impl BackendJob for RunJob {
                     writeln!(f, "{line}")?;
                 }
             }
-            let scored = score(&problems, &samples, timeout, iso)?;
+            let scored = score(&problems, &samples, timeout, &iso)?;
             // (samples, passed) per problem, in the problems' order (samples are problem-major)
             let results = scored["results"].as_array().context("scored results")?;
             let per_problem: Vec<(usize, usize)> = (0..problems.len())
