@@ -140,6 +140,7 @@ fn split_rope_heads(
     norm: u32,
     eps: f32,
     #[comptime] d: usize,
+    #[comptime] unroll: bool,
 ) {
     let gid = ABSOLUTE_POS;
     if gid >= n * d {
@@ -163,7 +164,7 @@ fn split_rope_heads(
         let is_q = h < hq;
         if norm != 0u32 {
             let mut ss = 0.0f32;
-            #[unroll]
+            #[unroll(unroll)]
             for cc in 0..d {
                 let y = qkv[src + cc];
                 ss += y * y;
@@ -215,6 +216,7 @@ fn attend_rows(
     has_valid: u32,
     #[comptime] d: usize,
     #[comptime] units: usize,
+    #[comptime] unroll: bool,
 ) {
     let qrow = cube_row();
     if qrow >= rows {
@@ -252,8 +254,8 @@ fn attend_rows(
         let mut score = 0.0f32;
         if visible {
             let kbase = kvbase + j * d;
-            // unrolled over the comptime head dim: every load in flight at once
-            #[unroll]
+            // unrolled over the comptime head dim on a GPU: every load in flight at once
+            #[unroll(unroll)]
             for c in 0..d {
                 score += q[qbase + c] * kc[kbase + c];
             }
@@ -267,7 +269,7 @@ fn attend_rows(
         p[u] = score;
         sync_cube();
         let mut top = m;
-        #[unroll]
+        #[unroll(unroll)]
         for jj in 0..units {
             let sc = p[jj];
             if sc > top {
@@ -285,7 +287,7 @@ fn attend_rows(
         let alpha = f32::exp(m - top);
         let mut cl = 0.0f32;
         let mut ca = 0.0f32;
-        #[unroll]
+        #[unroll(unroll)]
         for jj in 0..units {
             let wt = p[jj];
             cl += wt;
@@ -318,6 +320,15 @@ pub(crate) fn empty<R: CubeRuntime>(like: &CubeTensor<R>, dims: &[usize]) -> Cub
 /// A kernel's output as a float tensor.
 pub(crate) fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTensor<R>) -> Tensor<Cube<R, BT>, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// Whether kernels unroll their loops over a head's dimensions and a chunk's keys: on a GPU (a
+/// device with plane operations) every load is then in flight at once. Not on CPU emulation
+/// (lavapipe), which compiles each kernel with LLVM at its first launch: Gemma 3's 256-wide
+/// heads unrolled make a 12,000-line attention shader that took minutes to compile there (a
+/// fresh shader cache, as CI's), rolled loops seconds.
+fn unrolls(client: &ComputeClient<impl Runtime>) -> bool {
+    client.properties().features.plane.contains(cubecl::features::Plane::Ops)
 }
 
 fn elemwise(client: &ComputeClient<impl Runtime>, n: usize) -> (CubeCount, CubeDim) {
@@ -423,6 +434,7 @@ fn launch_split_rope<R: CubeRuntime, BT: BoolElement>(
         u32::from(qk_norm.is_some()),
         eps,
         d,
+        unrolls(&client),
     );
     q
 }
@@ -542,6 +554,7 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
         has_valid,
         d,
         units,
+        unrolls(&client),
     );
     float(out)
 }
