@@ -223,13 +223,24 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
     let mut rng = Lcg(9);
     let tol = if std::any::type_name::<B>().contains("Cuda") { 5e-3 } else { 1e-4 };
     // linear over host blocks (flex computes on them; the default body dequantizes) and dense
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6K, GgmlType::F32] {
+    // (on CPU emulation, lavapipe, the cube backends' own product instead of Burn's matmul)
+    for (ty, dense) in [
+        (GgmlType::Q4_1, false),
+        (GgmlType::Q8_0, false),
+        (GgmlType::Q6K, false),
+        (GgmlType::F32, false),
+        (GgmlType::F32, true),
+    ] {
         let w = Arc::new(random_matrix(ty, 24, 256, &mut rng));
         let bias = rng.vec(24);
-        for m in [1usize, 6] {
+        for m in [1usize, 6, 17] {
             let x = rng.vec(m * 256);
             let lin = |dev: &B::Device| Linear::<B> {
-                weight: Matrix::Host(w.clone()),
+                weight: if dense {
+                    Matrix::Dense(t2::<B>(&w.dequantize(), [24, 256], dev))
+                } else {
+                    Matrix::Host(w.clone())
+                },
                 bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [24]), dev)),
             };
             let lin_nd = Linear::<NdArray> {
@@ -243,7 +254,7 @@ fn ops_match_ndarray<B: DecodeOps>(device: &B::Device) {
             let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
             let d = max_abs_diff(&got, &want);
             let rel = tolerance::<B>(device, 1e-5, 2e-3);
-            assert!(d <= rel * scale, "linear {ty:?} m={m}: differs by {d} (values up to {scale})");
+            assert!(d <= rel * scale, "linear {ty:?} (dense: {dense}) m={m}: differs by {d} (values up to {scale})");
         }
     }
     // rms_norm, gated activations, embed
@@ -411,8 +422,9 @@ fn device_blocks_match_reference<B: DecodeOps>(device: &B::Device) {
                     bias: Some(Tensor::from_data(TensorData::new(bias.clone(), [rows]), device)),
                 };
                 let got = host(B::linear_layer(t2::<B>(&x, [n, cols], device), &lin));
-                // 17 rows: dequantized, then Burn's matmul, in TF32 on cuda (measured on an H200:
-                // up to 2.5e-3 of Σ|w·x| over 2,080 columns; the matvec of ≤ 16 rows is f32)
+                // 17 rows on a GPU: dequantized, then Burn's matmul, in TF32 on cuda (measured on
+                // an H200: up to 2.5e-3 of Σ|w·x| over 2,080 columns; the matvec of ≤ 16 rows is
+                // f32); on CPU emulation (lavapipe) the matvec, 16 rows at a time
                 let rel = if n > 16 { tolerance::<B>(device, 1e-4, 5e-3) } else { 1e-4 };
                 check(&format!("device {ty:?} {rows}x{cols} m={n}"), &got, &want, &w, &x, n, rel);
             }

@@ -12,7 +12,7 @@
 //! 32 outputs of one input row, one per lane, the `splits` units of a lane splitting its blocks;
 //! the input row, normalised when the RMSNorm is fused, staged in shared memory), and
 //! [`dequantize`] (rows of the matrix as f32: embeddings, and a dense matrix for Burn's matmul
-//! when many rows come at once).
+//! when many rows come at once on a GPU; CPU emulation takes no Burn matmul: [`gpu`]).
 use std::sync::Arc;
 
 use burn::tensor::ops::IntTensorOps;
@@ -31,7 +31,7 @@ use crate::ops::{AttnSpec, DecodeOps, DeviceBlocks, Heads, Linear, Matrix, QkNor
 use crate::rope::RotaryEmbedding;
 
 /// Input rows at most this many go through [`matvec`]; more are multiplied by Burn's matmul
-/// against the dequantized matrix.
+/// against the dequantized matrix on a GPU ([`gpu`]).
 const MATVEC_MAX_ROWS: usize = 16;
 
 /// Byte `k` (0–3, little-endian) of a word.
@@ -407,6 +407,62 @@ impl<R: CubeRuntime, BT: BoolElement> Default for Fused<'_, R, BT> {
 /// buffers, within wgpu's default 16 KiB of workgroup storage).
 pub const NORM_MAX_COLS: usize = 3072;
 
+/// Whether the device is a GPU (has plane operations) rather than CPU emulation of one
+/// (lavapipe). Emulation compiles every kernel with LLVM at its first launch, and Burn's
+/// autotuned matmul compiles and times several large candidate kernels for each new shape (20 to
+/// 70 s each there, with a fresh shader cache): on emulation the linear layers take no Burn
+/// matmul — many rows of a quantized matrix go through [`matvec`] a few rows at a time, a dense
+/// matrix through [`dense_product`].
+pub(crate) fn gpu<R: Runtime>(client: &ComputeClient<R>) -> bool {
+    client.properties().features.plane.contains(cubecl::features::Plane::Ops)
+}
+
+/// `y[i, o] = Σ_c x[i, c] · w[o, c]`: one unit per output, the sum in column order.
+#[cube(launch)]
+fn dense_rows(x: &Array<f32>, w: &Array<f32>, y: &mut Array<f32>, m: usize, rows: usize, cols: usize) {
+    let gid = ABSOLUTE_POS;
+    if gid >= m * rows {
+        terminate!();
+    }
+    let xb = gid / rows * cols;
+    let wb = gid % rows * cols;
+    let mut acc = 0.0f32;
+    for c in 0..cols {
+        acc += x[xb + c] * w[wb + c];
+    }
+    y[gid] = acc;
+}
+
+/// `x · wᵀ` for a dense matrix without Burn's matmul (CPU emulation: see [`gpu`]).
+///
+/// # Shapes
+/// - x: `[m, cols]`, w: `[rows, cols]` → `[m, rows]`
+pub fn dense_product<R: CubeRuntime, BT: BoolElement>(
+    x: Tensor<Cube<R, BT>, 2>,
+    w: Tensor<Cube<R, BT>, 2>,
+) -> Tensor<Cube<R, BT>, 2> {
+    let [m, cols] = x.dims();
+    let [rows, wcols] = w.dims();
+    assert_eq!(cols, wcols, "dense_product: x has {cols} columns, the matrix {wcols}");
+    let (x, w) = (prim(x), prim(w));
+    let y = empty(&x, &[m, rows]);
+    let client = x.client.clone();
+    let n = (m * rows).max(1);
+    let dim = CubeDim::new(&client, n);
+    dense_rows::launch::<R>(
+        &client,
+        calculate_cube_count_elemwise(&client, n, dim),
+        dim,
+        x.into_array_arg(),
+        w.into_array_arg(),
+        y.clone().into_array_arg(),
+        m,
+        rows,
+        cols,
+    );
+    float(y)
+}
+
 /// Units splitting one output's blocks. On a GPU (a device with plane operations) enough that
 /// each unit takes at most two blocks: a GPU hides a load's latency behind other warps, not behind
 /// a unit's own serial loop (H200: decode 4.9 → 2.2 ms per step); a power of two (the row
@@ -445,8 +501,7 @@ pub fn matvec<R: CubeRuntime, BT: BoolElement>(
     let client = x.client.clone();
     let stage = if cols <= NORM_MAX_COLS { cols } else { 0 };
     let hw = &client.properties().hardware;
-    let gpu = client.properties().features.plane.contains(cubecl::features::Plane::Ops);
-    let mut splits = splits_for(w.cols / 32, hw.max_units_per_cube as usize, gpu);
+    let mut splits = splits_for(w.cols / 32, hw.max_units_per_cube as usize, gpu(&client));
     // shared memory: the staged row and its block sums, the norm's tree, the splits' partials
     let shared = |s: usize| 4 * (stage + stage.div_ceil(32) + 32 * s + 64 * s);
     while splits > 1 && shared(splits) > hw.max_shared_memory_size {
@@ -572,17 +627,30 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
     }
 
     fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
-        let Matrix::Device(blocks) = &w.weight else {
-            return crate::ops::default_linear(x, w);
-        };
         let device = x.device();
+        let emulated = !gpu(&prim(x.clone()).client);
+        let Matrix::Device(blocks) = &w.weight else {
+            if !emulated {
+                return crate::ops::default_linear(x, w);
+            }
+            let dense = match &w.weight {
+                Matrix::Dense(t) => t.clone(),
+                other => other.to_dense(&device),
+            };
+            let y = dense_product(x, dense);
+            return match &w.bias {
+                Some(b) => y + b.clone().unsqueeze_dim(0),
+                None => y,
+            };
+        };
         let m = x.dims()[0];
         let y = if m <= MATVEC_MAX_ROWS {
             matvec(x, blocks, Fused::default())
-        } else if dequantizable(blocks, &device) {
+        } else if !emulated && dequantizable(blocks, &device) {
             x.matmul(dequantize(blocks, None, &device).transpose())
         } else {
-            // too large to dequantize at once (a 262k-row head): the matvec, a few rows at a time
+            // too large to dequantize at once (a 262k-row head), or CPU emulation (no Burn
+            // matmul: see `gpu`): the matvec, a few rows at a time
             let parts = (0..m)
                 .step_by(MATVEC_MAX_ROWS)
                 .map(|i| matvec(x.clone().slice(s![i..(i + MATVEC_MAX_ROWS).min(m), ..]), blocks, Fused::default()))

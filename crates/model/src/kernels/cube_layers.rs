@@ -322,13 +322,13 @@ pub(crate) fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTens
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// Whether kernels unroll their loops over a head's dimensions and a chunk's keys: on a GPU (a
-/// device with plane operations) every load is then in flight at once. Not on CPU emulation
-/// (lavapipe), which compiles each kernel with LLVM at its first launch: Gemma 3's 256-wide
-/// heads unrolled make a 12,000-line attention shader that took minutes to compile there (a
-/// fresh shader cache, as CI's), rolled loops seconds.
+/// Whether kernels unroll their loops over a head's dimensions and a chunk's keys: on a GPU
+/// ([`gpu`](crate::kernels::cube::gpu)) every load is then in flight at once. Not on CPU
+/// emulation (lavapipe), which compiles each kernel with LLVM at its first launch: Gemma 3's
+/// 256-wide heads unrolled make a 12,000-line attention shader that took minutes to compile there
+/// (a fresh shader cache, as CI's), rolled loops seconds.
 fn unrolls(client: &ComputeClient<impl Runtime>) -> bool {
-    client.properties().features.plane.contains(cubecl::features::Plane::Ops)
+    crate::kernels::cube::gpu(client)
 }
 
 fn elemwise(client: &ComputeClient<impl Runtime>, n: usize) -> (CubeCount, CubeDim) {
