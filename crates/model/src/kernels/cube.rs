@@ -24,7 +24,7 @@ use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 
 use crate::families::Activation;
 use crate::kernels::blocks::{device_words, DeviceLayout, ROW_GROUP};
-use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, prim, row_rms, Cube};
+use crate::kernels::cube_layers::{self as layers, empty, float, gated_value, gpu, prim, row_rms, Cube};
 use crate::kernels::QuantMatrix;
 use crate::kv_cache::LayerKv;
 use crate::ops::{AttnSpec, DecodeOps, DeviceBlocks, Heads, Linear, Matrix, QkNorm, Step};
@@ -406,16 +406,6 @@ impl<R: CubeRuntime, BT: BoolElement> Default for Fused<'_, R, BT> {
 /// Widest input [`matvec`] stages (and normalises) in shared memory (with its reduction
 /// buffers, within wgpu's default 16 KiB of workgroup storage).
 pub const NORM_MAX_COLS: usize = 3072;
-
-/// Whether the device is a GPU (has plane operations) rather than CPU emulation of one
-/// (lavapipe). Emulation compiles every kernel with LLVM at its first launch, and Burn's
-/// autotuned matmul compiles and times several large candidate kernels for each new shape (20 to
-/// 70 s each there, with a fresh shader cache): on emulation the linear layers take no Burn
-/// matmul — many rows of a quantized matrix go through [`matvec`] a few rows at a time, a dense
-/// matrix through [`dense_product`].
-pub(crate) fn gpu<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    client.properties().features.plane.contains(cubecl::features::Plane::Ops)
-}
 
 /// `y[i, o] = Σ_c x[i, c] · w[o, c]`: one unit per output, the sum in column order.
 #[cube(launch)]

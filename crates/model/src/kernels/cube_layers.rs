@@ -322,13 +322,23 @@ pub(crate) fn float<R: CubeRuntime, BT: BoolElement, const D: usize>(t: CubeTens
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
+/// Whether the device is a GPU (has plane operations) rather than CPU emulation of one
+/// (lavapipe). Emulation compiles every kernel with LLVM at its first launch, and Burn's
+/// autotuned matmul compiles and times several large candidate kernels for each new shape (20 to
+/// 70 s each there, with a fresh shader cache): on emulation the linear layers take no Burn
+/// matmul (`cube.rs`: many rows of a quantized matrix go through the block matvec a few rows at a
+/// time, a dense matrix through `dense_product`).
+pub(crate) fn gpu<R: Runtime>(client: &ComputeClient<R>) -> bool {
+    client.properties().features.plane.contains(cubecl::features::Plane::Ops)
+}
+
 /// Whether kernels unroll their loops over a head's dimensions and a chunk's keys: on a GPU
-/// ([`gpu`](crate::kernels::cube::gpu)) every load is then in flight at once. Not on CPU
-/// emulation (lavapipe), which compiles each kernel with LLVM at its first launch: Gemma 3's
-/// 256-wide heads unrolled make a 12,000-line attention shader that took minutes to compile there
-/// (a fresh shader cache, as CI's), rolled loops seconds.
+/// ([`gpu`]) every load is then in flight at once. Not on CPU emulation (lavapipe), which
+/// compiles each kernel with LLVM at its first launch: Gemma 3's 256-wide heads unrolled make a
+/// 12,000-line attention shader that took minutes to compile there (a fresh shader cache, as
+/// CI's), rolled loops seconds.
 fn unrolls(client: &ComputeClient<impl Runtime>) -> bool {
-    crate::kernels::cube::gpu(client)
+    gpu(client)
 }
 
 fn elemwise(client: &ComputeClient<impl Runtime>, n: usize) -> (CubeCount, CubeDim) {
