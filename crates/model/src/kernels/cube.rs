@@ -618,34 +618,25 @@ impl<R: CubeRuntime, BT: BoolElement> DecodeOps for Cube<R, BT> {
 
     fn linear_layer(x: Tensor<Self, 2>, w: &Linear<Self>) -> Tensor<Self, 2> {
         let device = x.device();
-        let emulated = !gpu(&prim(x.clone()).client);
-        let Matrix::Device(blocks) = &w.weight else {
-            if !emulated {
-                return crate::ops::default_linear(x, w);
-            }
-            let dense = match &w.weight {
-                Matrix::Dense(t) => t.clone(),
-                other => other.to_dense(&device),
-            };
-            let y = dense_product(x, dense);
-            return match &w.bias {
-                Some(b) => y + b.clone().unsqueeze_dim(0),
-                None => y,
-            };
-        };
+        let emulated = !gpu(&R::client(&device));
         let m = x.dims()[0];
-        let y = if m <= MATVEC_MAX_ROWS {
-            matvec(x, blocks, Fused::default())
-        } else if !emulated && dequantizable(blocks, &device) {
-            x.matmul(dequantize(blocks, None, &device).transpose())
-        } else {
-            // too large to dequantize at once (a 262k-row head), or CPU emulation (no Burn
-            // matmul: see `gpu`): the matvec, a few rows at a time
-            let parts = (0..m)
-                .step_by(MATVEC_MAX_ROWS)
-                .map(|i| matvec(x.clone().slice(s![i..(i + MATVEC_MAX_ROWS).min(m), ..]), blocks, Fused::default()))
-                .collect();
-            Tensor::cat(parts, 0)
+        let y = match &w.weight {
+            Matrix::Device(blocks) if m <= MATVEC_MAX_ROWS => matvec(x, blocks, Fused::default()),
+            Matrix::Device(blocks) if !emulated && dequantizable(blocks, &device) => {
+                x.matmul(dequantize(blocks, None, &device).transpose())
+            }
+            Matrix::Device(blocks) => {
+                // too large to dequantize at once (a 262k-row head), or CPU emulation (no Burn
+                // matmul: see `gpu`): the matvec, a few rows at a time
+                let parts = (0..m)
+                    .step_by(MATVEC_MAX_ROWS)
+                    .map(|i| matvec(x.clone().slice(s![i..(i + MATVEC_MAX_ROWS).min(m), ..]), blocks, Fused::default()))
+                    .collect();
+                Tensor::cat(parts, 0)
+            }
+            _ if !emulated => return crate::ops::default_linear(x, w),
+            Matrix::Dense(t) => dense_product(x, t.clone()),
+            other => dense_product(x, other.to_dense(&device)),
         };
         match &w.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),

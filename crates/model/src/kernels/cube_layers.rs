@@ -140,6 +140,7 @@ fn split_rope_heads(
     norm: u32,
     eps: f32,
     #[comptime] d: usize,
+    // on a GPU only, as `attend_rows`'s
     #[comptime] unroll: bool,
 ) {
     let gid = ABSOLUTE_POS;
@@ -216,6 +217,8 @@ fn attend_rows(
     has_valid: u32,
     #[comptime] d: usize,
     #[comptime] units: usize,
+    // on a GPU ([`gpu`]) only: CPU emulation (lavapipe) compiles each kernel with LLVM at its
+    // first launch, and Gemma 3's 256-wide heads unrolled made a 12,000-line shader (minutes)
     #[comptime] unroll: bool,
 ) {
     let qrow = cube_row();
@@ -332,15 +335,6 @@ pub(crate) fn gpu<R: Runtime>(client: &ComputeClient<R>) -> bool {
     client.properties().features.plane.contains(cubecl::features::Plane::Ops)
 }
 
-/// Whether kernels unroll their loops over a head's dimensions and a chunk's keys: on a GPU
-/// ([`gpu`]) every load is then in flight at once. Not on CPU emulation (lavapipe), which
-/// compiles each kernel with LLVM at its first launch: Gemma 3's 256-wide heads unrolled make a
-/// 12,000-line attention shader that took minutes to compile there (a fresh shader cache, as
-/// CI's), rolled loops seconds.
-fn unrolls(client: &ComputeClient<impl Runtime>) -> bool {
-    gpu(client)
-}
-
 fn elemwise(client: &ComputeClient<impl Runtime>, n: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new(client, n.max(1));
     (calculate_cube_count_elemwise(client, n.max(1), dim), dim)
@@ -444,7 +438,7 @@ fn launch_split_rope<R: CubeRuntime, BT: BoolElement>(
         u32::from(qk_norm.is_some()),
         eps,
         d,
-        unrolls(&client),
+        gpu(&client),
     );
     q
 }
@@ -564,7 +558,7 @@ pub fn attention<R: CubeRuntime, BT: BoolElement>(
         has_valid,
         d,
         units,
-        unrolls(&client),
+        gpu(&client),
     );
     float(out)
 }
