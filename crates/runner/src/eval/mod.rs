@@ -156,11 +156,10 @@ const NOT_INSTALLED: &str = "not installed (apt-get install bubblewrap)";
 /// private /tmp, PID namespace) on top where each works, always with the process limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Isolation {
-    pub bwrap: bool,
+    /// Bubblewrap runs here, or why not (not installed, or its own error: a container without
+    /// user namespaces).
+    pub bwrap: Result<(), String>,
     pub landlock: bool,
-    /// Why bubblewrap does not run here (not installed, or its own error: a container without
-    /// user namespaces) when `bwrap` is false.
-    pub bwrap_missing: Option<String>,
 }
 
 impl Isolation {
@@ -179,48 +178,47 @@ impl Isolation {
                 Err(e) => (false, format!("{e:#}")),
             }
         };
-        let landlock = probe(&Isolation { bwrap: false, landlock: true, bwrap_missing: None }).0;
+        let landlock = probe(&Isolation { bwrap: Err(String::new()), landlock: true }).0;
         let on_path = Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
-        let bwrap_missing = if !on_path {
-            Some(NOT_INSTALLED.to_string())
+        let bwrap = if !on_path {
+            Err(NOT_INSTALLED.to_string())
         } else {
             // a failure to start is retried as the programs' runs are (another eval's fork loop
             // may hold nobody's process quota for a moment); its last error is kept
             let mut last = String::new();
-            let mut ok = false;
-            for _ in 0..3 {
-                let (passed, r) = probe(&Isolation { bwrap: true, landlock, bwrap_missing: None });
-                if passed {
-                    ok = true;
-                    break;
+            let runs = (0..3).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(200));
                 }
+                let (passed, r) = probe(&Isolation { bwrap: Ok(()), landlock });
                 last = r;
-                std::thread::sleep(Duration::from_millis(200));
+                passed
+            });
+            let why = last.strip_prefix("failed: ").unwrap_or(&last);
+            if runs {
+                Ok(())
+            } else {
+                Err(format!("installed but does not run here: {why}"))
             }
-            (!ok).then(|| {
-                let why = last.strip_prefix("failed: ").unwrap_or(&last);
-                format!("installed but does not run here: {why}")
-            })
         };
         let _ = std::fs::remove_dir_all(&dir);
-        Isolation { bwrap: bwrap_missing.is_none(), landlock, bwrap_missing }
+        Isolation { bwrap, landlock }
     }
 
     /// Whether the programs run in a sandbox at all.
     pub fn sandboxed(&self) -> bool {
-        self.bwrap || self.landlock
+        self.bwrap.is_ok() || self.landlock
     }
 
     pub fn describe(&self) -> String {
         let limits = "own process group, CPU time, 2 GiB address space, 64 processes, 16 MiB files, cleared environment, empty temporary directory, run as nobody when started as root";
         let landlock = "Landlock (file system read-only outside the program's directory, no TCP bind or connect)";
         let bwrap = "bubblewrap (no network, read-only system, private /tmp, PID namespace)";
-        let missing = self.bwrap_missing.as_deref().unwrap_or(NOT_INSTALLED);
-        match (self.bwrap, self.landlock) {
-            (true, true) => format!("{bwrap} + {landlock} + {limits}"),
-            (true, false) => format!("{bwrap} (Landlock not available: needs Linux 6.7 or newer) + {limits}"),
-            (false, true) => format!("{landlock} (bubblewrap {missing}) + {limits}"),
-            (false, false) => format!(
+        match (&self.bwrap, self.landlock) {
+            (Ok(()), true) => format!("{bwrap} + {landlock} + {limits}"),
+            (Ok(()), false) => format!("{bwrap} (Landlock not available: needs Linux 6.7 or newer) + {limits}"),
+            (Err(missing), true) => format!("{landlock} (bubblewrap {missing}) + {limits}"),
+            (Err(missing), false) => format!(
                 "UNSANDBOXED process (neither Landlock nor bubblewrap available: bubblewrap {missing}; \
                  --allow-unsandboxed) + {limits}"
             ),
@@ -236,7 +234,7 @@ pub fn isolation(allow_unsandboxed: bool) -> Result<Isolation> {
             "no sandbox for the generated programs: Landlock is not available (needs Linux 6.7 or newer) and \
              bubblewrap is {}; pass --allow-unsandboxed to run them as plain processes with only the resource \
              limits",
-            iso.bwrap_missing.as_deref().unwrap_or(NOT_INSTALLED)
+            iso.bwrap.as_ref().err().map_or(NOT_INSTALLED, |why| why.as_str())
         );
     }
     // said on the terminal, whatever the output format
@@ -287,7 +285,7 @@ fn run_in(dir: &Path, code: &str, timeout: Duration, iso: &Isolation) -> Result<
     }
     program.extend(["python3", "-I", "-B", "program.py"].map(String::from));
     let path = "/usr/local/bin:/usr/bin:/bin";
-    let mut cmd = if iso.bwrap {
+    let mut cmd = if iso.bwrap.is_ok() {
         let mut c = Command::new("bwrap");
         c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
             // (after the private /tmp: the program's directory, under it, is bound in again)
