@@ -1111,12 +1111,21 @@ impl Row16 for *const u16 {
 #[derive(Clone, Copy)]
 pub struct Q8Rows(pub *const u8);
 
+impl Q8Rows {
+    /// The f16 scale (as f32) of value `at`'s block and a pointer to that value's quant.
+    #[inline(always)]
+    unsafe fn block(self, at: usize) -> (f32, *const u8) {
+        let blk = self.0.add(at / 32 * 34);
+        let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u16).read_unaligned() as i32)));
+        (scale, blk.add(2 + at % 32))
+    }
+}
+
 impl Row16 for Q8Rows {
     #[inline(always)]
     unsafe fn load16(self, at: usize) -> __m512 {
-        let blk = self.0.add(at / 32 * 34);
-        let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u16).read_unaligned() as i32)));
-        let q = _mm_loadu_si128(blk.add(2 + at % 32) as *const __m128i);
+        let (scale, q) = self.block(at);
+        let q = _mm_loadu_si128(q as *const __m128i);
         _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)))
     }
 }
@@ -1368,9 +1377,8 @@ impl Row8 for *const u16 {
 impl Row8 for Q8Rows {
     #[inline(always)]
     unsafe fn load8(self, at: usize) -> __m256 {
-        let blk = self.0.add(at / 32 * 34);
-        let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u16).read_unaligned() as i32)));
-        let q = _mm_loadl_epi64(blk.add(2 + at % 32) as *const __m128i);
+        let (scale, q) = self.block(at);
+        let q = _mm_loadl_epi64(q as *const __m128i);
         _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
     }
 }
