@@ -742,27 +742,40 @@ mod tests {
     /// The int8 group kernels of every level against the portable ones on weights and activations
     /// at the ends of their ranges: Q8_0 quants of -128, -127, 126, 127 against activations of
     /// ±127, where AVX2's `maddubs` on `w + 128` would saturate its i16 pair sums (the sign trick
-    /// must not). The same integer sums, so only the f32 scaling's order may differ.
+    /// must not); Q4 blocks of all-15 nibbles against whole rows of +127 and of -127, where AVX2
+    /// adds a block's 8 `maddubs` pair sums in i16 (at most 30,480: must not wrap). The same
+    /// integer sums, so only the f32 scaling's order may differ.
     #[test]
     fn int8_group_kernels_match_portable_at_range_ends() {
         let mut cases = 0;
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let (n, k) = (24, 128);
             let w = QuantMatrix::random_blocks(ty, n, k, 29);
-            let w = if ty == GgmlType::Q8_0 {
-                let mut data = w.data().to_vec();
-                for (b, blk) in data.chunks_exact_mut(34).enumerate() {
-                    for (j, q) in blk[2..].iter_mut().enumerate() {
-                        *q = [-128i8, -127, 127, 126][(b + j / 3) % 4] as u8;
-                    }
+            let bb = w.row_bytes() / (k / 32);
+            let mut data = w.data().to_vec();
+            for (b, blk) in data.chunks_exact_mut(bb).enumerate() {
+                // the quants are a block's last 32 (Q8_0) or 16 (Q4: two nibbles each) bytes
+                let qn = if ty == GgmlType::Q8_0 { 32 } else { 16 };
+                for (j, q) in blk[bb - qn..].iter_mut().enumerate() {
+                    *q = if ty == GgmlType::Q8_0 {
+                        [-128i8, -127, 127, 126][(b + j / 3) % 4] as u8
+                    } else if b % 2 == 0 {
+                        0xFF
+                    } else {
+                        *q
+                    };
                 }
-                QuantMatrix::new(ty, n, k, data).unwrap()
-            } else {
-                w
-            };
-            let wq = w.with_activations(ActQuant::Int8).interleave8();
+            }
+            let wq = QuantMatrix::new(ty, n, k, data).unwrap().with_activations(ActQuant::Int8).interleave8();
             for m in [1, 3, 4, 5, 9] {
-                let x: Vec<f32> = (0..m * k).map(|i| if (i / 2 + i / 7) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| match i / k {
+                        0 => 1.0,
+                        1 => -1.0,
+                        _ if (i / 2 + i / 7) % 3 == 0 => -1.0,
+                        _ => 1.0,
+                    })
+                    .collect();
                 let want = linear_at(Level::Portable, &wq, &x, m, None);
                 let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
                 for &level in &super::super::dot::available_levels() {

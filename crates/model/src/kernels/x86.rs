@@ -511,6 +511,19 @@ group8_kernel!(group8_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,a
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q8_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
+    if ty != GgmlType::Q8_0 {
+        // [`group8_q4_q8_avx2_rows`]'s `[m, 8]` results in the `[8, m]` order of the `Isa` kernels
+        let m = xq.len();
+        assert!(m <= 4 && out.len() >= 8 * m, "group8_q8_avx2: up to 4 rows");
+        let mut tmp = [0f32; 32];
+        group8_q8_many_avx2(ty, group, xq, tmp.as_mut_ptr(), 8);
+        for i in 0..m {
+            for lane in 0..8 {
+                out[lane * m + i] = tmp[i * 8 + lane];
+            }
+        }
+        return;
+    }
     match xq.len() {
         1 => group8_avx2_m::<1>(ty, group, xq, out),
         2 => group8_avx2_m::<2>(ty, group, xq, out),
@@ -519,11 +532,95 @@ pub unsafe fn group8_q8_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out:
     }
 }
 
-/// [`group8_q8_avx2`] over every activation row of `xq` in tiles of up to 4, each row's 8
-/// outputs written in place at `out[i · n ..]`.
+/// Interleaved Q4_0 / Q4_1 groups × int8 activations on AVX2 (no VNNI), for `M` activation
+/// rows, each row's 8 outputs stored at `out[i · n ..]`.
+///
+/// `maddubs` of the unsigned nibbles (≤ 15) and the activations (|x| ≤ 127, [`Q8Act`]) gives
+/// pair sums of at most 2·15·127 = 3,810, so a block's 8 of them per lane add up in i16 without
+/// saturating (≤ 30,480) and one `madd` by 1 per block widens each row's 4 lanes' total to i32:
+/// 9 multiplies per block and row instead of 16 (`maddubs` + `madd` per 4 values, as the VNNI
+/// kernels' `dpbusd` fallback does). The same integer sums and f32 steps as [`group8_kernel`]:
+/// bit-identical results. A block is unpacked one chunk at a time, so `M` i16 sums, the chunk
+/// and the broadcasts fit in AVX2's 16 registers up to 8 rows.
+///
+/// [`Q8Act`]: super::act::Q8Act
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group8_q4_q8_avx2_rows<const M: usize>(
+    ty: GgmlType,
+    group: &[u8],
+    xq: &[Q8View<'_>],
+    out: *mut f32,
+    n: usize,
+) {
+    let nb = xq[0].d.len();
+    let gp = group.as_ptr();
+    let min = ty == GgmlType::Q4_1;
+    let (hdr, gb) = group_bytes(ty);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); M];
+    let mut off = [_mm256_setzero_ps(); M];
+    let xp: [*const i32; M] = std::array::from_fn(|i| xq.get_unchecked(i).qs.as_ptr() as *const i32);
+    for b in 0..nb {
+        let p = gp.add(b * gb);
+        prefetch_ahead(p, gb);
+        let q = p.add(hdr);
+        let mut s = [_mm256_setzero_si256(); M];
+        for c in 0..4 {
+            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            for i in 0..M {
+                let xl = _mm256_set1_epi32(xp[i].add(b * 8 + c).read_unaligned());
+                let xh = _mm256_set1_epi32(xp[i].add(b * 8 + c + 4).read_unaligned());
+                s[i] = _mm256_add_epi16(
+                    s[i],
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)),
+                );
+            }
+        }
+        let d8 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let m8 = if min { _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)) } else { d8 };
+        for i in 0..M {
+            let x = xq.get_unchecked(i);
+            let v = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[i], ones));
+            let dx = *x.d.get_unchecked(b);
+            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d8, _mm256_set1_ps(dx)), v, acc[i]);
+            let sx = *x.s.get_unchecked(b);
+            off[i] = _mm256_fmadd_ps(m8, _mm256_set1_ps(if min { sx } else { -8.0 * sx }), off[i]);
+        }
+    }
+    for i in 0..M {
+        _mm256_storeu_ps(out.add(i * n), _mm256_add_ps(acc[i], off[i]));
+    }
+}
+
+/// [`group8_q8_avx2`] over every activation row of `xq`, each row's 8 outputs written in place
+/// at `out[i · n ..]`: Q4_0 / Q4_1 in tiles of up to 8 rows ([`group8_q4_q8_avx2_rows`]), Q8_0
+/// in tiles of 4.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q8_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
+    if ty != GgmlType::Q8_0 {
+        let mut i0 = 0;
+        while i0 < xq.len() {
+            let (t, o) = (&xq[i0..], out.add(i0 * n));
+            let tile = (xq.len() - i0).min(8);
+            match tile {
+                1 => group8_q4_q8_avx2_rows::<1>(ty, group, t, o, n),
+                2 => group8_q4_q8_avx2_rows::<2>(ty, group, t, o, n),
+                3 => group8_q4_q8_avx2_rows::<3>(ty, group, t, o, n),
+                4 => group8_q4_q8_avx2_rows::<4>(ty, group, t, o, n),
+                5 => group8_q4_q8_avx2_rows::<5>(ty, group, t, o, n),
+                6 => group8_q4_q8_avx2_rows::<6>(ty, group, t, o, n),
+                7 => group8_q4_q8_avx2_rows::<7>(ty, group, t, o, n),
+                _ => group8_q4_q8_avx2_rows::<8>(ty, group, t, o, n),
+            }
+            i0 += tile;
+        }
+        return;
+    }
     let mut tmp = [0f32; 32];
     for (ti, tile) in xq.chunks(4).enumerate() {
         let mc = tile.len();
