@@ -2,7 +2,8 @@
 //!
 //! Builds the runner in release with the backends asked for, runs `demiurgic bench` once per
 //! backend (one process each, so each peak RSS is its own), optionally the peers
-//! (`scripts/bench_peers.py`: transformers and llama-cpp-python in a venv under `target/`), and
+//! (`scripts/bench_peers.py`: transformers and llama-cpp-python in a venv under `target/`; and
+//! llama.cpp's own `llama-bench` and `llama-server`, built once by [`crate::llama_cpp`]), and
 //! writes `target/bench/latest.json`, `latest.md` (also printed) and `latest.png`.
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,6 +20,8 @@ struct Opts {
     quick: bool,
     backends: Vec<String>,
     peers: bool,
+    /// `--llama-cpp`: only llama.cpp's own tools as peers (no Python venv).
+    llama_cpp: bool,
     reps: Option<String>,
     model: Option<String>,
     /// `--contexts 256,1024,…`: batch-1 decode after prompts this long (ours and llama.cpp's).
@@ -33,6 +36,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         quick: false,
         backends: vec![],
         peers: false,
+        llama_cpp: false,
         reps: None,
         model: None,
         contexts: None,
@@ -45,6 +49,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--speculative" => o.speculative = true,
             "--serve" => o.serve = true,
             "--peers" => o.peers = true,
+            "--llama-cpp" => o.llama_cpp = true,
             "--backend" => {
                 let b = it.next().context("--backend needs a value (flex, ndarray, wgpu, cuda)")?;
                 for b in b.split(',') {
@@ -59,7 +64,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--contexts" => {
                 o.contexts = Some(it.next().context("--contexts needs a list of prompt lengths (256,1024,4096)")?.to_string())
             }
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --reps N, --model PATH, --contexts N,N)"),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --llama-cpp, --reps N, --model PATH, --contexts N,N)"),
         }
     }
     if o.backends.is_empty() {
@@ -166,9 +171,17 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let threads = per_backend.first().and_then(|v| v["threads"].as_u64()).unwrap_or(0);
 
-    let peers =
+    let native = if o.peers || o.llama_cpp {
+        Some(crate::llama_cpp::tools(std::thread::available_parallelism().map_or(2, |n| n.get() as u64), &llama_cpp_cmake_args())?)
+    } else {
+        None
+    };
+    let mut peers =
         if o.peers { run_peers(&model, threads, o.quick, o.reps.as_deref(), o.contexts.as_deref())? } else { vec![] };
-    let serve = if o.serve { run_serve(&bin, &model, o.peers)? } else { vec![] };
+    if let Some(t) = &native {
+        peers.push(run_llama_bench(t, &model, threads, o.quick, o.reps.as_deref(), o.contexts.as_deref())?);
+    }
+    let serve = if o.serve { run_serve(&bin, &model, threads, native.as_ref())? } else { vec![] };
 
     let cat = |k: &str| -> Vec<Value> {
         per_backend.iter().flat_map(|v| v[k].as_array().cloned().unwrap_or_default()).collect()
@@ -246,72 +259,131 @@ fn llama_cpp_cmake_args() -> String {
     args.join(" ")
 }
 
-/// The server load test (`scripts/bench_serve.py`: 1, 8 and 32 clients) against `demiurgic serve`
-/// and, with `--peers`, against llama-cpp-python's server on the same file (one after the other).
-fn run_serve(bin: &Path, model: &str, peers: bool) -> Result<Vec<Value>> {
+/// Concurrency levels of the server load test: each server gets as many slots as clients.
+const SERVE_CLIENTS: [u32; 3] = [1, 8, 32];
+
+/// A server process killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server load test (`scripts/bench_serve.py`, streamed 64-token completions, 2 requests per
+/// client) at 1, 8 and 32 clients against `demiurgic serve --max-batch C` and, with llama.cpp's
+/// tools built, `llama-server -np C -cb` on the same file and threads (one after the other, a
+/// fresh server per level).
+fn run_serve(bin: &Path, model: &str, threads: u64, native: Option<&crate::llama_cpp::Tools>) -> Result<Vec<Value>> {
     use std::io::BufRead;
     let script = root().join("scripts/bench_serve.py");
     let out = target_dir().join("bench");
-    let load = |url: &str, name: &str, served: &str| -> Result<Vec<Value>> {
-        let json_out = out.join(format!("serve-{name}.json"));
+    let load = |url: &str, name: &str, clients: u32| -> Result<Vec<Value>> {
+        let json_out = out.join(format!("serve-{name}-{clients}.json"));
         let st = Command::new("python3")
             .arg(&script)
-            .args(["--url", url, "--model", served, "--name", name, "--json-out"])
+            .args(["--url", url, "--model", "bench", "--name", name, "--requests-per-client", "2"])
+            .args(["--concurrency", &clients.to_string(), "--json-out"])
             .arg(&json_out)
             .status()?;
         if !st.success() {
-            bail!("scripts/bench_serve.py against {name} failed ({st})");
+            bail!("scripts/bench_serve.py against {name} at {clients} clients failed ({st})");
         }
         Ok(serde_json::from_str::<Value>(&std::fs::read_to_string(&json_out)?)?.as_array().cloned().unwrap_or_default())
     };
-    eprintln!("+ demiurgic serve --port 0 --max-batch 8");
-    let mut child = Command::new(bin)
-        .args(["serve", "--model", model, "--port", "0", "--max-batch", "8", "--served-model-name", "bench"])
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut err = std::io::BufReader::new(child.stderr.take().context("server stderr")?);
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        if err.read_line(&mut line)? == 0 {
-            let _ = child.wait();
-            bail!("demiurgic serve exited before listening");
-        }
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap_or_default().to_string();
-        }
-    };
-    let ours = load(&format!("http://{addr}"), "demiurgic", "bench");
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut rows = ours?;
-    if peers {
-        let py = target_dir().join("bench/venv/bin/python");
-        // the server's dependencies are pinned in scripts/bench-peers-requirements.txt (installed
-        // by the peers step above)
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
-        eprintln!("+ python -m llama_cpp.server --port {port} --interrupt_requests False");
-        let mut child = Command::new(&py)
-            .args(["-m", "llama_cpp.server", "--model", model, "--n_threads", "2", "--n_threads_batch", "2"])
-            .args(["--n_ctx", "4096", "--model_alias", "bench", "--interrupt_requests", "False", "--port", &port])
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
+    let mut rows = vec![];
+    for clients in SERVE_CLIENTS {
+        let slots = clients.to_string();
+        eprintln!("+ demiurgic serve --port 0 --max-batch {slots}");
+        let mut child = Command::new(bin)
+            .args(["serve", "--model", model, "--port", "0", "--max-batch", &slots, "--served-model-name", "bench"])
+            .stderr(Stdio::piped())
             .spawn()?;
+        let mut err = std::io::BufReader::new(child.stderr.take().context("server stderr")?);
+        let server = Server(child);
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if err.read_line(&mut line)? == 0 {
+                bail!("demiurgic serve exited before listening");
+            }
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+        };
+        // keep reading the server's log so it never blocks on a full pipe
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        rows.extend(load(&format!("http://{addr}"), "demiurgic", clients)?);
+        drop(server);
+        let Some(t) = native else { continue };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // every slot gets the context a request needs (prompt + 64 tokens, well under 512)
+        let ctx = (512 * clients).to_string();
+        let args = ["-np", &slots, "-cb", "-c", &ctx, "-t", &threads.to_string(), "--port", &port.to_string()];
+        eprintln!("+ llama-server {}", args.join(" "));
+        let server = Server(
+            Command::new(&t.server)
+                .args(["-m", model, "--alias", "bench", "--host", "127.0.0.1"])
+                .args(args)
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
         let url = format!("http://127.0.0.1:{port}");
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>()?)).is_err() {
-            if t.elapsed().as_secs() > 120 {
-                let _ = child.kill();
-                bail!("llama-cpp-python's server did not start");
+        let start = std::time::Instant::now();
+        // llama-server answers /health with 503 while it loads, 200 once ready
+        while !capture(Command::new("curl").args(["-sf", &format!("{url}/health")])).is_ok() {
+            if start.elapsed().as_secs() > 120 {
+                bail!("llama-server did not become ready in 120 s");
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        let theirs = load(&url, "llama.cpp", "bench");
-        let _ = child.kill();
-        let _ = child.wait();
-        rows.extend(theirs?);
+        rows.extend(load(&url, "llama-server", clients)?);
+        drop(server);
     }
     Ok(rows)
+}
+
+/// llama.cpp's `llama-bench` on the same file and threads: prefill (`-p`), batch-1 decode (`-n`)
+/// and decode after `--contexts` tokens (`-d`), as a peer row like `scripts/bench_peers.py`'s.
+fn run_llama_bench(
+    t: &crate::llama_cpp::Tools,
+    model: &str,
+    threads: u64,
+    quick: bool,
+    reps: Option<&str>,
+    contexts: Option<&str>,
+) -> Result<Value> {
+    let reps = reps.unwrap_or(if quick { "2" } else { "3" });
+    let threads = threads.max(1).to_string();
+    let run = |extra: &[&str]| -> Result<Vec<Value>> {
+        let mut c = Command::new(&t.bench);
+        c.args(["-m", model, "-t", &threads, "-r", reps, "-o", "json"]).args(extra);
+        let out = capture(&mut c)?;
+        Ok(serde_json::from_str::<Value>(&out).with_context(|| format!("llama-bench's JSON: {out}"))?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+    let (prompts, gen) = if quick { ("128", "32") } else { ("128,512", "128") };
+    let mut rows = run(&["-p", prompts, "-n", gen])?;
+    if let Some(x) = contexts {
+        rows.extend(run(&["-p", "0", "-n", "32", "-d", x])?);
+    }
+    let (mut decode, mut prefill, mut context) = (vec![], vec![], vec![]);
+    for r in rows {
+        let ts = r["avg_ts"].clone();
+        let (np, ng, depth) = (r["n_prompt"].as_u64(), r["n_gen"].as_u64(), r["n_depth"].as_u64().unwrap_or(0));
+        match (np, ng) {
+            (Some(p), Some(0)) if p > 0 => prefill.push(json!({"prompt_tokens": p, "tokens_per_s": ts})),
+            (Some(0), Some(_)) if depth > 0 => context.push(json!({"context_tokens": depth, "tokens_per_s": ts})),
+            (Some(0), Some(_)) => decode.push(json!({"batch": 1, "tokens_per_s": ts})),
+            _ => bail!("llama-bench row neither prefill nor decode: {r}"),
+        }
+    }
+    Ok(json!({"name": "llama-bench", "build": t.build, "decode": decode, "prefill": prefill, "context": context}))
 }
 
 /// transformers and llama.cpp on the same model, thread count and shapes, in a venv under target/.
