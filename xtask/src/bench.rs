@@ -461,6 +461,14 @@ fn ratios(r: &Value) -> Vec<Value> {
             }
         }
     }
+    // the server load: ours against each other server at the same number of clients
+    let serve = ours("serve");
+    for row in serve.iter().filter(|r| r["server"] == "demiurgic") {
+        for peer in serve.iter().filter(|p| p["server"] != "demiurgic" && p["concurrency"] == row["concurrency"]) {
+            let (a, b) = (row["tokens_per_s"].as_f64().unwrap_or(f64::NAN), peer["tokens_per_s"].as_f64().unwrap_or(f64::NAN));
+            out.push(json!({"backend": "serve", "peer": peer["server"], "measure": "tokens/s", "concurrency": row["concurrency"], "speed_ratio_ours_over_peer": a / b}));
+        }
+    }
     out
 }
 
@@ -636,7 +644,7 @@ fn markdown(r: &Value) -> String {
     }
     let serve = rows("serve");
     if !serve.is_empty() {
-        s += "\n## Server load (streamed completions, 64 tokens, 4 per client)\n\n| server | clients | requests/s | tokens/s | latency p50 (s) | latency p99 (s) | TTFT p50 (s) | TTFT p99 (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += "\n## Server load (streamed completions, 64 tokens, 2 per client, as many slots as clients)\n\n| server | clients | requests/s | tokens/s | latency p50 (s) | latency p99 (s) | TTFT p50 (s) | TTFT p99 (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
         for row in &serve {
             s += &format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -655,7 +663,7 @@ fn markdown(r: &Value) -> String {
     if !ratios.is_empty() {
         s += "\n## Ours / peer (speed ratio, > 1 means Demiurgic is faster)\n\n| backend | peer | measure | at | ratio |\n|---|---|---|---:|---:|\n";
         for row in &ratios {
-            let at = ["batch", "prompt_tokens", "new_tokens", "context_tokens"]
+            let at = ["batch", "prompt_tokens", "new_tokens", "context_tokens", "concurrency"]
                 .iter()
                 .find_map(|k| row.get(*k).map(|v| format!("{k}={v}")))
                 .unwrap_or_default();
@@ -774,7 +782,9 @@ mod tests {
             "prefill": [{"backend": "flex", "prompt_tokens": 128, "tokens_per_s": 300.0}],
             "context": [{"backend": "flex", "context_tokens": 4096, "tokens_per_s": 30.0, "cache_type": "f16"}],
             "memory": {"flex": {"peak_rss_bytes": 1048576, "kv_cache_bytes_per_seq_per_1k_tokens": 2097152, "weights_bytes": 3145728}},
-            "serve": [{"server": "demiurgic", "concurrency": 8, "requests_per_s": 3.3, "tokens_per_s": 211.6, "latency_p50_s": 2.3, "latency_p99_s": 2.9, "ttft_p50_s": 0.139, "ttft_p99_s": 0.5}],
+            "serve": [{"server": "demiurgic", "concurrency": 8, "requests_per_s": 3.3, "tokens_per_s": 211.6, "latency_p50_s": 2.3, "latency_p99_s": 2.9, "ttft_p50_s": 0.139, "ttft_p99_s": 0.5},
+                {"server": "llama-server", "concurrency": 8, "tokens_per_s": 105.8},
+                {"server": "llama-server", "concurrency": 32, "tokens_per_s": 50.0}],
             "speculative": [{"backend": "flex", "task": "input-grounded", "method": "prompt lookup (≤10)", "plain_tokens_per_s": 70.0, "tokens_per_s": 105.0, "speedup": 1.5, "draft_tokens": 40, "accepted_tokens": 30}],
             "peers": [{"name": "llama.cpp",
                 "cache_speedup": [{"new_tokens": 50, "no_cache_s": 3.0, "cache_s": 0.5, "speedup": 6.0}],
@@ -793,6 +803,10 @@ mod tests {
         assert_eq!(get("prefill"), 0.5);
         assert_eq!(get("cache_speedup"), 0.5); // peer 0.5 s, ours 1.0 s
         assert_eq!(get("context"), 1.2);
+        // the server load: only at the clients both were measured at
+        let serve: Vec<&Value> = r.iter().filter(|x| x["backend"] == "serve").collect();
+        assert_eq!(serve.len(), 1, "{serve:?}");
+        assert_eq!((serve[0]["concurrency"].as_u64(), serve[0]["speed_ratio_ours_over_peer"].as_f64()), (Some(8), Some(2.0)));
     }
 
     #[test]
@@ -811,6 +825,7 @@ mod tests {
             "| flex | llama.cpp | context | context_tokens=4096 | 1.20 |",
             "| flex | input-grounded | prompt lookup (≤10) | 70.0 | 105.0 | 1.50x | 30 / 40 |",
             "| demiurgic | 8 | 3.30 | 211.6 | 2.30 | 2.90 | 0.139 | 0.500 |",
+            "| serve | llama-server | tokens/s | concurrency=8 | 2.00 |",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
