@@ -23,6 +23,8 @@ struct Opts {
     /// `--llama-cpp`: only llama.cpp's own tools as peers (no Python venv).
     llama_cpp: bool,
     reps: Option<String>,
+    /// `--activations f32|int16|int8`, passed to `demiurgic bench` (int8 is llama.cpp's arithmetic).
+    activations: Option<String>,
     model: Option<String>,
     /// `--contexts 256,1024,…`: batch-1 decode after prompts this long (ours and llama.cpp's).
     contexts: Option<String>,
@@ -38,6 +40,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         peers: false,
         llama_cpp: false,
         reps: None,
+        activations: None,
         model: None,
         contexts: None,
     };
@@ -60,11 +63,14 @@ fn parse(args: &[&str]) -> Result<Opts> {
                 }
             }
             "--reps" => o.reps = Some(it.next().context("--reps needs a number")?.to_string()),
+            "--activations" => {
+                o.activations = Some(it.next().context("--activations needs f32, int16 or int8")?.to_string())
+            }
             "--model" => o.model = Some(it.next().context("--model needs a path")?.to_string()),
             "--contexts" => {
                 o.contexts = Some(it.next().context("--contexts needs a list of prompt lengths (256,1024,4096)")?.to_string())
             }
-            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --llama-cpp, --reps N, --model PATH, --contexts N,N)"),
+            other => bail!("unknown bench argument {other:?} (allowed: --quick, --profile, --speculative, --serve, --backend B, --peers, --llama-cpp, --reps N, --activations A, --model PATH, --contexts N,N)"),
         }
     }
     if o.backends.is_empty() {
@@ -157,6 +163,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         }
         if let Some(r) = &o.reps {
             c.args(["--reps", r]);
+        }
+        if let Some(a) = &o.activations {
+            c.args(["--activations", a]);
         }
         if let Some(x) = &o.contexts {
             c.args(["--contexts", x]);

