@@ -181,7 +181,10 @@ pub fn run(args: &[&str]) -> Result<()> {
     let threads = per_backend.first().and_then(|v| v["threads"].as_u64()).unwrap_or(0);
 
     let native = if o.peers || o.llama_cpp {
-        Some(crate::llama_cpp::tools(std::thread::available_parallelism().map_or(2, |n| n.get() as u64), &llama_cpp_cmake_args())?)
+        Some(crate::llama_cpp::tools(
+            std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+            &llama_cpp_cmake_args(),
+        )?)
     } else {
         None
     };
@@ -343,7 +346,7 @@ fn run_serve(bin: &Path, model: &str, threads: u64, native: Option<&crate::llama
         let url = format!("http://127.0.0.1:{port}");
         let start = std::time::Instant::now();
         // llama-server answers /health with 503 while it loads, 200 once ready
-        while !capture(Command::new("curl").args(["-sf", &format!("{url}/health")])).is_ok() {
+        while capture(Command::new("curl").args(["-sf", &format!("{url}/health")])).is_err() {
             if start.elapsed().as_secs() > 120 {
                 bail!("llama-server did not become ready in 120 s");
             }
@@ -371,7 +374,8 @@ fn run_llama_bench(
         let mut c = Command::new(&t.bench);
         c.args(["-m", model, "-t", &threads, "-r", reps, "-o", "json"]).args(extra);
         let out = capture(&mut c)?;
-        Ok(serde_json::from_str::<Value>(&out).with_context(|| format!("llama-bench's JSON: {out}"))?
+        Ok(serde_json::from_str::<Value>(&out)
+            .with_context(|| format!("llama-bench's JSON: {out}"))?
             .as_array()
             .cloned()
             .unwrap_or_default())
@@ -474,7 +478,8 @@ fn ratios(r: &Value) -> Vec<Value> {
     let serve = ours("serve");
     for row in serve.iter().filter(|r| r["server"] == "demiurgic") {
         for peer in serve.iter().filter(|p| p["server"] != "demiurgic" && p["concurrency"] == row["concurrency"]) {
-            let (a, b) = (row["tokens_per_s"].as_f64().unwrap_or(f64::NAN), peer["tokens_per_s"].as_f64().unwrap_or(f64::NAN));
+            let (a, b) =
+                (row["tokens_per_s"].as_f64().unwrap_or(f64::NAN), peer["tokens_per_s"].as_f64().unwrap_or(f64::NAN));
             out.push(json!({"backend": "serve", "peer": peer["server"], "measure": "tokens/s", "concurrency": row["concurrency"], "speed_ratio_ours_over_peer": a / b}));
         }
     }
@@ -815,7 +820,10 @@ mod tests {
         // the server load: only at the clients both were measured at
         let serve: Vec<&Value> = r.iter().filter(|x| x["backend"] == "serve").collect();
         assert_eq!(serve.len(), 1, "{serve:?}");
-        assert_eq!((serve[0]["concurrency"].as_u64(), serve[0]["speed_ratio_ours_over_peer"].as_f64()), (Some(8), Some(2.0)));
+        assert_eq!(
+            (serve[0]["concurrency"].as_u64(), serve[0]["speed_ratio_ours_over_peer"].as_f64()),
+            (Some(8), Some(2.0))
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
-mod llama_cpp;
 mod eval;
+mod llama_cpp;
 mod test;
 
 fn root() -> PathBuf {
