@@ -512,17 +512,7 @@ group8_kernel!(group8_avx512_m, "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,a
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q8_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: &mut [f32]) {
     if ty != GgmlType::Q8_0 {
-        // [`group8_q4_q8_avx2_rows`]'s `[m, 8]` results in the `[8, m]` order of the `Isa` kernels
-        let m = xq.len();
-        assert!(m <= 4 && out.len() >= 8 * m, "group8_q8_avx2: up to 4 rows");
-        let mut tmp = [0f32; 32];
-        group8_q8_many_avx2(ty, group, xq, tmp.as_mut_ptr(), 8);
-        for i in 0..m {
-            for lane in 0..8 {
-                out[lane * m + i] = tmp[i * 8 + lane];
-            }
-        }
-        return;
+        return rows_to_lanes(xq.len(), out, |tmp| group8_q8_many_avx2(ty, group, xq, tmp, 8));
     }
     match xq.len() {
         1 => group8_avx2_m::<1>(ty, group, xq, out),
@@ -603,23 +593,7 @@ unsafe fn group8_q4_q8_avx2_rows<const M: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q8_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q8View<'_>], out: *mut f32, n: usize) {
     if ty != GgmlType::Q8_0 {
-        let mut i0 = 0;
-        while i0 < xq.len() {
-            let (t, o) = (&xq[i0..], out.add(i0 * n));
-            let tile = (xq.len() - i0).min(8);
-            match tile {
-                1 => group8_q4_q8_avx2_rows::<1>(ty, group, t, o, n),
-                2 => group8_q4_q8_avx2_rows::<2>(ty, group, t, o, n),
-                3 => group8_q4_q8_avx2_rows::<3>(ty, group, t, o, n),
-                4 => group8_q4_q8_avx2_rows::<4>(ty, group, t, o, n),
-                5 => group8_q4_q8_avx2_rows::<5>(ty, group, t, o, n),
-                6 => group8_q4_q8_avx2_rows::<6>(ty, group, t, o, n),
-                7 => group8_q4_q8_avx2_rows::<7>(ty, group, t, o, n),
-                _ => group8_q4_q8_avx2_rows::<8>(ty, group, t, o, n),
-            }
-            i0 += tile;
-        }
-        return;
+        return row_tiles!(group8_q4_q8_avx2_rows(ty, group, xq, out, n); 1 2 3 4 5 6 7 8);
     }
     let mut tmp = [0f32; 32];
     for (ti, tile) in xq.chunks(4).enumerate() {
@@ -818,34 +792,47 @@ unsafe fn group8_q16_avx2_rows<const M: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q16_many_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: *mut f32, n: usize) {
-    let mut i0 = 0;
-    while i0 < xq.len() {
-        let (t, o) = (&xq[i0..], out.add(i0 * n));
-        let tile = (xq.len() - i0).min(4);
-        match tile {
-            1 => group8_q16_avx2_rows::<1>(ty, group, t, o, n),
-            2 => group8_q16_avx2_rows::<2>(ty, group, t, o, n),
-            3 => group8_q16_avx2_rows::<3>(ty, group, t, o, n),
-            _ => group8_q16_avx2_rows::<4>(ty, group, t, o, n),
-        }
-        i0 += tile;
-    }
+    row_tiles!(group8_q16_avx2_rows(ty, group, xq, out, n); 1 2 3 4)
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group8_q16_avx2(ty: GgmlType, group: &[u8], xq: &[Q16View<'_>], out: &mut [f32]) {
-    // [`group8_q16_many_avx2`]'s `[m, 8]` results in the `[8, m]` order of the `Isa` kernels
-    let m = xq.len();
-    assert!(m <= 4 && out.len() >= 8 * m, "group8_q16_avx2: up to 4 rows");
+    rows_to_lanes(xq.len(), out, |tmp| group8_q16_many_avx2(ty, group, xq, tmp, 8))
+}
+
+/// A many-rows kernel's `[m, 8]` results (`many` writes them at the pointer it gets) in the
+/// `[8, m]` order of the `Isa` group kernels, for up to 4 activation rows.
+#[inline(always)]
+fn rows_to_lanes(m: usize, out: &mut [f32], many: impl FnOnce(*mut f32)) {
+    assert!(m <= 4 && out.len() >= 8 * m, "group kernels: up to 4 rows");
     let mut tmp = [0f32; 32];
-    group8_q16_many_avx2(ty, group, xq, tmp.as_mut_ptr(), 8);
+    many(tmp.as_mut_ptr());
     for i in 0..m {
         for lane in 0..8 {
             out[lane * m + i] = tmp[i * 8 + lane];
         }
     }
 }
+
+/// `$kernel::<M>(ty, group, rows, out, n)` over the activation rows `$xq` in tiles of up to the
+/// last of the listed `M`s, each tile's outputs at `$out + i0 · n`.
+macro_rules! row_tiles {
+    ($kernel:ident($ty:expr, $group:expr, $xq:expr, $out:expr, $n:expr); $($m:literal)+) => {{
+        let (xq, max) = ($xq, [$($m),+].into_iter().max().unwrap_or(1));
+        let mut i0 = 0;
+        while i0 < xq.len() {
+            let (t, o) = (&xq[i0..], $out.add(i0 * $n));
+            let tile = (xq.len() - i0).min(max);
+            match tile {
+                $($m => $kernel::<$m>($ty, $group, t, o, $n),)+
+                _ => unreachable!("tile of {tile} rows"),
+            }
+            i0 += tile;
+        }
+    }};
+}
+use row_tiles;
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
