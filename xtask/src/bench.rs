@@ -335,7 +335,7 @@ fn run_serve(bin: &Path, model: &str, threads: u64, native: Option<&crate::llama
         let ctx = (512 * clients).to_string();
         let args = ["-np", &slots, "-cb", "-c", &ctx, "-t", &threads.to_string(), "--port", &port.to_string()];
         eprintln!("+ llama-server {}", args.join(" "));
-        let server = Server(
+        let mut server = Server(
             Command::new(&t.server)
                 .args(["-m", model, "--alias", "bench", "--host", "127.0.0.1"])
                 .args(args)
@@ -347,6 +347,12 @@ fn run_serve(bin: &Path, model: &str, threads: u64, native: Option<&crate::llama
         let start = std::time::Instant::now();
         // llama-server answers /health with 503 while it loads, 200 once ready
         while capture(Command::new("curl").args(["-sf", &format!("{url}/health")])).is_err() {
+            if let Some(st) = server.0.try_wait()? {
+                bail!(
+                    "llama-server -m {model} {} exited before it was ready ({st}); run it by hand to see its log",
+                    args.join(" ")
+                );
+            }
             if start.elapsed().as_secs() > 120 {
                 bail!("llama-server did not become ready in 120 s");
             }

@@ -80,18 +80,12 @@ impl Q8Act {
         let nb = x.len() / 32;
         let mut qs = vec![0i8; nb * 32];
         let (mut d, mut s, mut isum) = (Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb));
-        let (sign, half) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(0.5));
         for (b, blk) in x.chunks_exact(32).enumerate() {
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(blk.as_ptr().add(8 * i)));
             let amax = hmax_abs_avx2(&v);
             let db = amax / 127.0;
             let id = _mm256_set1_ps(if db != 0.0 { 1.0 / db } else { 0.0 });
-            let q: [__m256i; 4] = std::array::from_fn(|i| {
-                _mm256_cvttps_epi32(_mm256_add_ps(
-                    _mm256_mul_ps(v[i], id),
-                    _mm256_or_ps(half, _mm256_and_ps(sign, v[i])),
-                ))
-            });
+            let q: [__m256i; 4] = std::array::from_fn(|i| round_scaled_avx2(v[i], id));
             // packs work per 128-bit lane: [a0-3 b0-3 | a4-7 b4-7] twice, then bytes
             // [a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7]; a dword permute restores the order
             let w = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
@@ -208,16 +202,12 @@ impl Q16Act {
         let nb = x.len() / 32;
         let mut qs = vec![0i16; nb * 32];
         let (mut d, mut xsum) = (Vec::with_capacity(nb), Vec::with_capacity(nb));
-        let sign = _mm256_set1_ps(-0.0);
-        let half = _mm256_set1_ps(0.5);
         for (b, blk) in x.chunks_exact(32).enumerate() {
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(blk.as_ptr().add(8 * i)));
             let amax = hmax_abs_avx2(&v);
             let db = amax / 32767.0;
             let id = _mm256_set1_ps(if db != 0.0 { 1.0 / db } else { 0.0 });
-            let q = |v: __m256| {
-                _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v, id), _mm256_or_ps(half, _mm256_and_ps(sign, v))))
-            };
+            let q = |v: __m256| round_scaled_avx2(v, id);
             // packs works per 128-bit lane: [a0-3 b0-3 | a4-7 b4-7] → element order by a permute
             let pack = |a: __m256i, c: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, c));
             let out = qs.as_mut_ptr().add(b * 32) as *mut __m256i;
@@ -250,6 +240,16 @@ unsafe fn hmax_abs_avx2(v: &[std::arch::x86_64::__m256; 4]) -> f32 {
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)))
+}
+
+/// `round(v · id)` half away from zero (as `roundf`, without the libm call), as i32 lanes: the
+/// portable quantizers' `(v * id + 0.5f32.copysign(v)) as i32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn round_scaled_avx2(v: std::arch::x86_64::__m256, id: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let half = _mm256_or_ps(_mm256_set1_ps(0.5), _mm256_and_ps(_mm256_set1_ps(-0.0), v));
+    _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v, id), half))
 }
 
 #[cfg(test)]

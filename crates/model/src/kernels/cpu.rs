@@ -752,10 +752,10 @@ mod tests {
             let (n, k) = (24, 128);
             let w = QuantMatrix::random_blocks(ty, n, k, 29);
             let bb = w.row_bytes() / (k / 32);
+            // the quants are a block's last 32 (Q8_0) or 16 (Q4: two nibbles each) bytes
+            let qn = if ty == GgmlType::Q8_0 { 32 } else { 16 };
             let mut data = w.data().to_vec();
             for (b, blk) in data.chunks_exact_mut(bb).enumerate() {
-                // the quants are a block's last 32 (Q8_0) or 16 (Q4: two nibbles each) bytes
-                let qn = if ty == GgmlType::Q8_0 { 32 } else { 16 };
                 for (j, q) in blk[bb - qn..].iter_mut().enumerate() {
                     *q = if ty == GgmlType::Q8_0 {
                         [-128i8, -127, 127, 126][(b + j / 3) % 4] as u8
